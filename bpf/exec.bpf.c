@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * exec.bpf.c: every exec in a guarded cgroup becomes an event with the path
+ * handed to execve, the file really executed and the argv. An exec rule can
+ * kill the new program here: sched_process_exec fires after the new image is
+ * installed but before the task returns to user space, so a SIGKILL sent now
+ * is delivered before the program runs a single instruction of its own.
+ */
+#include "guard.bpf.h"
+
+/*
+ * Never read: it makes clang emit BTF for every shared enum and struct, also
+ * those no program in this object touches, so guard/abi.py can be checked
+ * against the BTF of the object it is loaded with.
+ */
+const volatile struct guard_abi_anchor {
+	enum guard_event_kind event_kind;
+	enum guard_action action;
+	enum guard_proto proto;
+	enum guard_hook hook;
+	enum guard_counter counter;
+	enum guard_exec_match exec_match;
+	enum guard_exec_flags exec_flags;
+	struct guard_exec_event exec_event;
+	struct guard_connect_event connect_event;
+	struct guard_socket_event socket_event;
+	struct guard_cgroup_info cgroup_info;
+	struct guard_policy_config policy_config;
+	struct guard_config config;
+	struct guard_lpm4_key lpm4_key;
+	struct guard_lpm6_key lpm6_key;
+	struct guard_rule_span rule_span;
+	struct guard_port_rule port_rule;
+	struct guard_exec_key exec_key;
+	struct guard_exec_verdict exec_verdict;
+	struct guard_sendmsg_key sendmsg_key;
+} guard_abi_anchor;
+
+struct exec_scratch {
+	struct guard_exec_event ev;
+	/* exe path built backwards from the end of the first half; the second
+	 * half only exists so the verifier can see every copy stays inside */
+	char path[2 * GUARD_PATH_MAX];
+	struct guard_exec_key key;
+	/*
+	 * Loop cursors kept in map memory on purpose: a value read back from a
+	 * map is an unknown scalar to the verifier, so the states of different
+	 * iterations can be pruned instead of multiplying (1M-insn limit).
+	 */
+	__u32 cursor;
+	__u32 mark;
+};
+
+/* 0 -> per-CPU scratch space: an exec event is too large for the BPF stack */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_scratch);
+} eg_exec_scratch SEC(".maps");
+
+#define PATH_MASK (GUARD_PATH_MAX - 1)
+#define LOAD(x) (*(volatile __u32 *)&(x))
+#define STORE(x, v) (*(volatile __u32 *)&(x) = (v))
+
+/*
+ * Rebuild the executed file's path from its dentries, crossing mount points,
+ * up to the root of the task's mount namespace (so a container sees its own
+ * paths). Writes the path into ev->exe and returns the offset of its
+ * basename there.
+ */
+static __always_inline __u32 resolve_exe(struct exec_scratch *s, struct task_struct *task)
+{
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	struct dentry *dentry = BPF_CORE_READ(exe, f_path.dentry);
+	struct vfsmount *vfsmnt = BPF_CORE_READ(exe, f_path.mnt);
+	struct mount *mnt = container_of(vfsmnt, struct mount, mnt);
+	__u32 off, size, base_len;
+
+	s->path[GUARD_PATH_MAX - 1] = 0;
+	STORE(s->cursor, GUARD_PATH_MAX - 1); /* where the path starts */
+	STORE(s->mark, 0);                    /* length of the basename */
+	for (int depth = 0; depth < GUARD_PATH_DEPTH; depth++) {
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		const unsigned char *name;
+		__u32 len;
+
+		if (!dentry)
+			break;
+		if (dentry == mnt_root || dentry == parent) {
+			/* the root of this mount: continue in the mount above it */
+			if (dentry != mnt_root || mnt == mnt_parent)
+				break;
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = mnt_parent;
+			continue;
+		}
+		name = BPF_CORE_READ(dentry, d_name.name);
+		len = BPF_CORE_READ(dentry, d_name.len) & PATH_MASK;
+		off = LOAD(s->cursor) & PATH_MASK;
+		if (len + 1 > off) {
+			s->ev.flags |= GUARD_EXEC_EXE_TRUNCATED;
+			break;
+		}
+		off -= len;
+		bpf_probe_read_kernel(&s->path[off & PATH_MASK], len, name);
+		off -= 1;
+		s->path[off & PATH_MASK] = '/';
+		STORE(s->cursor, off);
+		if (!LOAD(s->mark))
+			STORE(s->mark, len);
+		dentry = parent;
+	}
+
+	off = LOAD(s->cursor) & PATH_MASK;
+	size = GUARD_PATH_MAX - off;
+	bpf_probe_read_kernel(s->ev.exe, size & (2 * GUARD_PATH_MAX - 1) ?: 1,
+			      &s->path[off]);
+	s->ev.exe_size = size - 1;
+	base_len = LOAD(s->mark);
+	return (size - 1 - base_len) & PATH_MASK;
+}
+
+/* Offset of the basename in a NUL-terminated path of at most len bytes. */
+static __always_inline __u32 basename_offset(struct exec_scratch *s, const char *path, __u32 len)
+{
+	STORE(s->mark, 0);
+	for (__u32 i = 0; i < GUARD_PATH_MAX; i++) {
+		if (i >= len || !path[i])
+			break;
+		if (path[i] == '/')
+			STORE(s->mark, i + 1);
+	}
+	return LOAD(s->mark) & PATH_MASK;
+}
+
+static __always_inline void judge_exec(struct exec_scratch *s, __u32 policy_id,
+				       __u32 match, const char *str, __u32 len,
+				       struct guard_exec_verdict *best)
+{
+	struct guard_exec_verdict *verdict;
+
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	s->key.policy_id = policy_id;
+	s->key.match = match;
+	bpf_probe_read_kernel(s->key.str, len & PATH_MASK, str);
+	verdict = bpf_map_lookup_elem(&eg_exec_rules, &s->key);
+	/* kill beats log; at equal actions the first lookup wins */
+	if (verdict && (best->rule_id == GUARD_RULE_NONE || verdict->action > best->action))
+		*best = *verdict;
+}
+
+/*
+ * A raw tracepoint, attached by name: unlike a classic tracepoint it needs no
+ * tracefs mount, which many hosts (this project's CI included) do not have.
+ * Arguments: (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm).
+ */
+SEC("raw_tp/sched_process_exec")
+int guard_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct guard_exec_verdict verdict = { .action = GUARD_ACTION_LOG };
+	unsigned long arg_start, arg_end;
+	struct guard_cgroup_info *guard;
+	struct exec_scratch *s;
+	__u32 zero = 0, policy_id, exe_base, file_base, file_len;
+	__u64 cgroup_id, argv_size, size;
+	long n;
+
+	guard = current_guard(&cgroup_id);
+	if (!guard)
+		return 0;
+	policy_id = guard->policy_id;
+	s = bpf_map_lookup_elem(&eg_exec_scratch, &zero);
+	if (!s)
+		return 0;
+
+	s->ev.flags = 0;
+	n = bpf_probe_read_kernel_str(s->ev.filename, sizeof(s->ev.filename),
+				      BPF_CORE_READ(bprm, filename));
+	file_len = n > 0 ? (n - 1) & PATH_MASK : 0;
+	file_base = basename_offset(s, s->ev.filename, file_len);
+	exe_base = resolve_exe(s, task);
+
+	judge_exec(s, policy_id, GUARD_EXEC_MATCH_PATH, s->ev.exe, s->ev.exe_size, &verdict);
+	if (s->ev.filename[0] == '/')
+		judge_exec(s, policy_id, GUARD_EXEC_MATCH_PATH, s->ev.filename, file_len, &verdict);
+	judge_exec(s, policy_id, GUARD_EXEC_MATCH_NAME, &s->ev.exe[exe_base],
+		   s->ev.exe_size - exe_base, &verdict);
+	judge_exec(s, policy_id, GUARD_EXEC_MATCH_NAME, &s->ev.filename[file_base],
+		   file_len - file_base, &verdict);
+	if (verdict.action == GUARD_ACTION_KILL)
+		bpf_send_signal(SIGKILL);
+	count_verdict(verdict.action);
+
+	arg_start = BPF_CORE_READ(task, mm, arg_start);
+	arg_end = BPF_CORE_READ(task, mm, arg_end);
+	argv_size = arg_end - arg_start;
+	if (argv_size > GUARD_ARGV_MAX) {
+		argv_size = GUARD_ARGV_MAX;
+		s->ev.flags |= GUARD_EXEC_ARGV_TRUNCATED;
+	}
+	if (bpf_probe_read_user(s->ev.argv, argv_size, (void *)arg_start))
+		argv_size = 0;
+	s->ev.argv_size = argv_size;
+
+	size = offsetof(struct guard_exec_event, argv) + argv_size;
+	if (size > sizeof(s->ev))
+		size = sizeof(s->ev);
+	fill_header(&s->ev.hdr, GUARD_EVENT_EXEC, size, cgroup_id, policy_id,
+		    verdict.action, verdict.rule_id);
+	event_output(&s->ev, size);
+	return 0;
+}

@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * guard.bpf.h: kernel-only maps and helpers shared by every egress-guard
+ * program. Each object includes this file; userspace loads the first object,
+ * then hands the same map fds to the others (bpf_map__reuse_fd), so there is
+ * one instance of each map however many objects are loaded.
+ *
+ * The kernel side only looks up and emits: which cgroup is guarded, which
+ * rule applies and what an exec is called are all decided by userspace, which
+ * writes the answers into these maps (guard/maps.py is the only writer).
+ */
+#ifndef GUARD_BPF_H
+#define GUARD_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "guard_abi.h"
+
+/* Socket constants that vmlinux.h cannot carry (they are macros, not types). */
+#define AF_INET 2
+#define AF_INET6 10
+#define AF_PACKET 17
+#define SIGKILL 9
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* cgroup id -> struct guard_cgroup_info, for every guarded cgroup */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct guard_cgroup_info);
+} eg_guarded SEC(".maps");
+
+/* policy id -> struct guard_policy_config */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct guard_policy_config);
+} eg_policies SEC(".maps");
+
+/* 0 -> struct guard_config */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_config);
+} eg_config SEC(".maps");
+
+/* (policy id, IPv4 prefix) -> span of eg_port_rules */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct guard_lpm4_key);
+	__type(value, struct guard_rule_span);
+} eg_cidr4 SEC(".maps");
+
+/* (policy id, IPv6 prefix) -> span of eg_port_rules */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct guard_lpm6_key);
+	__type(value, struct guard_rule_span);
+} eg_cidr6 SEC(".maps");
+
+/* slot -> struct guard_port_rule; spans of it are the ordered rules of a prefix */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 262144);
+	__type(key, __u32);
+	__type(value, struct guard_port_rule);
+} eg_port_rules SEC(".maps");
+
+/* (policy id, name or path of an executable) -> struct guard_exec_verdict */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct guard_exec_key);
+	__type(value, struct guard_exec_verdict);
+} eg_exec_rules SEC(".maps");
+
+/* enum guard_counter -> count, per CPU */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GUARD_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} eg_counters SEC(".maps");
+
+/* every event, variable size; userspace sets the size before load */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} eg_events SEC(".maps");
+
+static __always_inline void count(__u32 counter)
+{
+	__u64 *value = bpf_map_lookup_elem(&eg_counters, &counter);
+
+	if (value)
+		*value += 1;
+}
+
+static __always_inline void count_verdict(__u8 action)
+{
+	count(GUARD_CTR_VERDICT_ALLOW + (action & 3));
+}
+
+/*
+ * The guard entry of the current task: its own cgroup if guarded, else the
+ * deepest guarded ancestor. Ancestors are probed only at the levels where
+ * some cgroup is guarded (eg_config.guarded_levels), so an unguarded task
+ * costs one lookup plus one per occupied level, not one per level.
+ */
+static __always_inline struct guard_cgroup_info *current_guard(__u64 *cgroup_id)
+{
+	struct guard_cgroup_info *info;
+	struct guard_config *config;
+	__u32 zero = 0, levels;
+	__u64 id;
+
+	id = bpf_get_current_cgroup_id();
+	*cgroup_id = id;
+	info = bpf_map_lookup_elem(&eg_guarded, &id);
+	if (info)
+		return info;
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!config)
+		return NULL;
+	levels = config->guarded_levels;
+	for (int level = GUARD_CGROUP_LEVELS - 1; level >= 0 && levels; level--) {
+		if (!(levels & (1u << level)))
+			continue;
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			continue;
+		info = bpf_map_lookup_elem(&eg_guarded, &id);
+		if (info)
+			return info;
+	}
+	return NULL;
+}
+
+static __always_inline void fill_header(struct guard_event_header *hdr, __u32 kind,
+					__u32 size, __u64 cgroup_id, __u32 policy_id,
+					__u8 action, __u16 rule_id)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	hdr->kind = kind;
+	hdr->size = size;
+	hdr->ktime_ns = bpf_ktime_get_boot_ns();
+	hdr->cgroup_id = cgroup_id;
+	hdr->pid = bpf_get_current_pid_tgid() >> 32;
+	hdr->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	hdr->uid = (__u32)bpf_get_current_uid_gid();
+	hdr->policy_id = policy_id;
+	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
+	hdr->action = action;
+	hdr->_pad0 = 0;
+	hdr->rule_id = rule_id;
+	hdr->_pad1 = 0;
+}
+
+/*
+ * Fixed-size events are reserved in the ring and submitted in place; a full
+ * ring is counted in GUARD_CTR_EVENTS_LOST, never silent.
+ */
+static __always_inline void *event_reserve(__u32 size)
+{
+	void *ev = bpf_ringbuf_reserve(&eg_events, size, 0);
+
+	if (!ev)
+		count(GUARD_CTR_EVENTS_LOST);
+	return ev;
+}
+
+static __always_inline void event_submit(void *ev)
+{
+	bpf_ringbuf_submit(ev, 0);
+	count(GUARD_CTR_EVENTS_SENT);
+}
+
+/* Variable-size events are built in scratch memory and copied out. */
+static __always_inline void event_output(void *ev, __u64 size)
+{
+	if (bpf_ringbuf_output(&eg_events, ev, size, 0))
+		count(GUARD_CTR_EVENTS_LOST);
+	else
+		count(GUARD_CTR_EVENTS_SENT);
+}
+
+#endif /* GUARD_BPF_H */

@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * sock_addr.bpf.c: egress verdicts at connect() and at sendmsg() with an
+ * address (UDP sendto without connect). A verdict is one longest-prefix
+ * lookup of (policy id, destination) followed by a bounded scan of that
+ * prefix's port rules, which userspace stored in precedence order.
+ * Returning 0 makes the system call fail with EPERM.
+ */
+#include "guard.bpf.h"
+
+/* (socket cookie, destination, verdict) -> 1: sendmsg reports each once */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct guard_sendmsg_key);
+	__type(value, __u8);
+} eg_sendmsg_seen SEC(".maps");
+
+struct destination {
+	__u8 family; /* 4 or 6, after unmapping ::ffff:a.b.c.d */
+	__u8 proto;
+	__u16 port;
+	__u32 addr[4]; /* network byte order */
+};
+
+static __always_inline int scan_rules(const struct guard_rule_span *span,
+				      const struct destination *dst,
+				      __u8 *action, __u16 *rule_id)
+{
+	__u32 count = span->count;
+
+	for (__u32 i = 0; i < GUARD_RULES_PER_PREFIX; i++) {
+		struct guard_port_rule *rule;
+		__u32 slot = span->first + i;
+
+		if (i >= count)
+			break;
+		rule = bpf_map_lookup_elem(&eg_port_rules, &slot);
+		if (!rule)
+			break;
+		if (rule->proto != GUARD_PROTO_ANY && rule->proto != dst->proto)
+			continue;
+		if (dst->port < rule->port_lo || dst->port > rule->port_hi)
+			continue;
+		*action = rule->action;
+		*rule_id = rule->rule_id;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline struct guard_rule_span *lookup_prefix(__u32 policy_id,
+							     const struct destination *dst)
+{
+	if (dst->family == 4) {
+		struct guard_lpm4_key key = {
+			.prefixlen = 32 + 32,
+			.policy_id = policy_id,
+		};
+		__builtin_memcpy(key.addr, &dst->addr[0], 4);
+		return bpf_map_lookup_elem(&eg_cidr4, &key);
+	} else {
+		struct guard_lpm6_key key = {
+			.prefixlen = 32 + 128,
+			.policy_id = policy_id,
+		};
+		__builtin_memcpy(key.addr, dst->addr, 16);
+		return bpf_map_lookup_elem(&eg_cidr6, &key);
+	}
+}
+
+static __always_inline void emit_connect(const struct destination *dst, __u8 hook,
+					 __u64 cgroup_id, __u32 policy_id,
+					 __u8 action, __u16 rule_id)
+{
+	struct guard_connect_event *ev;
+
+	ev = event_reserve(sizeof(*ev));
+	if (!ev)
+		return;
+	fill_header(&ev->hdr, GUARD_EVENT_CONNECT, sizeof(*ev), cgroup_id,
+		    policy_id, action, rule_id);
+	ev->family = dst->family;
+	ev->proto = dst->proto;
+	ev->hook = hook;
+	ev->_pad0 = 0;
+	ev->port = dst->port;
+	ev->_pad1 = 0;
+	__builtin_memcpy(ev->addr, dst->addr, 16);
+	event_submit(ev);
+}
+
+/* A sendmsg reports a destination once per socket and verdict, not per datagram. */
+static __always_inline int first_sendmsg(struct bpf_sock_addr *ctx,
+					 const struct destination *dst, __u8 action)
+{
+	struct guard_sendmsg_key key = {};
+	__u8 one = 1;
+
+	key.cookie = bpf_get_socket_cookie(ctx);
+	__builtin_memcpy(key.addr, dst->addr, 16);
+	key.port = dst->port;
+	key.action = action;
+	return bpf_map_update_elem(&eg_sendmsg_seen, &key, &one, BPF_NOEXIST) == 0;
+}
+
+static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *dst,
+				 __u8 hook)
+{
+	struct guard_policy_config *policy;
+	struct guard_cgroup_info *guard;
+	struct guard_rule_span *span;
+	__u16 rule_id = GUARD_RULE_NONE;
+	__u64 cgroup_id;
+	__u32 policy_id;
+	__u8 action;
+
+	guard = current_guard(&cgroup_id);
+	if (!guard)
+		return 1;
+	policy_id = guard->policy_id;
+	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
+	/* A guarded cgroup whose policy is missing fails closed. */
+	action = policy ? policy->default_action : GUARD_ACTION_BLOCK;
+
+	dst->proto = ctx->protocol == GUARD_PROTO_UDP ? GUARD_PROTO_UDP : GUARD_PROTO_TCP;
+	span = lookup_prefix(policy_id, dst);
+	if (span)
+		scan_rules(span, dst, &action, &rule_id);
+
+	count_verdict(action);
+	if (action != GUARD_ACTION_ALLOW) {
+		int is_sendmsg = hook == GUARD_HOOK_SENDMSG4 || hook == GUARD_HOOK_SENDMSG6;
+
+		if (!is_sendmsg || first_sendmsg(ctx, dst, action))
+			emit_connect(dst, hook, cgroup_id, policy_id, action, rule_id);
+	}
+	return action == GUARD_ACTION_BLOCK ? 0 : 1;
+}
+
+static __always_inline int judge4(struct bpf_sock_addr *ctx, __u8 hook)
+{
+	struct destination dst = { .family = 4 };
+
+	dst.addr[0] = ctx->user_ip4;
+	dst.port = bpf_ntohs(ctx->user_port);
+	return judge(ctx, &dst, hook);
+}
+
+static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 hook)
+{
+	struct destination dst = { .family = 6 };
+
+	dst.addr[0] = ctx->user_ip6[0];
+	dst.addr[1] = ctx->user_ip6[1];
+	dst.addr[2] = ctx->user_ip6[2];
+	dst.addr[3] = ctx->user_ip6[3];
+	dst.port = bpf_ntohs(ctx->user_port);
+	/* ::ffff:a.b.c.d reaches an IPv4 host, so IPv4 rules judge it. */
+	if (dst.addr[0] == 0 && dst.addr[1] == 0 && dst.addr[2] == bpf_htonl(0xffff)) {
+		dst.family = 4;
+		dst.addr[0] = dst.addr[3];
+		dst.addr[1] = dst.addr[2] = dst.addr[3] = 0;
+	}
+	return judge(ctx, &dst, hook);
+}
+
+SEC("cgroup/connect4")
+int guard_connect4(struct bpf_sock_addr *ctx)
+{
+	return judge4(ctx, GUARD_HOOK_CONNECT4);
+}
+
+SEC("cgroup/connect6")
+int guard_connect6(struct bpf_sock_addr *ctx)
+{
+	return judge6(ctx, GUARD_HOOK_CONNECT6);
+}
+
+SEC("cgroup/sendmsg4")
+int guard_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return judge4(ctx, GUARD_HOOK_SENDMSG4);
+}
+
+SEC("cgroup/sendmsg6")
+int guard_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return judge6(ctx, GUARD_HOOK_SENDMSG6);
+}

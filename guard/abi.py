@@ -1,0 +1,234 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Python mirror of bpf/include/guard_abi.h.
+
+Every ctypes layout here names the C struct it mirrors; tests/unit/test_abi.py
+compares each one, field by field, with the BTF of the compiled objects, and the
+loader repeats that check before it attaches anything.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+
+COMM_LEN = 16
+PATH_MAX = 256
+ARGV_MAX = 4096
+PATH_DEPTH = 32
+RULES_PER_PREFIX = 64
+CGROUP_LEVELS = 32
+RULE_NONE = 0
+
+
+class EventKind(enum.IntEnum):
+    EXEC = 1
+    CONNECT = 2
+    SOCKET = 3
+
+
+class Action(enum.IntEnum):
+    ALLOW = 0
+    LOG = 1
+    BLOCK = 2
+    KILL = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Proto(enum.IntEnum):
+    ANY = 0
+    TCP = 6
+    UDP = 17
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Hook(enum.IntEnum):
+    CONNECT4 = 1
+    CONNECT6 = 2
+    SENDMSG4 = 3
+    SENDMSG6 = 4
+
+
+class Counter(enum.IntEnum):
+    EVENTS_SENT = 0
+    EVENTS_LOST = 1
+    VERDICT_ALLOW = 2
+    VERDICT_LOG = 3
+    VERDICT_BLOCK = 4
+    VERDICT_KILL = 5
+
+
+COUNTER_MAX = 6
+
+
+class ExecMatch(enum.IntEnum):
+    NAME = 1
+    PATH = 2
+
+
+class ExecFlags(enum.IntFlag):
+    ARGV_TRUNCATED = 1
+    EXE_TRUNCATED = 2
+
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+
+class EventHeader(ctypes.Structure):
+    """struct guard_event_header"""
+    c_name = "guard_event_header"
+    _fields_ = [
+        ("kind", u32),
+        ("size", u32),
+        ("ktime_ns", u64),
+        ("cgroup_id", u64),
+        ("pid", u32),
+        ("ppid", u32),
+        ("uid", u32),
+        ("policy_id", u32),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("action", u8),
+        ("_pad0", u8),
+        ("rule_id", u16),
+        ("_pad1", u32),
+    ]
+
+
+class ExecEvent(ctypes.Structure):
+    """struct guard_exec_event (argv is cut to argv_size bytes on the wire)"""
+    c_name = "guard_exec_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("flags", u32),
+        ("exe_size", u16),
+        ("argv_size", u16),
+        ("filename", ctypes.c_char * PATH_MAX),
+        ("exe", ctypes.c_char * PATH_MAX),
+        ("argv", ctypes.c_char * ARGV_MAX),
+    ]
+
+
+class ConnectEvent(ctypes.Structure):
+    """struct guard_connect_event"""
+    c_name = "guard_connect_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("family", u8),
+        ("proto", u8),
+        ("hook", u8),
+        ("_pad0", u8),
+        ("port", u16),
+        ("_pad1", u16),
+        ("addr", u8 * 16),
+    ]
+
+
+class SocketEvent(ctypes.Structure):
+    """struct guard_socket_event"""
+    c_name = "guard_socket_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("family", u32),
+        ("type", u32),
+        ("protocol", u32),
+        ("_pad0", u32),
+    ]
+
+
+class CgroupInfo(ctypes.Structure):
+    """struct guard_cgroup_info"""
+    c_name = "guard_cgroup_info"
+    _fields_ = [("policy_id", u32), ("flags", u32)]
+
+
+class PolicyConfig(ctypes.Structure):
+    """struct guard_policy_config"""
+    c_name = "guard_policy_config"
+    _fields_ = [
+        ("default_action", u8),
+        ("deny_raw_sockets", u8),
+        ("_pad0", u8 * 2),
+        ("_pad1", u32),
+    ]
+
+
+class Config(ctypes.Structure):
+    """struct guard_config"""
+    c_name = "guard_config"
+    _fields_ = [("guarded_levels", u32), ("_pad0", u32)]
+
+
+class Lpm4Key(ctypes.Structure):
+    """struct guard_lpm4_key"""
+    c_name = "guard_lpm4_key"
+    _fields_ = [("prefixlen", u32), ("policy_id", u32), ("addr", u8 * 4)]
+
+
+class Lpm6Key(ctypes.Structure):
+    """struct guard_lpm6_key"""
+    c_name = "guard_lpm6_key"
+    _fields_ = [("prefixlen", u32), ("policy_id", u32), ("addr", u8 * 16)]
+
+
+class RuleSpan(ctypes.Structure):
+    """struct guard_rule_span"""
+    c_name = "guard_rule_span"
+    _fields_ = [("first", u32), ("count", u32)]
+
+
+class PortRule(ctypes.Structure):
+    """struct guard_port_rule"""
+    c_name = "guard_port_rule"
+    _fields_ = [
+        ("port_lo", u16),
+        ("port_hi", u16),
+        ("proto", u8),
+        ("action", u8),
+        ("rule_id", u16),
+    ]
+
+
+class ExecKey(ctypes.Structure):
+    """struct guard_exec_key"""
+    c_name = "guard_exec_key"
+    _fields_ = [("policy_id", u32), ("match", u32), ("str", ctypes.c_char * PATH_MAX)]
+
+
+class ExecVerdict(ctypes.Structure):
+    """struct guard_exec_verdict"""
+    c_name = "guard_exec_verdict"
+    _fields_ = [("action", u8), ("_pad0", u8), ("rule_id", u16)]
+
+
+class SendmsgKey(ctypes.Structure):
+    """struct guard_sendmsg_key"""
+    c_name = "guard_sendmsg_key"
+    _fields_ = [
+        ("cookie", u64),
+        ("addr", u8 * 16),
+        ("port", u16),
+        ("action", u8),
+        ("_pad0", u8 * 5),
+    ]
+
+
+#: Every struct that crosses the boundary, for the BTF layout check.
+SHARED_STRUCTS = (
+    EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupInfo, PolicyConfig,
+    Config, Lpm4Key, Lpm6Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
+)
+
+#: Every enum that crosses the boundary: C enum name -> (Python enum, C prefix).
+SHARED_ENUMS = {
+    "guard_event_kind": (EventKind, "GUARD_EVENT_"),
+    "guard_action": (Action, "GUARD_ACTION_"),
+    "guard_proto": (Proto, "GUARD_PROTO_"),
+    "guard_hook": (Hook, "GUARD_HOOK_"),
+    "guard_counter": (Counter, "GUARD_CTR_"),
+    "guard_exec_match": (ExecMatch, "GUARD_EXEC_MATCH_"),
+    "guard_exec_flags": (ExecFlags, "GUARD_EXEC_"),
+}

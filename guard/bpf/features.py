@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Feature probes: which BPF mechanisms really load (and attach) on this host.
+
+Each probe loads one program of bpf/probes.bpf.c on its own; mechanisms whose
+failure only shows at attach time (kprobes on kernels built without them,
+fentry without ftrace) are attached and detached at once. Nothing probed acts:
+the programs return "allow"/no-op.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+
+from ..cgroups import CgroupError, cgroup2_mount
+from . import libbpf
+from .loader import BpfObject, LibbpfError, object_path
+
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+
+# mechanism -> (program in probes.bpf.c, attach after load?)
+PROBES = {
+    "cgroup_sock_addr": ("probe_sock_addr", False),
+    "cgroup_skb": ("probe_cgroup_skb", False),
+    "cgroup_sock_create": ("probe_sock_create", False),
+    "tracepoint": ("probe_tracepoint", True),
+    "raw_tracepoint": ("probe_raw_tracepoint", True),
+    "ring_buffer": ("probe_ringbuf", False),
+    "bpf_send_signal": ("probe_send_signal", False),
+    "bpf_lsm": ("probe_lsm", True),
+    "fentry": ("probe_fentry", True),
+    "kprobe": ("probe_kprobe", True),
+}
+
+#: What the agent cannot work without, and what each one is for.
+REQUIRED = {
+    "cgroup_sock_addr": "egress verdicts at connect/sendmsg",
+    "cgroup_sock_create": "refusing raw and packet sockets",
+    "raw_tracepoint": "exec events (sched_process_exec, attached without tracefs)",
+    "ring_buffer": "events to userspace",
+    "bpf_send_signal": "killing a program at exec",
+}
+
+
+@dataclass
+class Mechanism:
+    available: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    kernel: str
+    arch: str
+    libbpf: str | None
+    btf: bool
+    cgroup2: str | None
+    root: bool
+    mechanisms: dict[str, Mechanism] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    enforcement: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def _probe(program: str, attach: bool) -> Mechanism:
+    obj = None
+    try:
+        obj = BpfObject(object_path("probes"))
+        for name, prog in obj.programs.items():
+            prog.set_autoload(name == program)
+        obj.load()
+        if attach:
+            obj.programs[program].attach().destroy()
+        return Mechanism(True, "attaches" if attach else "loads")
+    except LibbpfError as exc:
+        return Mechanism(False, exc.strerror or str(exc))
+    finally:
+        if obj is not None:
+            obj.close()
+
+
+def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
+    """Say which mechanism enforces what on this host, and what else exists."""
+    stronger = [name for name in ("bpf_lsm", "fentry", "kprobe") if mech[name].available]
+    return {
+        "level": "cgroup+raw_tracepoint",
+        "egress": "cgroup sock_addr hooks (connect4/6, sendmsg4/6): the call fails with EPERM",
+        "raw_sockets": "cgroup sock_create hook: socket() fails with EPERM",
+        "exec_kill": "raw tracepoint sched_process_exec + bpf_send_signal(SIGKILL), "
+                     "before the new program runs",
+        "also_available": stronger,
+        "note": ("BPF-LSM is present but this version does not use it yet"
+                 if mech["bpf_lsm"].available else
+                 "BPF-LSM is not loadable here; cgroup hooks and tracepoints are used"),
+    }
+
+
+def probe() -> Report:
+    report = Report(kernel=platform.release(), arch=platform.machine(), libbpf=None,
+                    btf=os.path.exists(BTF_PATH), cgroup2=None, root=os.geteuid() == 0)
+    try:
+        report.cgroup2 = str(cgroup2_mount())
+    except CgroupError as exc:
+        report.missing.append(f"cgroup2: {exc}")
+    if not report.btf:
+        report.missing.append(f"btf: {BTF_PATH} is missing (kernel built without BTF)")
+    try:
+        report.libbpf = libbpf.version()
+    except LibbpfError as exc:
+        report.missing.append(f"libbpf: {exc.strerror}")
+        return report
+    if not report.root:
+        report.missing.append("privileges: run as root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
+    for name, (program, attach) in PROBES.items():
+        report.mechanisms[name] = _probe(program, attach)
+    for name, purpose in REQUIRED.items():
+        if not report.mechanisms[name].available:
+            report.missing.append(f"{name} ({purpose}): {report.mechanisms[name].detail}")
+    report.enforcement = _enforcement(report.mechanisms)
+    return report

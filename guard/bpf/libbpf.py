@@ -1,0 +1,261 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The only binding to libbpf.so.1: ctypes declarations of its public API.
+
+Nothing here interprets ELF, relocations or bpf() commands: libbpf does all of
+that. This module declares the functions the loader calls, turns libbpf's
+negative-errno convention into OSError, and captures libbpf's log lines so a
+failed load can say why.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from typing import Callable
+
+c_int, c_uint, c_char_p, c_void_p, c_size_t = (
+    ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t)
+
+# enum libbpf_print_level
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+# enum bpf_prog_type (uapi/linux/bpf.h), only the ones probed
+PROG_TYPE = {
+    "kprobe": 2, "tracepoint": 5, "cgroup_skb": 8, "cgroup_sock": 9,
+    "raw_tracepoint": 17, "cgroup_sock_addr": 18, "tracing": 26, "lsm": 29,
+}
+# enum bpf_map_type, only the ones probed
+MAP_TYPE = {"hash": 1, "array": 2, "percpu_array": 6, "lpm_trie": 11, "ringbuf": 27}
+# enum bpf_func_id, only the ones probed
+HELPER = {"send_signal": 109, "ringbuf_output": 130, "get_current_ancestor_cgroup_id": 123}
+
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+
+_lib_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_log_lines: list[str] = []
+
+PrintFn = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+RingbufSampleFn = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+
+class LibbpfError(OSError):
+    """A libbpf call failed; carries errno and the libbpf log lines of the call."""
+
+    def __init__(self, err: int, what: str, log: list[str] | None = None):
+        super().__init__(err, f"{what}: {os.strerror(err)}")
+        self.what = what
+        self.log = log or []
+
+
+class BpfProgTestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (libbpf bpf.h); sz first, as libbpf's OPTS expect."""
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_void_p), ("data_out", c_void_p),
+        ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", c_void_p), ("ctx_out", c_void_p),
+        ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32), ("repeat", c_int), ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
+    ]
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    sig = {
+        "libbpf_major_version": (ctypes.c_uint32, []),
+        "libbpf_minor_version": (ctypes.c_uint32, []),
+        "libbpf_set_print": (c_void_p, [PrintFn]),
+        "libbpf_get_error": (ctypes.c_long, [c_void_p]),
+        "libbpf_num_possible_cpus": (c_int, []),
+        "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p]),
+        "libbpf_probe_bpf_map_type": (c_int, [c_int, c_void_p]),
+        "libbpf_probe_bpf_helper": (c_int, [c_int, c_int, c_void_p]),
+        "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
+        "bpf_object__load": (c_int, [c_void_p]),
+        "bpf_object__close": (None, [c_void_p]),
+        "bpf_object__btf": (c_void_p, [c_void_p]),
+        "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),
+        "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
+        "bpf_object__next_map": (c_void_p, [c_void_p, c_void_p]),
+        "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
+        "bpf_map__name": (c_char_p, [c_void_p]),
+        "bpf_map__fd": (c_int, [c_void_p]),
+        "bpf_map__reuse_fd": (c_int, [c_void_p, c_int]),
+        "bpf_map__set_max_entries": (c_int, [c_void_p, ctypes.c_uint32]),
+        "bpf_map__max_entries": (ctypes.c_uint32, [c_void_p]),
+        "bpf_map__key_size": (ctypes.c_uint32, [c_void_p]),
+        "bpf_map__value_size": (ctypes.c_uint32, [c_void_p]),
+        "bpf_program__name": (c_char_p, [c_void_p]),
+        "bpf_program__section_name": (c_char_p, [c_void_p]),
+        "bpf_program__fd": (c_int, [c_void_p]),
+        "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
+        "bpf_program__attach": (c_void_p, [c_void_p]),
+        "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
+        "bpf_link__destroy": (c_int, [c_void_p]),
+        "bpf_link__fd": (c_int, [c_void_p]),
+        "ring_buffer__new": (c_void_p, [c_int, RingbufSampleFn, c_void_p, c_void_p]),
+        "ring_buffer__poll": (c_int, [c_void_p, c_int]),
+        "ring_buffer__consume": (c_int, [c_void_p]),
+        "ring_buffer__epoll_fd": (c_int, [c_void_p]),
+        "ring_buffer__free": (None, [c_void_p]),
+        "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
+        "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
+        "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_prog_test_run_opts": (c_int, [c_int, ctypes.POINTER(BpfProgTestRunOpts)]),
+        "btf__parse": (c_void_p, [c_char_p, c_void_p]),
+        "btf__free": (None, [c_void_p]),
+        "btf__type_cnt": (ctypes.c_uint32, [c_void_p]),
+        "btf__type_by_id": (c_void_p, [c_void_p, ctypes.c_uint32]),
+        "btf__name_by_offset": (c_char_p, [c_void_p, ctypes.c_uint32]),
+        "btf__find_by_name_kind": (ctypes.c_int32, [c_void_p, c_char_p, ctypes.c_uint32]),
+        "btf__resolve_size": (ctypes.c_int64, [c_void_p, ctypes.c_uint32]),
+    }
+    for name, (restype, argtypes) in sig.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+@PrintFn
+def _print_callback(level, fmt, va_list):  # pragma: no cover - called from C
+    # libbpf hands a printf format and a va_list; libc's vsnprintf renders it.
+    # The verifier log arrives as one large string, so the buffer is generous.
+    if level > LIBBPF_INFO:
+        return 0
+    buf = ctypes.create_string_buffer(1 << 18)
+    _libc.vsnprintf(buf, len(buf), fmt, va_list)
+    _log_lines.extend(line for line in buf.value.decode(errors="replace").splitlines() if line)
+    del _log_lines[:-400]
+    return 0
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+
+
+def lib() -> ctypes.CDLL:
+    """libbpf.so.1, loaded once, with its print callback captured."""
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            try:
+                handle = ctypes.CDLL("libbpf.so.1", use_errno=True)
+            except OSError as exc:
+                raise LibbpfError(errno.ENOENT, f"cannot load libbpf.so.1 ({exc})") from None
+            _declare(handle)
+            if handle.libbpf_major_version() < 1:
+                raise LibbpfError(errno.ENOTSUP, "libbpf >= 1.0 is required")
+            handle.libbpf_set_print(_print_callback)
+            _lib = handle
+        return _lib
+
+
+def version() -> str:
+    handle = lib()
+    return f"{handle.libbpf_major_version()}.{handle.libbpf_minor_version()}"
+
+
+def possible_cpus() -> int:
+    """CPUs a per-CPU map holds values for (not just the online ones)."""
+    return check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+def take_log() -> list[str]:
+    """libbpf's warning and info lines since the last call."""
+    lines = list(_log_lines)
+    _log_lines.clear()
+    return lines
+
+
+def check(ret: int, what: str) -> int:
+    """libbpf 1.x returns -errno on failure."""
+    if ret < 0:
+        raise LibbpfError(-ret, what, take_log())
+    return ret
+
+
+def check_ptr(ptr: int | None, what: str) -> int:
+    """libbpf 1.x returns NULL with errno set on failure."""
+    if not ptr:
+        err = ctypes.get_errno() or errno.EINVAL
+        raise LibbpfError(err, what, take_log())
+    return ptr
+
+
+def map_update(fd: int, key: ctypes.Structure | ctypes._SimpleCData,
+               value: ctypes.Structure | ctypes._SimpleCData | ctypes.Array,
+               flags: int = BPF_ANY) -> None:
+    ret = lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), flags)
+    if ret < 0:
+        raise LibbpfError(-ret, "bpf_map_update_elem")
+
+
+def map_lookup(fd: int, key, value) -> bool:
+    """Fills value and returns True, or returns False when the key is absent."""
+    ret = lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
+    if ret == -errno.ENOENT:
+        return False
+    if ret < 0:
+        raise LibbpfError(-ret, "bpf_map_lookup_elem")
+    return True
+
+
+def map_delete(fd: int, key) -> bool:
+    ret = lib().bpf_map_delete_elem(fd, ctypes.byref(key))
+    if ret == -errno.ENOENT:
+        return False
+    if ret < 0:
+        raise LibbpfError(-ret, "bpf_map_delete_elem")
+    return True
+
+
+def map_keys(fd: int, key_type: type) -> list:
+    """Every key of a map (snapshot; entries may change meanwhile)."""
+    keys = []
+    cur, nxt = None, key_type()
+    handle = lib()
+    while True:
+        ret = handle.bpf_map_get_next_key(fd, ctypes.byref(cur) if cur is not None else None,
+                                          ctypes.byref(nxt))
+        if ret == -errno.ENOENT:
+            return keys
+        if ret < 0:
+            raise LibbpfError(-ret, "bpf_map_get_next_key")
+        keys.append(nxt)
+        cur, nxt = nxt, key_type()
+
+
+class RingBuffer:
+    """ring_buffer__new over one map fd; each record is handed to on_record as bytes."""
+
+    def __init__(self, map_fd: int, on_record: Callable[[bytes], None]):
+        self._on_record = on_record
+        # Keep the ctypes callback alive as long as libbpf may call it.
+        self._callback = RingbufSampleFn(self._sample)
+        self._ptr = check_ptr(lib().ring_buffer__new(map_fd, self._callback, None, None),
+                              "ring_buffer__new")
+
+    def _sample(self, _ctx, data, size):
+        self._on_record(ctypes.string_at(data, size))
+        return 0
+
+    def poll(self, timeout_ms: int) -> int:
+        ret = lib().ring_buffer__poll(self._ptr, timeout_ms)
+        if ret == -errno.EINTR:
+            return 0
+        return check(ret, "ring_buffer__poll")
+
+    def consume(self) -> int:
+        return check(lib().ring_buffer__consume(self._ptr), "ring_buffer__consume")
+
+    def epoll_fd(self) -> int:
+        return lib().ring_buffer__epoll_fd(self._ptr)
+
+    def close(self) -> None:
+        if self._ptr:
+            lib().ring_buffer__free(self._ptr)
+            self._ptr = None

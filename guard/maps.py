@@ -1,0 +1,169 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The only writer of egress-guard's BPF maps.
+
+A compiled policy is installed under a policy id (its generation): every rule
+key carries that id, so a new generation can be written beside the old one and
+a guarded cgroup switches by one update of its eg_guarded entry. Nothing here
+decides anything; it only turns compiled policies and guard assignments into
+map entries and takes them out again.
+"""
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+from dataclasses import dataclass, field
+
+from . import abi
+from .bpf import libbpf
+from .compile import CompiledPolicy
+
+PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/guard.bpf.h
+
+
+class MapCapacityError(Exception):
+    """A policy does not fit the kernel maps."""
+
+
+@dataclass
+class _Installed:
+    """What one policy generation put into the maps, so it can be removed."""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    lpm4: list[abi.Lpm4Key] = field(default_factory=list)
+    lpm6: list[abi.Lpm6Key] = field(default_factory=list)
+    exec_keys: list[abi.ExecKey] = field(default_factory=list)
+
+
+class SlotAllocator:
+    """First-fit allocation of contiguous runs of eg_port_rules slots."""
+
+    def __init__(self, size: int):
+        self._free: list[tuple[int, int]] = [(0, size)]  # (first, count), sorted
+
+    def take(self, count: int) -> int:
+        for i, (first, avail) in enumerate(self._free):
+            if avail >= count:
+                if avail == count:
+                    del self._free[i]
+                else:
+                    self._free[i] = (first + count, avail - count)
+                return first
+        raise MapCapacityError(f"no room for {count} port rules in eg_port_rules")
+
+    def give(self, first: int, count: int) -> None:
+        self._free.append((first, count))
+        self._free.sort()
+        merged: list[tuple[int, int]] = []
+        for start, n in self._free:
+            if merged and merged[-1][0] + merged[-1][1] == start:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n)
+            else:
+                merged.append((start, n))
+        self._free = merged
+
+
+def _exec_key(policy_id: int, match: abi.ExecMatch, text: str) -> abi.ExecKey:
+    key = abi.ExecKey(policy_id=policy_id, match=match)
+    key.str = text.encode()
+    return key
+
+
+class Maps:
+    """Writes policies, guarded cgroups and config; reads counters."""
+
+    def __init__(self, map_fds: dict[str, int]):
+        self._fd = map_fds
+        self._slots = SlotAllocator(PORT_RULE_SLOTS)
+        self._installed: dict[int, _Installed] = {}
+        self._levels: dict[int, int] = {}  # guarded cgroup id -> level
+
+    # -- policies ---------------------------------------------------------
+    def install_policy(self, policy_id: int, policy: CompiledPolicy) -> None:
+        """Write every entry of one generation; the kernel uses it only once a
+        guarded cgroup points at policy_id."""
+        if policy_id in self._installed:
+            raise ValueError(f"policy id {policy_id} is already installed")
+        record = _Installed()
+        self._installed[policy_id] = record
+        try:
+            for network, rules in policy.v4.items():
+                record.lpm4.append(self._write_prefix(policy_id, network, rules, record))
+            for network, rules in policy.v6.items():
+                record.lpm6.append(self._write_prefix(policy_id, network, rules, record))
+            for match, table in ((abi.ExecMatch.NAME, policy.exec_names),
+                                 (abi.ExecMatch.PATH, policy.exec_paths)):
+                for text, (action, rule_id) in table.items():
+                    key = _exec_key(policy_id, match, text)
+                    libbpf.map_update(self._fd["eg_exec_rules"], key,
+                                      abi.ExecVerdict(action=action, rule_id=rule_id))
+                    record.exec_keys.append(key)
+            config = abi.PolicyConfig(default_action=policy.default_action,
+                                      deny_raw_sockets=int(policy.deny_raw_sockets))
+            libbpf.map_update(self._fd["eg_policies"], ctypes.c_uint32(policy_id), config)
+        except BaseException:
+            self.remove_policy(policy_id)
+            raise
+
+    def _write_prefix(self, policy_id, network, rules, record: _Installed):
+        first = self._slots.take(len(rules))
+        record.spans.append((first, len(rules)))
+        for i, rule in enumerate(rules):
+            libbpf.map_update(self._fd["eg_port_rules"], ctypes.c_uint32(first + i),
+                              abi.PortRule(port_lo=rule.port_lo, port_hi=rule.port_hi,
+                                           proto=rule.proto, action=rule.action,
+                                           rule_id=rule.rule_id))
+        span = abi.RuleSpan(first=first, count=len(rules))
+        if isinstance(network, ipaddress.IPv4Network):
+            key = abi.Lpm4Key(prefixlen=32 + network.prefixlen, policy_id=policy_id)
+            key.addr[:] = network.network_address.packed
+            libbpf.map_update(self._fd["eg_cidr4"], key, span)
+        else:
+            key = abi.Lpm6Key(prefixlen=32 + network.prefixlen, policy_id=policy_id)
+            key.addr[:] = network.network_address.packed
+            libbpf.map_update(self._fd["eg_cidr6"], key, span)
+        return key
+
+    def remove_policy(self, policy_id: int) -> None:
+        record = self._installed.pop(policy_id, None)
+        if record is None:
+            return
+        libbpf.map_delete(self._fd["eg_policies"], ctypes.c_uint32(policy_id))
+        for key in record.lpm4:
+            libbpf.map_delete(self._fd["eg_cidr4"], key)
+        for key in record.lpm6:
+            libbpf.map_delete(self._fd["eg_cidr6"], key)
+        for key in record.exec_keys:
+            libbpf.map_delete(self._fd["eg_exec_rules"], key)
+        for first, count in record.spans:
+            self._slots.give(first, count)
+
+    # -- guarded cgroups ---------------------------------------------------
+    def guard(self, cgroup_id: int, level: int, policy_id: int) -> None:
+        if policy_id not in self._installed:
+            raise ValueError(f"policy id {policy_id} is not installed")
+        libbpf.map_update(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id),
+                          abi.CgroupInfo(policy_id=policy_id))
+        self._levels[cgroup_id] = level
+        self._write_config()
+
+    def unguard(self, cgroup_id: int) -> None:
+        libbpf.map_delete(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id))
+        self._levels.pop(cgroup_id, None)
+        self._write_config()
+
+    def _write_config(self) -> None:
+        levels = 0
+        for level in self._levels.values():
+            if level < abi.CGROUP_LEVELS:
+                levels |= 1 << level
+        libbpf.map_update(self._fd["eg_config"], ctypes.c_uint32(0),
+                          abi.Config(guarded_levels=levels))
+
+    # -- counters ------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Per-CPU counters summed over CPUs, by lower-case counter name."""
+        values = (ctypes.c_uint64 * libbpf.possible_cpus())()
+        totals = {}
+        for counter in abi.Counter:
+            libbpf.map_lookup(self._fd["eg_counters"], ctypes.c_uint32(counter), values)
+            totals[counter.name.lower()] = sum(values)
+        return totals

@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Events as JSON lines (orjson). Field names here are a documented contract
+(README, "Events"): add fields, never rename or remove them."""
+from __future__ import annotations
+
+import socket
+import time
+from datetime import datetime, timezone
+from typing import IO, Any
+
+import orjson
+
+from . import abi
+from .events import ConnectRecord, ExecRecord, Header, SocketRecord
+from .process import ProcessInfo
+
+_HOOK_NAMES = {abi.Hook.CONNECT4: "connect", abi.Hook.CONNECT6: "connect",
+               abi.Hook.SENDMSG4: "sendmsg", abi.Hook.SENDMSG6: "sendmsg"}
+_SOCKET_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+
+
+def _family_name(family: int) -> str:
+    try:
+        return socket.AddressFamily(family).name.removeprefix("AF_").lower()
+    except ValueError:
+        return str(family)
+
+
+class Clock:
+    """Kernel CLOCK_BOOTTIME stamps -> RFC 3339 wall-clock times with ns."""
+
+    def __init__(self):
+        self.resync()
+
+    def resync(self) -> None:
+        self._offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+    def now(self) -> str:
+        return rfc3339(time.time_ns())
+
+    def from_boot_ns(self, ktime_ns: int) -> str:
+        return rfc3339(ktime_ns + self._offset)
+
+
+def rfc3339(wall_ns: int) -> str:
+    seconds, nanos = divmod(wall_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def _common(header: Header, clock: Clock, rule: str | None, cgroup_path: str | None,
+            policy_name: str | None, process: ProcessInfo) -> dict[str, Any]:
+    return {
+        "ts": clock.from_boot_ns(header.ktime_ns),
+        "kind": header.kind.name.lower(),
+        "action": header.action.label,
+        "rule": rule,
+        "policy": {"name": policy_name, "generation": header.policy_id},
+        "process": {
+            "pid": header.pid,
+            "ppid": header.ppid,
+            "uid": header.uid,
+            "comm": header.comm,
+            "exe": process.exe,
+            "argv": process.argv,
+            "argv_truncated": process.argv_truncated,
+        },
+        "cgroup": {"id": header.cgroup_id, "path": cgroup_path},
+    }
+
+
+def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
+             policy_name: str | None, process: ProcessInfo) -> dict[str, Any]:
+    """One decoded record, with what userspace knows around it, as an event."""
+    event = _common(record.header, clock, rule, cgroup_path, policy_name, process)
+    if isinstance(record, ExecRecord):
+        event["filename"] = record.filename
+        event["process"]["exe_truncated"] = record.exe_truncated
+    elif isinstance(record, ConnectRecord):
+        event["proto"] = record.proto.label
+        event["family"] = f"ipv{record.family}"
+        event["dst"] = {"ip": record.ip, "port": record.port}
+        event["hook"] = _HOOK_NAMES[record.hook]
+    elif isinstance(record, SocketRecord):
+        event["socket"] = {"family": _family_name(record.family),
+                           "type": _SOCKET_TYPES.get(record.type & 0xF, str(record.type)),
+                           "protocol": record.protocol}
+    return event
+
+
+class EventWriter:
+    """Writes one JSON object per line and flushes after each batch."""
+
+    def __init__(self, stream: IO[bytes]):
+        self._stream = stream
+
+    def write(self, event: dict[str, Any]) -> None:
+        self._stream.write(orjson.dumps(event) + b"\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
