@@ -48,10 +48,15 @@ def cgroup_id(path: Path | str) -> int:
 
 
 def resolve(spec: str, mount: Path | None = None) -> Cgroup:
-    """A cgroup given as an absolute path or relative to the cgroup2 mount."""
+    """A cgroup given as a file-system path, or as a path below the cgroup2
+    mount: "libpod_parent/libpod-ID" or "/libpod_parent/libpod-ID", the form
+    /proc/PID/cgroup shows."""
     mount = mount or cgroup2_mount()
-    path = Path(spec) if Path(spec).is_absolute() else mount / spec
-    path = Path(os.path.normpath(path))
+    path = Path(os.path.normpath(mount / spec.lstrip("/")))
+    if Path(spec).is_absolute():
+        absolute = Path(os.path.normpath(spec))
+        if absolute == mount or mount in absolute.parents or not path.exists():
+            path = absolute
     try:
         rel = path.relative_to(mount)
     except ValueError:

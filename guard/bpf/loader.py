@@ -136,7 +136,7 @@ class CgroupAttachment:
 class GuardObjects:
     """egress-guard's programs and maps, loaded together, attached per cgroup."""
 
-    NAMES = ("exec", "sock_addr", "sock_create")
+    NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall")
 
     def __init__(self, ring_size: int = RING_SIZE_DEFAULT):
         self.objects: dict[str, BpfObject] = {}

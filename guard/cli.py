@@ -1,0 +1,156 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The egress-guard command line: parse, call, print. No logic lives here."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import orjson
+
+from . import __version__
+from .exitcodes import ExitCode
+from .policy import PolicyError, default_policy, load_policy
+
+
+def fail(message: str, code: ExitCode) -> None:
+    """One clear line on stderr and a documented exit code."""
+    click.echo(f"egress-guard: error: {message}", err=True)
+    sys.exit(int(code))
+
+
+def _load_policy_or_fail(path: str | None):
+    """The policy and its compiled form, or every problem of the file and exit 1."""
+    from .compile import compile_policy
+
+    try:
+        parsed = load_policy(path) if path else default_policy()
+        return parsed, compile_policy(parsed)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        fail(f"invalid policy ({len(exc.problems)} problem(s))", ExitCode.FAILURE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="egress-guard")
+def main() -> None:
+    """egress-guard: a kernel-level egress guard for AI-agent sandboxes.
+
+    It attaches eBPF programs to the cgroups of agent containers, enforces an
+    egress policy in the kernel, and reports every exec and every outbound
+    connection of those containers as JSON lines.
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def doctor(as_json: bool) -> None:
+    """Check this host: kernel, BTF, cgroup2, and which BPF mechanisms load.
+
+    Exit 0 when everything the agent needs is present, 1 otherwise.
+    """
+    from .bpf import features
+
+    report = features.probe()
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict()).decode())
+    else:
+        click.echo(f"kernel         {report.kernel} ({report.arch})")
+        click.echo(f"libbpf         {report.libbpf or 'not found'}")
+        click.echo(f"BTF            {'yes' if report.btf else 'no'} ({features.BTF_PATH})")
+        click.echo(f"cgroup2 mount  {report.cgroup2 or 'not found'}")
+        click.echo(f"root           {'yes' if report.root else 'no'}")
+        click.echo("mechanisms:")
+        for name, mech in report.mechanisms.items():
+            need = " (required)" if name in features.REQUIRED else ""
+            mark = "ok  " if mech.available else "no  "
+            click.echo(f"  {mark}{name:<20} {mech.detail}{need}")
+        if report.enforcement:
+            click.echo(f"enforcement    {report.enforcement['level']}")
+            for key in ("egress", "raw_sockets", "exec_kill", "note"):
+                click.echo(f"  {key}: {report.enforcement[key]}")
+        for reason in report.missing:
+            click.echo(f"missing: {reason}", err=True)
+        click.echo("ready: yes" if report.ok else "ready: no")
+    sys.exit(int(ExitCode.OK if report.ok else ExitCode.FAILURE))
+
+
+@main.command()
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Policy file (YAML). Default: the embedded default policy.")
+@click.option("--cgroup", "cgroups", multiple=True, required=True, metavar="PATH",
+              help="cgroup v2 to guard: absolute, or relative to the cgroup2 mount. Repeatable.")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False),
+              help="Append events to FILE instead of stdout.")
+@click.option("--ring-size", type=int, default=4 << 20, show_default=True,
+              help="Ring buffer bytes (a power of two, at least 4096).")
+def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
+        ring_size: int) -> None:
+    """Guard the given cgroups and write events as JSON lines.
+
+    The first line, written once every hook is attached, is
+    {"kind": "agent", "state": "ready", ...}. SIGINT or SIGTERM detaches
+    everything and exits 0.
+    """
+    from .agent import Agent, AgentError, run_until_signalled
+    from .output import EventWriter
+
+    if ring_size < 4096 or ring_size & (ring_size - 1):
+        fail(f"--ring-size {ring_size}: must be a power of two of at least 4096", ExitCode.USAGE)
+    policy, _compiled = _load_policy_or_fail(policy_path)
+    try:
+        stream = open(events_path, "ab") if events_path else sys.stdout.buffer
+    except OSError as exc:
+        fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
+    agent = Agent(policy, list(cgroups), EventWriter(stream), ring_size=ring_size)
+    try:
+        agent.start()
+    except AgentError as exc:
+        code = ExitCode.PERMISSION if "needs root" in str(exc) else ExitCode.RUNTIME
+        fail(str(exc), code)
+    try:
+        run_until_signalled(agent)
+    finally:
+        agent.stop()
+    sys.exit(int(ExitCode.OK))
+
+
+@main.group()
+def policy() -> None:
+    """Work with policy files."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def policy_check(file: str) -> None:
+    """Validate FILE. Every problem names file, line and field; exit 1 on any."""
+    parsed, compiled = _load_policy_or_fail(file)
+    click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
+               f"{len(parsed.exec_rules)} exec rule(s), "
+               f"{len(compiled.v4) + len(compiled.v6)} prefix(es))")
+
+
+@main.command()
+def demo() -> None:
+    """Guard a throw-away sandbox, try allowed and refused actions in it, explain.
+
+    Makes a temporary cgroup and a network namespace with a test host
+    (198.18.0.0/15, no route out), runs the agent on them with a demo policy,
+    shows each action with its verdict and event, then removes everything.
+    """
+    from .demo import run_demo
+
+    if os.geteuid() != 0:
+        fail("the demo needs root (it makes a cgroup and a network namespace)",
+             ExitCode.PERMISSION)
+    if not run_demo(click.echo):
+        sys.exit(int(ExitCode.FAILURE))
+
+
+def entry() -> None:  # console_scripts entry point
+    main(prog_name="egress-guard")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

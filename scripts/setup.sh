@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# One-command set-up for a fresh Debian or Ubuntu host (run as root).
+#   scripts/setup.sh run    install, check the host, run the guard (the demo sandbox
+#                           under the embedded default policy until container
+#                           discovery lands), then exit
+#   scripts/setup.sh test   install, then run the whole test suite
+#   scripts/setup.sh install  only install: apt packages, .venv, BPF objects
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv="${GUARD_VENV:-$here/.venv}"
+apt_packages=(make gcc libbpf-dev libbpf1 bpftool iproute2
+              python3 python3-venv python3-dev libbpf-tools iperf3)
+# clang 14 (Debian 12's default) miscompiles the BPF programs: take clang-16
+# where the distribution has it (Debian 12, Ubuntu 23.04+), else the default.
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (BPF programs and cgroups need it)" >&2
+    exit 4
+  fi
+}
+
+pick_clang() {
+  if apt-cache show clang-16 >/dev/null 2>&1; then
+    apt_packages+=(clang-16 llvm-16)
+  else
+    apt_packages+=(clang llvm)
+  fi
+}
+
+install_apt() {
+  local missing=()
+  if ! apt-cache show bpftool >/dev/null 2>&1; then apt-get update -qq; fi
+  pick_clang
+  for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+}
+
+install_python() {
+  if [ ! -x "$venv/bin/python" ]; then
+    log "python3 -m venv $venv"
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  log "pip install .[test] (builds the BPF objects with clang)"
+  "$venv/bin/python" -m pip install -q "$here[test]"
+  # the tests import the source tree, so build the objects there too
+  make -s -C "$here/bpf"
+}
+
+cmd="${1:-}"
+case "$cmd" in
+  install)
+    need_root; install_apt; install_python ;;
+  run)
+    need_root; install_apt; install_python
+    "$venv/bin/egress-guard" doctor
+    "$venv/bin/egress-guard" demo ;;
+  test)
+    need_root; install_apt; install_python
+    cd "$here"
+    shift
+    "$venv/bin/python" -m pytest tests "$@" ;;
+  *)
+    echo "usage: scripts/setup.sh run|test|install" >&2
+    exit 2 ;;
+esac

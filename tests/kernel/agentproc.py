@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Run `egress-guard run` as a real subprocess and read its JSON lines."""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class AgentProcess:
+    def __init__(self, cgroups: list[str], policy: str | Path | None = None,
+                 extra: list[str] | None = None):
+        argv = [sys.executable, "-m", "guard", "run"]
+        if policy is not None:
+            argv += ["--policy", str(policy)]
+        for cg in cgroups:
+            argv += ["--cgroup", str(cg)]
+        argv += extra or []
+        self.argv = argv
+        self.events: list[dict] = []
+        self._lines: queue.Queue = queue.Queue()
+        self.proc: subprocess.Popen | None = None
+        self.stderr = ""
+
+    def __enter__(self) -> "AgentProcess":
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=ROOT, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+        try:
+            self.ready = self.wait_for(lambda e: e.get("kind") == "agent", timeout=30)
+        except BaseException:
+            self.close()
+            raise
+        assert self.ready["state"] == "ready", self.ready
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(orjson.loads(line))
+        self._lines.put(None)
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> dict:
+        """The first event (seen before or arriving now) that satisfies predicate."""
+        for event in self.events:
+            if predicate(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching event in {timeout}s; saw {self.events[-5:]}"
+                                     f"; stderr: {self._stderr_now()}")
+            try:
+                event = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if event is None:
+                raise AssertionError(f"agent exited; stderr: {self._stderr_now()}")
+            self.events.append(event)
+            if predicate(event):
+                return event
+
+    def _stderr_now(self) -> str:
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "(agent still running)"
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Signal the agent, collect the rest of its output, return its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        while True:
+            try:
+                event = self._lines.get(timeout=5)
+            except queue.Empty:
+                break
+            if event is None:
+                break
+            self.events.append(event)
+        self.stderr = self.proc.stderr.read().decode(errors="replace")
+        return code
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: Apache-2.0
+from __future__ import annotations
+
+import socket
+import textwrap
+
+import pytest
+
+from guard.sandbox import TempCgroup
+
+
+@pytest.fixture
+def guarded_cgroup():
+    with TempCgroup("egress-guard-test") as cg:
+        yield cg
+
+
+@pytest.fixture
+def sibling_cgroup():
+    with TempCgroup("egress-guard-sibling") as cg:
+        yield cg
+
+
+@pytest.fixture
+def write_policy(tmp_path):
+    def write(body: str, name: str = "policy.yaml"):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(body))
+        return path
+    return write
+
+
+class Listener:
+    """Listening sockets on loopback; the kernel completes connects to them."""
+
+    def __init__(self):
+        self._socks: list[socket.socket] = []
+
+    def listen(self, host: str, port: int, family=socket.AF_INET, udp: bool = False):
+        sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        if not udp:
+            sock.listen(64)
+        self._socks.append(sock)
+        return sock
+
+    def close(self):
+        for sock in self._socks:
+            sock.close()
+
+
+@pytest.fixture
+def listener():
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
+# A client run inside a cgroup: prints "ok" or the errno name of the failure.
+CONNECT_CLIENT = """
+import errno, socket, sys
+family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+kind = socket.SOCK_DGRAM if sys.argv[3] == 'udp' else socket.SOCK_STREAM
+s = socket.socket(family, kind)
+s.settimeout(5)
+try:
+    if sys.argv[4] == 'sendto':
+        s.sendto(b'x', (sys.argv[1], int(sys.argv[2])))
+    else:
+        s.connect((sys.argv[1], int(sys.argv[2])))
+    print('ok')
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"""
+
+
+def try_connect(cg: TempCgroup, ip: str, port: int, proto: str = "tcp",
+                how: str = "connect") -> str:
+    result = cg.python(CONNECT_CLIENT, ip, str(port), proto, how)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

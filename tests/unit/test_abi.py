@@ -1,0 +1,46 @@
+# SPDX-License-Identifier: Apache-2.0
+"""guard/abi.py against the BTF of every compiled object (no root needed)."""
+from __future__ import annotations
+
+import pytest
+
+from guard.bpf.loader import abi_mismatches, objects_dir
+
+from ..conftest import REQUIRE_KERNEL
+
+OBJECTS = ["exec", "sock_addr", "sock_create", "socket_syscall"]
+
+
+@pytest.fixture(scope="module")
+def built():
+    if not (objects_dir() / "exec.bpf.o").is_file():
+        if REQUIRE_KERNEL:
+            pytest.fail("BPF objects are not built (make -C bpf)")
+        pytest.skip("BPF objects are not built (make -C bpf)")
+
+
+def test_every_shared_struct_and_enum_matches_the_exec_object(built):
+    # exec.bpf.o carries an anchor that makes clang emit BTF for every shared type
+    assert abi_mismatches(objects_dir() / "exec.bpf.o") == []
+
+
+@pytest.mark.parametrize("name", OBJECTS[1:])
+def test_other_objects_agree_where_they_define_a_type(built, name):
+    problems = [p for p in abi_mismatches(objects_dir() / f"{name}.bpf.o")
+                if "not in" not in p]
+    assert problems == []
+
+
+def test_a_changed_layout_is_detected(built, monkeypatch):
+    import ctypes
+
+    from guard import abi
+
+    class Shifted(ctypes.Structure):
+        c_name = "guard_port_rule"
+        _fields_ = [("port_lo", ctypes.c_uint32), ("port_hi", ctypes.c_uint16),
+                    ("proto", ctypes.c_uint8), ("action", ctypes.c_uint8),
+                    ("rule_id", ctypes.c_uint16)]
+    monkeypatch.setattr(abi, "SHARED_STRUCTS", (Shifted,))
+    problems = abi_mismatches(objects_dir() / "exec.bpf.o")
+    assert len(problems) == 1 and "guard_port_rule" in problems[0]
