@@ -12,6 +12,8 @@ Rows (each a median over alternating rounds, so drift hits both sides alike):
   Target <= 1.05. Beside it the same ratio for libbpf-tools' execsnoop
   (running vs not running), as the baseline of what exec tracing costs.
 - agent start-up (process start to the ready line) and resident memory.
+- a noise floor: the unguarded connect loop against itself, to show how far
+  apart two identical measurements land on this machine.
 
 Uses only child cgroups it makes and removes, and loopback traffic.
 """
@@ -188,6 +190,11 @@ def main() -> int:
             server.stdout.readline()
             with TempCgroup("egress-guard-bench") as guarded, \
                     TempCgroup("egress-guard-bench-sibling") as sibling:
+                argv = [str(tools["connect_loop"]), "127.0.0.1", str(PORT), str(args.connects)]
+                a, b = alternate(args.rounds, lambda: per_op_ns(sibling, argv, args.connects),
+                                 lambda: per_op_ns(sibling, argv, args.connects))
+                rows.append(("noise floor: connect, unguarded vs itself", a, b, "~1.00",
+                             "how far apart two identical runs land here"))
                 for default_action, label in (("allow", "verdict only"),
                                               ("log", "every connect logged")):
                     g, u, rss = bench_connect(tools, args.rounds, args.connects, guarded,

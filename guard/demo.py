@@ -94,9 +94,17 @@ def _report(say, agent: Agent, collector: _Collector, title: str, outcome: str,
     mark = "as expected" if outcome == expected else f"UNEXPECTED (wanted {expected})"
     say(f"- {title}: {outcome} ({mark})")
     for event in fresh:
-        if event["kind"] in ("agent",):
+        if event["kind"] == "agent":
             continue
-        detail = event.get("dst") or event.get("socket") or event["process"]["argv"]
         say(f"    event kind={event['kind']} action={event['action']} "
-            f"rule={event.get('rule')} {detail}")
+            f"rule={event.get('rule')} {_detail(event)}")
     return outcome == expected
+
+
+def _detail(event: dict) -> str:
+    if "dst" in event:
+        return f"{event['proto']} {event['dst']['ip']}:{event['dst']['port']}"
+    if "socket" in event:
+        return f"socket family={event['socket']['family']} type={event['socket']['type']}"
+    command = " ".join(event["process"]["argv"]).replace("\n", " ")
+    return f"argv: {command[:70]}{'...' if len(command) > 70 else ''}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import struct
 import sys
 from dataclasses import dataclass
 
@@ -15,6 +16,15 @@ from . import abi
 
 _HEADER_SIZE = ctypes.sizeof(abi.EventHeader)
 _ARGV_OFFSET = abi.ExecEvent.argv.offset
+_EXEC_FLAGS = abi.ExecEvent.flags.offset
+_FILENAME = slice(abi.ExecEvent.filename.offset, abi.ExecEvent.filename.offset + abi.PATH_MAX)
+_EXE = slice(abi.ExecEvent.exe.offset, abi.ExecEvent.exe.offset + abi.PATH_MAX)
+# value -> member, indexed: cheaper than calling the enum class per field
+_KINDS = {int(k): k for k in abi.EventKind}
+# flags, exe_size, argv_size of struct guard_exec_event, in host byte order
+_EXEC_FIXED = struct.Struct("=IHH")
+assert _EXEC_FIXED.size == _FILENAME.start - _EXEC_FLAGS
+_ACTIONS = {int(a): a for a in abi.Action}
 
 
 class DecodeError(ValueError):
@@ -70,14 +80,14 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
 
 
-def _header(raw: abi.EventHeader) -> Header:
-    try:
-        kind, action = abi.EventKind(raw.kind), abi.Action(raw.action)
-    except ValueError as exc:
-        raise DecodeError(str(exc)) from None
-    return Header(kind=kind, ktime_ns=raw.ktime_ns, cgroup_id=raw.cgroup_id, pid=raw.pid,
-                  ppid=raw.ppid, uid=raw.uid, policy_id=raw.policy_id, comm=_text(raw.comm),
-                  action=action, rule_id=raw.rule_id)
+def _header(data: bytes) -> Header:
+    raw = abi.EventHeader.from_buffer_copy(data)
+    action = _ACTIONS.get(raw.action)
+    if action is None:
+        raise DecodeError(f"unknown action {raw.action}")
+    return Header(kind=_KINDS[raw.kind], ktime_ns=raw.ktime_ns, cgroup_id=raw.cgroup_id,
+                  pid=raw.pid, ppid=raw.ppid, uid=raw.uid, policy_id=raw.policy_id,
+                  comm=_text(raw.comm), action=action, rule_id=raw.rule_id)
 
 
 def split_argv(raw: bytes) -> list[str]:
@@ -90,15 +100,14 @@ def split_argv(raw: bytes) -> list[str]:
 
 
 def _exec(data: bytes) -> ExecRecord:
-    if len(data) < _ARGV_OFFSET:
-        raise DecodeError(f"exec record of {len(data)} bytes is shorter than its header")
-    ev = abi.ExecEvent.from_buffer_copy(data.ljust(ctypes.sizeof(abi.ExecEvent), b"\0"))
-    argv_size = min(ev.argv_size, len(data) - _ARGV_OFFSET)
-    flags = abi.ExecFlags(ev.flags & 3)
+    # fixed part by offset, argv as far as the record goes: no copy of the
+    # unused 4 KiB an ExecEvent structure would need
+    flags, _exe_size, argv_size = _EXEC_FIXED.unpack_from(data, _EXEC_FLAGS)
+    argv_size = min(argv_size, len(data) - _ARGV_OFFSET)
     return ExecRecord(
-        header=_header(ev.hdr),
-        filename=_text(ev.filename),
-        exe=_text(ev.exe),
+        header=_header(data),
+        filename=_text(data[_FILENAME]),
+        exe=_text(data[_EXE]),
         exe_truncated=bool(flags & abi.ExecFlags.EXE_TRUNCATED),
         argv=split_argv(data[_ARGV_OFFSET:_ARGV_OFFSET + argv_size]),
         argv_truncated=bool(flags & abi.ExecFlags.ARGV_TRUNCATED),
@@ -106,20 +115,20 @@ def _exec(data: bytes) -> ExecRecord:
 
 
 def _connect(data: bytes) -> ConnectRecord:
-    ev = abi.ConnectEvent.from_buffer_copy(data[:ctypes.sizeof(abi.ConnectEvent)])
+    ev = abi.ConnectEvent.from_buffer_copy(data)
     raw = bytes(ev.addr)
     ip = ipaddress.IPv4Address(raw[:4]) if ev.family == 4 else ipaddress.IPv6Address(raw)
     try:
         proto, hook = abi.Proto(ev.proto), abi.Hook(ev.hook)
     except ValueError as exc:
         raise DecodeError(str(exc)) from None
-    return ConnectRecord(header=_header(ev.hdr), family=ev.family, proto=proto, hook=hook,
+    return ConnectRecord(header=_header(data), family=ev.family, proto=proto, hook=hook,
                          ip=str(ip), port=ev.port)
 
 
 def _socket(data: bytes) -> SocketRecord:
-    ev = abi.SocketEvent.from_buffer_copy(data[:ctypes.sizeof(abi.SocketEvent)])
-    return SocketRecord(header=_header(ev.hdr), family=ev.family, type=ev.type,
+    ev = abi.SocketEvent.from_buffer_copy(data)
+    return SocketRecord(header=_header(data), family=ev.family, type=ev.type,
                         protocol=ev.protocol)
 
 

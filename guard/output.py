@@ -3,6 +3,7 @@
 (README, "Events"): add fields, never rename or remove them."""
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from datetime import datetime, timezone
@@ -42,10 +43,14 @@ class Clock:
         return rfc3339(ktime_ns + self._offset)
 
 
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def rfc3339(wall_ns: int) -> str:
     seconds, nanos = divmod(wall_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
+    return f"{_second(seconds)}.{nanos:09d}Z"
 
 
 def _common(header: Header, clock: Clock, rule: str | None, cgroup_path: str | None,

@@ -53,9 +53,13 @@ install_python() {
     log "python3 -m venv $venv"
     python3 -m venv "$venv"
   fi
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  log "pip install .[test] (builds the BPF objects with clang)"
-  "$venv/bin/python" -m pip install -q "$here[test]"
+  local pip_log="$venv/pip-install.log"
+  log "pip install .[test] (builds the BPF objects with clang; log: $pip_log)"
+  if ! "$venv/bin/python" -m pip install "$here[test]" >"$pip_log" 2>&1; then
+    tail -n 40 "$pip_log" >&2
+    echo "setup.sh: pip install failed (full log: $pip_log)" >&2
+    exit 1
+  fi
   # the tests import the source tree, so build the objects there too
   make -s -C "$here/bpf"
 }

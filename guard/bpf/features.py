@@ -8,6 +8,7 @@ the programs return "allow"/no-op.
 """
 from __future__ import annotations
 
+import errno
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -70,18 +71,30 @@ class Report:
         return data
 
 
-def _probe(program: str, attach: bool) -> Mechanism:
+# Why a probe usually fails, by mechanism and errno name, to make doctor's answer useful.
+HINTS = {
+    ("tracepoint", "ENOENT"): "tracefs is not mounted at /sys/kernel/tracing",
+    ("kprobe", "ENOENT"): "this kernel has no kprobe support or cannot probe the function",
+    ("bpf_lsm", "EPERM"): "BPF-LSM is not enabled ('bpf' missing from the lsm= boot list) "
+                          "or the kernel refuses it",
+    ("fentry", "EPERM"): "BPF trampolines are refused by this kernel",
+}
+
+
+def _probe(name: str, program: str, attach: bool) -> Mechanism:
     obj = None
     try:
         obj = BpfObject(object_path("probes"))
-        for name, prog in obj.programs.items():
-            prog.set_autoload(name == program)
+        for prog_name, prog in obj.programs.items():
+            prog.set_autoload(prog_name == program)
         obj.load()
         if attach:
             obj.programs[program].attach().destroy()
         return Mechanism(True, "attaches" if attach else "loads")
     except LibbpfError as exc:
-        return Mechanism(False, exc.strerror or str(exc))
+        detail = exc.strerror or str(exc)
+        hint = HINTS.get((name, errno.errorcode.get(exc.errno, "")))
+        return Mechanism(False, f"{detail} ({hint})" if hint else detail)
     finally:
         if obj is not None:
             obj.close()
@@ -93,7 +106,10 @@ def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
     return {
         "level": "cgroup+raw_tracepoint",
         "egress": "cgroup sock_addr hooks (connect4/6, sendmsg4/6): the call fails with EPERM",
-        "raw_sockets": "cgroup sock_create hook: socket() fails with EPERM",
+        "raw_sockets": "cgroup sock_create hook: socket(SOCK_RAW) fails with EPERM",
+        "packet_sockets": "raw tracepoint sys_enter + bpf_send_signal(SIGKILL): the caller of "
+                          "socket(AF_PACKET) dies before the call returns (sock_create does "
+                          "not see packet sockets and BPF-LSM is not used)",
         "exec_kill": "raw tracepoint sched_process_exec + bpf_send_signal(SIGKILL), "
                      "before the new program runs",
         "also_available": stronger,
@@ -120,7 +136,7 @@ def probe() -> Report:
     if not report.root:
         report.missing.append("privileges: run as root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
     for name, (program, attach) in PROBES.items():
-        report.mechanisms[name] = _probe(program, attach)
+        report.mechanisms[name] = _probe(name, program, attach)
     for name, purpose in REQUIRED.items():
         if not report.mechanisms[name].available:
             report.missing.append(f"{name} ({purpose}): {report.mechanisms[name].detail}")
