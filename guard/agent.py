@@ -98,6 +98,9 @@ class Agent:
             self.stop()
             detail = f" ({exc.log[-1]})" if exc.log else ""
             raise AgentError(f"{exc.strerror}{detail}") from None
+        except BaseException:
+            self.stop()  # whatever failed half-way, nothing stays attached
+            raise
         self.writer.write(self._agent_event("ready"))
         self.writer.flush()
         self._ready = True

@@ -60,7 +60,8 @@ def resolve(spec: str, mount: Path | None = None) -> Cgroup:
     try:
         rel = path.relative_to(mount)
     except ValueError:
-        raise CgroupError(f"{spec}: not under the cgroup2 mount {mount}") from None
+        raise CgroupError(f"{spec}: no such cgroup (not under the cgroup2 mount {mount}, "
+                          f"and {mount / spec.lstrip('/')} does not exist)") from None
     if not (path / "cgroup.procs").is_file():
         raise CgroupError(f"{spec}: not a cgroup v2 directory ({path} has no cgroup.procs)")
     relative = "/" + str(rel) if str(rel) != "." else "/"

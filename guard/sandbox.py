@@ -103,6 +103,7 @@ class TestHost:
     host side: 198.18.N.1/30 on the host; the test host: 198.18.N.2/30.
     servers started with serve() run inside the namespace.
     """
+    __test__ = False  # a helper, not a pytest test class
 
     def __init__(self, index: int | None = None):
         from pyroute2 import netns  # imported lazily: unit tests need no netlink
