@@ -15,23 +15,12 @@ import os
 import threading
 from typing import Callable
 
-c_int, c_uint, c_char_p, c_void_p, c_size_t = (
-    ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t)
+c_int, c_char_p, c_void_p, c_size_t = ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t
 
 # enum libbpf_print_level
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 
-# enum bpf_prog_type (uapi/linux/bpf.h), only the ones probed
-PROG_TYPE = {
-    "kprobe": 2, "tracepoint": 5, "cgroup_skb": 8, "cgroup_sock": 9,
-    "raw_tracepoint": 17, "cgroup_sock_addr": 18, "tracing": 26, "lsm": 29,
-}
-# enum bpf_map_type, only the ones probed
-MAP_TYPE = {"hash": 1, "array": 2, "percpu_array": 6, "lpm_trie": 11, "ringbuf": 27}
-# enum bpf_func_id, only the ones probed
-HELPER = {"send_signal": 109, "ringbuf_output": 130, "get_current_ancestor_cgroup_id": 123}
-
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+BPF_ANY = 0
 
 _lib_lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -50,44 +39,21 @@ class LibbpfError(OSError):
         self.log = log or []
 
 
-class BpfProgTestRunOpts(ctypes.Structure):
-    """struct bpf_test_run_opts (libbpf bpf.h); sz first, as libbpf's OPTS expect."""
-    _fields_ = [
-        ("sz", c_size_t),
-        ("data_in", c_void_p), ("data_out", c_void_p),
-        ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", c_void_p), ("ctx_out", c_void_p),
-        ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32), ("repeat", c_int), ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
-    ]
-
-
 def _declare(lib: ctypes.CDLL) -> None:
     sig = {
         "libbpf_major_version": (ctypes.c_uint32, []),
         "libbpf_minor_version": (ctypes.c_uint32, []),
         "libbpf_set_print": (c_void_p, [PrintFn]),
-        "libbpf_get_error": (ctypes.c_long, [c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
-        "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p]),
-        "libbpf_probe_bpf_map_type": (c_int, [c_int, c_void_p]),
-        "libbpf_probe_bpf_helper": (c_int, [c_int, c_int, c_void_p]),
         "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
         "bpf_object__load": (c_int, [c_void_p]),
         "bpf_object__close": (None, [c_void_p]),
-        "bpf_object__btf": (c_void_p, [c_void_p]),
-        "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),
-        "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
         "bpf_object__next_map": (c_void_p, [c_void_p, c_void_p]),
         "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
         "bpf_map__name": (c_char_p, [c_void_p]),
         "bpf_map__fd": (c_int, [c_void_p]),
         "bpf_map__reuse_fd": (c_int, [c_void_p, c_int]),
         "bpf_map__set_max_entries": (c_int, [c_void_p, ctypes.c_uint32]),
-        "bpf_map__max_entries": (ctypes.c_uint32, [c_void_p]),
-        "bpf_map__key_size": (ctypes.c_uint32, [c_void_p]),
-        "bpf_map__value_size": (ctypes.c_uint32, [c_void_p]),
         "bpf_program__name": (c_char_p, [c_void_p]),
         "bpf_program__section_name": (c_char_p, [c_void_p]),
         "bpf_program__fd": (c_int, [c_void_p]),
@@ -95,20 +61,16 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__attach": (c_void_p, [c_void_p]),
         "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
         "bpf_link__destroy": (c_int, [c_void_p]),
-        "bpf_link__fd": (c_int, [c_void_p]),
         "ring_buffer__new": (c_void_p, [c_int, RingbufSampleFn, c_void_p, c_void_p]),
         "ring_buffer__poll": (c_int, [c_void_p, c_int]),
         "ring_buffer__consume": (c_int, [c_void_p]),
-        "ring_buffer__epoll_fd": (c_int, [c_void_p]),
         "ring_buffer__free": (None, [c_void_p]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
-        "bpf_prog_test_run_opts": (c_int, [c_int, ctypes.POINTER(BpfProgTestRunOpts)]),
         "btf__parse": (c_void_p, [c_char_p, c_void_p]),
         "btf__free": (None, [c_void_p]),
-        "btf__type_cnt": (ctypes.c_uint32, [c_void_p]),
         "btf__type_by_id": (c_void_p, [c_void_p, ctypes.c_uint32]),
         "btf__name_by_offset": (c_char_p, [c_void_p, ctypes.c_uint32]),
         "btf__find_by_name_kind": (ctypes.c_int32, [c_void_p, c_char_p, ctypes.c_uint32]),
@@ -251,9 +213,6 @@ class RingBuffer:
 
     def consume(self) -> int:
         return check(lib().ring_buffer__consume(self._ptr), "ring_buffer__consume")
-
-    def epoll_fd(self) -> int:
-        return lib().ring_buffer__epoll_fd(self._ptr)
 
     def close(self) -> None:
         if self._ptr:
