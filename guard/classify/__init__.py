@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Classifiers: what a payload, an argv or a DNS name says about intent.
+
+Pure functions from observed data to findings: no BPF, no I/O besides
+reading files a caller names (config files inside a container's root).
+One module per threat family; each returns a list of Finding, empty when
+nothing is recognised, and never raises on hostile input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+CONFIDENCES = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One recognised behaviour. Rendered into events as
+    {"type", "dialect", "confidence", "evidence"} (README, "Events")."""
+    type: str                # e.g. "stratum", "miner_exec", "ssh_reverse_tunnel"
+    confidence: str          # "low" | "medium" | "high"
+    dialect: str | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)  # JSON-serialisable
+
+    def __post_init__(self):
+        if self.confidence not in CONFIDENCES:
+            raise ValueError(f"confidence must be one of {CONFIDENCES}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "dialect": self.dialect, "confidence": self.confidence,
+                "evidence": dict(self.evidence)}
