@@ -25,6 +25,7 @@ const volatile struct guard_abi_anchor {
 	struct guard_connect_event connect_event;
 	struct guard_socket_event socket_event;
 	struct guard_cgroup_info cgroup_info;
+	struct guard_slot slot;
 	struct guard_policy_config policy_config;
 	struct guard_config config;
 	struct guard_lpm4_key lpm4_key;
@@ -173,7 +174,7 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 	guard = current_guard(&cgroup_id);
 	if (!guard)
 		return 0;
-	policy_id = guard->policy_id;
+	policy_id = active_policy(guard);
 	s = bpf_map_lookup_elem(&eg_exec_scratch, &zero);
 	if (!s)
 		return 0;

@@ -34,6 +34,14 @@ struct {
 	__type(value, struct guard_cgroup_info);
 } eg_guarded SEC(".maps");
 
+/* policy slot -> struct guard_slot: the generation in force */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_POLICY_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_slot);
+} eg_slots SEC(".maps");
+
 /* policy id -> struct guard_policy_config */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -145,6 +153,31 @@ static __always_inline struct guard_cgroup_info *current_guard(__u64 *cgroup_id)
 			return info;
 	}
 	return NULL;
+}
+
+/*
+ * The policy generation that judges a guarded cgroup now: the slot's
+ * generation, or its fail-closed generation while the agent's heartbeat is
+ * older than the configured timeout (no agent is reading events). 0 when the
+ * slot has no policy: callers then fail closed.
+ */
+static __always_inline __u32 active_policy(const struct guard_cgroup_info *guard)
+{
+	struct guard_config *config;
+	struct guard_slot *slot;
+	__u32 key = guard->policy_slot, zero = 0;
+
+	slot = bpf_map_lookup_elem(&eg_slots, &key);
+	if (!slot)
+		return 0;
+	if (slot->fail_closed_policy_id) {
+		config = bpf_map_lookup_elem(&eg_config, &zero);
+		if (config && config->heartbeat_timeout_ms &&
+		    bpf_ktime_get_boot_ns() - config->heartbeat_ns >
+			    (__u64)config->heartbeat_timeout_ms * 1000000)
+			return slot->fail_closed_policy_id;
+	}
+	return slot->policy_id;
 }
 
 static __always_inline void fill_header(struct guard_event_header *hdr, __u32 kind,

@@ -118,7 +118,7 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *
 	guard = current_guard(&cgroup_id);
 	if (!guard)
 		return 1;
-	policy_id = guard->policy_id;
+	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
 	/* A guarded cgroup whose policy is missing fails closed. */
 	action = policy ? policy->default_action : GUARD_ACTION_BLOCK;

@@ -20,7 +20,7 @@ int guard_sock_create(struct bpf_sock *sk)
 	guard = current_guard(&cgroup_id);
 	if (!guard)
 		return 1;
-	policy_id = guard->policy_id;
+	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
 	if (policy && !policy->deny_raw_sockets) {
 		count_verdict(GUARD_ACTION_ALLOW);

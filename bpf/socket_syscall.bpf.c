@@ -43,7 +43,7 @@ int guard_socket_syscall(struct bpf_raw_tracepoint_args *ctx)
 	guard = current_guard(&cgroup_id);
 	if (!guard)
 		return 0;
-	policy_id = guard->policy_id;
+	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
 	if (policy && !policy->deny_raw_sockets)
 		return 0;

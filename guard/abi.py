@@ -17,6 +17,7 @@ PATH_DEPTH = 32
 RULES_PER_PREFIX = 64
 CGROUP_LEVELS = 32
 RULE_NONE = 0
+POLICY_SLOTS = 256
 
 
 class EventKind(enum.IntEnum):
@@ -142,7 +143,13 @@ class SocketEvent(ctypes.Structure):
 class CgroupInfo(ctypes.Structure):
     """struct guard_cgroup_info"""
     c_name = "guard_cgroup_info"
-    _fields_ = [("policy_id", u32), ("flags", u32)]
+    _fields_ = [("policy_slot", u32), ("flags", u32)]
+
+
+class Slot(ctypes.Structure):
+    """struct guard_slot"""
+    c_name = "guard_slot"
+    _fields_ = [("policy_id", u32), ("fail_closed_policy_id", u32)]
 
 
 class PolicyConfig(ctypes.Structure):
@@ -159,7 +166,7 @@ class PolicyConfig(ctypes.Structure):
 class Config(ctypes.Structure):
     """struct guard_config"""
     c_name = "guard_config"
-    _fields_ = [("guarded_levels", u32), ("_pad0", u32)]
+    _fields_ = [("guarded_levels", u32), ("heartbeat_timeout_ms", u32), ("heartbeat_ns", u64)]
 
 
 class Lpm4Key(ctypes.Structure):
@@ -218,7 +225,7 @@ class SendmsgKey(ctypes.Structure):
 
 #: Every struct that crosses the boundary, for the BTF layout check.
 SHARED_STRUCTS = (
-    EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupInfo, PolicyConfig,
+    EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupInfo, Slot, PolicyConfig,
     Config, Lpm4Key, Lpm6Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
 )
 

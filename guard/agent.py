@@ -1,38 +1,52 @@
 # SPDX-License-Identifier: Apache-2.0
 """The agent, top to bottom.
 
-start: load objects -> compile and install the policy -> attach hooks to each
-cgroup -> mark the cgroups guarded -> "ready" event.
-loop:  poll the ring -> decode -> enrich (process, cgroup, rule name) -> emit.
+start: load objects -> compile and install the policy as generation 1 ->
+point the policy slot at it -> attach hooks to each cgroup -> mark the
+cgroups guarded -> open the control socket -> "ready" event.
+loop:  wait on the ring and the control socket -> decode -> enrich (process,
+cgroup, rule name) -> emit; answer reload and status requests; heartbeat.
 The kernel has already enforced every verdict it reports (EPERM at connect or
-socket, SIGKILL at exec); userspace explains it. stop: unmark, detach, free.
+socket, SIGKILL at exec); userspace explains it.
+reload: compile beside the old generation -> one slot update switches the
+kernel -> the old generation's entries go after a grace period.
+stop: unmark, detach, free.
 """
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from . import __version__
 from .bpf import libbpf
 from .bpf.loader import RING_SIZE_DEFAULT, GuardObjects, abi_mismatches, object_path
 from .cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
 from .compile import CompiledPolicy, compile_policy
+from .control import ControlError, ControlServer
 from .events import DecodeError, ExecRecord, decode
 from .maps import Maps
 from .output import Clock, EventWriter, describe
-from .policy import Policy
+from .policy import Policy, PolicyError, default_policy, load_policy, parse_policy
 from .process import ProcessTable
 
-POLL_TIMEOUT_MS = 100
 # After a batch, let the next one gather before waiting again: the ring wakes
 # its reader only when the reader had caught up, so a busy cgroup costs one
 # wake-up per window instead of one per event. Reporting latency stays below
 # this window; enforcement never waits on userspace.
 BATCH_WINDOW_S = 0.01
-COUNTER_INTERVAL_S = 1.0
+TICK_S = 0.25               # heartbeat, loss and policy-file checks
+LOSS_REPORT_INTERVAL_S = 1.0
+# A retired generation's map entries stay this long after the switch, so a
+# hook that read the old generation an instant before it can still finish
+# with the old rules (BPF programs run inside an RCU read section; this is
+# far longer than any of them).
+RETIRE_GRACE_S = 1.0
+GENERATION_NAMES_KEPT = 16  # late events of retired generations still get rule names
+POLICY_SLOT = 0             # one policy for every guarded cgroup (selectors come later)
 
 
 class AgentError(Exception):
@@ -44,28 +58,37 @@ class AgentStats:
     events: int = 0
     decode_errors: int = 0
     lost_reported: int = 0
+    reloads: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class Agent:
     def __init__(self, policy: Policy, cgroup_specs: list[str], writer: EventWriter,
-                 ring_size: int = RING_SIZE_DEFAULT):
+                 ring_size: int = RING_SIZE_DEFAULT, policy_path: str | None = None,
+                 control_socket: str | None = None):
         self.policy = policy
+        self.policy_path = policy_path
         self.writer = writer
         self.clock = Clock()
         self.stats = AgentStats()
         self.processes = ProcessTable()
         self._cgroup_specs = cgroup_specs
         self._ring_size = ring_size
+        self._control_path = control_socket
+        self._control: ControlServer | None = None
         self._objects: GuardObjects | None = None
         self._maps: Maps | None = None
         self._ring: libbpf.RingBuffer | None = None
         self._guarded: dict[int, Cgroup] = {}
         self._compiled: dict[int, CompiledPolicy] = {}
         self._generation = 0
+        self._active = 0
+        self._retiring: list[tuple[float, int]] = []  # (remove after, generation)
         self._pending: list[bytes] = []
         self._stopping = False
+        self._reload_requested = False
         self._ready = False
+        self._policy_file_state = _file_state(policy_path)
         self._started_ns = time.monotonic_ns()
 
     # -- start ---------------------------------------------------------------
@@ -90,14 +113,20 @@ class Agent:
             self._objects = GuardObjects(self._ring_size)
             self._maps = Maps(self._objects.map_fds)
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
-            generation = self._install(compiled)
+            self._switch_to(compiled)
+            self._maps.heartbeat(0)
             self._objects.attach_global()
             for cg in cgroups:
-                self.guard(cg, generation)
+                self.guard(cg)
+            if self._control_path:
+                self._control = ControlServer(self._control_path)
         except libbpf.LibbpfError as exc:
             self.stop()
             detail = f" ({exc.log[-1]})" if exc.log else ""
             raise AgentError(f"{exc.strerror}{detail}") from None
+        except ControlError as exc:
+            self.stop()
+            raise AgentError(str(exc)) from None
         except BaseException:
             self.stop()  # whatever failed half-way, nothing stays attached
             raise
@@ -105,29 +134,118 @@ class Agent:
         self.writer.flush()
         self._ready = True
 
-    def _install(self, compiled: CompiledPolicy) -> int:
-        self._generation += 1
-        self._maps.install_policy(self._generation, compiled)
-        self._compiled[self._generation] = compiled
-        return self._generation
-
-    def guard(self, cg: Cgroup, generation: int) -> None:
+    def guard(self, cg: Cgroup) -> None:
         """Attach first, then mark guarded: a cgroup is never marked without hooks."""
         self._objects.attach_cgroup(str(cg.path), cg.id)
-        self._maps.guard(cg.id, cg.level, generation)
+        self._maps.guard(cg.id, cg.level, POLICY_SLOT)
         self._guarded[cg.id] = cg
         self.cgroup_names.register(cg)
 
+    # -- policy generations --------------------------------------------------
+    def _switch_to(self, compiled: CompiledPolicy) -> int:
+        """Install compiled as a new generation beside the one in force, then
+        switch the slot to it in one update; the old one retires later."""
+        self._generation += 1
+        generation = self._generation
+        self._maps.install_policy(generation, compiled)
+        self._compiled[generation] = compiled
+        self._maps.set_slot(POLICY_SLOT, generation)
+        previous, self._active = self._active, generation
+        if previous:
+            self._retiring.append((time.monotonic() + RETIRE_GRACE_S, previous))
+        return generation
+
+    def reload(self, policy: Policy) -> dict[str, Any]:
+        """Validate and switch to policy; PolicyError leaves the old one in force."""
+        started = time.perf_counter_ns()
+        compiled = compile_policy(policy)
+        previous = self._active
+        generation = self._switch_to(compiled)
+        switched = time.perf_counter_ns()
+        self.policy = policy
+        self.stats.reloads += 1
+        result = {"policy": {"name": policy.name, "source": policy.source,
+                             "generation": generation},
+                  "previous_generation": previous,
+                  "switch_ms": round((switched - started) / 1e6, 3)}
+        self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "reloaded",
+                           **result})
+        self.writer.flush()
+        return result
+
+    def _reload_from(self, request: dict[str, Any] | None) -> dict[str, Any]:
+        """A reload request (control socket, SIGHUP or a changed file) -> answer."""
+        try:
+            if request and isinstance(request.get("policy"), dict):
+                body = request["policy"]
+                policy = parse_policy(str(body.get("text", "")), str(body.get("source", "<reload>")))
+            elif self.policy_path:
+                # one reload per change, whether SIGHUP or the file watch saw it first
+                self._policy_file_state = _file_state(self.policy_path)
+                policy = load_policy(self.policy_path)
+            else:
+                policy = default_policy()
+            return {"ok": True, **self.reload(policy)}
+        except PolicyError as exc:
+            problems = [str(p) for p in exc.problems]
+            self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "rejected",
+                               "problems": problems,
+                               "policy": {"name": self.policy.name, "generation": self._active}})
+            self.writer.flush()
+            return {"ok": False, "error": "invalid policy: the policy in force is unchanged",
+                    "problems": problems}
+
+    def _retire_due(self, now: float) -> None:
+        due = [gen for when, gen in self._retiring if when <= now]
+        if not due:
+            return
+        self._retiring = [(when, gen) for when, gen in self._retiring if when > now]
+        for generation in due:
+            self._maps.remove_policy(generation)
+        for generation in sorted(self._compiled)[:-GENERATION_NAMES_KEPT]:
+            if generation != self._active:
+                del self._compiled[generation]
+
     # -- loop ----------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
-        last_counters = 0.0
-        while not (self._stopping or should_stop()):
-            if self.poll(POLL_TIMEOUT_MS):
-                time.sleep(BATCH_WINDOW_S)
-            now = time.monotonic()
-            if now - last_counters >= COUNTER_INTERVAL_S:
-                last_counters = now
-                self._report_losses()
+        selector = selectors.DefaultSelector()
+        selector.register(self._ring.epoll_fd(), selectors.EVENT_READ, "ring")
+        if self._control:
+            selector.register(self._control.fileno(), selectors.EVENT_READ, "control")
+        last_tick = last_losses = 0.0
+        try:
+            while not (self._stopping or should_stop()):
+                batched = False
+                for key, _ in selector.select(timeout=TICK_S):
+                    if key.data == "ring":
+                        self._ring.consume()
+                        batched = self._drain() > 0
+                    else:
+                        self._control.handle(self._answer)
+                now = time.monotonic()
+                if now - last_tick >= TICK_S:
+                    last_tick = now
+                    self._tick(now)
+                if now - last_losses >= LOSS_REPORT_INTERVAL_S:
+                    last_losses = now
+                    self._report_losses()
+                if batched:
+                    time.sleep(BATCH_WINDOW_S)
+        finally:
+            selector.close()
+
+    def _tick(self, now: float) -> None:
+        self._maps.heartbeat(0)
+        self._retire_due(now)
+        if self._reload_requested:
+            self._reload_requested = False
+            self._reload_from(None)
+        state = _file_state(self.policy_path)
+        if state != self._policy_file_state:
+            # a ConfigMap update swaps a symlink: the inode changes, not just mtime
+            self._policy_file_state = state
+            if state is not None:
+                self._reload_from(None)
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms for events, handle all that arrived, return how many."""
@@ -136,6 +254,17 @@ class Agent:
 
     def request_stop(self, *_args) -> None:
         self._stopping = True
+
+    def request_reload(self, *_args) -> None:
+        self._reload_requested = True
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "status":
+            return {"ok": True, **self.status()}
+        if op == "reload":
+            return self._reload_from(request)
+        return {"ok": False, "error": f"unknown op {op!r} (expected status or reload)"}
 
     def _drain(self) -> int:
         if not self._pending:
@@ -184,6 +313,9 @@ class Agent:
     # -- stop ----------------------------------------------------------------
     def stop(self) -> None:
         """Drain what the kernel already sent, then detach and free everything."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._ring is not None:
             try:
                 self._ring.consume()
@@ -194,7 +326,7 @@ class Agent:
                 self._ring = None
         if self._ready:
             self._ready = False
-            self.writer.write(self.stopped_event())
+            self.writer.write(self._agent_event("stopped"))
             self.writer.flush()
         for cgroup_id in list(self._guarded):
             self._maps.unguard(cgroup_id)
@@ -204,33 +336,47 @@ class Agent:
             self._objects = None
         self._maps = None
 
-    def _agent_event(self, state: str) -> dict:
-        counters = self.counters()
+    # -- reporting -------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        from .bpf.features import ENFORCEMENT_LEVEL
         return {
-            "ts": self.clock.now(),
-            "kind": "agent",
-            "state": state,
+            "pid": os.getpid(),
             "version": __version__,
             "policy": {"name": self.policy.name, "source": self.policy.source,
-                       "generation": self._generation},
+                       "generation": self._active},
+            "enforcement": ENFORCEMENT_LEVEL,
             "cgroups": [{"id": cg.id, "path": cg.relative} for cg in self._guarded.values()],
+            "counters": self.counters(),
+            "events": self.stats.events,
+            "reloads": self.stats.reloads,
             "ring_size": self._ring_size,
-            "counters": counters,
             "uptime_s": round((time.monotonic_ns() - self._started_ns) / 1e9, 3),
         }
 
-    def stopped_event(self) -> dict:
-        event = self._agent_event("stopped")
-        event["events"] = self.stats.events
+    def _agent_event(self, state: str) -> dict:
+        event = {"ts": self.clock.now(), "kind": "agent", "state": state, **self.status()}
+        if self._control_path:
+            event["control_socket"] = self._control_path
         return event
 
 
+def _file_state(path: str | None) -> tuple[int, int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def run_until_signalled(agent: Agent) -> None:
-    """SIGINT and SIGTERM end the loop cleanly; everything is detached after."""
-    previous = {sig: signal.signal(sig, agent.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT and SIGTERM end the loop cleanly; SIGHUP re-reads the policy file."""
+    handlers = {signal.SIGINT: agent.request_stop, signal.SIGTERM: agent.request_stop,
+                signal.SIGHUP: agent.request_reload}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         agent.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-

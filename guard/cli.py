@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 import orjson
 
 from . import __version__
+from .control import DEFAULT_SOCKET
 from .exitcodes import ExitCode
 from .policy import PolicyError, default_policy, load_policy
 
@@ -85,13 +87,16 @@ def doctor(as_json: bool) -> None:
               help="Append events to FILE instead of stdout.")
 @click.option("--ring-size", type=int, default=4 << 20, show_default=True,
               help="Ring buffer bytes (a power of two, at least 4096).")
+@click.option("--control-socket", default=DEFAULT_SOCKET, show_default=True, metavar="PATH",
+              help="Unix socket for `policy reload` and `status` (root only).")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
-        ring_size: int) -> None:
+        ring_size: int, control_socket: str) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
     {"kind": "agent", "state": "ready", ...}. SIGINT or SIGTERM detaches
-    everything and exits 0.
+    everything and exits 0. SIGHUP, `egress-guard policy reload`, or a change
+    of the policy file switch to the new policy without a gap.
     """
     from .agent import Agent, AgentError, run_until_signalled
     from .output import EventWriter
@@ -103,7 +108,8 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
         stream = open(events_path, "ab") if events_path else sys.stdout.buffer
     except OSError as exc:
         fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
-    agent = Agent(policy, list(cgroups), EventWriter(stream), ring_size=ring_size)
+    agent = Agent(policy, list(cgroups), EventWriter(stream), ring_size=ring_size,
+                  policy_path=policy_path, control_socket=control_socket)
     try:
         agent.start()
     except AgentError as exc:
@@ -129,6 +135,74 @@ def policy_check(file: str) -> None:
     click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
                f"{len(parsed.exec_rules)} exec rule(s), "
                f"{len(compiled.v4) + len(compiled.v6)} prefix(es))")
+
+
+def _ask_agent(socket_path: str, message: dict) -> dict:
+    from .control import ControlError, request
+
+    try:
+        return request(socket_path, message)
+    except ControlError as exc:
+        code = ExitCode.PERMISSION if "permission denied" in str(exc) else ExitCode.RUNTIME
+        fail(str(exc), code)
+
+
+@policy.command("reload")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              metavar="PATH", help="The agent's control socket.")
+def policy_reload(file: str | None, socket_path: str) -> None:
+    """Switch the running agent to FILE (or re-read its own policy file).
+
+    FILE is validated here first and again by the agent; if it is invalid the
+    policy in force stays, the problems are printed and the exit code is 1.
+    """
+    message: dict = {"op": "reload"}
+    if file:
+        _load_policy_or_fail(file)
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"{file}: {exc}", ExitCode.FAILURE)
+        message["policy"] = {"text": text, "source": str(Path(file).resolve())}
+    response = _ask_agent(socket_path, message)
+    if not response.get("ok"):
+        for problem in response.get("problems", []):
+            click.echo(problem, err=True)
+        code = ExitCode.PERMISSION if "permission denied" in response.get("error", "") \
+            else ExitCode.FAILURE
+        fail(response.get("error", "the agent refused the reload"), code)
+    policy_info = response["policy"]
+    click.echo(f"reloaded: policy {policy_info['name']!r} is generation "
+               f"{policy_info['generation']} (was {response['previous_generation']}); "
+               f"switched in {response['switch_ms']} ms")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              metavar="PATH", help="The agent's control socket.")
+def status(as_json: bool, socket_path: str) -> None:
+    """Show the running agent: policy and generation, guarded cgroups,
+    enforcement, counters, uptime. Exit 3 when no agent answers."""
+    response = _ask_agent(socket_path, {"op": "status"})
+    if not response.get("ok"):
+        fail(response.get("error", "the agent refused"), ExitCode.PERMISSION)
+    response.pop("ok")
+    if as_json:
+        click.echo(orjson.dumps(response).decode())
+        return
+    pol = response["policy"]
+    click.echo(f"agent        pid {response['pid']}, version {response['version']}, "
+               f"up {response['uptime_s']:.0f} s")
+    click.echo(f"policy       {pol['name']} (generation {pol['generation']}, {pol['source']})")
+    click.echo(f"enforcement  {response['enforcement']}")
+    click.echo(f"cgroups      {len(response['cgroups'])} guarded")
+    for cg in response["cgroups"]:
+        click.echo(f"  {cg['path']} (id {cg['id']})")
+    counters = response["counters"]
+    click.echo("counters     " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+    click.echo(f"events       {response['events']} written, {response['reloads']} reload(s)")
 
 
 @main.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import time
 from dataclasses import dataclass, field
 
 from . import abi
@@ -75,6 +76,7 @@ class Maps:
         self._slots = SlotAllocator(PORT_RULE_SLOTS)
         self._installed: dict[int, _Installed] = {}
         self._levels: dict[int, int] = {}  # guarded cgroup id -> level
+        self._config = abi.Config()
 
     # -- policies ---------------------------------------------------------
     def install_policy(self, policy_id: int, policy: CompiledPolicy) -> None:
@@ -136,12 +138,24 @@ class Maps:
         for first, count in record.spans:
             self._slots.give(first, count)
 
+    @property
+    def installed(self) -> list[int]:
+        return sorted(self._installed)
+
+    def set_slot(self, slot: int, policy_id: int, fail_closed_policy_id: int = 0) -> None:
+        """Point every cgroup of slot at a generation: one map update, so the
+        kernel switches from the whole old policy to the whole new one."""
+        for pid in (policy_id, fail_closed_policy_id):
+            if pid and pid not in self._installed:
+                raise ValueError(f"policy id {pid} is not installed")
+        libbpf.map_update(self._fd["eg_slots"], ctypes.c_uint32(slot),
+                          abi.Slot(policy_id=policy_id,
+                                   fail_closed_policy_id=fail_closed_policy_id))
+
     # -- guarded cgroups ---------------------------------------------------
-    def guard(self, cgroup_id: int, level: int, policy_id: int) -> None:
-        if policy_id not in self._installed:
-            raise ValueError(f"policy id {policy_id} is not installed")
+    def guard(self, cgroup_id: int, level: int, slot: int) -> None:
         libbpf.map_update(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id),
-                          abi.CgroupInfo(policy_id=policy_id))
+                          abi.CgroupInfo(policy_slot=slot))
         self._levels[cgroup_id] = level
         self._write_config()
 
@@ -150,13 +164,20 @@ class Maps:
         self._levels.pop(cgroup_id, None)
         self._write_config()
 
+    def heartbeat(self, timeout_ms: int) -> None:
+        """Tell the kernel an agent is reading events now; after timeout_ms
+        without another heartbeat, slots with a fail-closed generation use it."""
+        self._config.heartbeat_timeout_ms = timeout_ms
+        self._config.heartbeat_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self._write_config()
+
     def _write_config(self) -> None:
         levels = 0
         for level in self._levels.values():
             if level < abi.CGROUP_LEVELS:
                 levels |= 1 << level
-        libbpf.map_update(self._fd["eg_config"], ctypes.c_uint32(0),
-                          abi.Config(guarded_levels=levels))
+        self._config.guarded_levels = levels
+        libbpf.map_update(self._fd["eg_config"], ctypes.c_uint32(0), self._config)
 
     # -- counters ------------------------------------------------------------
     def counters(self) -> dict[str, int]:

@@ -21,6 +21,8 @@
 #define GUARD_CGROUP_LEVELS 32
 /* Rule id 0 means "no rule decided, the policy default did". */
 #define GUARD_RULE_NONE 0
+/* Policy slots: policies in force at once (one per selector, later). */
+#define GUARD_POLICY_SLOTS 256
 
 enum guard_event_kind {
 	GUARD_EVENT_EXEC = 1,
@@ -117,10 +119,20 @@ struct guard_socket_event {
 	__u32 _pad0;
 };
 
-/* eg_guarded value: what a guarded cgroup is judged by. */
+/* eg_guarded value: which policy slot a guarded cgroup is judged by. */
 struct guard_cgroup_info {
-	__u32 policy_id;
+	__u32 policy_slot;
 	__u32 flags;
+};
+
+/*
+ * eg_slots value: the policy generation in force for a slot. Every cgroup of
+ * a slot switches to a new generation with one update of this entry, so the
+ * kernel sees the whole old policy or the whole new one, never a mix.
+ */
+struct guard_slot {
+	__u32 policy_id;             /* generation in force; 0: none (fail closed) */
+	__u32 fail_closed_policy_id; /* used while the agent's heartbeat is stale; 0: off */
 };
 
 /* eg_policies value: the parts of a policy that are not rules. */
@@ -133,8 +145,9 @@ struct guard_policy_config {
 
 /* eg_config value (single entry): host-wide knobs. */
 struct guard_config {
-	__u32 guarded_levels; /* bit n set: some guarded cgroup sits at level n */
-	__u32 _pad0;
+	__u32 guarded_levels;       /* bit n set: some guarded cgroup sits at level n */
+	__u32 heartbeat_timeout_ms; /* fail-closed after this long without a heartbeat; 0: never */
+	__u64 heartbeat_ns;         /* CLOCK_BOOTTIME of the agent's last heartbeat */
 };
 
 /*

@@ -18,6 +18,8 @@ from . import libbpf
 from .loader import BpfObject, LibbpfError, object_path
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
+#: The enforcement this version uses wherever the required mechanisms load.
+ENFORCEMENT_LEVEL = "cgroup+raw_tracepoint"
 
 # mechanism -> (program in probes.bpf.c, attach after load?)
 PROBES = {
@@ -104,7 +106,7 @@ def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
     """Say which mechanism enforces what on this host, and what else exists."""
     stronger = [name for name in ("bpf_lsm", "fentry", "kprobe") if mech[name].available]
     return {
-        "level": "cgroup+raw_tracepoint",
+        "level": ENFORCEMENT_LEVEL,
         "egress": "cgroup sock_addr hooks (connect4/6, sendmsg4/6): the call fails with EPERM",
         "raw_sockets": "cgroup sock_create hook: socket(SOCK_RAW) fails with EPERM",
         "packet_sockets": "raw tracepoint sys_enter + bpf_send_signal(SIGKILL): the caller of "

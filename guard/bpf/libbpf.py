@@ -64,6 +64,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ring_buffer__new": (c_void_p, [c_int, RingbufSampleFn, c_void_p, c_void_p]),
         "ring_buffer__poll": (c_int, [c_void_p, c_int]),
         "ring_buffer__consume": (c_int, [c_void_p]),
+        "ring_buffer__epoll_fd": (c_int, [c_void_p]),
         "ring_buffer__free": (None, [c_void_p]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
@@ -213,6 +214,11 @@ class RingBuffer:
 
     def consume(self) -> int:
         return check(lib().ring_buffer__consume(self._ptr), "ring_buffer__consume")
+
+    def epoll_fd(self) -> int:
+        """Readable when records wait: lets the agent wait on the ring and
+        its control socket at once."""
+        return lib().ring_buffer__epoll_fd(self._ptr)
 
     def close(self) -> None:
         if self._ptr:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,8 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class AgentProcess:
     def __init__(self, cgroups: list[str], policy: str | Path | None = None,
-                 extra: list[str] | None = None):
-        argv = [sys.executable, "-m", "guard", "run"]
+                 extra: list[str] | None = None, control_socket: str | Path | None = None):
+        # a socket of its own, so tests never meet an agent running on the host
+        self._socket_dir = tempfile.mkdtemp(prefix="egress-guard-ctl-")
+        self.control_socket = str(control_socket or Path(self._socket_dir) / "agent.sock")
+        argv = [sys.executable, "-m", "guard", "run", "--control-socket", self.control_socket]
         if policy is not None:
             argv += ["--policy", str(policy)]
         for cg in cgroups:
@@ -100,3 +105,4 @@ class AgentProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        shutil.rmtree(self._socket_dir, ignore_errors=True)

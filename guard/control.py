@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The agent's control socket: `policy reload` and `status` talk to it.
+
+A unix stream socket, one JSON request line in, one JSON response line out,
+then the connection closes. Only root may use it: the socket file is 0600 in
+a 0700 directory, and the agent also checks the caller's credentials
+(SO_PEERCRED), so a socket exposed by a careless mount still refuses others.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+DEFAULT_SOCKET = "/run/egress-guard/agent.sock"
+REQUEST_LIMIT = 16 << 20      # a policy with 10,000 rules is well below 1 MiB
+CLIENT_TIMEOUT_S = 5.0
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class ControlError(Exception):
+    """The agent could not be reached or refused the request."""
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return _UCRED.unpack(raw)
+
+
+class ControlServer:
+    """Listens on path; handle() answers one ready connection with a handler."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise ControlError(f"{self.path} exists and is not a socket")
+            if _answers(self.path):
+                raise ControlError(f"another agent is already listening on {self.path}")
+            self.path.unlink()  # left by an agent that died
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            self._sock.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        self._sock.listen(16)
+        self._sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def handle(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Answer every pending connection; never lets a client break the agent."""
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except BlockingIOError:
+                return
+            with conn:
+                conn.settimeout(CLIENT_TIMEOUT_S)
+                try:
+                    _serve_one(conn, handler)
+                except (OSError, ValueError):
+                    continue  # a client that hung up or sent garbage
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _serve_one(conn: socket.socket, handler) -> None:
+    _pid, uid, _gid = peer_credentials(conn)
+    if uid != 0:
+        _send(conn, {"ok": False, "error": "permission denied: only root may control the agent"})
+        return
+    line = _read_line(conn)
+    try:
+        request = orjson.loads(line)
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            raise ValueError("expected a JSON object with an 'op'")
+    except ValueError as exc:
+        _send(conn, {"ok": False, "error": f"bad request: {exc}"})
+        return
+    _send(conn, handler(request))
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    chunks, size = [], 0
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+        if size > REQUEST_LIMIT:
+            raise ValueError("request too large")
+    return b"".join(chunks)
+
+
+def _send(conn: socket.socket, response: dict[str, Any]) -> None:
+    conn.sendall(orjson.dumps(response) + b"\n")
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def request(path: str | os.PathLike[str], message: dict[str, Any],
+            timeout: float = 60.0) -> dict[str, Any]:
+    """Send one request to the agent and return its response."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except FileNotFoundError:
+            raise ControlError(f"no agent is listening on {path} (is egress-guard run active?)") from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {path}: only root may control the agent") from None
+        except OSError as exc:
+            raise ControlError(f"cannot reach the agent on {path}: {exc.strerror}") from None
+        sock.sendall(orjson.dumps(message) + b"\n")
+        reply = _read_line(sock)
+    except (socket.timeout, OSError) as exc:
+        raise ControlError(f"the agent on {path} did not answer: {exc}") from None
+    finally:
+        sock.close()
+    try:
+        response = orjson.loads(reply)
+    except ValueError:
+        raise ControlError(f"the agent on {path} sent an unreadable answer") from None
+    if not isinstance(response, dict):
+        raise ControlError(f"the agent on {path} sent an unreadable answer")
+    return response
