@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from guard.cgroups import cgroup2_mount  # noqa: E402
 from guard.sandbox import TempCgroup  # noqa: E402
 
-PORT = 39500
+PORT = 29500
 TRACEFS = Path("/sys/kernel/tracing")
 
 

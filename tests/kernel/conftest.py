@@ -30,6 +30,8 @@ def write_policy(tmp_path):
     return write
 
 
+# Test ports stay below the ephemeral range (32768-60999 by default): a port
+# there may be held by a client socket in TIME_WAIT from an earlier test.
 class Listener:
     """Listening sockets on loopback; the kernel completes connects to them."""
 

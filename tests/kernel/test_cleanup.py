@@ -48,7 +48,7 @@ def test_sandbox_helpers_clean_up_when_the_body_fails():
     with pytest.raises(RuntimeError):
         with TempCgroup("egress-guard-test") as cg, TestHost() as host:
             sleeper = cg.popen(["sleep", "60"])
-            host.serve(39600)
+            host.serve(29600)
             path, netns = cg.path, host.name
             raise RuntimeError("test body failed")
     assert not path.exists()
@@ -59,10 +59,10 @@ def test_sandbox_helpers_clean_up_when_the_body_fails():
 
 def test_traffic_reaches_a_test_host_only_through_its_veth():
     with TestHost() as host:
-        server = host.serve(39601)
+        server = host.serve(29601)
         with TempCgroup("egress-guard-test") as cg:
             result = cg.python("import socket; socket.create_connection"
-                               f"(({host.ip!r}, 39601), timeout=5).close(); print('ok')")
+                               f"(({host.ip!r}, 29601), timeout=5).close(); print('ok')")
             assert result.stdout.strip() == "ok"
         routes = subprocess.run(["ip", "netns", "exec", host.name, "ip", "route"],
                                 capture_output=True, text=True).stdout

@@ -27,15 +27,15 @@ spec:
       action: block
       to:
         - cidr: 127.0.0.0/8
-          ports: [39001, "39010-39020"]
+          ports: [29001, "29010-29020"]
           protocol: tcp
         - cidr: "::1/128"
-          ports: [39001]
+          ports: [29001]
     - name: block-udp
       action: block
       to:
         - cidr: 127.0.0.0/8
-          ports: [39002]
+          ports: [29002]
           protocol: udp
     - name: allow-one-host
       action: allow
@@ -44,11 +44,11 @@ spec:
     - name: quiet-port
       action: allow
       to:
-        - ports: [39030]
+        - ports: [29030]
   sockets:
     raw: deny
 """
-TCP_PORTS = (39001, 39015, 39021, 39030, 39040)
+TCP_PORTS = (29001, 29015, 29021, 29030, 29040)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def setup(tmp_path_factory):
         try:
             for port in TCP_PORTS:
                 listener.listen("::", port, socket.AF_INET6)
-            listener.listen("127.0.0.1", 39002, udp=True)
+            listener.listen("127.0.0.1", 29002, udp=True)
             with AgentProcess([str(guarded.path)], policy=policy_path) as agent:
                 yield guarded, sibling, agent, policy_path
         finally:
@@ -77,13 +77,13 @@ def connect_event(agent, guarded, port, **match):
 
 def test_blocked_port_is_refused_only_in_the_guarded_cgroup(setup):
     guarded, sibling, agent, _ = setup
-    assert try_connect(guarded, "127.0.0.1", 39001) == "EPERM"
-    assert try_connect(sibling, "127.0.0.1", 39001) == "ok"
-    event = connect_event(agent, guarded, 39001, family="ipv4")
+    assert try_connect(guarded, "127.0.0.1", 29001) == "EPERM"
+    assert try_connect(sibling, "127.0.0.1", 29001) == "ok"
+    event = connect_event(agent, guarded, 29001, family="ipv4")
     assert event["action"] == "block"
     assert event["rule"] == "block-test-port"
     assert event["proto"] == "tcp"
-    assert event["dst"] == {"ip": "127.0.0.1", "port": 39001}
+    assert event["dst"] == {"ip": "127.0.0.1", "port": 29001}
     assert event["hook"] == "connect"
     assert event["cgroup"]["path"] == guarded.cgroup.relative
     assert event["process"]["argv"][0].endswith("python3") or "python" in event["process"]["argv"][0]
@@ -94,57 +94,57 @@ def test_blocked_port_is_refused_only_in_the_guarded_cgroup(setup):
 
 def test_ipv6_destination_is_judged_by_ipv6_rules(setup):
     guarded, sibling, agent, _ = setup
-    assert try_connect(guarded, "::1", 39001) == "EPERM"
-    assert try_connect(sibling, "::1", 39001) == "ok"
-    event = connect_event(agent, guarded, 39001, family="ipv6")
+    assert try_connect(guarded, "::1", 29001) == "EPERM"
+    assert try_connect(sibling, "::1", 29001) == "ok"
+    event = connect_event(agent, guarded, 29001, family="ipv6")
     assert event["dst"]["ip"] == "::1" and event["action"] == "block"
 
 
 def test_ipv4_mapped_ipv6_is_judged_as_ipv4(setup):
     guarded, _, agent, _ = setup
     # 127.0.0.5 is only reachable through the IPv4 rule for 127.0.0.0/8
-    assert try_connect(guarded, "::ffff:127.0.0.5", 39001) == "EPERM"
-    event = connect_event(agent, guarded, 39001, family="ipv4",
-                          dst={"ip": "127.0.0.5", "port": 39001})
+    assert try_connect(guarded, "::ffff:127.0.0.5", 29001) == "EPERM"
+    event = connect_event(agent, guarded, 29001, family="ipv4",
+                          dst={"ip": "127.0.0.5", "port": 29001})
     assert event["rule"] == "block-test-port"
 
 
 def test_udp_sendto_without_connect_is_judged(setup):
     guarded, sibling, agent, _ = setup
-    assert try_connect(guarded, "127.0.0.1", 39002, "udp", "sendto") == "EPERM"
-    assert try_connect(sibling, "127.0.0.1", 39002, "udp", "sendto") == "ok"
-    event = connect_event(agent, guarded, 39002, hook="sendmsg")
+    assert try_connect(guarded, "127.0.0.1", 29002, "udp", "sendto") == "EPERM"
+    assert try_connect(sibling, "127.0.0.1", 29002, "udp", "sendto") == "ok"
+    event = connect_event(agent, guarded, 29002, hook="sendmsg")
     assert event["proto"] == "udp" and event["rule"] == "block-udp"
     # the TCP-only rule does not catch UDP to the same port range
-    assert try_connect(guarded, "127.0.0.1", 39015, "udp", "sendto") == "ok"
+    assert try_connect(guarded, "127.0.0.1", 29015, "udp", "sendto") == "ok"
 
 
 def test_port_range(setup):
     guarded, _, agent, _ = setup
-    assert try_connect(guarded, "127.0.0.1", 39015) == "EPERM"
-    assert try_connect(guarded, "127.0.0.1", 39021) == "ok"
-    assert connect_event(agent, guarded, 39015, proto="tcp")["action"] == "block"
-    logged = connect_event(agent, guarded, 39021)
+    assert try_connect(guarded, "127.0.0.1", 29015) == "EPERM"
+    assert try_connect(guarded, "127.0.0.1", 29021) == "ok"
+    assert connect_event(agent, guarded, 29015, proto="tcp")["action"] == "block"
+    logged = connect_event(agent, guarded, 29021)
     assert logged["action"] == "log" and logged["rule"] is None  # the policy default
 
 
 def test_precedence_matches_the_compiler_and_the_kernel(setup):
     guarded, _, agent, policy_path = setup
     compiled = compile_policy(load_policy(policy_path))
-    cases = [("127.0.0.2", 39001), ("127.0.0.3", 39001), ("127.0.0.2", 39030),
-             ("127.0.0.1", 39030), ("127.0.0.1", 39040)]
+    cases = [("127.0.0.2", 29001), ("127.0.0.3", 29001), ("127.0.0.2", 29030),
+             ("127.0.0.1", 29030), ("127.0.0.1", 29040)]
     for ip, port in cases:
         expected, _rule = simulate(compiled, ip, port, Proto.TCP)
         outcome = try_connect(guarded, ip, port)
         assert outcome == ("EPERM" if expected == Action.BLOCK else "ok"), (ip, port, expected)
     # the most specific prefix wins: the /32 allow beats the /8 block
-    assert try_connect(guarded, "127.0.0.2", 39001) == "ok"
-    assert try_connect(guarded, "127.0.0.3", 39001) == "EPERM"
+    assert try_connect(guarded, "127.0.0.2", 29001) == "ok"
+    assert try_connect(guarded, "127.0.0.3", 29001) == "EPERM"
 
 
 def test_allow_rules_are_silent_and_log_is_reported(setup):
     guarded, _, agent, _ = setup
-    assert try_connect(guarded, "127.0.0.1", 39030) == "ok"   # quiet-port: allow
-    assert try_connect(guarded, "127.0.0.1", 39040) == "ok"   # default: log
-    connect_event(agent, guarded, 39040, action="log")
-    assert not [e for e in agent.events if e.get("dst", {}).get("port") == 39030]
+    assert try_connect(guarded, "127.0.0.1", 29030) == "ok"   # quiet-port: allow
+    assert try_connect(guarded, "127.0.0.1", 29040) == "ok"   # default: log
+    connect_event(agent, guarded, 29040, action="log")
+    assert not [e for e in agent.events if e.get("dst", {}).get("port") == 29030]

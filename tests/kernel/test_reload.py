@@ -17,7 +17,7 @@ from guard.sandbox import TempCgroup
 
 from .agentproc import ROOT, AgentProcess
 
-PORT = 39701
+PORT = 29701
 
 POLICY = """\
 apiVersion: egress-guard/v1
