@@ -19,13 +19,16 @@ import selectors
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
+
+import orjson
 
 from . import __version__
 from .bpf import libbpf
 from .bpf.loader import RING_SIZE_DEFAULT, GuardObjects, abi_mismatches, object_path
 from .cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
-from .compile import CompiledPolicy, compile_policy
+from .compile import CompiledPolicy, compile_fail_closed, compile_policy
 from .control import ControlError, ControlServer
 from .events import DecodeError, ExecRecord, decode
 from .maps import Maps
@@ -47,6 +50,9 @@ LOSS_REPORT_INTERVAL_S = 1.0
 RETIRE_GRACE_S = 1.0
 GENERATION_NAMES_KEPT = 16  # late events of retired generations still get rule names
 POLICY_SLOT = 0             # one policy for every guarded cgroup (selectors come later)
+# A generation's fail-closed twin is installed under the same number with this
+# bit set, so events judged by it still name the generation they belong to.
+FAIL_CLOSED_BIT = 1 << 31
 
 
 class AgentError(Exception):
@@ -65,7 +71,8 @@ class AgentStats:
 class Agent:
     def __init__(self, policy: Policy, cgroup_specs: list[str], writer: EventWriter,
                  ring_size: int = RING_SIZE_DEFAULT, policy_path: str | None = None,
-                 control_socket: str | None = None):
+                 control_socket: str | None = None, pin_dir: str | None = None,
+                 state_dir: str | None = None):
         self.policy = policy
         self.policy_path = policy_path
         self.writer = writer
@@ -75,6 +82,12 @@ class Agent:
         self._cgroup_specs = cgroup_specs
         self._ring_size = ring_size
         self._control_path = control_socket
+        self._pin_dir = Path(pin_dir) if pin_dir else None
+        # pinned generations outlive the agent; so must their names
+        self._names_file = (Path(state_dir) / "generations.json"
+                            if pin_dir and state_dir else None)
+        self.adopted = False
+        self._heartbeat_timeout_ms = 0
         self._control: ControlServer | None = None
         self._objects: GuardObjects | None = None
         self._maps: Maps | None = None
@@ -108,16 +121,17 @@ class Agent:
         mismatches = abi_mismatches(object_path("exec"))
         if mismatches:
             raise AgentError("guard/abi.py does not match the BPF objects: " + "; ".join(mismatches))
-        compiled = compile_policy(self.policy)
+        compiled = (compile_policy(self.policy), compile_fail_closed(self.policy))
         try:
-            self._objects = GuardObjects(self._ring_size)
+            self._objects = GuardObjects(self._ring_size, self._pin_dir)
             self._maps = Maps(self._objects.map_fds)
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
-            self._switch_to(compiled)
-            self._maps.heartbeat(0)
+            previously_guarded = self._adopt() if self._objects.adopted else []
+            self._switch_to(self.policy, *compiled)
             self._objects.attach_global()
             for cg in cgroups:
                 self.guard(cg)
+            self._release_adopted(previously_guarded)
             if self._control_path:
                 self._control = ControlServer(self._control_path)
         except libbpf.LibbpfError as exc:
@@ -128,7 +142,7 @@ class Agent:
             self.stop()
             raise AgentError(str(exc)) from None
         except BaseException:
-            self.stop()  # whatever failed half-way, nothing stays attached
+            self.stop()  # whatever failed half-way, nothing new stays attached
             raise
         self.writer.write(self._agent_event("ready"))
         self.writer.flush()
@@ -141,26 +155,66 @@ class Agent:
         self._guarded[cg.id] = cg
         self.cgroup_names.register(cg)
 
+    # -- adoption (pinned installations) ---------------------------------------
+    def _adopt(self) -> list[int]:
+        """Take over what a previous agent pinned: its generations keep
+        judging until this agent's first switch, then retire."""
+        highest, guarded = self._maps.adopt()
+        self.adopted = True
+        self._compiled.update(_read_generation_names(self._names_file))
+        self._generation = highest & ~FAIL_CLOSED_BIT
+        grace = time.monotonic() + RETIRE_GRACE_S
+        self._retiring.extend((grace, pid) for pid in self._maps.installed)
+        return guarded
+
+    def _release_adopted(self, previously_guarded: list[int]) -> None:
+        """Cgroups a previous agent guarded that this one was not asked to."""
+        stale = set(previously_guarded) | set(self._objects.pinned_cgroups())
+        for cgroup_id in stale - set(self._guarded):
+            self._maps.unguard_adopted(cgroup_id)
+            self._objects.detach_cgroup(cgroup_id)
+
     # -- policy generations --------------------------------------------------
-    def _switch_to(self, compiled: CompiledPolicy) -> int:
-        """Install compiled as a new generation beside the one in force, then
-        switch the slot to it in one update; the old one retires later."""
+    def _switch_to(self, policy: Policy, compiled: CompiledPolicy,
+                   fail_closed: CompiledPolicy | None) -> int:
+        """Install a new generation (and its fail-closed twin) beside the one
+        in force, then switch the slot in one update; the old one retires later."""
         self._generation += 1
         generation = self._generation
         self._maps.install_policy(generation, compiled)
         self._compiled[generation] = compiled
-        self._maps.set_slot(POLICY_SLOT, generation)
+        fail_closed_id = 0
+        if fail_closed is not None:
+            fail_closed_id = generation | FAIL_CLOSED_BIT
+            self._maps.install_policy(fail_closed_id, fail_closed)
+            self._compiled[fail_closed_id] = fail_closed
+        self._maps.set_slot(POLICY_SLOT, generation, fail_closed_id)
+        self._heartbeat_timeout_ms = policy.fail_closed.after_ms if policy.fail_closed else 0
+        self._maps.heartbeat(self._heartbeat_timeout_ms)
         previous, self._active = self._active, generation
         if previous:
-            self._retiring.append((time.monotonic() + RETIRE_GRACE_S, previous))
+            grace = time.monotonic() + RETIRE_GRACE_S
+            self._retiring.extend([(grace, previous), (grace, previous | FAIL_CLOSED_BIT)])
+        self._write_generation_names()
         return generation
+
+    def _write_generation_names(self) -> None:
+        if self._names_file is None:
+            return
+        names = {str(pid): {"name": c.name, "rules": list(c.rule_names)}
+                 for pid, c in self._compiled.items()}
+        self._names_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staged = self._names_file.with_suffix(".tmp")
+        staged.write_bytes(orjson.dumps(names))
+        os.replace(staged, self._names_file)
 
     def reload(self, policy: Policy) -> dict[str, Any]:
         """Validate and switch to policy; PolicyError leaves the old one in force."""
         started = time.perf_counter_ns()
         compiled = compile_policy(policy)
+        fail_closed = compile_fail_closed(policy)
         previous = self._active
-        generation = self._switch_to(compiled)
+        generation = self._switch_to(policy, compiled, fail_closed)
         switched = time.perf_counter_ns()
         self.policy = policy
         self.stats.reloads += 1
@@ -235,7 +289,7 @@ class Agent:
             selector.close()
 
     def _tick(self, now: float) -> None:
-        self._maps.heartbeat(0)
+        self._maps.heartbeat(self._heartbeat_timeout_ms)
         self._retire_due(now)
         if self._reload_requested:
             self._reload_requested = False
@@ -294,6 +348,7 @@ class Agent:
             rule=compiled.rule_name(header.rule_id) if compiled else None,
             cgroup_path=self.cgroup_names.name(header.cgroup_id),
             policy_name=compiled.name if compiled else None,
+            generation=header.policy_id & ~FAIL_CLOSED_BIT,
             process=process)
         self.stats.events += 1
         self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
@@ -324,15 +379,21 @@ class Agent:
             finally:
                 self._ring.close()
                 self._ring = None
+        keep_pins = self._pin_dir is not None and self._ready
         if self._ready:
             self._ready = False
-            self.writer.write(self._agent_event("stopped"))
+            event = self._agent_event("stopped")
+            event["pinned"] = keep_pins
+            self.writer.write(event)
             self.writer.flush()
-        for cgroup_id in list(self._guarded):
-            self._maps.unguard(cgroup_id)
-            self._guarded.pop(cgroup_id)
+        if not keep_pins:
+            for cgroup_id in list(self._guarded):
+                self._maps.unguard(cgroup_id)
+        self._guarded.clear()
         if self._objects is not None:
-            self._objects.close()
+            # pinned: enforcement goes on without the agent until a new agent
+            # adopts it or `egress-guard uninstall` removes it
+            self._objects.close(keep_pins=keep_pins)
             self._objects = None
         self._maps = None
 
@@ -357,7 +418,29 @@ class Agent:
         event = {"ts": self.clock.now(), "kind": "agent", "state": state, **self.status()}
         if self._control_path:
             event["control_socket"] = self._control_path
+        if self._pin_dir:
+            event["pin_dir"] = str(self._pin_dir)
+            event["adopted"] = self.adopted
         return event
+
+
+@dataclass(frozen=True)
+class KnownGeneration:
+    """Names of a generation another agent installed (read back on adoption)."""
+    name: str
+    rule_names: tuple[str, ...]
+
+    def rule_name(self, rule_id: int) -> str | None:
+        return self.rule_names[rule_id] if 0 < rule_id < len(self.rule_names) else None
+
+
+def _read_generation_names(path: Path | None) -> dict[int, KnownGeneration]:
+    try:
+        raw = orjson.loads(path.read_bytes()) if path else {}
+        return {int(pid): KnownGeneration(str(entry["name"]), tuple(map(str, entry["rules"])))
+                for pid, entry in raw.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # names are a nicety: a missing or damaged file never stops adoption
 
 
 def _file_state(path: str | None) -> tuple[int, int, int] | None:

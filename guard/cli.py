@@ -11,6 +11,9 @@ import orjson
 
 from . import __version__
 from .control import DEFAULT_SOCKET
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/egress-guard"
+DEFAULT_STATE_DIR = "/run/egress-guard"
 from .exitcodes import ExitCode
 from .policy import PolicyError, default_policy, load_policy
 
@@ -89,14 +92,22 @@ def doctor(as_json: bool) -> None:
               help="Ring buffer bytes (a power of two, at least 4096).")
 @click.option("--control-socket", default=DEFAULT_SOCKET, show_default=True, metavar="PATH",
               help="Unix socket for `policy reload` and `status` (root only).")
+@click.option("--pin", is_flag=True,
+              help="Pin programs, links and maps so enforcement outlives the agent; "
+                   "a later agent adopts them. Remove with `egress-guard uninstall`.")
+@click.option("--pin-dir", default=DEFAULT_PIN_DIR, show_default=True, metavar="DIR",
+              help="bpffs directory for --pin.")
+@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True, metavar="DIR",
+              help="Where --pin keeps the names of pinned policy generations.")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
-        ring_size: int, control_socket: str) -> None:
+        ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
     {"kind": "agent", "state": "ready", ...}. SIGINT or SIGTERM detaches
-    everything and exits 0. SIGHUP, `egress-guard policy reload`, or a change
-    of the policy file switch to the new policy without a gap.
+    everything and exits 0 (with --pin, enforcement stays for the next agent).
+    SIGHUP, `egress-guard policy reload`, or a change of the policy file
+    switch to the new policy without a gap.
     """
     from .agent import Agent, AgentError, run_until_signalled
     from .output import EventWriter
@@ -109,7 +120,8 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     except OSError as exc:
         fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
     agent = Agent(policy, list(cgroups), EventWriter(stream), ring_size=ring_size,
-                  policy_path=policy_path, control_socket=control_socket)
+                  policy_path=policy_path, control_socket=control_socket,
+                  pin_dir=pin_dir if pin else None, state_dir=state_dir)
     try:
         agent.start()
     except AgentError as exc:
@@ -203,6 +215,36 @@ def status(as_json: bool, socket_path: str) -> None:
     counters = response["counters"]
     click.echo("counters     " + ", ".join(f"{k}={v}" for k, v in counters.items()))
     click.echo(f"events       {response['events']} written, {response['reloads']} reload(s)")
+
+
+@main.command()
+@click.option("--pin-dir", default=DEFAULT_PIN_DIR, show_default=True, metavar="DIR",
+              help="bpffs directory the agent pinned into.")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              metavar="PATH", help="The agent's control socket.")
+def uninstall(pin_dir: str, socket_path: str) -> None:
+    """Remove everything a pinned agent (run --pin) left in the kernel.
+
+    Refuses while an agent answers on the control socket: stop it first.
+    """
+    from .bpf.loader import remove_pins
+    from .control import ControlError, request
+
+    if os.geteuid() != 0:
+        fail("uninstall needs root", ExitCode.PERMISSION)
+    try:
+        request(socket_path, {"op": "status"}, timeout=5)
+    except ControlError:
+        pass
+    else:
+        fail(f"an agent is running (it answers on {socket_path}); stop it first",
+             ExitCode.RUNTIME)
+    try:
+        removed = remove_pins(Path(pin_dir))
+    except OSError as exc:
+        fail(f"{pin_dir}: {exc.strerror}", ExitCode.RUNTIME)
+    click.echo(f"removed {len(removed)} pinned object(s) from {pin_dir}" if removed
+               else f"nothing pinned under {pin_dir}")
 
 
 @main.command()

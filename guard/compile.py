@@ -20,6 +20,7 @@ then falls through to the wider prefixes exactly as rule 1 says.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import types
 from collections import defaultdict
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from .abi import RULE_NONE, RULES_PER_PREFIX, Action, Proto
-from .policy import ExecRule, Network, Policy, PolicyError, Problem
+from .policy import EgressRule, ExecRule, Network, Policy, PolicyError, Problem
 
 RULE_ID_MAX = 0xFFFF            # rule ids travel as u16 in events and verdicts
 
@@ -61,6 +62,24 @@ class CompiledPolicy:
         if rule_id == RULE_NONE or not 0 < rule_id < len(self.rule_names):
             return None
         return self.rule_names[rule_id]
+
+
+FAIL_CLOSED_RULE = "fail-closed-allow"
+
+
+def compile_fail_closed(policy: Policy) -> CompiledPolicy | None:
+    """The generation guarded cgroups get while no agent reads events: block
+    everything but spec.failClosed.allow, keep the exec rules, deny raw
+    sockets. None when the policy has no failClosed section."""
+    fail_closed = policy.fail_closed
+    if fail_closed is None:
+        return None
+    allow = ((EgressRule(name=FAIL_CLOSED_RULE, action=Action.ALLOW,
+                         targets=fail_closed.allow, line=fail_closed.line),)
+             if fail_closed.allow else ())
+    return compile_policy(dataclasses.replace(
+        policy, name=f"{policy.name}.fail-closed", default_action=Action.BLOCK,
+        egress=allow, deny_raw_sockets=True, fail_closed=None))
 
 
 def compile_policy(policy: Policy) -> CompiledPolicy:

@@ -50,6 +50,21 @@ class SlotAllocator:
                 return first
         raise MapCapacityError(f"no room for {count} port rules in eg_port_rules")
 
+    def reserve(self, first: int, count: int) -> None:
+        """Mark a run in use that someone else allocated (an adopted map)."""
+        end = first + count
+        remaining = []
+        for start, n in self._free:
+            stop = start + n
+            if stop <= first or start >= end:
+                remaining.append((start, n))
+                continue
+            if start < first:
+                remaining.append((start, first - start))
+            if stop > end:
+                remaining.append((end, stop - end))
+        self._free = remaining
+
     def give(self, first: int, count: int) -> None:
         self._free.append((first, count))
         self._free.sort()
@@ -152,12 +167,45 @@ class Maps:
                           abi.Slot(policy_id=policy_id,
                                    fail_closed_policy_id=fail_closed_policy_id))
 
+    def adopt(self) -> tuple[int, list[int]]:
+        """Take over maps a previous agent filled (pinned maps): learn every
+        installed generation's entries so they can be retired, and which
+        slots of eg_port_rules are in use. Returns (highest policy id seen,
+        cgroup ids marked guarded)."""
+        records: dict[int, _Installed] = {}
+
+        def record(policy_id: int) -> _Installed:
+            return records.setdefault(policy_id, _Installed())
+        for pid in libbpf.map_keys(self._fd["eg_policies"], ctypes.c_uint32):
+            record(pid.value)
+        for name, key_type, field_name in (("eg_cidr4", abi.Lpm4Key, "lpm4"),
+                                           ("eg_cidr6", abi.Lpm6Key, "lpm6")):
+            for key in libbpf.map_keys(self._fd[name], key_type):
+                span = abi.RuleSpan()
+                if libbpf.map_lookup(self._fd[name], key, span):
+                    entry = record(key.policy_id)
+                    getattr(entry, field_name).append(key)
+                    entry.spans.append((span.first, span.count))
+        for key in libbpf.map_keys(self._fd["eg_exec_rules"], abi.ExecKey):
+            record(key.policy_id).exec_keys.append(key)
+        for entry in records.values():
+            for first, count in entry.spans:
+                self._slots.reserve(first, count)
+        self._installed.update(records)
+        guarded = [key.value for key in libbpf.map_keys(self._fd["eg_guarded"], ctypes.c_uint64)]
+        libbpf.map_lookup(self._fd["eg_config"], ctypes.c_uint32(0), self._config)
+        return max(records, default=0), guarded
+
     # -- guarded cgroups ---------------------------------------------------
     def guard(self, cgroup_id: int, level: int, slot: int) -> None:
         libbpf.map_update(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id),
                           abi.CgroupInfo(policy_slot=slot))
         self._levels[cgroup_id] = level
         self._write_config()
+
+    def unguard_adopted(self, cgroup_id: int) -> None:
+        """Unmark a cgroup a previous agent guarded and this one does not."""
+        libbpf.map_delete(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id))
 
     def unguard(self, cgroup_id: int) -> None:
         libbpf.map_delete(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id))

@@ -54,13 +54,13 @@ def rfc3339(wall_ns: int) -> str:
 
 
 def _common(header: Header, clock: Clock, rule: str | None, cgroup_path: str | None,
-            policy_name: str | None, process: ProcessInfo) -> dict[str, Any]:
+            policy_name: str | None, generation: int, process: ProcessInfo) -> dict[str, Any]:
     return {
         "ts": clock.from_boot_ns(header.ktime_ns),
         "kind": header.kind.name.lower(),
         "action": header.action.label,
         "rule": rule,
-        "policy": {"name": policy_name, "generation": header.policy_id},
+        "policy": {"name": policy_name, "generation": generation},
         "process": {
             "pid": header.pid,
             "ppid": header.ppid,
@@ -75,9 +75,12 @@ def _common(header: Header, clock: Clock, rule: str | None, cgroup_path: str | N
 
 
 def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
-             policy_name: str | None, process: ProcessInfo) -> dict[str, Any]:
+             policy_name: str | None, process: ProcessInfo,
+             generation: int | None = None) -> dict[str, Any]:
     """One decoded record, with what userspace knows around it, as an event."""
-    event = _common(record.header, clock, rule, cgroup_path, policy_name, process)
+    if generation is None:
+        generation = record.header.policy_id
+    event = _common(record.header, clock, rule, cgroup_path, policy_name, generation, process)
     if isinstance(record, ExecRecord):
         event["filename"] = record.filename
         event["process"]["exe_truncated"] = record.exe_truncated

@@ -49,6 +49,8 @@ EGRESS_ACTIONS = {"allow": Action.ALLOW, "log": Action.LOG, "block": Action.BLOC
 EXEC_ACTIONS = {"log": Action.LOG, "kill": Action.KILL}
 PROTOCOLS = {"tcp": Proto.TCP, "udp": Proto.UDP, "any": Proto.ANY}
 RAW_SOCKET_MODES = {"allow": False, "deny": True}   # value: deny_raw_sockets
+FAIL_CLOSED_AFTER_S = (1, 3600)   # heartbeat age bounds for spec.failClosed.afterSeconds
+FAIL_CLOSED_DEFAULT_S = 5
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ANY_ADDRESS: tuple[Network, ...] = (ipaddress.IPv4Network("0.0.0.0/0"),
@@ -121,6 +123,14 @@ class ExecRule:
 
 
 @dataclass(frozen=True)
+class FailClosed:
+    """spec.failClosed: what guarded cgroups get while no agent reads events."""
+    after_ms: int                           # heartbeat age that switches it on
+    allow: tuple[Target, ...]               # everything else is blocked
+    line: int
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     default_action: Action
@@ -129,6 +139,7 @@ class Policy:
     deny_raw_sockets: bool
     detections: Mapping[str, str]
     source: str
+    fail_closed: FailClosed | None = None
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
@@ -456,7 +467,8 @@ class _Reader:
         metadata = self.mapping(top.get("metadata"), "metadata", ("name",), required=("name",))
         name = self.checked(metadata.get("name"), "metadata.name", _check_policy_name)
         spec = self.mapping(top.get("spec"), "spec",
-                            ("defaultAction", "egress", "exec", "sockets", "detections"),
+                            ("defaultAction", "egress", "exec", "sockets", "detections",
+                             "failClosed"),
                             nullable=True)
         default_action = self.choice(spec.get("defaultAction"), "spec.defaultAction",
                                      "action", EGRESS_ACTIONS, Action.LOG)
@@ -468,9 +480,38 @@ class _Reader:
         deny_raw = self.choice(sockets.get("raw"), "spec.sockets.raw", "value",
                                RAW_SOCKET_MODES, True)
         detections = self.detections(spec.get("detections"), "spec.detections")
+        fail_closed = self.fail_closed(spec.get("failClosed"), "spec.failClosed")
         return Policy(name=name, default_action=default_action, egress=egress,
                       exec_rules=exec_rules, deny_raw_sockets=deny_raw,
-                      detections=detections, source=self.source)
+                      detections=detections, source=self.source, fail_closed=fail_closed)
+
+    def fail_closed(self, node: Node | None, field: str) -> FailClosed | None:
+        """spec.failClosed: {afterSeconds: N, allow: [targets]}; absent means off."""
+        if node is None or _is_null(node):
+            return None
+        keys = self.mapping(node, field, ("afterSeconds", "allow"))
+        after = self.integer(keys.get("afterSeconds"), f"{field}.afterSeconds",
+                             FAIL_CLOSED_AFTER_S, FAIL_CLOSED_DEFAULT_S)
+        items = self.sequence(keys.get("allow"), f"{field}.allow", nullable=True)
+        allow = tuple(self.target(item, f"{field}.allow[{index}]")
+                      for index, item in enumerate(items))
+        return FailClosed(after_ms=after * 1000, allow=allow, line=_line(node))
+
+    def integer(self, node: Node | None, field: str, bounds: tuple[int, int],
+                default: int) -> int:
+        if node is None:
+            return default
+        low, high = bounds
+        if isinstance(node, ScalarNode) and node.tag == TAG + "int":
+            try:
+                value = int(node.value, 10)
+            except ValueError:
+                value = None
+            if value is not None and low <= value <= high:
+                return value
+        self.at(node, field, f"invalid value {_show(node)} (expected a whole number "
+                             f"from {low} to {high})")
+        return default
 
     def constant(self, node: Node | None, field: str, expected: str) -> None:
         value = self.string(node, field)

@@ -40,11 +40,25 @@ def object_path(name: str) -> Path:
 
 
 class Link:
-    """One bpf_link; destroying it detaches the program."""
+    """One bpf_link. Destroying it detaches the program unless the link is
+    pinned: then the pin keeps it attached until unpinned."""
 
     def __init__(self, ptr: int, description: str):
         self._ptr = ptr
         self.description = description
+
+    @classmethod
+    def open_pinned(cls, path: Path, description: str) -> "Link":
+        return cls(check_ptr(lib().bpf_link__open(str(path).encode()), f"open link {path}"),
+                   description)
+
+    def pin(self, path: Path) -> None:
+        check(lib().bpf_link__pin(self._ptr, str(path).encode()), f"pin {path}")
+
+    def update_program(self, prog: "Program") -> None:
+        """Swap the attached program in place (BPF_LINK_UPDATE)."""
+        check(lib().bpf_link__update_program(self._ptr, prog._ptr),
+              f"update {self.description}")
 
     def destroy(self) -> None:
         if self._ptr:
@@ -133,22 +147,126 @@ class CgroupAttachment:
     links: list[Link] = field(default_factory=list)
 
 
+BPFFS_DEFAULT = Path("/sys/fs/bpf")
+
+
+def _mount_point_of(path: Path, mounts_file: str = "/proc/mounts") -> tuple[Path, str]:
+    """The mount a path lies on and its file-system type (longest prefix)."""
+    best, fstype = Path("/"), ""
+    with open(mounts_file, encoding="utf-8") as fh:
+        for line in fh:
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            point = Path(fields[1].encode().decode("unicode_escape"))
+            if (path == point or point in path.parents) and len(point.parts) >= len(best.parts):
+                best, fstype = point, fields[2]
+    return best, fstype
+
+
+def ensure_bpffs(pin_dir: Path) -> None:
+    """Pins need a bpf file system. Mount one at /sys/fs/bpf when the pin
+    directory is below it and nothing is mounted there yet (as the kernel's
+    own tools and Cilium do); anywhere else, say what to mount."""
+    _point, fstype = _mount_point_of(pin_dir)
+    if fstype == "bpf":
+        return
+    if BPFFS_DEFAULT == pin_dir or BPFFS_DEFAULT in pin_dir.parents:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mount(b"bpf", str(BPFFS_DEFAULT).encode(), b"bpf", 0, b"mode=0700") != 0:
+            err = ctypes.get_errno()
+            raise LibbpfError(err, f"mount bpffs at {BPFFS_DEFAULT}")
+        return
+    raise LibbpfError(errno.ENOTSUP, f"{pin_dir} is not on a bpf file system "
+                                     f"(mount -t bpf bpf {pin_dir.parent})")
+
+
+class PinLayout:
+    """Where a pinned installation lives under a bpffs directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.maps = root / "maps"
+        self.links = root / "links"
+        self.cgroups = root / "cgroups"
+
+    def exists(self) -> bool:
+        return self.maps.is_dir() and any(self.maps.iterdir())
+
+    def cgroup_dir(self, cgroup_id: int) -> Path:
+        return self.cgroups / str(cgroup_id)
+
+    def pinned_cgroups(self) -> list[int]:
+        if not self.cgroups.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.cgroups.iterdir() if p.name.isdigit())
+
+    def make(self) -> None:
+        for directory in (self.maps, self.links, self.cgroups):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def remove_pins(root: Path) -> list[str]:
+    """Unpin everything under root (links first, so programs detach) and remove
+    the directories. Returns what was removed."""
+    layout = PinLayout(root)
+    removed = []
+    for directory in (layout.cgroups, layout.links, layout.maps):
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.rglob("*"), reverse=True):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+                removed.append(str(path))
+        directory.rmdir()
+    if root.is_dir():
+        root.rmdir()
+    return removed
+
+
 class GuardObjects:
     """egress-guard's programs and maps, loaded together, attached per cgroup."""
 
     NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall")
 
-    def __init__(self, ring_size: int = RING_SIZE_DEFAULT):
+    def __init__(self, ring_size: int = RING_SIZE_DEFAULT, pin_dir: Path | None = None):
         self.objects: dict[str, BpfObject] = {}
         self.map_fds: dict[str, int] = {}
         self._global_links: list[Link] = []
+        self._pinned_map_fds: list[int] = []
         self.cgroups: dict[int, CgroupAttachment] = {}
+        self.pins = PinLayout(pin_dir) if pin_dir else None
+        if pin_dir:
+            ensure_bpffs(pin_dir)
+        self.adopted = bool(self.pins and self.pins.exists())
         try:
+            if self.adopted:
+                self._open_pinned_maps()
             for name in self.NAMES:
                 self._load(name, ring_size)
+            if self.pins:
+                self._pin_maps()
         except BaseException:
-            self.close()
+            # a failed adoption must not tear down the installation it found
+            self.close(keep_pins=self.adopted)
             raise
+
+    def _open_pinned_maps(self) -> None:
+        for path in sorted(self.pins.maps.iterdir()):
+            fd = lib().bpf_obj_get(str(path).encode())
+            if fd < 0:
+                raise LibbpfError(-fd, f"open pinned map {path}")
+            self._pinned_map_fds.append(fd)
+            self.map_fds[path.name] = fd
+
+    def _pin_maps(self) -> None:
+        self.pins.make()
+        for name, fd in self.map_fds.items():
+            path = self.pins.maps / name
+            if not path.exists():
+                check(lib().bpf_obj_pin(fd, str(path).encode()), f"pin {path}")
 
     def _load(self, name: str, ring_size: int) -> None:
         obj = BpfObject(object_path(name))
@@ -157,6 +275,8 @@ class GuardObjects:
             if not map_name.startswith(SHARED_MAP_PREFIX):
                 continue
             if map_name in self.map_fds:
+                # libbpf refuses a pinned map whose type or sizes changed:
+                # the pins are from an incompatible version
                 bpf_map.reuse_fd(self.map_fds[map_name])
             elif map_name == "eg_events":
                 bpf_map.set_max_entries(ring_size)
@@ -165,25 +285,66 @@ class GuardObjects:
             if map_name.startswith(SHARED_MAP_PREFIX):
                 self.map_fds.setdefault(map_name, bpf_map.fd)
 
+    def pinned_cgroups(self) -> list[int]:
+        return self.pins.pinned_cgroups() if self.pins else []
+
     def programs(self):
         for obj in self.objects.values():
             yield from obj.programs.values()
 
+    def _attach_or_adopt(self, prog: Program, pin: Path | None, attach) -> Link:
+        """A pinned link gets the new program swapped in; otherwise attach
+        (and pin when pinning)."""
+        if pin is not None and pin.exists():
+            old = Link.open_pinned(pin, f"{prog.section} ({prog.name})")
+            try:
+                old.update_program(prog)
+                return old
+            except LibbpfError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    old.destroy()
+                    raise
+            # Raw tracepoint links cannot be updated in place: attach the new
+            # program first, then let the old one go. No moment without a
+            # program; for an instant both report the same exec.
+            try:
+                link = attach()
+                pin.unlink()
+                link.pin(pin)
+            finally:
+                old.destroy()
+            return link
+        link = attach()
+        if pin is not None:
+            try:
+                link.pin(pin)
+            except BaseException:
+                link.destroy()
+                raise
+        return link
+
     def attach_global(self) -> None:
-        """Host-wide hooks (tracepoints); they act only for guarded cgroups."""
+        """Host-wide hooks (raw tracepoints); they act only for guarded cgroups."""
         for prog in self.programs():
             if not prog.is_cgroup:
-                self._global_links.append(prog.attach())
+                pin = self.pins.links / prog.name if self.pins else None
+                self._global_links.append(self._attach_or_adopt(prog, pin, prog.attach))
 
     def attach_cgroup(self, path: str, cgroup_id: int) -> CgroupAttachment:
         if cgroup_id in self.cgroups:
             return self.cgroups[cgroup_id]
         attachment = CgroupAttachment(path, cgroup_id)
+        pin_dir = None
+        if self.pins:
+            pin_dir = self.pins.cgroup_dir(cgroup_id)
+            pin_dir.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for prog in self.programs():
                 if prog.is_cgroup:
-                    attachment.links.append(prog.attach_cgroup(fd, path))
+                    pin = pin_dir / prog.name if pin_dir else None
+                    attachment.links.append(self._attach_or_adopt(
+                        prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path)))
         except BaseException:
             for link in attachment.links:
                 link.destroy()
@@ -194,15 +355,28 @@ class GuardObjects:
         return attachment
 
     def detach_cgroup(self, cgroup_id: int) -> None:
+        """Detach a cgroup's programs, pinned or not."""
         attachment = self.cgroups.pop(cgroup_id, None)
         if attachment:
             for link in attachment.links:
                 link.destroy()
+        if self.pins:
+            pin_dir = self.pins.cgroup_dir(cgroup_id)
+            if pin_dir.is_dir():
+                for pin in pin_dir.iterdir():
+                    pin.unlink()  # the last reference: the kernel detaches
+                pin_dir.rmdir()
 
-    def close(self) -> None:
-        """Detach everything and free every object; safe to call twice."""
+    def close(self, keep_pins: bool = False) -> None:
+        """Free every object. Without keep_pins everything is detached (pins
+        included); with it, pinned links stay attached and pinned maps stay.
+        Safe to call twice."""
         for cgroup_id in list(self.cgroups):
-            self.detach_cgroup(cgroup_id)
+            if keep_pins:
+                for link in self.cgroups.pop(cgroup_id).links:
+                    link.destroy()
+            else:
+                self.detach_cgroup(cgroup_id)
         for link in self._global_links:
             link.destroy()
         self._global_links.clear()
@@ -210,6 +384,11 @@ class GuardObjects:
             obj.close()
         self.objects.clear()
         self.map_fds.clear()
+        for fd in self._pinned_map_fds:
+            os.close(fd)
+        self._pinned_map_fds.clear()
+        if self.pins and not keep_pins:
+            remove_pins(self.pins.root)
 
 
 # ---------------------------------------------------------------------------

@@ -24,7 +24,8 @@ class AgentProcess:
         # a socket of its own, so tests never meet an agent running on the host
         self._socket_dir = tempfile.mkdtemp(prefix="egress-guard-ctl-")
         self.control_socket = str(control_socket or Path(self._socket_dir) / "agent.sock")
-        argv = [sys.executable, "-m", "guard", "run", "--control-socket", self.control_socket]
+        argv = [sys.executable, "-m", "guard", "run", "--control-socket", self.control_socket,
+                "--state-dir", str(Path(self.control_socket).parent)]
         if policy is not None:
             argv += ["--policy", str(policy)]
         for cg in cgroups:
