@@ -208,9 +208,10 @@ class Agent:
         staged.write_bytes(orjson.dumps(names))
         os.replace(staged, self._names_file)
 
-    def reload(self, policy: Policy) -> dict[str, Any]:
-        """Validate and switch to policy; PolicyError leaves the old one in force."""
-        started = time.perf_counter_ns()
+    def reload(self, policy: Policy, started: int | None = None) -> dict[str, Any]:
+        """Validate and switch to policy; PolicyError leaves the old one in force.
+        started: perf_counter_ns when the request arrived (before parsing)."""
+        started = started or time.perf_counter_ns()
         compiled = compile_policy(policy)
         fail_closed = compile_fail_closed(policy)
         previous = self._active
@@ -229,6 +230,7 @@ class Agent:
 
     def _reload_from(self, request: dict[str, Any] | None) -> dict[str, Any]:
         """A reload request (control socket, SIGHUP or a changed file) -> answer."""
+        started = time.perf_counter_ns()
         try:
             if request and isinstance(request.get("policy"), dict):
                 body = request["policy"]
@@ -239,7 +241,7 @@ class Agent:
                 policy = load_policy(self.policy_path)
             else:
                 policy = default_policy()
-            return {"ok": True, **self.reload(policy)}
+            return {"ok": True, **self.reload(policy, started)}
         except PolicyError as exc:
             problems = [str(p) for p in exc.problems]
             self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "rejected",

@@ -166,17 +166,18 @@ def _ask_agent(socket_path: str, message: dict) -> dict:
 def policy_reload(file: str | None, socket_path: str) -> None:
     """Switch the running agent to FILE (or re-read its own policy file).
 
-    FILE is validated here first and again by the agent; if it is invalid the
-    policy in force stays, the problems are printed and the exit code is 1.
+    The agent validates FILE before anything changes; if it is invalid the
+    policy in force stays, the problems (file, line, field) are printed and
+    the exit code is 1.
     """
     message: dict = {"op": "reload"}
     if file:
-        _load_policy_or_fail(file)
         try:
             text = Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            fail(f"{file}: {exc}", ExitCode.FAILURE)
-        message["policy"] = {"text": text, "source": str(Path(file).resolve())}
+            fail(f"{file}: cannot read the policy file: {exc}", ExitCode.FAILURE)
+        # the agent names the file as given, so problems point where the user looks
+        message["policy"] = {"text": text, "source": file}
     response = _ask_agent(socket_path, message)
     if not response.get("ok"):
         for problem in response.get("problems", []):
