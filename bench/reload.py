@@ -24,9 +24,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 from guard.control import request  # noqa: E402
 from guard.sandbox import TempCgroup  # noqa: E402
+from procstat import memory_kib  # noqa: E402
 
 
 def write_policy(path: Path, rules: int, name: str) -> Path:
@@ -54,10 +56,7 @@ def reload_once(socket_path: str, policy: Path) -> tuple[float, float]:
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return memory_kib(pid, field) / 1024
 
 
 def main() -> int:

@@ -33,9 +33,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 from guard.cgroups import cgroup2_mount  # noqa: E402
 from guard.sandbox import TempCgroup  # noqa: E402
+from procstat import memory_kib  # noqa: E402
 
 PORT = 29500
 TRACEFS = Path("/sys/kernel/tracing")
@@ -86,10 +88,7 @@ class Agent:
         return self
 
     def rss_kib(self, field: str = "VmRSS") -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        return 0
+        return memory_kib(self.proc.pid, field)
 
     def __exit__(self, *exc):
         self.proc.terminate()

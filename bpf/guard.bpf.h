@@ -229,4 +229,43 @@ static __always_inline void event_output(void *ev, __u64 size)
 		count(GUARD_CTR_EVENTS_SENT);
 }
 
+/*
+ * Raw and packet sockets (sock_create.bpf.c, socket_syscall.bpf.c): whether
+ * the current task's policy refuses them. A guarded cgroup whose policy is
+ * missing fails closed.
+ */
+static __always_inline int raw_sockets_denied(__u64 *cgroup_id, __u32 *policy_id)
+{
+	struct guard_policy_config *policy;
+	struct guard_cgroup_info *guard = current_guard(cgroup_id);
+
+	if (!guard)
+		return 0;
+	*policy_id = active_policy(guard);
+	policy = bpf_map_lookup_elem(&eg_policies, policy_id);
+	if (policy && !policy->deny_raw_sockets) {
+		count_verdict(GUARD_ACTION_ALLOW);
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline void emit_socket(__u64 cgroup_id, __u32 policy_id, __u8 action,
+					__u32 family, __u32 type, __u32 protocol)
+{
+	struct guard_socket_event *ev;
+
+	count_verdict(action);
+	ev = event_reserve(sizeof(*ev));
+	if (!ev)
+		return;
+	fill_header(&ev->hdr, GUARD_EVENT_SOCKET, sizeof(*ev), cgroup_id, policy_id, action,
+		    GUARD_RULE_NONE);
+	ev->family = family;
+	ev->type = type;
+	ev->protocol = protocol;
+	ev->_pad0 = 0;
+	event_submit(ev);
+}
+
 #endif /* GUARD_BPF_H */

@@ -9,34 +9,13 @@
 SEC("cgroup/sock_create")
 int guard_sock_create(struct bpf_sock *sk)
 {
-	struct guard_policy_config *policy;
-	struct guard_cgroup_info *guard;
-	struct guard_socket_event *ev;
 	__u64 cgroup_id;
 	__u32 policy_id;
 
 	if (sk->type != SOCK_RAW && sk->family != AF_PACKET)
 		return 1;
-	guard = current_guard(&cgroup_id);
-	if (!guard)
+	if (!raw_sockets_denied(&cgroup_id, &policy_id))
 		return 1;
-	policy_id = active_policy(guard);
-	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
-	if (policy && !policy->deny_raw_sockets) {
-		count_verdict(GUARD_ACTION_ALLOW);
-		return 1;
-	}
-
-	count_verdict(GUARD_ACTION_BLOCK);
-	ev = event_reserve(sizeof(*ev));
-	if (ev) {
-		fill_header(&ev->hdr, GUARD_EVENT_SOCKET, sizeof(*ev), cgroup_id,
-			    policy_id, GUARD_ACTION_BLOCK, GUARD_RULE_NONE);
-		ev->family = sk->family;
-		ev->type = sk->type;
-		ev->protocol = sk->protocol;
-		ev->_pad0 = 0;
-		event_submit(ev);
-	}
+	emit_socket(cgroup_id, policy_id, GUARD_ACTION_BLOCK, sk->family, sk->type, sk->protocol);
 	return 0;
 }

@@ -27,11 +27,8 @@
 SEC("raw_tp/sys_enter")
 int guard_socket_syscall(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct guard_policy_config *policy;
-	struct guard_cgroup_info *guard;
-	struct guard_socket_event *ev;
 	struct pt_regs *regs;
-	__u32 policy_id, family, type, protocol;
+	__u32 policy_id, family;
 	__u64 cgroup_id;
 
 	if (ctx->args[1] != NR_SOCKET)
@@ -40,27 +37,10 @@ int guard_socket_syscall(struct bpf_raw_tracepoint_args *ctx)
 	family = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	if (family != AF_PACKET)
 		return 0;
-	guard = current_guard(&cgroup_id);
-	if (!guard)
+	if (!raw_sockets_denied(&cgroup_id, &policy_id))
 		return 0;
-	policy_id = active_policy(guard);
-	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
-	if (policy && !policy->deny_raw_sockets)
-		return 0;
-
 	bpf_send_signal(SIGKILL);
-	count_verdict(GUARD_ACTION_KILL);
-	type = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	protocol = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	ev = event_reserve(sizeof(*ev));
-	if (ev) {
-		fill_header(&ev->hdr, GUARD_EVENT_SOCKET, sizeof(*ev), cgroup_id,
-			    policy_id, GUARD_ACTION_KILL, GUARD_RULE_NONE);
-		ev->family = family;
-		ev->type = type;
-		ev->protocol = protocol;
-		ev->_pad0 = 0;
-		event_submit(ev);
-	}
+	emit_socket(cgroup_id, policy_id, GUARD_ACTION_KILL, family,
+		    PT_REGS_PARM2_CORE_SYSCALL(regs), PT_REGS_PARM3_CORE_SYSCALL(regs));
 	return 0;
 }
