@@ -21,9 +21,12 @@ const volatile struct guard_abi_anchor {
 	enum guard_counter counter;
 	enum guard_exec_match exec_match;
 	enum guard_exec_flags exec_flags;
+	enum guard_cgroup_op cgroup_op;
+	enum guard_config_flags config_flags;
 	struct guard_exec_event exec_event;
 	struct guard_connect_event connect_event;
 	struct guard_socket_event socket_event;
+	struct guard_cgroup_event cgroup_event;
 	struct guard_cgroup_info cgroup_info;
 	struct guard_slot slot;
 	struct guard_policy_config policy_config;

@@ -24,6 +24,16 @@ class EventKind(enum.IntEnum):
     EXEC = 1
     CONNECT = 2
     SOCKET = 3
+    CGROUP = 4
+
+
+class CgroupOp(enum.IntEnum):
+    MKDIR = 1
+    RMDIR = 2
+
+
+class ConfigFlags(enum.IntFlag):
+    WATCH_CGROUPS = 1
 
 
 class Action(enum.IntEnum):
@@ -140,6 +150,17 @@ class SocketEvent(ctypes.Structure):
     ]
 
 
+class CgroupEvent(ctypes.Structure):
+    """struct guard_cgroup_event"""
+    c_name = "guard_cgroup_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("op", u32),
+        ("level", u32),
+        ("path", ctypes.c_char * PATH_MAX),
+    ]
+
+
 class CgroupInfo(ctypes.Structure):
     """struct guard_cgroup_info"""
     c_name = "guard_cgroup_info"
@@ -166,7 +187,8 @@ class PolicyConfig(ctypes.Structure):
 class Config(ctypes.Structure):
     """struct guard_config"""
     c_name = "guard_config"
-    _fields_ = [("guarded_levels", u32), ("heartbeat_timeout_ms", u32), ("heartbeat_ns", u64)]
+    _fields_ = [("guarded_levels", u32), ("heartbeat_timeout_ms", u32), ("heartbeat_ns", u64),
+                ("flags", u32), ("_pad0", u32)]
 
 
 class Lpm4Key(ctypes.Structure):
@@ -225,7 +247,8 @@ class SendmsgKey(ctypes.Structure):
 
 #: Every struct that crosses the boundary, for the BTF layout check.
 SHARED_STRUCTS = (
-    EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupInfo, Slot, PolicyConfig,
+    EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupEvent, CgroupInfo, Slot,
+    PolicyConfig,
     Config, Lpm4Key, Lpm6Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
 )
 
@@ -238,4 +261,6 @@ SHARED_ENUMS = {
     "guard_counter": (Counter, "GUARD_CTR_"),
     "guard_exec_match": (ExecMatch, "GUARD_EXEC_MATCH_"),
     "guard_exec_flags": (ExecFlags, "GUARD_EXEC_"),
+    "guard_cgroup_op": (CgroupOp, "GUARD_CGROUP_"),
+    "guard_config_flags": (ConfigFlags, "GUARD_CONFIG_"),
 }

@@ -30,7 +30,8 @@ from .bpf.loader import RING_SIZE_DEFAULT, GuardObjects, abi_mismatches, object_
 from .cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
 from .compile import CompiledPolicy, compile_fail_closed, compile_policy
 from .control import ControlError, ControlServer
-from .events import DecodeError, ExecRecord, decode
+from .containers import container_of, is_container_cgroup
+from .events import CgroupRecord, DecodeError, ExecRecord, decode
 from .maps import Maps
 from .output import Clock, EventWriter, describe
 from .policy import Policy, PolicyError, default_policy, load_policy, parse_policy
@@ -80,6 +81,8 @@ class Agent:
         self.stats = AgentStats()
         self.processes = ProcessTable()
         self._cgroup_specs = cgroup_specs
+        # no cgroups named: guard every container on the host, now and as they start
+        self.discover = not cgroup_specs
         self._ring_size = ring_size
         self._control_path = control_socket
         self._pin_dir = Path(pin_dir) if pin_dir else None
@@ -113,6 +116,7 @@ class Agent:
             cgroups = [resolve(spec, mount) for spec in self._cgroup_specs]
         except CgroupError as exc:
             raise AgentError(str(exc)) from None
+        self._mount = mount
         for cg in cgroups:
             if cg.level == 0:
                 raise AgentError(f"{cg.path}: refusing to guard the root cgroup "
@@ -129,6 +133,11 @@ class Agent:
             previously_guarded = self._adopt() if self._objects.adopted else []
             self._switch_to(self.policy, *compiled)
             self._objects.attach_global()
+            if self.discover:
+                # watch first, then scan: a container starting in between is
+                # seen twice rather than not at all (guard() is idempotent)
+                self._maps.watch_cgroups(True)
+                cgroups = _running_containers(mount)
             for cg in cgroups:
                 self.guard(cg)
             self._release_adopted(previously_guarded)
@@ -150,10 +159,51 @@ class Agent:
 
     def guard(self, cg: Cgroup) -> None:
         """Attach first, then mark guarded: a cgroup is never marked without hooks."""
+        if cg.id in self._guarded:
+            return
         self._objects.attach_cgroup(str(cg.path), cg.id)
         self._maps.guard(cg.id, cg.level, POLICY_SLOT)
         self._guarded[cg.id] = cg
         self.cgroup_names.register(cg)
+
+    def release(self, cgroup_id: int) -> Cgroup | None:
+        """Unmark, detach and forget a guarded cgroup (its container is gone)."""
+        cg = self._guarded.pop(cgroup_id, None)
+        if cg is not None:
+            self._maps.unguard(cgroup_id)
+            self._objects.detach_cgroup(cgroup_id)
+            self.cgroup_names.unregister(cgroup_id)
+        return cg
+
+    def _on_cgroup(self, record: CgroupRecord) -> None:
+        """Discovery: guard a container's cgroup as it appears, free it as it goes."""
+        if not self.discover:
+            return
+        cgroup_id = record.header.cgroup_id
+        if record.op == record.op.MKDIR:
+            if cgroup_id in self._guarded or not is_container_cgroup(record.path):
+                return
+            try:
+                cg = resolve(record.path, self._mount)
+                self.guard(cg)
+            except (CgroupError, libbpf.LibbpfError, OSError) as exc:
+                # gone before we got to it, most likely; never fatal
+                self.writer.write({"ts": self.clock.now(), "kind": "error",
+                                   "error": f"cannot guard {record.path}: {exc}"})
+                return
+            state, path = "guarded", cg.relative
+        else:
+            cg = self.release(cgroup_id)
+            if cg is None:
+                return
+            state, path = "released", cg.relative
+        now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self.writer.write({
+            "ts": self.clock.now(), "kind": "container", "state": state,
+            "container": container_of(path).as_dict(),
+            "cgroup": {"id": cgroup_id, "path": path},
+            # from the kernel's mkdir/rmdir to hooks attached/detached
+            "latency_ms": round((now_ns - record.header.ktime_ns) / 1e6, 3)})
 
     # -- adoption (pinned installations) ---------------------------------------
     def _adopt(self) -> list[int]:
@@ -339,6 +389,9 @@ class Agent:
             self.writer.write({"ts": self.clock.now(), "kind": "error",
                                "error": f"undecodable event: {exc}"})
             return
+        if isinstance(record, CgroupRecord):
+            self._on_cgroup(record)
+            return
         header = record.header
         if isinstance(record, ExecRecord):
             process = self.processes.record_exec(record)
@@ -408,7 +461,8 @@ class Agent:
             "policy": {"name": self.policy.name, "source": self.policy.source,
                        "generation": self._active},
             "enforcement": ENFORCEMENT_LEVEL,
-            "cgroups": [{"id": cg.id, "path": cg.relative} for cg in self._guarded.values()],
+            "cgroups": [_cgroup_entry(cg) for cg in self._guarded.values()],
+            "discovery": self.discover,
             "counters": self.counters(),
             "events": self.stats.events,
             "reloads": self.stats.reloads,
@@ -443,6 +497,29 @@ def _read_generation_names(path: Path | None) -> dict[int, KnownGeneration]:
                 for pid, entry in raw.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}  # names are a nicety: a missing or damaged file never stops adoption
+
+
+def _cgroup_entry(cg: Cgroup) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": cg.id, "path": cg.relative}
+    container = container_of(cg.relative)
+    if container is not None:
+        entry["container"] = container.as_dict()
+    return entry
+
+
+def _running_containers(mount: Path) -> list[Cgroup]:
+    """The cgroups of every container running now (a walk of the cgroup2 tree
+    that does not descend into containers)."""
+    found = []
+    for dirpath, dirnames, _files in os.walk(mount):
+        relative = "/" + os.path.relpath(dirpath, mount)
+        if relative != "/." and is_container_cgroup(relative):
+            dirnames[:] = []
+            try:
+                found.append(resolve(relative, mount))
+            except CgroupError:
+                continue  # removed while we looked
+    return found
 
 
 def _file_state(path: str | None) -> tuple[int, int, int] | None:

@@ -84,8 +84,10 @@ def doctor(as_json: bool) -> None:
 @main.command()
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
               help="Policy file (YAML). Default: the embedded default policy.")
-@click.option("--cgroup", "cgroups", multiple=True, required=True, metavar="PATH",
-              help="cgroup v2 to guard: absolute, or relative to the cgroup2 mount. Repeatable.")
+@click.option("--cgroup", "cgroups", multiple=True, metavar="PATH",
+              help="cgroup v2 to guard: absolute, or relative to the cgroup2 mount. "
+                   "Repeatable. Without it: every container on this host, from the moment "
+                   "it starts (podman, Docker, containerd, CRI-O).")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False),
               help="Append events to FILE instead of stdout.")
 @click.option("--ring-size", type=int, default=4 << 20, show_default=True,

@@ -73,7 +73,15 @@ class SocketRecord:
     protocol: int
 
 
-Record = ExecRecord | ConnectRecord | SocketRecord
+@dataclass(slots=True)
+class CgroupRecord:
+    header: Header  # header.cgroup_id is the cgroup that appeared or went
+    op: abi.CgroupOp
+    level: int
+    path: str
+
+
+Record = ExecRecord | ConnectRecord | SocketRecord | CgroupRecord
 
 
 def _text(raw: bytes) -> str:
@@ -132,10 +140,20 @@ def _socket(data: bytes) -> SocketRecord:
                         protocol=ev.protocol)
 
 
+def _cgroup(data: bytes) -> CgroupRecord:
+    ev = abi.CgroupEvent.from_buffer_copy(data)
+    try:
+        op = abi.CgroupOp(ev.op)
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from None
+    return CgroupRecord(header=_header(data), op=op, level=ev.level, path=_text(ev.path))
+
+
 _DECODERS = {
     abi.EventKind.EXEC: (_exec, _ARGV_OFFSET),
     abi.EventKind.CONNECT: (_connect, ctypes.sizeof(abi.ConnectEvent)),
     abi.EventKind.SOCKET: (_socket, ctypes.sizeof(abi.SocketEvent)),
+    abi.EventKind.CGROUP: (_cgroup, ctypes.sizeof(abi.CgroupEvent)),
 }
 
 

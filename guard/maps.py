@@ -212,6 +212,14 @@ class Maps:
         self._levels.pop(cgroup_id, None)
         self._write_config()
 
+    def watch_cgroups(self, enabled: bool) -> None:
+        """Ask the kernel to report cgroup mkdir/rmdir (container discovery)."""
+        if enabled:
+            self._config.flags |= abi.ConfigFlags.WATCH_CGROUPS
+        else:
+            self._config.flags &= ~abi.ConfigFlags.WATCH_CGROUPS
+        self._write_config()
+
     def heartbeat(self, timeout_ms: int) -> None:
         """Tell the kernel an agent is reading events now; after timeout_ms
         without another heartbeat, slots with a fail-closed generation use it."""

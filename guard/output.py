@@ -12,6 +12,7 @@ from typing import IO, Any
 import orjson
 
 from . import abi
+from .containers import container_of
 from .events import ConnectRecord, ExecRecord, Header, SocketRecord
 from .process import ProcessInfo
 
@@ -81,6 +82,9 @@ def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
     if generation is None:
         generation = record.header.policy_id
     event = _common(record.header, clock, rule, cgroup_path, policy_name, generation, process)
+    container = container_of(cgroup_path) if cgroup_path else None
+    if container is not None:
+        event["container"] = container.as_dict()
     if isinstance(record, ExecRecord):
         event["filename"] = record.filename
         event["process"]["exe_truncated"] = record.exe_truncated

@@ -40,9 +40,10 @@ def _end(proc: subprocess.Popen) -> None:
 class TempCgroup:
     """A child cgroup of the cgroup2 mount (never the root), removed on exit."""
 
-    def __init__(self, tag: str = "egress-guard-test", parent: Path | None = None):
+    def __init__(self, tag: str = "egress-guard-test", parent: Path | None = None,
+                 name: str | None = None):
         self._parent = parent or cgroup2_mount()
-        self.path = self._parent / _unique(tag)
+        self.path = self._parent / (name or _unique(tag))
         self.cgroup: Cgroup | None = None
         self._procs: list[subprocess.Popen] = []
 

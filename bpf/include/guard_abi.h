@@ -28,6 +28,16 @@ enum guard_event_kind {
 	GUARD_EVENT_EXEC = 1,
 	GUARD_EVENT_CONNECT = 2,
 	GUARD_EVENT_SOCKET = 3,
+	GUARD_EVENT_CGROUP = 4,
+};
+
+enum guard_cgroup_op {
+	GUARD_CGROUP_MKDIR = 1,
+	GUARD_CGROUP_RMDIR = 2,
+};
+
+enum guard_config_flags {
+	GUARD_CONFIG_WATCH_CGROUPS = 1, /* report cgroup v2 mkdir/rmdir (container discovery) */
 };
 
 enum guard_action {
@@ -119,6 +129,14 @@ struct guard_socket_event {
 	__u32 _pad0;
 };
 
+/* A cgroup v2 directory appeared or went; hdr.cgroup_id is that cgroup's id. */
+struct guard_cgroup_event {
+	struct guard_event_header hdr;
+	__u32 op;     /* enum guard_cgroup_op */
+	__u32 level;  /* 0 is the root cgroup */
+	char path[GUARD_PATH_MAX]; /* below the cgroup2 mount, "/a/b" */
+};
+
 /* eg_guarded value: which policy slot a guarded cgroup is judged by. */
 struct guard_cgroup_info {
 	__u32 policy_slot;
@@ -148,6 +166,8 @@ struct guard_config {
 	__u32 guarded_levels;       /* bit n set: some guarded cgroup sits at level n */
 	__u32 heartbeat_timeout_ms; /* fail-closed after this long without a heartbeat; 0: never */
 	__u64 heartbeat_ns;         /* CLOCK_BOOTTIME of the agent's last heartbeat */
+	__u32 flags;                /* enum guard_config_flags */
+	__u32 _pad0;
 };
 
 /*

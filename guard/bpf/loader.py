@@ -229,7 +229,7 @@ def remove_pins(root: Path) -> list[str]:
 class GuardObjects:
     """egress-guard's programs and maps, loaded together, attached per cgroup."""
 
-    NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall")
+    NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall", "cgroup_watch")
 
     def __init__(self, ring_size: int = RING_SIZE_DEFAULT, pin_dir: Path | None = None):
         self.objects: dict[str, BpfObject] = {}

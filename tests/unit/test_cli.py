@@ -58,12 +58,6 @@ def test_policy_check_missing_file(runner, tmp_path):
     assert "cannot read the policy file" in result.output
 
 
-def test_run_needs_a_cgroup(runner):
-    result = runner.invoke(main, ["run"])
-    assert result.exit_code == ExitCode.USAGE
-    assert "--cgroup" in result.output
-
-
 def test_run_rejects_a_bad_ring_size(runner):
     result = runner.invoke(main, ["run", "--cgroup", "x", "--ring-size", "5000"])
     assert result.exit_code == ExitCode.USAGE

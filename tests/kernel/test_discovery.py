@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Container discovery: with no --cgroup the agent guards every container
+cgroup, those already running and those that appear, and frees them as they go."""
+from __future__ import annotations
+
+import os
+import secrets
+
+from guard.control import request
+from guard.sandbox import TempCgroup
+
+from .agentproc import AgentProcess
+from .test_reload import AcceptingListener
+
+PORT = 29901
+POLICY = f"""\
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: containers
+spec:
+  defaultAction: allow
+  egress:
+    - name: blocked
+      action: block
+      to:
+        - cidr: 127.0.0.0/8
+          ports: [{PORT}]
+"""
+
+CONNECT = f"import socket; print(socket.socket().connect_ex(('127.0.0.1', {PORT})))"
+
+
+def container_id() -> str:
+    return secrets.token_hex(32)
+
+
+def test_running_and_new_containers_are_guarded_and_released(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    listener = AcceptingListener(PORT)
+    # a parent of our own; libpod-ID cgroups below it look like podman's
+    try:
+        with TempCgroup("egress-guard-test") as parent:
+            before = container_id()
+            with TempCgroup(parent=parent.path, name=f"libpod-{before}") as running, \
+                    TempCgroup(parent=parent.path, name="not-a-container") as plain:
+                with AgentProcess([], policy=policy) as agent:
+                    ready = agent.ready
+                    assert ready["discovery"] is True
+                    guarded = {c["id"]: c for c in ready["cgroups"]}
+                    assert guarded[running.id]["container"] == {"id": before,
+                                                                "runtime": "podman"}
+                    assert plain.id not in guarded
+                    assert running.python(CONNECT).stdout.strip() == "1"  # EPERM
+                    assert plain.python(CONNECT).stdout.strip() == "0"
+
+                    after = container_id()
+                    with TempCgroup(parent=parent.path, name=f"libpod-{after}") as new:
+                        appeared = agent.wait_for(lambda e: e["kind"] == "container"
+                                                  and e["state"] == "guarded")
+                        assert appeared["container"] == {"id": after, "runtime": "podman"}
+                        assert appeared["cgroup"]["id"] == new.id
+                        assert appeared["latency_ms"] < 1000
+                        assert new.python(CONNECT).stdout.strip() == "1"
+                        blocked = agent.wait_for(lambda e: e["kind"] == "connect"
+                                                 and e["cgroup"]["id"] == new.id)
+                        assert blocked["container"] == {"id": after, "runtime": "podman"}
+                        assert blocked["rule"] == "blocked"
+                    released = agent.wait_for(lambda e: e["kind"] == "container"
+                                              and e["state"] == "released")
+                    assert released["cgroup"]["id"] == new.id
+                    status = request(agent.control_socket, {"op": "status"})
+                    assert new.id not in [c["id"] for c in status["cgroups"]]
+                    assert running.id in [c["id"] for c in status["cgroups"]]
+                    assert agent.stop() == 0
+                assert not [e for e in agent.events
+                            if e.get("cgroup", {}).get("id") == plain.id]
+    finally:
+        listener.close()
