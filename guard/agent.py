@@ -532,13 +532,20 @@ def _file_state(path: str | None) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def run_until_signalled(agent: Agent) -> None:
-    """SIGINT and SIGTERM end the loop cleanly; SIGHUP re-reads the policy file."""
+def start_and_run_until_signalled(agent: Agent) -> None:
+    """SIGINT and SIGTERM end the loop cleanly; SIGHUP re-reads the policy file.
+    The handlers are in place before start, so a signal that arrives while the
+    agent attaches (or right after its ready line) is never lost: the loop
+    sees it at once and the agent stops cleanly."""
     handlers = {signal.SIGINT: agent.request_stop, signal.SIGTERM: agent.request_stop,
                 signal.SIGHUP: agent.request_reload}
     previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
-        agent.run()
+        agent.start()
+        try:
+            agent.run()
+        finally:
+            agent.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

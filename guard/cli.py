@@ -111,7 +111,7 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     SIGHUP, `egress-guard policy reload`, or a change of the policy file
     switch to the new policy without a gap.
     """
-    from .agent import Agent, AgentError, run_until_signalled
+    from .agent import Agent, AgentError, start_and_run_until_signalled
     from .output import EventWriter
 
     if ring_size < 4096 or ring_size & (ring_size - 1):
@@ -125,14 +125,10 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
                   policy_path=policy_path, control_socket=control_socket,
                   pin_dir=pin_dir if pin else None, state_dir=state_dir)
     try:
-        agent.start()
+        start_and_run_until_signalled(agent)
     except AgentError as exc:
         code = ExitCode.PERMISSION if "needs root" in str(exc) else ExitCode.RUNTIME
         fail(str(exc), code)
-    try:
-        run_until_signalled(agent)
-    finally:
-        agent.stop()
     sys.exit(int(ExitCode.OK))
 
 

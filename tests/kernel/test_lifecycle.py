@@ -52,7 +52,8 @@ def test_ready_line_then_clean_stop_leaves_nothing(tmp_path):
             assert ready["cgroups"] == [{"id": cg.id, "path": cg.cgroup.relative}]
             names = {p["name"] for p in guard_programs(settle_s=0)}
             assert {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
-                    "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall"} <= names
+                    "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",
+                    "guard_cgroup_mkdir", "guard_cgroup_rmdir"} <= names
             assert len(cgroup_attachments(cg.path)) == 5
             assert agent.stop(signal.SIGTERM) == 0
             assert agent.events[-1]["kind"] == "agent"

@@ -18,7 +18,8 @@ from .test_reload import AcceptingListener
 
 BLOCKED, ALLOWED = 29801, 29802
 PROGRAMS = {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
-            "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall"}
+            "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",
+            "guard_cgroup_mkdir", "guard_cgroup_rmdir"}
 
 POLICY = f"""\
 apiVersion: egress-guard/v1

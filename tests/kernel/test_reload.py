@@ -213,6 +213,8 @@ def test_a_non_root_caller_is_refused(tmp_path):
             # and with the file opened up, the agent still checks the caller
             os.chmod(os.path.dirname(agent.control_socket), 0o755)
             os.chmod(agent.control_socket, 0o666)
-            outcome = json.loads(_as_nobody(agent.control_socket))
+            raw = _as_nobody(agent.control_socket)
+            assert raw.startswith("{"), raw
+            outcome = json.loads(raw)
             assert outcome == {"ok": False,
                                "error": "permission denied: only root may control the agent"}
