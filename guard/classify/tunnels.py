@@ -21,7 +21,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from guard.classify import Finding
 
@@ -344,7 +344,8 @@ def _flag_name(arg: str) -> str:
     return arg.lstrip("-").split("=", 1)[0]
 
 
-def _redacted_argv(argv: list[str], secret_positions: Iterable[int] = ()) -> list[str]:
+def _redacted_argv(argv: list[str], secret_positions: Iterable[int] = (),
+                   secret_flags: frozenset[str] = frozenset()) -> list[str]:
     """argv for evidence: secrets replaced, long lists and items cut."""
     hidden = set(secret_positions)
     out: list[str] = []
@@ -354,7 +355,8 @@ def _redacted_argv(argv: list[str], secret_positions: Iterable[int] = ()) -> lis
             out.append("<redacted>")
             redact_next = False
             continue
-        if arg.startswith("-") and _SECRET_FLAG.search(_flag_name(arg)):
+        if arg.startswith("-") and (_SECRET_FLAG.search(_flag_name(arg))
+                                    or _flag_name(arg) in secret_flags):
             if "=" in arg:
                 out.append(arg.split("=", 1)[0] + "=<redacted>")
             else:
@@ -407,9 +409,14 @@ def _parse_flags(args: list[str], with_value: frozenset[str]) -> _Parsed:
     return parsed
 
 
+#: Short flags that carry secrets without saying so (frpc -t TOKEN, bore -s SECRET).
+_TOOL_SECRET_FLAGS = {"frp": frozenset({"t"}), "bore": frozenset({"s"})}
+
+
 def _tool_finding(dialect: str, confidence: str, argv: list[str], secret_positions: Iterable[int] = (),
                   **extra: Any) -> list[Finding]:
-    evidence: dict[str, Any] = {"argv": _redacted_argv(argv, secret_positions)}
+    evidence: dict[str, Any] = {
+        "argv": _redacted_argv(argv, secret_positions, _TOOL_SECRET_FLAGS.get(dialect, frozenset()))}
     evidence.update({key: value for key, value in extra.items() if value not in (None, [], "")})
     return [Finding(type="tunnel_tool", confidence=confidence, dialect=dialect, evidence=evidence)]
 
@@ -433,7 +440,8 @@ def _ngrok(argv: list[str]) -> list[Finding]:
         return _tool_finding("ngrok", "high", argv, **detail)
     if sub == "authtoken" or (sub == "config" and words[1:2] in (["add-authtoken"], ["add-api-key"])):
         secret = [argv.index(word) for word in words[1:3] if word not in ("add-authtoken", "add-api-key")]
-        return _tool_finding("ngrok", "medium", argv, secret, subcommand=" ".join(words[:2]))
+        action = "authtoken" if sub == "authtoken" else "config " + words[1]
+        return _tool_finding("ngrok", "medium", argv, secret, subcommand=action)
     return _tool_finding("ngrok", "low", argv, subcommand=sub)
 
 
@@ -502,7 +510,7 @@ _FRP_VALUE_FLAGS = frozenset({
     "c", "config", "s", "server_addr", "server-addr", "p", "server_port", "server-port",
     "t", "token", "l", "local_port", "local-port", "r", "remote_port", "remote-port", "i",
     "local_ip", "local-ip", "n", "proxy_name", "proxy-name", "u", "user", "protocol",
-    "sd", "sub_domain", "sd", "custom_domain", "custom-domain", "locations", "bind_addr",
+    "sd", "sub_domain", "custom_domain", "custom-domain", "locations", "bind_addr",
     "bind-addr", "bind_port", "bind-port", "config_dir", "config-dir",
 })
 _FRPC_QUICK_PROXIES = {"tcp", "udp", "http", "https", "stcp", "sudp", "xtcp", "tcpmux"}
@@ -641,7 +649,8 @@ _TUNNEL_TOOLS: dict[str, Callable[[list[str]], list[Finding]]] = {
 }
 
 #: Names a downloaded release keeps (cloudflared-linux-amd64, chisel_1.9.1_linux_amd64).
-_RELEASE_SUFFIX = re.compile(r"[-_.](v?[0-9][^/]*|linux|darwin|windows|freebsd|amd64|arm64|386|arm).*")
+_RELEASE_SUFFIX = re.compile(r"[-_.](v?[0-9][^/]*|linux|darwin|windows|freebsd|amd64|arm64|aarch64|"
+                             r"x86_64|x86|i386|386|armv[0-9]+|arm|musl|gnu).*")
 
 
 def tunnel_tool_name(program: str) -> str | None:
@@ -671,7 +680,7 @@ def classify_tunnel_exec(argv: Sequence[str]) -> list[Finding]:
     tool = tunnel_tool_name(argv[0])
     if tool is None:
         return []
-    return _TUNNEL_TOOLS[tool]([tool] + argv[1:])
+    return _TUNNEL_TOOLS[tool](argv)
 
 
 # --------------------------------------------------------------------------
@@ -788,24 +797,28 @@ FRP_DEFAULT_PORT = 7000
 _FRP_LOGIN_KEYS = {"version", "os", "arch"}
 
 
-def _frp_message(body: bytes) -> dict[str, Any] | None:
+def _frp_message(body: bytes) -> tuple[dict[str, Any], bool] | None:
     """frp's framing: one type byte, an int64 big-endian length, then JSON.
-    Returns the JSON of a Login ('o') message."""
+    Returns (the JSON of a Login ('o') message, whether it was complete)."""
     if len(body) < 10 or body[0] != ord("o") or body[9] != ord("{"):
         return None
     length = int.from_bytes(body[1:9], "big")
     if not 2 <= length <= 64 * 1024:
         return None
     text = body[9:9 + length]
-    try:
-        message = json.loads(text)
-    except ValueError:
-        # Cut short by the capture: fall back to seeing the key names.
-        keys = set(re.findall(rb'"([a-z_]{2,20})":', text))
-        message = {key.decode(): None for key in keys}
-    if not isinstance(message, dict) or not _FRP_LOGIN_KEYS <= set(message):
+    if len(text) == length:
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        if isinstance(message, dict) and _FRP_LOGIN_KEYS <= set(message):
+            return message, True
         return None
-    return message
+    # Cut short by the capture: the framing and the leading "version" key
+    # (Go writes struct fields in order) still say what it is.
+    if re.match(rb'\{"version":"[0-9.]{1,16}"', text):
+        return {"version": re.match(rb'\{"version":"([0-9.]*)"', text).group(1).decode()}, False
+    return None
 
 
 def _yamux_bodies(data: bytes) -> Iterable[bytes]:
@@ -825,13 +838,17 @@ def _yamux_bodies(data: bytes) -> Iterable[bytes]:
 
 def _frp_payload(data: bytes, dst_port: int | None) -> list[Finding]:
     for body in [data, *_yamux_bodies(data)]:
-        message = _frp_message(body)
-        if message is not None:
+        found = _frp_message(body)
+        if found is not None:
+            message, complete = found
             evidence = {"signal": "login", "port": dst_port,
                         "login": {key: _truncate(str(message[key]), 64)
                                   for key in ("version", "hostname", "os", "arch", "user")
                                   if message.get(key) is not None}}
-            return [Finding(type="tunnel_tool", confidence="high", dialect="frp", evidence=evidence)]
+            if not complete:
+                evidence["truncated"] = True
+            return [Finding(type="tunnel_tool", confidence="high" if complete else "medium",
+                            dialect="frp", evidence=evidence)]
     # frp marks its own TLS with a 0x17 byte before the ClientHello unless
     # disableCustomTLSFirstByte is set; a bare TLS record never starts so.
     if data[:1] == b"\x17" and data[1:3] == b"\x16\x03":
@@ -1041,8 +1058,8 @@ def _command_words(words: list[str]) -> list[str]:
                               re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[i], re.S)):
         i += 1
     rest = words[i:]
-    if rest[:1] == ["exec"]:
-        return rest     # `exec 5<>/dev/tcp/...` has meaning of its own
+    if rest == ["exec"]:
+        return rest     # `exec 5<>/dev/tcp/...` changes the shell's own descriptors
     return unwrap_launchers(rest)
 
 
@@ -1058,26 +1075,32 @@ def _dev_net_target(text: str) -> dict[str, Any] | None:
     return _target(match.group(2), match.group(3)) if match else None
 
 
-def _shell_reads_stdin(words: list[str]) -> bool:
-    """An interactive or stdin-reading shell (`bash -i`, `sh`, `sh -s`), not `bash script.sh`."""
+def _shell_mode(words: list[str]) -> str | None:
+    """"interactive" (`bash -i`), "stdin" (`sh`, `sh -s`: commands read from
+    stdin) or None (not a shell, `sh -c ...`, `bash script.sh`)."""
     if _program(words) not in SHELLS:
-        return False
+        return None
     interactive = False
     for arg in words[1:]:
         if arg in ("--", "-"):
             break
-        if arg.startswith(("-", "+")) and not arg.startswith("--"):
+        if arg.startswith("--"):
+            interactive = interactive or arg == "--interactive"
+            continue
+        if arg.startswith(("-", "+")):
             letters = arg[1:]
             if "c" in letters:
-                return False
-            if "s" in letters:
-                return True
+                return None
             interactive = interactive or "i" in letters
-        elif arg.startswith("--"):
+            if "s" in letters:
+                break
             continue
-        else:
-            return interactive          # a script file, unless -i forces interaction
-    return True
+        return "interactive" if interactive else None    # a script file, unless -i forces it
+    return "interactive" if interactive else "stdin"
+
+
+def _shell_reads_stdin(words: list[str]) -> bool:
+    return _shell_mode(words) is not None
 
 
 def _finding(pattern: str, dialect: str, confidence: str, *, target: dict[str, Any] | None = None,
@@ -1099,7 +1122,7 @@ _NC_LONG_WITH_VALUE = {"--sh-exec", "--exec", "--lua-exec", "--source-port", "--
                        "--proxy", "--proxy-type", "--proxy-auth", "--proxy-dns", "--idle-timeout",
                        "--delay", "--output", "--hex-dump", "--ssl-cert", "--ssl-key",
                        "--ssl-trustfile", "--ssl-ciphers", "--ssl-servername", "--ssl-alpn",
-                       "--allow", "--allowfile", "--deny", "--denyfile", "--max-conns", "-i"}
+                       "--allow", "--allowfile", "--deny", "--denyfile", "--max-conns"}
 _NC_EXEC_OPTIONS = ("-e", "-c", "--exec", "--sh-exec", "--lua-exec")
 
 
@@ -1356,7 +1379,8 @@ def _dev_net_findings(pipelines: list[list[_Stage]], script: str) -> list[Findin
                     findings.append(_finding("dev_tcp_exec_fd", "bash", "low", target=target,
                                              excerpt=script, fd=fd))
             elif _shell_reads_stdin(words):
-                confidence = "high" if _stdin_duplicated(stage) or "-i" in " ".join(words) else "medium"
+                interactive = _shell_mode(words) == "interactive"
+                confidence = "high" if interactive or _stdin_duplicated(stage) else "medium"
                 findings.append(_finding("dev_tcp_shell", "bash", confidence, target=target,
                                          excerpt=script))
             elif words and _stdin_duplicated(stage) and any(
@@ -1409,8 +1433,8 @@ def _ztcp_findings(pipelines: list[list[_Stage]], script: str) -> list[Finding]:
     on_reply = any(target_text in ("$REPLY", "${REPLY}")
                    for pipeline in pipelines for stage in pipeline
                    for _, _, target_text in stage.redirections)
-    return [_finding("zsh_ztcp", "zsh", "high" if on_reply else "medium", target=target,
-                     excerpt=script)] if on_reply else []
+    # ztcp alone is a connection; a shell on its descriptor makes it a shell.
+    return [_finding("zsh_ztcp", "zsh", "high", target=target, excerpt=script)] if on_reply else []
 
 
 def _script_findings(script: str, depth: int) -> list[Finding]:
@@ -1456,6 +1480,10 @@ def _inline_code(language: str, args: list[str]) -> str | None:
     """The code given on the command line (python -c, perl -e, php -r, node -e, ...)."""
     flags = {"python": ("-c", "-m"), "perl": ("-e", "-E"), "ruby": ("-e",), "php": ("-r",),
              "node": ("-e", "--eval", "-p", "--print"), "lua": ("-e",)}[language]
+    # Letters whose value is the rest of the word, or the next word when nothing is attached.
+    with_value = {"python": "WXQ", "perl": "MmIdDxVCFi", "ruby": "rICEFTWx", "php": "cdzt",
+                  "node": "rC", "lua": "l"}[language]
+    attached_only = language == "perl"
     pieces: list[str] = []
     i = 0
     while i < len(args):
@@ -1465,24 +1493,29 @@ def _inline_code(language: str, args: list[str]) -> str | None:
         if arg.startswith("--"):
             name, eq, value = arg.partition("=")
             if name in flags:
-                pieces.append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
-                i += 1 if eq else 2
-                continue
+                code = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+                return code or None                     # node --eval/--print: one piece of code
             i += 1
             continue
         letters = arg[1:]
         for j, letter in enumerate(letters):
+            rest = letters[j + 1:]
             if "-" + letter in flags:
                 if language == "python" and letter == "m":
                     return "\n".join(pieces) or None     # a module run, not inline code
-                rest = letters[j + 1:]
-                if not rest and i + 1 < len(args):
-                    rest = args[i + 1]
+                if (not rest or all("-" + c in flags for c in rest)) and i + 1 < len(args):
+                    rest = args[i + 1]                  # `-e CODE`, and `node -pe CODE`
                     i += 1
                 pieces.append(rest)
+                if language in ("python", "php", "node"):
+                    return rest or None                 # what follows is the code's own argv
                 break
-            if language == "perl" and letter in "MmIdDxVC0Fil":
-                break                                  # the rest of this word is a value
+            if letter in with_value:
+                if not rest and not attached_only:
+                    i += 1                              # `-W ignore`, `-r socket`
+                break
+            if language == "php" and letter == "f":
+                return "\n".join(pieces) or None         # a script file, not inline code
         i += 1
     return "\n".join(pieces) or None
 
@@ -1514,57 +1547,65 @@ _QUOTED = re.compile(r"'((?:[^'\\]|\\.){6,})'|\"((?:[^\"\\]|\\.){6,})\"", re.S)
 class _CodeSignature:
     """What a one-liner in one language needs to be a reverse shell."""
     dialect: str
-    socket: re.Pattern[str]
-    executes: re.Pattern[str]
+    socket: re.Pattern[str]       # the socket API is in use
+    connects: re.Pattern[str]     # ... and a connection is made or accepted
+    executes: re.Pattern[str]     # ... and a program is run or stdio is handed over
     targets: tuple[re.Pattern[str], ...]
-    bind: re.Pattern[str] | None = None
+    bind: tuple[re.Pattern[str], ...] = ()   # all present: it listens instead of connecting
 
 
 _CODE_SIGNATURES = {
     "python": _CodeSignature(
         "python",
         re.compile(r"\bsocket\b|create_connection"),
+        re.compile(r"\.connect(?:_ex)?\s*\(|create_connection|\.accept\s*\("),
         re.compile(r"\bdup2\b|pty\.spawn|subprocess|os\.system|os\.popen|\bPopen\b|os\.exec|"
                    r"\bexec\s*\(|check_output|getoutput"),
         (re.compile(r"""(?:connect|create_connection)\(\s*\(\s*['"]([^'"]+)['"]\s*,\s*(\d+)"""),),
-        re.compile(r"\.bind\(.*\.accept\(", re.S)),
+        (re.compile(r"\.bind\s*\("), re.compile(r"\.accept\s*\("))),
     "perl": _CodeSignature(
         "perl",
         re.compile(r"\bsocket\s*\(|IO::Socket|Socket::INET|\buse\s+Socket\b"),
+        re.compile(r"\bconnect\s*\(|PeerAddr|PeerHost|IO::Socket::INET|\baccept\s*\("),
         re.compile(r"\bexec\b|\bsystem\b|open\s*\(\s*STD(IN|OUT|ERR)|fdopen|`|\bqx\b"),
         (re.compile(r"""PeerAddr\s*(?:=>|,)\s*['"]([^'":]+):(\d+)"""),
-         re.compile(r"""inet_aton\(\s*['"]([^'"]+)['"]\s*\).*?()""", re.S),
          re.compile(r"""\$i\s*=\s*['"]([^'"]+)['"]\s*;\s*\$p\s*=\s*(\d+)"""),
-         re.compile(r"""sockaddr_in\(\s*(\d+)\s*,\s*inet_aton\(\s*['"]([^'"]+)['"]""")),
-        re.compile(r"\blisten\s*\(|LocalPort|Listen\s*=>")),
+         re.compile(r"""sockaddr_in\(\s*(\d+)\s*,\s*inet_aton\(\s*['"]([^'"]+)['"]"""),
+         re.compile(r"""inet_aton\(\s*['"]([^'"]+)['"]\s*\)""")),
+        (re.compile(r"\blisten\s*\(|LocalPort|Listen\s*=>"),)),
     "ruby": _CodeSignature(
         "ruby",
         re.compile(r"TCPSocket|Socket\.(new|tcp)|UDPSocket|TCPServer"),
+        re.compile(r"TCPSocket\.(new|open)|Socket\.tcp|\.connect\(|\.accept\b"),
         re.compile(r"\bexec\b|\bspawn\b|\bsystem\b|IO\.popen|Open3|`|%x"),
         (re.compile(r"""TCPSocket\.(?:new|open)\(\s*['"]([^'"]+)['"]\s*,\s*['"]?(\d+)"""),),
-        re.compile(r"TCPServer")),
+        (re.compile(r"TCPServer"),)),
     "php": _CodeSignature(
         "php",
         re.compile(r"fsockopen|stream_socket_client|socket_create|socket_connect|"
                    r"stream_socket_server"),
+        re.compile(r"fsockopen|stream_socket_client|socket_connect|stream_socket_accept|"
+                   r"socket_accept"),
         re.compile(r"\b(exec|shell_exec|system|passthru|popen|proc_open|pcntl_exec)\s*\(|`"),
         (re.compile(r"""fsockopen\(\s*['"](?:tcp://|udp://)?([^'"]+)['"]\s*,\s*(\d+)"""),
          re.compile(r"""stream_socket_client\(\s*['"](?:tcp|udp|ssl|tls)://([^'":]+):(\d+)""")),
-        re.compile(r"stream_socket_server|socket_listen")),
+        (re.compile(r"stream_socket_server|socket_listen"),)),
     "node": _CodeSignature(
         "node",
         re.compile(r"""require\(\s*['"](?:node:)?(?:net|tls)['"]\s*\)|net\.Socket|net\.connect|"""
                    r"""createConnection|tls\.connect"""),
+        re.compile(r"\.connect\s*\(|createConnection|createServer"),
         re.compile(r"child_process|\bspawn\s*\(|\bexec\s*\(|execSync"),
         (re.compile(r"""connect\(\s*(\d+)\s*,\s*['"]([^'"]+)['"]"""),
          re.compile(r"""host\s*:\s*['"]([^'"]+)['"]\s*,\s*port\s*:\s*(\d+)""")),
-        re.compile(r"createServer")),
+        (re.compile(r"createServer"),)),
     "lua": _CodeSignature(
         "lua",
         re.compile(r"""socket\.tcp|socket\.connect|require\s*\(?\s*['"]socket['"]"""),
+        re.compile(r"connect\s*\(|:accept\s*\("),
         re.compile(r"os\.execute|io\.popen"),
         (re.compile(r"""connect\(\s*['"]([^'"]+)['"]\s*,\s*['"]?(\d+)"""),),
-        re.compile(r":bind\(|socket\.bind")),
+        (re.compile(r":bind\(|socket\.bind"),)),
 }
 
 
@@ -1572,7 +1613,7 @@ def _code_target(signature: _CodeSignature, code: str) -> dict[str, Any] | None:
     for pattern in signature.targets:
         match = pattern.search(code)
         if match:
-            first, second = match.group(1), match.group(2)
+            first, second = (list(match.groups()) + [None])[:2]
             if first.isdigit() and second and not second.isdigit():
                 first, second = second, first          # (port, host) orders
             return _target(first, second or None)
@@ -1583,8 +1624,9 @@ def _code_findings(language: str, code: str, depth: int) -> list[Finding]:
     code = code[:MAX_SCRIPT]
     findings: list[Finding] = []
     signature = _CODE_SIGNATURES[language]
-    if signature.socket.search(code) and signature.executes.search(code):
-        bind = signature.bind is not None and signature.bind.search(code) is not None
+    if (signature.socket.search(code) and signature.connects.search(code)
+            and signature.executes.search(code)):
+        bind = bool(signature.bind) and all(p.search(code) for p in signature.bind)
         findings.append(_finding(f"{language}_socket_exec", signature.dialect, "high",
                                  target=_code_target(signature, code),
                                  mode="bind" if bind else "reverse", excerpt=code))
@@ -1631,6 +1673,18 @@ def _xterm_findings(words: list[str]) -> list[Finding]:
     return []
 
 
+def _dash_c_value(args: list[str]) -> str | None:
+    """The value of -c/--command (`script -qc CMD`, `su -c CMD`, `--command=CMD`)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--command="):
+            return arg.split("=", 1)[1]
+        if arg == "--command" or (arg.startswith("-") and not arg.startswith("--") and "c" in arg):
+            if arg == "--command" or arg.endswith("c"):
+                return args[i + 1] if i + 1 < len(args) else None
+            return arg[arg.index("c") + 1:]          # -cCMD, -qcCMD
+    return None
+
+
 def _argv_findings(argv: list[str], depth: int) -> list[Finding]:
     if depth > MAX_DEPTH:
         return []
@@ -1649,10 +1703,8 @@ def _argv_findings(argv: list[str], depth: int) -> list[Finding]:
         program = _awk_program(words[1:])
         return _awk_findings(program) if program else []
     if name in ("script", "su", "runuser"):
-        for i, arg in enumerate(words[:-1]):
-            if arg in ("-c", "--command"):
-                return _script_findings(words[i + 1], depth)
-        return []
+        command = _dash_c_value(words[1:])
+        return _script_findings(command, depth) if command is not None else []
     if name == "xterm":
         return _xterm_findings(words)
     language = _language(name)
