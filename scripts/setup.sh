@@ -12,6 +12,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv="${GUARD_VENV:-$here/.venv}"
 apt_packages=(make gcc libbpf-dev libbpf1 bpftool iproute2
               python3 python3-venv python3-dev libbpf-tools iperf3)
+# the container tests: podman with runc (crun refuses hybrid cgroup hosts),
+# and a static busybox to build a test image from, with no registry
+test_packages=(podman runc busybox-static)
 # clang 14 (Debian 12's default) miscompiles the BPF programs: take clang-16
 # where the distribution has it (Debian 12, Ubuntu 23.04+), else the default.
 
@@ -73,7 +76,7 @@ case "$cmd" in
     "$venv/bin/egress-guard" doctor
     "$venv/bin/egress-guard" demo ;;
   test)
-    need_root; install_apt; install_python
+    need_root; apt_packages+=("${test_packages[@]}"); install_apt; install_python
     cd "$here"
     shift
     "$venv/bin/python" -m pytest tests "$@" ;;

@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Real containers (podman + runc): guarded from the moment they start, or
+from agent start when already running; released when they go."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from guard.control import request
+
+from .agentproc import AgentProcess
+from .test_reload import AcceptingListener
+
+PORT = 29902
+IMAGE = "localhost/egress-guard-test-busybox:latest"
+# runc: crun refuses hybrid cgroup hosts; the ulimits keep podman from
+# raising limits this machine does not grant
+PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--network", "host",
+              "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+POLICY = f"""\
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: containers
+spec:
+  defaultAction: allow
+  egress:
+    - name: blocked
+      action: block
+      to:
+        - cidr: 127.0.0.0/8
+          ports: [{PORT}]
+"""
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """A busybox image made from the static binary, removed afterwards."""
+    for tool in ("podman", "runc", "busybox"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is not installed (scripts/setup.sh installs it)")
+    root = tmp_path_factory.mktemp("rootfs")
+    archive = root / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(shutil.which("busybox"), arcname="bin/busybox")
+        for applet in ("sh", "nc", "sleep", "true", "cat", "echo"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+    subprocess.run(["podman", "import", "-q", str(archive), IMAGE], check=True,
+                   capture_output=True)
+    yield IMAGE
+    subprocess.run(["podman", "rmi", "-f", IMAGE], capture_output=True)
+
+
+@pytest.fixture
+def containers():
+    """Ids of containers this test started; each is removed, by id, afterwards."""
+    started: list[str] = []
+    yield started
+    for cid in started:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", cid], capture_output=True)
+
+
+@pytest.fixture
+def listener():
+    lst = AcceptingListener(PORT)
+    yield lst
+    lst.close()
+
+
+def run_container(containers, tmp_path, *argv, detach=False) -> tuple[str, subprocess.CompletedProcess]:
+    cidfile = tmp_path / f"cid-{len(containers)}"
+    result = subprocess.run([*PODMAN_RUN, "--cidfile", str(cidfile), *(["-d"] if detach else []),
+                             IMAGE, *argv], capture_output=True, text=True, timeout=120)
+    cid = cidfile.read_text().strip()
+    containers.append(cid)
+    return cid, result
+
+
+def test_a_container_is_guarded_from_its_start(tmp_path, image, containers, listener):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    with AgentProcess([], policy=policy) as agent:
+        cid, result = run_container(
+            containers, tmp_path, "/bin/sh", "-c", f"nc 127.0.0.1 {PORT} </dev/null; echo exit=$?")
+        assert "Operation not permitted" in result.stderr, result.stderr
+        guarded = agent.wait_for(lambda e: e["kind"] == "container" and e["state"] == "guarded"
+                                 and e["container"]["id"] == cid)
+        assert guarded["container"]["runtime"] == "podman"
+        blocked = agent.wait_for(lambda e: e["kind"] == "connect"
+                                 and e.get("container", {}).get("id") == cid)
+        assert blocked["action"] == "block" and blocked["rule"] == "blocked"
+        assert blocked["process"]["comm"] == "nc"
+        shell = agent.wait_for(lambda e: e["kind"] == "exec"
+                               and e.get("container", {}).get("id") == cid
+                               and e["process"]["argv"][:2] == ["/bin/sh", "-c"])
+        assert shell["process"]["exe"] == "/bin/busybox"  # the container's own view
+        subprocess.run(["podman", "rm", "-f", "-t", "0", cid], capture_output=True)
+        released = agent.wait_for(lambda e: e["kind"] == "container" and e["state"] == "released"
+                                  and e["container"]["id"] == cid, timeout=30)
+        status = request(agent.control_socket, {"op": "status"})
+        assert released["cgroup"]["id"] not in [c["id"] for c in status["cgroups"]]
+
+
+def test_a_container_running_before_the_agent_is_guarded(tmp_path, image, containers, listener):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    cid, result = run_container(containers, tmp_path, "/bin/sleep", "120", detach=True)
+    assert result.returncode == 0, result.stderr
+    with AgentProcess([], policy=policy) as agent:
+        ready = [c for c in agent.ready["cgroups"] if c.get("container", {}).get("id") == cid]
+        assert ready and ready[0]["container"]["runtime"] == "podman"
+        probe = subprocess.run(["podman", "exec", cid, "nc", "127.0.0.1", str(PORT)],
+                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert "Operation not permitted" in probe.stderr, probe.stderr
+        agent.wait_for(lambda e: e["kind"] == "connect" and e["action"] == "block"
+                       and e.get("container", {}).get("id") == cid)
