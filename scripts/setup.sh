@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # One-command set-up for a fresh Debian or Ubuntu host (run as root).
-#   scripts/setup.sh run    install, check the host, run the guard (the demo sandbox
-#                           under the embedded default policy until container
-#                           discovery lands), then exit
+#   scripts/setup.sh run    install, check the host, then guard every container on
+#                           this host (embedded default policy) until Ctrl-C;
+#                           extra arguments go to `egress-guard run`
+#   scripts/setup.sh demo   install, then the self-contained demo sandbox
 #   scripts/setup.sh test   install, then run the whole test suite
 #   scripts/setup.sh install  only install: apt packages, .venv, BPF objects
 set -euo pipefail
@@ -74,13 +75,17 @@ case "$cmd" in
   run)
     need_root; install_apt; install_python
     "$venv/bin/egress-guard" doctor
-    "$venv/bin/egress-guard" demo ;;
+    shift
+    exec "$venv/bin/egress-guard" run "$@" ;;
+  demo)
+    need_root; install_apt; install_python
+    exec "$venv/bin/egress-guard" demo ;;
   test)
     need_root; apt_packages+=("${test_packages[@]}"); install_apt; install_python
     cd "$here"
     shift
     "$venv/bin/python" -m pytest tests "$@" ;;
   *)
-    echo "usage: scripts/setup.sh run|test|install" >&2
+    echo "usage: scripts/setup.sh run|demo|test|install" >&2
     exit 2 ;;
 esac
