@@ -33,6 +33,7 @@ from .control import ControlError, ControlServer
 from .containers import container_of, is_container_cgroup
 from .events import CgroupRecord, DecodeError, ExecRecord, decode
 from .maps import Maps
+from .metrics import MetricsServer
 from .output import Clock, EventWriter, describe
 from .policy import Policy, PolicyError, default_policy, load_policy, parse_policy
 from .process import ProcessTable
@@ -73,7 +74,7 @@ class Agent:
     def __init__(self, policy: Policy, cgroup_specs: list[str], writer: EventWriter,
                  ring_size: int = RING_SIZE_DEFAULT, policy_path: str | None = None,
                  control_socket: str | None = None, pin_dir: str | None = None,
-                 state_dir: str | None = None):
+                 state_dir: str | None = None, metrics_address: tuple[str, int] | None = None):
         self.policy = policy
         self.policy_path = policy_path
         self.writer = writer
@@ -92,6 +93,9 @@ class Agent:
         self.adopted = False
         self._heartbeat_timeout_ms = 0
         self._control: ControlServer | None = None
+        self._metrics_address = metrics_address
+        self._metrics: MetricsServer | None = None
+        self._events_by: dict[tuple[str, str], int] = {}
         self._objects: GuardObjects | None = None
         self._maps: Maps | None = None
         self._ring: libbpf.RingBuffer | None = None
@@ -143,6 +147,9 @@ class Agent:
             self._release_adopted(previously_guarded)
             if self._control_path:
                 self._control = ControlServer(self._control_path)
+            if self._metrics_address:
+                self._metrics = MetricsServer(*self._metrics_address, snapshot=self.metrics,
+                                              ready=lambda: self._ready)
         except libbpf.LibbpfError as exc:
             self.stop()
             detail = f" ({exc.log[-1]})" if exc.log else ""
@@ -150,6 +157,9 @@ class Agent:
         except ControlError as exc:
             self.stop()
             raise AgentError(str(exc)) from None
+        except OSError as exc:  # the metrics address is taken or not ours
+            self.stop()
+            raise AgentError(f"metrics on {self._metrics_address}: {exc.strerror}") from None
         except BaseException:
             self.stop()  # whatever failed half-way, nothing new stays attached
             raise
@@ -329,6 +339,8 @@ class Agent:
                     else:
                         self._control.handle(self._answer)
                 now = time.monotonic()
+                if self._metrics:
+                    self._metrics.loop_turned()
                 if now - last_tick >= TICK_S:
                     last_tick = now
                     self._tick(now)
@@ -407,6 +419,8 @@ class Agent:
             process=process)
         self.stats.events += 1
         self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
+        key = (event["kind"], event["action"])
+        self._events_by[key] = self._events_by.get(key, 0) + 1
         self.writer.write(event)
 
     def counters(self) -> dict[str, int]:
@@ -423,6 +437,9 @@ class Agent:
     # -- stop ----------------------------------------------------------------
     def stop(self) -> None:
         """Drain what the kernel already sent, then detach and free everything."""
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -469,6 +486,30 @@ class Agent:
             "ring_size": self._ring_size,
             "uptime_s": round((time.monotonic_ns() - self._started_ns) / 1e9, 3),
         }
+
+    def metrics(self) -> dict[str, Any]:
+        """A snapshot for the metrics endpoint (called from its thread)."""
+        try:
+            counters = self.counters()
+        except (libbpf.LibbpfError, AttributeError):
+            counters = {}  # the agent is stopping
+        guarded = list(self._guarded.values())
+        snapshot: dict[str, Any] = {
+            "egress_guard_events_total": [({"kind": k, "action": a}, n)
+                                          for (k, a), n in sorted(self._events_by.items())],
+            "egress_guard_guarded_cgroups": len(guarded),
+            "egress_guard_guarded_containers": sum(
+                1 for cg in guarded if container_of(cg.relative) is not None),
+            "egress_guard_policy_generation": self._active,
+            "egress_guard_reloads_total": self.stats.reloads,
+            "egress_guard_uptime_seconds": round((time.monotonic_ns() - self._started_ns) / 1e9, 3),
+        }
+        if counters:
+            snapshot["egress_guard_ring_events_lost_total"] = counters["events_lost"]
+            snapshot["egress_guard_kernel_verdicts_total"] = [
+                ({"action": name.removeprefix("verdict_")}, value)
+                for name, value in counters.items() if name.startswith("verdict_")]
+        return snapshot
 
     def _agent_event(self, state: str) -> dict:
         event = {"ts": self.clock.now(), "kind": "agent", "state": state, **self.status()}

@@ -101,8 +101,11 @@ def doctor(as_json: bool) -> None:
               help="bpffs directory for --pin.")
 @click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True, metavar="DIR",
               help="Where --pin keeps the names of pinned policy generations.")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT.")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
-        ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str) -> None:
+        ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
+        metrics_address: str | None) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -116,6 +119,7 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
 
     if ring_size < 4096 or ring_size & (ring_size - 1):
         fail(f"--ring-size {ring_size}: must be a power of two of at least 4096", ExitCode.USAGE)
+    metrics = _host_port(metrics_address) if metrics_address else None
     policy, _compiled = _load_policy_or_fail(policy_path)
     try:
         stream = open(events_path, "ab") if events_path else sys.stdout.buffer
@@ -123,7 +127,8 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
         fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
     agent = Agent(policy, list(cgroups), EventWriter(stream), ring_size=ring_size,
                   policy_path=policy_path, control_socket=control_socket,
-                  pin_dir=pin_dir if pin else None, state_dir=state_dir)
+                  pin_dir=pin_dir if pin else None, state_dir=state_dir,
+                  metrics_address=metrics)
     try:
         start_and_run_until_signalled(agent)
     except AgentError as exc:
@@ -145,6 +150,13 @@ def policy_check(file: str) -> None:
     click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
                f"{len(parsed.exec_rules)} exec rule(s), "
                f"{len(compiled.v4) + len(compiled.v6)} prefix(es))")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--metrics {text}: expected HOST:PORT, e.g. 127.0.0.1:9464", ExitCode.USAGE)
+    return host.strip("[]"), int(port)
 
 
 def _ask_agent(socket_path: str, message: dict) -> dict:

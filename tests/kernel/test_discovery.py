@@ -78,3 +78,34 @@ def test_running_and_new_containers_are_guarded_and_released(tmp_path):
                             if e.get("cgroup", {}).get("id") == plain.id]
     finally:
         listener.close()
+
+
+def test_metrics_of_a_running_agent(tmp_path):
+    import socket as socket_module
+    import urllib.request
+
+    probe = socket_module.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    listener = AcceptingListener(PORT)
+    try:
+        with TempCgroup("egress-guard-test") as parent, \
+                TempCgroup(parent=parent.path, name=f"libpod-{container_id()}") as box:
+            with AgentProcess([], policy=policy, extra=["--metrics", f"127.0.0.1:{port}"]) as agent:
+                assert box.python(CONNECT).stdout.strip() == "1"
+                agent.wait_for(lambda e: e["kind"] == "connect" and e["action"] == "block")
+                base = f"http://127.0.0.1:{port}"
+                with urllib.request.urlopen(base + "/readyz", timeout=5) as reply:
+                    assert reply.status == 200
+                with urllib.request.urlopen(base + "/metrics", timeout=5) as reply:
+                    text = reply.read().decode()
+                assert 'egress_guard_events_total{action="block",kind="connect"} 1' in text
+                assert 'egress_guard_kernel_verdicts_total{action="block"} 1' in text
+                assert "egress_guard_guarded_containers 1" in text
+                assert "egress_guard_policy_generation 1" in text
+                assert "egress_guard_ring_events_lost_total 0" in text
+    finally:
+        listener.close()
