@@ -33,6 +33,7 @@ from .control import ControlError, ControlServer
 from .containers import container_of, is_container_cgroup
 from .events import CgroupRecord, DecodeError, ExecRecord, decode
 from .maps import Maps
+from .metadata import DEFAULT_SOCKETS, MetadataCache, describe_container
 from .metrics import MetricsServer
 from .output import Clock, EventWriter, describe
 from .policy import Policy, PolicyError, default_policy, load_policy, parse_policy
@@ -74,7 +75,8 @@ class Agent:
     def __init__(self, policy: Policy, cgroup_specs: list[str], writer: EventWriter,
                  ring_size: int = RING_SIZE_DEFAULT, policy_path: str | None = None,
                  control_socket: str | None = None, pin_dir: str | None = None,
-                 state_dir: str | None = None, metrics_address: tuple[str, int] | None = None):
+                 state_dir: str | None = None, metrics_address: tuple[str, int] | None = None,
+                 runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS):
         self.policy = policy
         self.policy_path = policy_path
         self.writer = writer
@@ -96,6 +98,8 @@ class Agent:
         self._metrics_address = metrics_address
         self._metrics: MetricsServer | None = None
         self._events_by: dict[tuple[str, str], int] = {}
+        self._runtime_sockets = runtime_sockets
+        self.metadata: MetadataCache | None = None
         self._objects: GuardObjects | None = None
         self._maps: Maps | None = None
         self._ring: libbpf.RingBuffer | None = None
@@ -131,6 +135,7 @@ class Agent:
             raise AgentError("guard/abi.py does not match the BPF objects: " + "; ".join(mismatches))
         compiled = (compile_policy(self.policy), compile_fail_closed(self.policy))
         try:
+            self.metadata = MetadataCache(self._runtime_sockets)
             self._objects = GuardObjects(self._ring_size, self._pin_dir)
             self._maps = Maps(self._objects.map_fds)
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
@@ -175,6 +180,9 @@ class Agent:
         self._maps.guard(cg.id, cg.level, POLICY_SLOT)
         self._guarded[cg.id] = cg
         self.cgroup_names.register(cg)
+        container = container_of(cg.relative)
+        if container is not None:
+            self.metadata.request(container.id)  # enrich later; enforcement is already on
 
     def release(self, cgroup_id: int) -> Cgroup | None:
         """Unmark, detach and forget a guarded cgroup (its container is gone)."""
@@ -184,6 +192,12 @@ class Agent:
             self._objects.detach_cgroup(cgroup_id)
             self.cgroup_names.unregister(cgroup_id)
         return cg
+
+    def _container(self, cgroup_path: str | None) -> dict[str, Any] | None:
+        ref = container_of(cgroup_path) if cgroup_path else None
+        if ref is None:
+            return None
+        return describe_container(ref.as_dict(), self.metadata.get(ref.id))
 
     def _on_cgroup(self, record: CgroupRecord) -> None:
         """Discovery: guard a container's cgroup as it appears, free it as it goes."""
@@ -207,10 +221,13 @@ class Agent:
             if cg is None:
                 return
             state, path = "released", cg.relative
+        container = self._container(path)
+        if state == "released":
+            self.metadata.forget(container["id"])
         now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.writer.write({
             "ts": self.clock.now(), "kind": "container", "state": state,
-            "container": container_of(path).as_dict(),
+            "container": container,
             "cgroup": {"id": cgroup_id, "path": path},
             # from the kernel's mkdir/rmdir to hooks attached/detached
             "latency_ms": round((now_ns - record.header.ktime_ns) / 1e6, 3)})
@@ -419,6 +436,8 @@ class Agent:
             process=process)
         self.stats.events += 1
         self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
+        if "container" in event:
+            event["container"] = self._container(event["cgroup"]["path"])
         key = (event["kind"], event["action"])
         self._events_by[key] = self._events_by.get(key, 0) + 1
         self.writer.write(event)
@@ -440,6 +459,8 @@ class Agent:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+        if self.metadata is not None:
+            self.metadata.close()
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -478,7 +499,7 @@ class Agent:
             "policy": {"name": self.policy.name, "source": self.policy.source,
                        "generation": self._active},
             "enforcement": ENFORCEMENT_LEVEL,
-            "cgroups": [_cgroup_entry(cg) for cg in self._guarded.values()],
+            "cgroups": [_cgroup_entry(cg, self.metadata) for cg in self._guarded.values()],
             "discovery": self.discover,
             "counters": self.counters(),
             "events": self.stats.events,
@@ -540,11 +561,12 @@ def _read_generation_names(path: Path | None) -> dict[int, KnownGeneration]:
         return {}  # names are a nicety: a missing or damaged file never stops adoption
 
 
-def _cgroup_entry(cg: Cgroup) -> dict[str, Any]:
+def _cgroup_entry(cg: Cgroup, metadata: MetadataCache | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": cg.id, "path": cg.relative}
     container = container_of(cg.relative)
     if container is not None:
-        entry["container"] = container.as_dict()
+        entry["container"] = describe_container(
+            container.as_dict(), metadata.get(container.id) if metadata else None)
     return entry
 
 

@@ -11,6 +11,7 @@ import orjson
 
 from . import __version__
 from .control import DEFAULT_SOCKET
+from .metadata import DEFAULT_SOCKETS
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/egress-guard"
 DEFAULT_STATE_DIR = "/run/egress-guard"
@@ -103,9 +104,13 @@ def doctor(as_json: bool) -> None:
               help="Where --pin keeps the names of pinned policy generations.")
 @click.option("--metrics", "metrics_address", metavar="HOST:PORT",
               help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT.")
+@click.option("--runtime-socket", "runtime_sockets", multiple=True, metavar="PATH",
+              help="Docker-compatible API socket for container names and images "
+                   "(podman system service, dockerd). Repeatable. Default: "
+                   "/run/podman/podman.sock and /var/run/docker.sock where present.")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
-        metrics_address: str | None) -> None:
+        metrics_address: str | None, runtime_sockets: tuple[str, ...]) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -128,7 +133,8 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     agent = Agent(policy, list(cgroups), EventWriter(stream), ring_size=ring_size,
                   policy_path=policy_path, control_socket=control_socket,
                   pin_dir=pin_dir if pin else None, state_dir=state_dir,
-                  metrics_address=metrics)
+                  metrics_address=metrics,
+                  runtime_sockets=runtime_sockets or DEFAULT_SOCKETS)
     try:
         start_and_run_until_signalled(agent)
     except AgentError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tarfile
+import time
 
 import pytest
 
@@ -119,3 +120,48 @@ def test_a_container_running_before_the_agent_is_guarded(tmp_path, image, contai
         assert "Operation not permitted" in probe.stderr, probe.stderr
         agent.wait_for(lambda e: e["kind"] == "connect" and e["action"] == "block"
                        and e.get("container", {}).get("id") == cid)
+
+
+@pytest.fixture
+def podman_api(tmp_path):
+    """podman's Docker-compatible API on a socket of the test's own; ended by pid."""
+    path = tmp_path / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{path}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists() and service.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert path.exists(), "podman system service did not start"
+        yield str(path)
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+
+
+def test_events_name_the_container_and_its_image(tmp_path, image, containers, listener,
+                                                  podman_api):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    with AgentProcess([], policy=policy, extra=["--runtime-socket", podman_api]) as agent:
+        cid, result = run_container(
+            containers, tmp_path, "/bin/sleep", "120", detach=True)
+        assert result.returncode == 0, result.stderr
+        name = subprocess.run(["podman", "inspect", "-f", "{{.Name}}", cid], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        # names arrive after the container is guarded; a later event carries them
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status = request(agent.control_socket, {"op": "status"})
+            entry = [c for c in status["cgroups"] if c.get("container", {}).get("id") == cid]
+            if entry and entry[0]["container"].get("name"):
+                break
+            time.sleep(0.2)
+        assert entry[0]["container"] == {"id": cid, "runtime": "podman", "name": name,
+                                         "image": IMAGE}
+        probe = subprocess.run(["podman", "exec", cid, "nc", "127.0.0.1", str(PORT)],
+                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert "Operation not permitted" in probe.stderr
+        blocked = agent.wait_for(lambda e: e["kind"] == "connect"
+                                 and e.get("container", {}).get("id") == cid)
+        assert blocked["container"]["name"] == name and blocked["container"]["image"] == IMAGE
