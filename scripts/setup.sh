@@ -14,8 +14,9 @@ venv="${GUARD_VENV:-$here/.venv}"
 apt_packages=(make gcc libbpf-dev libbpf1 bpftool iproute2
               python3 python3-venv python3-dev libbpf-tools iperf3)
 # the container tests: podman with runc (crun refuses hybrid cgroup hosts),
-# and a static busybox to build a test image from, with no registry
-test_packages=(podman runc busybox-static)
+# a static busybox to build a test image from, and debootstrap for the
+# agent image's Debian base (no registry is needed)
+test_packages=(podman runc busybox-static debootstrap)
 # clang 14 (Debian 12's default) miscompiles the BPF programs: take clang-16
 # where the distribution has it (Debian 12, Ubuntu 23.04+), else the default.
 
