@@ -33,6 +33,7 @@ from .control import ControlError, ControlServer
 from .containers import container_of, is_container_cgroup
 from .events import CgroupRecord, DecodeError, ExecRecord, decode
 from .maps import Maps
+from .kubernetes import PodInfo, PodWatcher
 from .metadata import DEFAULT_SOCKETS, MetadataCache, describe_container
 from .metrics import MetricsServer
 from .output import Clock, EventWriter, describe
@@ -76,7 +77,8 @@ class Agent:
                  ring_size: int = RING_SIZE_DEFAULT, policy_path: str | None = None,
                  control_socket: str | None = None, pin_dir: str | None = None,
                  state_dir: str | None = None, metrics_address: tuple[str, int] | None = None,
-                 runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS):
+                 runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS,
+                 kube_api: tuple[str, str, str | None, str | None] | None = None):
         self.policy = policy
         self.policy_path = policy_path
         self.writer = writer
@@ -100,6 +102,8 @@ class Agent:
         self._events_by: dict[tuple[str, str], int] = {}
         self._runtime_sockets = runtime_sockets
         self.metadata: MetadataCache | None = None
+        self._kube_api = kube_api  # (api URL, node name, token, CA file)
+        self.pods: PodWatcher | None = None
         self._objects: GuardObjects | None = None
         self._maps: Maps | None = None
         self._ring: libbpf.RingBuffer | None = None
@@ -136,6 +140,9 @@ class Agent:
         compiled = (compile_policy(self.policy), compile_fail_closed(self.policy))
         try:
             self.metadata = MetadataCache(self._runtime_sockets)
+            if self._kube_api:
+                api, node, token, ca_file = self._kube_api
+                self.pods = PodWatcher(api, node, token, ca_file)
             self._objects = GuardObjects(self._ring_size, self._pin_dir)
             self._maps = Maps(self._objects.map_fds)
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
@@ -192,6 +199,10 @@ class Agent:
             self._objects.detach_cgroup(cgroup_id)
             self.cgroup_names.unregister(cgroup_id)
         return cg
+
+    def _pod(self, cgroup_path: str | None) -> PodInfo | None:
+        ref = container_of(cgroup_path) if cgroup_path and self.pods else None
+        return self.pods.get(ref.pod_uid) if ref else None
 
     def _container(self, cgroup_path: str | None) -> dict[str, Any] | None:
         ref = container_of(cgroup_path) if cgroup_path else None
@@ -438,6 +449,9 @@ class Agent:
         self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
         if "container" in event:
             event["container"] = self._container(event["cgroup"]["path"])
+            pod = self._pod(event["cgroup"]["path"])
+            if pod is not None:
+                event["k8s"] = pod.as_dict()
         key = (event["kind"], event["action"])
         self._events_by[key] = self._events_by.get(key, 0) + 1
         self.writer.write(event)
@@ -461,6 +475,9 @@ class Agent:
             self._metrics = None
         if self.metadata is not None:
             self.metadata.close()
+        if self.pods is not None:
+            self.pods.close()
+            self.pods = None
         if self._control is not None:
             self._control.close()
             self._control = None

@@ -108,9 +108,15 @@ def doctor(as_json: bool) -> None:
               help="Docker-compatible API socket for container names and images "
                    "(podman system service, dockerd). Repeatable. Default: "
                    "/run/podman/podman.sock and /var/run/docker.sock where present.")
+@click.option("--kube-api", metavar="URL",
+              help="Kubernetes API for pod names, namespaces and labels of this node's pods. "
+                   "Default inside a pod: the in-cluster API with the service account.")
+@click.option("--node-name", envvar="NODE_NAME", metavar="NAME",
+              help="This node's name for the pod watch (default: $NODE_NAME, else the hostname).")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
-        metrics_address: str | None, runtime_sockets: tuple[str, ...]) -> None:
+        metrics_address: str | None, runtime_sockets: tuple[str, ...], kube_api: str | None,
+        node_name: str | None) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -134,7 +140,8 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
                   policy_path=policy_path, control_socket=control_socket,
                   pin_dir=pin_dir if pin else None, state_dir=state_dir,
                   metrics_address=metrics,
-                  runtime_sockets=runtime_sockets or DEFAULT_SOCKETS)
+                  runtime_sockets=runtime_sockets or DEFAULT_SOCKETS,
+                  kube_api=_kube_api(kube_api, node_name))
     try:
         start_and_run_until_signalled(agent)
     except AgentError as exc:
@@ -156,6 +163,19 @@ def policy_check(file: str) -> None:
     click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
                f"{len(parsed.exec_rules)} exec rule(s), "
                f"{len(compiled.v4) + len(compiled.v6)} prefix(es))")
+
+
+def _kube_api(url: str | None, node: str | None):
+    """(API URL, node, token, CA file) for the pod watch, or None outside a cluster."""
+    import socket as socket_module
+
+    from .kubernetes import in_cluster_api
+
+    cluster_url, token, ca_file = in_cluster_api()
+    url = url or cluster_url
+    if not url:
+        return None
+    return url, node or socket_module.gethostname(), token, ca_file
 
 
 def _host_port(text: str) -> tuple[str, int]:

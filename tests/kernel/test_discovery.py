@@ -8,6 +8,7 @@ import secrets
 
 from guard.control import request
 from guard.sandbox import TempCgroup
+from tests.unit.test_kubernetes_pods import UID_A, ReplayServer
 
 from .agentproc import AgentProcess
 from .test_reload import AcceptingListener
@@ -29,6 +30,8 @@ spec:
 """
 
 CONNECT = f"import socket; print(socket.socket().connect_ex(('127.0.0.1', {PORT})))"
+CONNECT_WITH_PID = ("import os, socket; "
+                    f"print(socket.socket().connect_ex(('127.0.0.1', {PORT})), os.getpid())")
 
 
 def container_id() -> str:
@@ -108,4 +111,38 @@ def test_metrics_of_a_running_agent(tmp_path):
                 assert "egress_guard_policy_generation 1" in text
                 assert "egress_guard_ring_events_lost_total 0" in text
     finally:
+        listener.close()
+
+
+def test_events_of_a_pod_carry_its_kubernetes_metadata(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    listener = AcceptingListener(PORT)
+    api = ReplayServer()
+    cid = container_id()
+    try:
+        # the kubelet's cgroupfs layout, below a parent of the test's own
+        with TempCgroup("egress-guard-test") as parent, \
+                TempCgroup(parent=parent.path, name="kubepods") as kubepods, \
+                TempCgroup(parent=kubepods.path, name="burstable") as qos, \
+                TempCgroup(parent=qos.path, name=f"pod{UID_A}") as pod, \
+                TempCgroup(parent=pod.path, name=cid) as box:
+            extra = ["--kube-api", api.url, "--node-name", "node-1"]
+            with AgentProcess([], policy=policy, extra=extra) as agent:
+                assert [c["container"]["runtime"] for c in agent.ready["cgroups"]
+                        if c["id"] == box.id] == ["kubernetes"]
+                # the pod list arrives in the background: probe until events carry it
+                for _ in range(20):
+                    errno_text, pid = box.python(CONNECT_WITH_PID).stdout.split()
+                    assert errno_text == "1"
+                    event = agent.wait_for(lambda e: e["kind"] == "connect"
+                                           and e["process"]["pid"] == int(pid))
+                    if "k8s" in event:
+                        break
+                assert event["k8s"]["namespace"] == "agents"
+                assert event["k8s"]["pod"] == "agent-a"
+                assert event["k8s"]["labels"]["app"] == "agent"  # "team" changes by watch
+                assert event["container"] == {"id": cid, "runtime": "kubernetes"}
+    finally:
+        api.close()
         listener.close()
