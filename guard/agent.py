@@ -20,11 +20,11 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
 
-from . import __version__
+from . import __version__, abi
 from .bpf import libbpf
 from .bpf.loader import RING_SIZE_DEFAULT, GuardObjects, abi_mismatches, object_path
 from .cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
@@ -37,7 +37,8 @@ from .kubernetes import PodInfo, PodWatcher
 from .metadata import DEFAULT_SOCKETS, MetadataCache, describe_container
 from .metrics import MetricsServer
 from .output import Clock, EventWriter, describe
-from .policy import Policy, PolicyError, default_policy, load_policy, parse_policy
+from .policy import (Policy, PolicyError, Problem, Workload, default_policy, load_policies,
+                     parse_policies, select_policy)
 from .process import ProcessTable
 
 # After a batch, let the next one gather before waiting again: the ring wakes
@@ -53,10 +54,15 @@ LOSS_REPORT_INTERVAL_S = 1.0
 # far longer than any of them).
 RETIRE_GRACE_S = 1.0
 GENERATION_NAMES_KEPT = 16  # late events of retired generations still get rule names
-POLICY_SLOT = 0             # one policy for every guarded cgroup (selectors come later)
-# A generation's fail-closed twin is installed under the same number with this
-# bit set, so events judged by it still name the generation they belong to.
+# Policy ids in the kernel: generation << 8 | slot (one slot per policy of the
+# set), and a fail-closed twin with the top bit set; events name the
+# generation and the policy they were judged by.
+SLOT_BITS = 8
 FAIL_CLOSED_BIT = 1 << 31
+
+
+def generation_of(policy_id: int) -> int:
+    return (policy_id & ~FAIL_CLOSED_BIT) >> SLOT_BITS
 
 
 class AgentError(Exception):
@@ -73,13 +79,17 @@ class AgentStats:
 
 
 class Agent:
-    def __init__(self, policy: Policy, cgroup_specs: list[str], writer: EventWriter,
+    def __init__(self, policy: Policy | Sequence[Policy], cgroup_specs: list[str],
+                 writer: EventWriter,
                  ring_size: int = RING_SIZE_DEFAULT, policy_path: str | None = None,
                  control_socket: str | None = None, pin_dir: str | None = None,
                  state_dir: str | None = None, metrics_address: tuple[str, int] | None = None,
                  runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS,
-                 kube_api: tuple[str, str, str | None, str | None] | None = None):
-        self.policy = policy
+                 kube_api: tuple[str, str, str | None, str | None] | None = None,
+                 unselected: str = "default"):
+        # what nothing selects: the embedded default, or left unguarded
+        self._unselected = unselected
+        self.policies = self._with_fallback(policy)
         self.policy_path = policy_path
         self.writer = writer
         self.clock = Clock()
@@ -110,7 +120,10 @@ class Agent:
         self._guarded: dict[int, Cgroup] = {}
         self._compiled: dict[int, CompiledPolicy] = {}
         self._generation = 0
-        self._active = 0
+        self._active = 0                        # generation in force
+        self._active_ids: list[int] = []        # its policy ids, fail-closed twins included
+        self._slot_of: dict[int, int] = {}      # guarded cgroup id -> slot
+        self._waiting: dict[int, Cgroup] = {}   # containers no policy selects (yet)
         self._retiring: list[tuple[float, int]] = []  # (remove after, generation)
         self._pending: list[bytes] = []
         self._stopping = False
@@ -137,7 +150,7 @@ class Agent:
         mismatches = abi_mismatches(object_path("exec"))
         if mismatches:
             raise AgentError("guard/abi.py does not match the BPF objects: " + "; ".join(mismatches))
-        compiled = (compile_policy(self.policy), compile_fail_closed(self.policy))
+        compiled = _compile_all(self.policies)
         try:
             self.metadata = MetadataCache(self._runtime_sockets)
             if self._kube_api:
@@ -147,7 +160,7 @@ class Agent:
             self._maps = Maps(self._objects.map_fds)
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
             previously_guarded = self._adopt() if self._objects.adopted else []
-            self._switch_to(self.policy, *compiled)
+            self._switch_to(self.policies, compiled)
             self._objects.attach_global()
             if self.discover:
                 # watch first, then scan: a container starting in between is
@@ -180,25 +193,81 @@ class Agent:
         self._ready = True
 
     def guard(self, cg: Cgroup) -> None:
-        """Attach first, then mark guarded: a cgroup is never marked without hooks."""
+        """Attach first, then mark guarded: a cgroup is never marked without
+        hooks. Its policy is the one that selects it with what is known now;
+        names and labels that arrive later may move it (see _reselect)."""
         if cg.id in self._guarded:
             return
-        self._objects.attach_cgroup(str(cg.path), cg.id)
-        self._maps.guard(cg.id, cg.level, POLICY_SLOT)
-        self._guarded[cg.id] = cg
-        self.cgroup_names.register(cg)
         container = container_of(cg.relative)
         if container is not None:
-            self.metadata.request(container.id)  # enrich later; enforcement is already on
+            self.metadata.request(container.id)  # enrich later; enforcement starts now
+        slot = select_policy(self.policies, self._workload(cg.relative))
+        if slot is None:
+            self._waiting[cg.id] = cg
+            return
+        self._objects.attach_cgroup(str(cg.path), cg.id)
+        self._maps.guard(cg.id, cg.level, slot)
+        self._guarded[cg.id] = cg
+        self._slot_of[cg.id] = slot
+        self._waiting.pop(cg.id, None)
+        self.cgroup_names.register(cg)
+
+    def _workload(self, cgroup_path: str) -> Workload:
+        """What selectors may ask of a cgroup: its path, and its container's
+        name, image and labels, and its pod's namespace and labels, once known."""
+        ref = container_of(cgroup_path)
+        info = self.metadata.get(ref.id) if ref and self.metadata else None
+        pod = self._pod(cgroup_path)
+        return Workload(cgroup_path=cgroup_path,
+                        container_name=info.name if info else None,
+                        image=info.image if info else None,
+                        labels=info.labels if info else {},
+                        namespace=pod.namespace if pod else None,
+                        pod_labels=pod.labels if pod else None)
+
+    def _reselect(self) -> None:
+        """Move cgroups whose selecting policy changed (metadata arrived, or a
+        reload changed the set): one eg_guarded update each, atomic."""
+        for cg in list(self._waiting.values()):
+            if select_policy(self.policies, self._workload(cg.relative)) is not None:
+                self.guard(cg)
+                self._container_event("selected", cg.id, cg.relative)
+        for cgroup_id, cg in list(self._guarded.items()):
+            slot = select_policy(self.policies, self._workload(cg.relative))
+            if slot is None:
+                self.release(cgroup_id)
+                self._waiting[cgroup_id] = cg
+            elif slot != self._slot_of.get(cgroup_id):
+                self._maps.guard(cgroup_id, cg.level, slot)
+                self._slot_of[cgroup_id] = slot
+                self._container_event("selected", cgroup_id, cg.relative)
 
     def release(self, cgroup_id: int) -> Cgroup | None:
         """Unmark, detach and forget a guarded cgroup (its container is gone)."""
+        self._waiting.pop(cgroup_id, None)
+        self._slot_of.pop(cgroup_id, None)
         cg = self._guarded.pop(cgroup_id, None)
         if cg is not None:
             self._maps.unguard(cgroup_id)
             self._objects.detach_cgroup(cgroup_id)
             self.cgroup_names.unregister(cgroup_id)
         return cg
+
+    def _identity(self, policy_id: int, cgroup_path: str,
+                  pod: PodInfo | None) -> dict[str, str]:
+        """The judging policy's identityLabels, from the container's labels
+        and the pod's labels and annotations (an agent sandbox or episode id)."""
+        slot = policy_id & ((1 << SLOT_BITS) - 1)
+        if generation_of(policy_id) != self._active or slot >= len(self.policies):
+            return {}
+        keys = self.policies[slot].identity_labels
+        if not keys:
+            return {}
+        ref = container_of(cgroup_path)
+        info = self.metadata.get(ref.id) if ref else None
+        sources = [info.labels if info else {}, pod.labels if pod else {},
+                   pod.annotations if pod else {}]
+        return {key: source[key] for key in keys for source in sources if key in source}
 
     def _pod(self, cgroup_path: str | None) -> PodInfo | None:
         ref = container_of(cgroup_path) if cgroup_path and self.pods else None
@@ -226,22 +295,34 @@ class Agent:
                 self.writer.write({"ts": self.clock.now(), "kind": "error",
                                    "error": f"cannot guard {record.path}: {exc}"})
                 return
-            state, path = "guarded", cg.relative
+            state = "guarded" if cg.id in self._guarded else "waiting"
+            path = cg.relative
         else:
-            cg = self.release(cgroup_id)
+            waiting = self._waiting.get(cgroup_id)
+            cg = self.release(cgroup_id) or waiting
             if cg is None:
                 return
             state, path = "released", cg.relative
-        container = self._container(path)
+        event = self._container_event(state, cgroup_id, path)
         if state == "released":
-            self.metadata.forget(container["id"])
+            self.metadata.forget(event["container"]["id"])
+        # from the kernel's mkdir/rmdir to hooks attached/detached
         now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        self.writer.write({
-            "ts": self.clock.now(), "kind": "container", "state": state,
-            "container": container,
-            "cgroup": {"id": cgroup_id, "path": path},
-            # from the kernel's mkdir/rmdir to hooks attached/detached
-            "latency_ms": round((now_ns - record.header.ktime_ns) / 1e6, 3)})
+        event["latency_ms"] = round((now_ns - record.header.ktime_ns) / 1e6, 3)
+        self.writer.write(event)
+
+    def _container_event(self, state: str, cgroup_id: int, path: str) -> dict[str, Any]:
+        """A container event; written at once except for mkdir/rmdir, which
+        add their latency first."""
+        event = {"ts": self.clock.now(), "kind": "container", "state": state,
+                 "container": self._container(path),
+                 "cgroup": {"id": cgroup_id, "path": path}}
+        slot = self._slot_of.get(cgroup_id)
+        if slot is not None:
+            event["policy"] = {"name": self.policies[slot].name, "generation": self._active}
+        if state == "selected":
+            self.writer.write(event)
+        return event
 
     # -- adoption (pinned installations) ---------------------------------------
     def _adopt(self) -> list[int]:
@@ -250,7 +331,7 @@ class Agent:
         highest, guarded = self._maps.adopt()
         self.adopted = True
         self._compiled.update(_read_generation_names(self._names_file))
-        self._generation = highest & ~FAIL_CLOSED_BIT
+        self._generation = generation_of(highest)
         grace = time.monotonic() + RETIRE_GRACE_S
         self._retiring.extend((grace, pid) for pid in self._maps.installed)
         return guarded
@@ -263,26 +344,50 @@ class Agent:
             self._objects.detach_cgroup(cgroup_id)
 
     # -- policy generations --------------------------------------------------
-    def _switch_to(self, policy: Policy, compiled: CompiledPolicy,
-                   fail_closed: CompiledPolicy | None) -> int:
-        """Install a new generation (and its fail-closed twin) beside the one
-        in force, then switch the slot in one update; the old one retires later."""
+    def _with_fallback(self, policy: Policy | Sequence[Policy]) -> tuple[Policy, ...]:
+        """The set in force: the given policies, plus the embedded default for
+        what none selects unless one of them already has no selector (or
+        unselected containers are to stay unguarded)."""
+        policies = (policy,) if isinstance(policy, Policy) else tuple(policy)
+        if len(policies) + 1 > abi.POLICY_SLOTS:
+            raise PolicyError([Problem(policies[0].source, 0, "<file>",
+                                       f"more than {abi.POLICY_SLOTS - 1} policies")])
+        if self._unselected == "default" and all(p.selector is not None for p in policies):
+            policies += (default_policy(),)
+        return policies
+
+    def _switch_to(self, policies: tuple[Policy, ...],
+                   compiled: list[tuple[CompiledPolicy, CompiledPolicy | None]]) -> int:
+        """Install a new generation of every policy (and fail-closed twins)
+        beside the one in force, then switch each slot in one update; the old
+        generation retires later."""
         self._generation += 1
         generation = self._generation
-        self._maps.install_policy(generation, compiled)
-        self._compiled[generation] = compiled
-        fail_closed_id = 0
-        if fail_closed is not None:
-            fail_closed_id = generation | FAIL_CLOSED_BIT
-            self._maps.install_policy(fail_closed_id, fail_closed)
-            self._compiled[fail_closed_id] = fail_closed
-        self._maps.set_slot(POLICY_SLOT, generation, fail_closed_id)
-        self._heartbeat_timeout_ms = policy.fail_closed.after_ms if policy.fail_closed else 0
+        ids = []
+        for slot, (main, fail_closed) in enumerate(compiled):
+            policy_id = generation << SLOT_BITS | slot
+            self._maps.install_policy(policy_id, main)
+            self._compiled[policy_id] = main
+            ids.append(policy_id)
+            fail_closed_id = 0
+            if fail_closed is not None:
+                fail_closed_id = policy_id | FAIL_CLOSED_BIT
+                self._maps.install_policy(fail_closed_id, fail_closed)
+                self._compiled[fail_closed_id] = fail_closed
+                ids.append(fail_closed_id)
+            self._maps.set_slot(slot, policy_id, fail_closed_id)
+        # one heartbeat for the host: the strictest failClosed of the set
+        timeouts = [p.fail_closed.after_ms for p in policies if p.fail_closed]
+        self._heartbeat_timeout_ms = min(timeouts, default=0)
         self._maps.heartbeat(self._heartbeat_timeout_ms)
-        previous, self._active = self._active, generation
-        if previous:
-            grace = time.monotonic() + RETIRE_GRACE_S
-            self._retiring.extend([(grace, previous), (grace, previous | FAIL_CLOSED_BIT)])
+        previous_ids, self._active_ids = self._active_ids, ids
+        previous_slots = len(self.policies)
+        self.policies, self._active = policies, generation
+        self._reselect()
+        for slot in range(len(policies), previous_slots):
+            self._maps.set_slot(slot, 0)  # no cgroup points here any more
+        grace = time.monotonic() + RETIRE_GRACE_S
+        self._retiring.extend((grace, pid) for pid in previous_ids)
         self._write_generation_names()
         return generation
 
@@ -296,19 +401,20 @@ class Agent:
         staged.write_bytes(orjson.dumps(names))
         os.replace(staged, self._names_file)
 
-    def reload(self, policy: Policy, started: int | None = None) -> dict[str, Any]:
-        """Validate and switch to policy; PolicyError leaves the old one in force.
-        started: perf_counter_ns when the request arrived (before parsing)."""
+    def reload(self, policy: Policy | Sequence[Policy],
+               started: int | None = None) -> dict[str, Any]:
+        """Validate and switch to a policy (set); PolicyError leaves the set in
+        force. started: perf_counter_ns when the request arrived (before parsing)."""
         started = started or time.perf_counter_ns()
-        compiled = compile_policy(policy)
-        fail_closed = compile_fail_closed(policy)
+        policies = self._with_fallback(policy)
+        compiled = _compile_all(policies)
         previous = self._active
-        generation = self._switch_to(policy, compiled, fail_closed)
+        generation = self._switch_to(policies, compiled)
         switched = time.perf_counter_ns()
-        self.policy = policy
         self.stats.reloads += 1
-        result = {"policy": {"name": policy.name, "source": policy.source,
+        result = {"policy": {"name": policies[0].name, "source": policies[0].source,
                              "generation": generation},
+                  "policies": [p.name for p in policies],
                   "previous_generation": previous,
                   "switch_ms": round((switched - started) / 1e6, 3)}
         self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "reloaded",
@@ -322,11 +428,12 @@ class Agent:
         try:
             if request and isinstance(request.get("policy"), dict):
                 body = request["policy"]
-                policy = parse_policy(str(body.get("text", "")), str(body.get("source", "<reload>")))
+                policy = parse_policies(str(body.get("text", "")),
+                                        str(body.get("source", "<reload>")))
             elif self.policy_path:
                 # one reload per change, whether SIGHUP or the file watch saw it first
                 self._policy_file_state = _file_state(self.policy_path)
-                policy = load_policy(self.policy_path)
+                policy = load_policies(self.policy_path)
             else:
                 policy = default_policy()
             return {"ok": True, **self.reload(policy, started)}
@@ -334,7 +441,8 @@ class Agent:
             problems = [str(p) for p in exc.problems]
             self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "rejected",
                                "problems": problems,
-                               "policy": {"name": self.policy.name, "generation": self._active}})
+                               "policy": {"name": self.policies[0].name,
+                                          "generation": self._active}})
             self.writer.flush()
             return {"ok": False, "error": "invalid policy: the policy in force is unchanged",
                     "problems": problems}
@@ -346,9 +454,10 @@ class Agent:
         self._retiring = [(when, gen) for when, gen in self._retiring if when > now]
         for generation in due:
             self._maps.remove_policy(generation)
-        for generation in sorted(self._compiled)[:-GENERATION_NAMES_KEPT]:
-            if generation != self._active:
-                del self._compiled[generation]
+        kept = sorted({generation_of(pid) for pid in self._compiled})[-GENERATION_NAMES_KEPT:]
+        for policy_id in list(self._compiled):
+            if generation_of(policy_id) not in kept and policy_id not in self._active_ids:
+                del self._compiled[policy_id]
 
     # -- loop ----------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -382,6 +491,7 @@ class Agent:
 
     def _tick(self, now: float) -> None:
         self._maps.heartbeat(self._heartbeat_timeout_ms)
+        self._reselect()
         self._retire_due(now)
         if self._reload_requested:
             self._reload_requested = False
@@ -443,7 +553,7 @@ class Agent:
             rule=compiled.rule_name(header.rule_id) if compiled else None,
             cgroup_path=self.cgroup_names.name(header.cgroup_id),
             policy_name=compiled.name if compiled else None,
-            generation=header.policy_id & ~FAIL_CLOSED_BIT,
+            generation=generation_of(header.policy_id),
             process=process)
         self.stats.events += 1
         self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
@@ -452,6 +562,9 @@ class Agent:
             pod = self._pod(event["cgroup"]["path"])
             if pod is not None:
                 event["k8s"] = pod.as_dict()
+            identity = self._identity(header.policy_id, event["cgroup"]["path"], pod)
+            if identity:
+                event["identity"] = identity
         key = (event["kind"], event["action"])
         self._events_by[key] = self._events_by.get(key, 0) + 1
         self.writer.write(event)
@@ -513,10 +626,13 @@ class Agent:
         return {
             "pid": os.getpid(),
             "version": __version__,
-            "policy": {"name": self.policy.name, "source": self.policy.source,
+            "policy": {"name": self.policies[0].name, "source": self.policies[0].source,
                        "generation": self._active},
+            "policies": [{"name": p.name, "source": p.source, "slot": slot}
+                         for slot, p in enumerate(self.policies)],
             "enforcement": ENFORCEMENT_LEVEL,
-            "cgroups": [_cgroup_entry(cg, self.metadata) for cg in self._guarded.values()],
+            "cgroups": [_cgroup_entry(cg, self.metadata, self.policies[self._slot_of[cg.id]])
+                        for cg in self._guarded.values()],
             "discovery": self.discover,
             "counters": self.counters(),
             "events": self.stats.events,
@@ -578,8 +694,13 @@ def _read_generation_names(path: Path | None) -> dict[int, KnownGeneration]:
         return {}  # names are a nicety: a missing or damaged file never stops adoption
 
 
-def _cgroup_entry(cg: Cgroup, metadata: MetadataCache | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": cg.id, "path": cg.relative}
+def _compile_all(policies: Sequence[Policy]) -> list[tuple[CompiledPolicy, CompiledPolicy | None]]:
+    """Every policy and its fail-closed twin, compiled before anything changes."""
+    return [(compile_policy(p), compile_fail_closed(p)) for p in policies]
+
+
+def _cgroup_entry(cg: Cgroup, metadata: MetadataCache | None, policy: Policy) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": cg.id, "path": cg.relative, "policy": policy.name}
     container = container_of(cg.relative)
     if container is not None:
         entry["container"] = describe_container(

@@ -16,7 +16,7 @@ from .metadata import DEFAULT_SOCKETS
 DEFAULT_PIN_DIR = "/sys/fs/bpf/egress-guard"
 DEFAULT_STATE_DIR = "/run/egress-guard"
 from .exitcodes import ExitCode
-from .policy import PolicyError, default_policy, load_policy
+from .policy import PolicyError, default_policy, load_policies
 
 
 def fail(message: str, code: ExitCode) -> None:
@@ -26,12 +26,16 @@ def fail(message: str, code: ExitCode) -> None:
 
 
 def _load_policy_or_fail(path: str | None):
-    """The policy and its compiled form, or every problem of the file and exit 1."""
-    from .compile import compile_policy
+    """The policies of a file (or the embedded default) and their compiled
+    forms, or every problem of the file and exit 1."""
+    from .compile import compile_fail_closed, compile_policy
 
     try:
-        parsed = load_policy(path) if path else default_policy()
-        return parsed, compile_policy(parsed)
+        policies = load_policies(path) if path else (default_policy(),)
+        compiled = [compile_policy(p) for p in policies]
+        for p in policies:
+            compile_fail_closed(p)
+        return policies, compiled
     except PolicyError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -108,6 +112,10 @@ def doctor(as_json: bool) -> None:
               help="Docker-compatible API socket for container names and images "
                    "(podman system service, dockerd). Repeatable. Default: "
                    "/run/podman/podman.sock and /var/run/docker.sock where present.")
+@click.option("--unselected", type=click.Choice(["default", "unguarded"]), default="default",
+              show_default=True,
+              help="Containers no policy selects: the embedded default policy, or unguarded. "
+                   "A policy without a selector in the file takes them in any case.")
 @click.option("--kube-api", metavar="URL",
               help="Kubernetes API for pod names, namespaces and labels of this node's pods. "
                    "Default inside a pod: the in-cluster API with the service account.")
@@ -115,8 +123,8 @@ def doctor(as_json: bool) -> None:
               help="This node's name for the pod watch (default: $NODE_NAME, else the hostname).")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
-        metrics_address: str | None, runtime_sockets: tuple[str, ...], kube_api: str | None,
-        node_name: str | None) -> None:
+        metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
+        kube_api: str | None, node_name: str | None) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -131,17 +139,17 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     if ring_size < 4096 or ring_size & (ring_size - 1):
         fail(f"--ring-size {ring_size}: must be a power of two of at least 4096", ExitCode.USAGE)
     metrics = _host_port(metrics_address) if metrics_address else None
-    policy, _compiled = _load_policy_or_fail(policy_path)
+    policies, _compiled = _load_policy_or_fail(policy_path)
     try:
         stream = open(events_path, "ab") if events_path else sys.stdout.buffer
     except OSError as exc:
         fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
-    agent = Agent(policy, list(cgroups), EventWriter(stream), ring_size=ring_size,
+    agent = Agent(policies, list(cgroups), EventWriter(stream), ring_size=ring_size,
                   policy_path=policy_path, control_socket=control_socket,
                   pin_dir=pin_dir if pin else None, state_dir=state_dir,
                   metrics_address=metrics,
                   runtime_sockets=runtime_sockets or DEFAULT_SOCKETS,
-                  kube_api=_kube_api(kube_api, node_name))
+                  kube_api=_kube_api(kube_api, node_name), unselected=unselected)
     try:
         start_and_run_until_signalled(agent)
     except AgentError as exc:
@@ -159,10 +167,12 @@ def policy() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def policy_check(file: str) -> None:
     """Validate FILE. Every problem names file, line and field; exit 1 on any."""
-    parsed, compiled = _load_policy_or_fail(file)
-    click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
-               f"{len(parsed.exec_rules)} exec rule(s), "
-               f"{len(compiled.v4) + len(compiled.v6)} prefix(es))")
+    policies, compiled = _load_policy_or_fail(file)
+    for parsed, tables in zip(policies, compiled):
+        selects = f", selects {parsed.selector.specificity} term(s)" if parsed.selector else ""
+        click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
+                   f"{len(parsed.exec_rules)} exec rule(s), "
+                   f"{len(tables.v4) + len(tables.v6)} prefix(es){selects})")
 
 
 def _kube_api(url: str | None, node: str | None):

@@ -22,12 +22,13 @@ their entries are commented out; empty means their defaults.
 """
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import os
 import posixpath
 import re
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
@@ -51,6 +52,7 @@ PROTOCOLS = {"tcp": Proto.TCP, "udp": Proto.UDP, "any": Proto.ANY}
 RAW_SOCKET_MODES = {"allow": False, "deny": True}   # value: deny_raw_sockets
 FAIL_CLOSED_AFTER_S = (1, 3600)   # heartbeat age bounds for spec.failClosed.afterSeconds
 FAIL_CLOSED_DEFAULT_S = 5
+LABEL_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ANY_ADDRESS: tuple[Network, ...] = (ipaddress.IPv4Network("0.0.0.0/0"),
@@ -131,6 +133,63 @@ class FailClosed:
 
 
 @dataclass(frozen=True)
+class LabelRequirement:
+    """One term of a Kubernetes label selector (matchLabels become In)."""
+    key: str
+    operator: str                           # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "Exists":
+            return self.key in labels
+        if self.operator == "DoesNotExist":
+            return self.key not in labels
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        return labels.get(self.key) not in self.values  # NotIn
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is known of a guarded cgroup when selecting its policy."""
+    cgroup_path: str
+    container_name: str | None = None
+    image: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)       # container labels
+    namespace: str | None = None
+    pod_labels: Mapping[str, str] | None = None                   # None: not a known pod
+
+
+@dataclass(frozen=True)
+class Selector:
+    """spec.selector: every term given must hold. Globs use shell syntax."""
+    container_names: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    labels: tuple[LabelRequirement, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    pod_labels: tuple[LabelRequirement, ...] = ()
+    cgroup_paths: tuple[str, ...] = ()
+
+    @property
+    def specificity(self) -> int:
+        """Terms given: the most specific matching selector wins."""
+        return (bool(self.container_names) + bool(self.images) + len(self.labels)
+                + bool(self.namespaces) + len(self.pod_labels) + bool(self.cgroup_paths))
+
+    def matches(self, workload: Workload) -> bool:
+        def glob(patterns, value) -> bool:
+            return not patterns or (value is not None
+                                    and any(fnmatch.fnmatchcase(value, p) for p in patterns))
+        return (glob(self.container_names, workload.container_name)
+                and glob(self.images, workload.image)
+                and glob(self.cgroup_paths, workload.cgroup_path)
+                and all(term.matches(workload.labels) for term in self.labels)
+                and (not self.namespaces or workload.namespace in self.namespaces)
+                and (not self.pod_labels or (workload.pod_labels is not None and all(
+                    term.matches(workload.pod_labels) for term in self.pod_labels))))
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     default_action: Action
@@ -140,10 +199,30 @@ class Policy:
     detections: Mapping[str, str]
     source: str
     fail_closed: FailClosed | None = None
+    selector: Selector | None = None        # None: the policy for what nothing selects
+    identity_labels: tuple[str, ...] = ()   # label/annotation keys copied onto events
+
+
+def select_policy(policies: Sequence[Policy], workload: Workload) -> int | None:
+    """Index of the policy that judges a workload: the matching selector with
+    the most terms, the earlier document at a tie; else the first policy
+    without a selector; else None."""
+    best, best_specificity = None, -1
+    for index, policy in enumerate(policies):
+        if policy.selector is not None and policy.selector.matches(workload) \
+                and policy.selector.specificity > best_specificity:
+            best, best_specificity = index, policy.selector.specificity
+    if best is not None:
+        return best
+    return next((i for i, p in enumerate(policies) if p.selector is None), None)
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read and validate a policy file; every failure is a PolicyError."""
+    return parse_policy(_read_policy_file(path), os.fspath(path))
+
+
+def _read_policy_file(path: str | os.PathLike[str]) -> str:
     source = os.fspath(path)
     try:
         data = Path(path).read_bytes()
@@ -158,7 +237,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         raise PolicyError([Problem(source, line, "<file>",
                                    f"not valid UTF-8 (byte 0x{data[exc.start]:02x} "
                                    f"at offset {exc.start})")]) from None
-    return parse_policy(text, source)
+    return text
 
 
 def parse_policy(text: str, source_name: str = "<string>") -> Policy:
@@ -169,6 +248,32 @@ def parse_policy(text: str, source_name: str = "<string>") -> Policy:
     if reader.problems or policy is None:
         raise PolicyError(sorted(reader.problems, key=lambda problem: problem.line))
     return policy
+
+
+def parse_policies(text: str, source_name: str = "<string>") -> tuple[Policy, ...]:
+    """Every policy of a file of one or more YAML documents (---), each
+    validated; policy names are unique within the file."""
+    reader = _Reader(source_name)
+    documents = reader.documents(text)
+    policies: list[Policy] = []
+    first_line: dict[str, int] = {}
+    for document in documents or ():
+        reader.rule_lines = {}  # rule names are unique within a policy
+        policy = reader.policy(document)
+        if policy.name in first_line:
+            reader.at(document, "metadata.name", f"duplicate policy name {policy.name!r} "
+                                                 f"(first at line {first_line[policy.name]})")
+        elif policy.name is not None:
+            first_line[policy.name] = _line(document)
+        policies.append(policy)
+    if reader.problems or not policies:
+        raise PolicyError(sorted(reader.problems, key=lambda problem: problem.line))
+    return tuple(policies)
+
+
+def load_policies(path: str | os.PathLike[str]) -> tuple[Policy, ...]:
+    """Read and validate a file of policies; every failure is a PolicyError."""
+    return parse_policies(_read_policy_file(path), os.fspath(path))
 
 
 def default_policy() -> Policy:
@@ -364,6 +469,17 @@ class _Reader:
 
     def document(self, text: str) -> Node | None:
         """The single YAML document of text, or None after recording why not."""
+        documents = self.documents(text)
+        if documents is None:
+            return None
+        if len(documents) > 1:
+            self.at(documents[1], "<document>", "more than one YAML document "
+                                                "(a policy file holds exactly one)")
+            return None
+        return documents[0]
+
+    def documents(self, text: str) -> list[Node] | None:
+        """The YAML documents of text (at least one), or None after recording why not."""
         try:
             documents = _compose_fast(text)
         except (yaml.YAMLError, RecursionError):
@@ -389,11 +505,7 @@ class _Reader:
             self.problem(1, "<document>", "the policy is empty (expected a mapping with "
                                           "apiVersion, kind, metadata and spec)")
             return None
-        if len(documents) > 1:
-            self.at(documents[1], "<document>", "more than one YAML document "
-                                                "(a policy file holds exactly one)")
-            return None
-        return documents[0]
+        return documents
 
     def yaml_problem(self, text: str, exc: yaml.MarkedYAMLError) -> None:
         # An error at the end of the stream is marked on the line after the
@@ -506,7 +618,7 @@ class _Reader:
         name = self.checked(metadata.get("name"), "metadata.name", _check_policy_name)
         spec = self.mapping(top.get("spec"), "spec",
                             ("defaultAction", "egress", "exec", "sockets", "detections",
-                             "failClosed"),
+                             "failClosed", "selector", "identityLabels"),
                             nullable=True)
         default_action = self.choice(spec.get("defaultAction"), "spec.defaultAction",
                                      "action", EGRESS_ACTIONS, Action.LOG)
@@ -519,9 +631,63 @@ class _Reader:
                                RAW_SOCKET_MODES, True)
         detections = self.detections(spec.get("detections"), "spec.detections")
         fail_closed = self.fail_closed(spec.get("failClosed"), "spec.failClosed")
+        selector = self.selector(spec.get("selector"), "spec.selector")
+        identity = self.strings(spec.get("identityLabels"), "spec.identityLabels", _check_word)
         return Policy(name=name, default_action=default_action, egress=egress,
                       exec_rules=exec_rules, deny_raw_sockets=deny_raw,
-                      detections=detections, source=self.source, fail_closed=fail_closed)
+                      detections=detections, source=self.source, fail_closed=fail_closed,
+                      selector=selector, identity_labels=identity)
+
+    def selector(self, node: Node | None, field: str) -> Selector | None:
+        if node is None or _is_null(node):
+            return None
+        keys = self.mapping(node, field, ("containerNames", "images", "labels", "namespaces",
+                                          "podLabels", "cgroupPaths"))
+        selector = Selector(
+            container_names=self.strings(keys.get("containerNames"), f"{field}.containerNames",
+                                         _check_word),
+            images=self.strings(keys.get("images"), f"{field}.images", _check_word),
+            labels=self.match_labels(keys.get("labels"), f"{field}.labels"),
+            namespaces=self.strings(keys.get("namespaces"), f"{field}.namespaces", _check_word),
+            pod_labels=self.label_selector(keys.get("podLabels"), f"{field}.podLabels"),
+            cgroup_paths=self.strings(keys.get("cgroupPaths"), f"{field}.cgroupPaths",
+                                      _check_word))
+        if isinstance(node, MappingNode) and selector.specificity == 0:
+            self.at(node, field, "a selector needs at least one term "
+                                 "(omit 'selector' for the policy of what nothing selects)")
+        return selector
+
+    def match_labels(self, node: Node | None, field: str) -> tuple[LabelRequirement, ...]:
+        if node is None or _is_null(node):
+            return ()
+        terms = []
+        for key, _key_node, value in self.pairs(node, field):
+            text = self.string(value, _child(field, key))
+            if text is not None:
+                terms.append(LabelRequirement(key, "In", (text,)))
+        return tuple(terms)
+
+    def label_selector(self, node: Node | None, field: str) -> tuple[LabelRequirement, ...]:
+        """A Kubernetes LabelSelector: matchLabels and matchExpressions."""
+        if node is None or _is_null(node):
+            return ()
+        keys = self.mapping(node, field, ("matchLabels", "matchExpressions"))
+        terms = list(self.match_labels(keys.get("matchLabels"), f"{field}.matchLabels"))
+        items = self.sequence(keys.get("matchExpressions"), f"{field}.matchExpressions",
+                              nullable=True)
+        for index, item in enumerate(items):
+            where = f"{field}.matchExpressions[{index}]"
+            parts = self.mapping(item, where, ("key", "operator", "values"),
+                                 required=("key", "operator"))
+            key = self.string(parts.get("key"), f"{where}.key")
+            operator = self.choice(parts.get("operator"), f"{where}.operator", "operator",
+                                   {op: op for op in LABEL_OPERATORS}, None)
+            values = self.strings(parts.get("values"), f"{where}.values", _check_word)
+            if operator in ("In", "NotIn") and not values and isinstance(item, MappingNode):
+                self.at(item, where, f"operator {operator} needs at least one value")
+            if key is not None and operator is not None:
+                terms.append(LabelRequirement(key, operator, tuple(values)))
+        return tuple(terms)
 
     def fail_closed(self, node: Node | None, field: str) -> FailClosed | None:
         """spec.failClosed: {afterSeconds: N, allow: [targets]}; absent means off."""
@@ -641,6 +807,12 @@ class _Reader:
             chosen[key] = self.choice(value, _child(field, key), "value",
                                       {word: word for word in allowed}, None)
         return types.MappingProxyType(chosen)
+
+
+def _check_word(text: str) -> str:
+    if not text:
+        raise _Invalid("must not be empty")
+    return text
 
 
 def _check_policy_name(text: str) -> str:

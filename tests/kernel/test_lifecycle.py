@@ -49,7 +49,8 @@ def test_ready_line_then_clean_stop_leaves_nothing(tmp_path):
             ready = agent.ready
             assert ready["kind"] == "agent" and ready["state"] == "ready"
             assert ready["policy"]["name"] == "default"
-            assert ready["cgroups"] == [{"id": cg.id, "path": cg.cgroup.relative}]
+            assert ready["cgroups"] == [{"id": cg.id, "path": cg.cgroup.relative,
+                                         "policy": "default"}]
             names = {p["name"] for p in guard_programs(settle_s=0)}
             assert {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
                     "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",

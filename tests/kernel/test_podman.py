@@ -73,10 +73,13 @@ def listener():
     lst.close()
 
 
-def run_container(containers, tmp_path, *argv, detach=False) -> tuple[str, subprocess.CompletedProcess]:
+def run_container(containers, tmp_path, *command, detach=False,
+                  options=()) -> tuple[str, subprocess.CompletedProcess]:
+    """podman run [options] IMAGE command; the id is recorded for removal."""
     cidfile = tmp_path / f"cid-{len(containers)}"
     result = subprocess.run([*PODMAN_RUN, "--cidfile", str(cidfile), *(["-d"] if detach else []),
-                             IMAGE, *argv], capture_output=True, text=True, timeout=120)
+                             *options, IMAGE, *command], capture_output=True, text=True,
+                            timeout=120)
     cid = cidfile.read_text().strip()
     containers.append(cid)
     return cid, result
@@ -165,3 +168,63 @@ def test_events_name_the_container_and_its_image(tmp_path, image, containers, li
         blocked = agent.wait_for(lambda e: e["kind"] == "connect"
                                  and e.get("container", {}).get("id") == cid)
         assert blocked["container"]["name"] == name and blocked["container"]["image"] == IMAGE
+
+
+SELECTED = f"""\
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: blockers
+spec:
+  selector:
+    labels: {{role: blocked}}
+  identityLabels: [episode]
+  defaultAction: allow
+  egress:
+    - name: blocked
+      action: block
+      to:
+        - cidr: 127.0.0.0/8
+          ports: [{PORT}]
+---
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: openers
+spec:
+  selector:
+    labels: {{role: open}}
+  defaultAction: log
+"""
+
+
+def test_containers_selected_by_labels_get_their_own_verdicts(tmp_path, image, containers,
+                                                             listener, podman_api):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(SELECTED)
+    with AgentProcess([], policy=policy, extra=["--runtime-socket", podman_api]) as agent:
+        blocked, _ = run_container(containers, tmp_path, "/bin/sleep", "120", detach=True,
+                                   options=["--label", "role=blocked", "--label", "episode=ep-7"])
+        opened, _ = run_container(containers, tmp_path, "/bin/sleep", "120", detach=True,
+                                  options=["--label", "role=open"])
+        # each starts under the fallback and moves once its labels are known
+        for cid, name in ((blocked, "blockers"), (opened, "openers")):
+            moved = agent.wait_for(lambda e, cid=cid: e["kind"] == "container"
+                                   and e["state"] == "selected"
+                                   and e["container"]["id"] == cid, timeout=20)
+            assert moved["policy"]["name"] == name
+        outcomes = {}
+        for cid in (blocked, opened):
+            probe = subprocess.run(["podman", "exec", cid, "nc", "127.0.0.1", str(PORT)],
+                                   capture_output=True, text=True, timeout=60,
+                                   stdin=subprocess.DEVNULL)
+            outcomes[cid] = "EPERM" if "Operation not permitted" in probe.stderr else "ok"
+        assert outcomes == {blocked: "EPERM", opened: "ok"}
+        refused = agent.wait_for(lambda e: e["kind"] == "connect"
+                                 and e.get("container", {}).get("id") == blocked)
+        assert refused["action"] == "block" and refused["policy"]["name"] == "blockers"
+        assert refused["identity"] == {"episode": "ep-7"}
+        logged = agent.wait_for(lambda e: e["kind"] == "connect"
+                                and e.get("container", {}).get("id") == opened)
+        assert logged["action"] == "log" and logged["policy"]["name"] == "openers"
+        assert "identity" not in logged

@@ -168,7 +168,8 @@ def test_status_reports_the_running_agent(tmp_path):
             status = json.loads(result.stdout)
             assert status["policy"] == {"name": "status-test", "source": str(policy),
                                         "generation": 1}
-            assert status["cgroups"] == [{"id": cg.id, "path": cg.cgroup.relative}]
+            assert status["cgroups"] == [{"id": cg.id, "path": cg.cgroup.relative,
+                                          "policy": "status-test"}]
             assert status["enforcement"] == "cgroup+raw_tracepoint"
             assert status["pid"] == agent.proc.pid
             assert {"events_sent", "events_lost", "verdict_block"} <= set(status["counters"])

@@ -408,3 +408,60 @@ def test_example_with_one_value_replaced_raises_only_policy_error(data):
     if key is not None:
         node[key] = data.draw(yamlish)
     parse_and_compile(yaml.safe_dump(document))
+
+
+# --- policy sets and selectors ----------------------------------------------
+
+SET = """\
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata: {name: everyone}
+spec: {}
+---
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata: {name: agents}
+spec:
+  selector:
+    containerNames: ["agent-*"]
+---
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata: {name: rl-agents}
+spec:
+  selector:
+    containerNames: ["agent-*"]
+    podLabels:
+      matchLabels: {team: rl}
+      matchExpressions:
+        - {key: tier, operator: NotIn, values: [prod]}
+  identityLabels: [sandbox.example/episode]
+"""
+
+
+def test_the_most_specific_selector_wins_and_the_rest_fall_back():
+    from guard.policy import Workload, parse_policies, select_policy
+
+    policies = parse_policies(SET, "set.yaml")
+    assert [p.name for p in policies] == ["everyone", "agents", "rl-agents"]
+    assert policies[2].identity_labels == ("sandbox.example/episode",)
+    rl = Workload("/c", container_name="agent-1", namespace="ns", pod_labels={"team": "rl"})
+    assert select_policy(policies, rl) == 2
+    prod = Workload("/c", container_name="agent-1", pod_labels={"team": "rl", "tier": "prod"})
+    assert select_policy(policies, prod) == 1       # NotIn excludes it: the next best
+    assert select_policy(policies, Workload("/c", container_name="web")) == 0
+    assert select_policy(policies[1:], Workload("/c")) is None   # no fallback in the set
+
+
+def test_policy_set_problems_name_their_document_line():
+    from guard.policy import parse_policies
+
+    bad = SET.replace("name: agents", "name: everyone").replace("operator: NotIn",
+                                                                "operator: Sometimes")
+    with pytest.raises(PolicyError) as caught:
+        parse_policies(bad, "set.yaml")
+    text = "\n".join(map(str, caught.value.problems))
+    assert "set.yaml:6: metadata.name: duplicate policy name 'everyone' (first at line 1)" in text
+    assert "invalid operator 'Sometimes'" in text
+    with pytest.raises(PolicyError, match="a selector needs at least one term"):
+        parse_policies(SET.replace('containerNames: ["agent-*"]\n---', "{}\n---"), "set.yaml")
