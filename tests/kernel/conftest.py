@@ -59,6 +59,25 @@ def listener():
     lst.close()
 
 
+def port_block_policy(name: str, port: int, extra_spec: str = "") -> str:
+    """A policy that blocks TCP and UDP to one loopback port and allows the rest
+    (extra_spec: more lines under spec, indented two spaces)."""
+    return f"""\
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: {name}
+spec:
+  defaultAction: allow
+{extra_spec}  egress:
+    - name: blocked
+      action: block
+      to:
+        - cidr: 127.0.0.0/8
+          ports: [{port}]
+"""
+
+
 # A client run inside a cgroup: prints "ok" or the errno name of the failure.
 CONNECT_CLIENT = """
 import errno, socket, sys

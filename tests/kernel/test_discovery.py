@@ -11,23 +11,11 @@ from guard.sandbox import TempCgroup
 from tests.unit.test_kubernetes_pods import UID_A, ReplayServer
 
 from .agentproc import AgentProcess
+from .conftest import port_block_policy
 from .test_reload import AcceptingListener
 
 PORT = 29901
-POLICY = f"""\
-apiVersion: egress-guard/v1
-kind: EgressPolicy
-metadata:
-  name: containers
-spec:
-  defaultAction: allow
-  egress:
-    - name: blocked
-      action: block
-      to:
-        - cidr: 127.0.0.0/8
-          ports: [{PORT}]
-"""
+POLICY = port_block_policy("containers", PORT)
 
 CONNECT = f"import socket; print(socket.socket().connect_ex(('127.0.0.1', {PORT})))"
 CONNECT_WITH_PID = ("import os, socket; "

@@ -13,6 +13,7 @@ import pytest
 from guard.control import request
 
 from .agentproc import AgentProcess
+from .conftest import port_block_policy
 from .test_reload import AcceptingListener
 
 PORT = 29902
@@ -21,20 +22,7 @@ IMAGE = "localhost/egress-guard-test-busybox:latest"
 # raising limits this machine does not grant
 PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--network", "host",
               "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
-POLICY = f"""\
-apiVersion: egress-guard/v1
-kind: EgressPolicy
-metadata:
-  name: containers
-spec:
-  defaultAction: allow
-  egress:
-    - name: blocked
-      action: block
-      to:
-        - cidr: 127.0.0.0/8
-          ports: [{PORT}]
-"""
+POLICY = port_block_policy("containers", PORT)
 
 
 @pytest.fixture(scope="module")
@@ -170,22 +158,11 @@ def test_events_name_the_container_and_its_image(tmp_path, image, containers, li
         assert blocked["container"]["name"] == name and blocked["container"]["image"] == IMAGE
 
 
-SELECTED = f"""\
-apiVersion: egress-guard/v1
-kind: EgressPolicy
-metadata:
-  name: blockers
-spec:
+SELECTED = port_block_policy("blockers", PORT, extra_spec="""\
   selector:
-    labels: {{role: blocked}}
+    labels: {role: blocked}
   identityLabels: [episode]
-  defaultAction: allow
-  egress:
-    - name: blocked
-      action: block
-      to:
-        - cidr: 127.0.0.0/8
-          ports: [{PORT}]
+""") + """\
 ---
 apiVersion: egress-guard/v1
 kind: EgressPolicy
@@ -193,7 +170,7 @@ metadata:
   name: openers
 spec:
   selector:
-    labels: {{role: open}}
+    labels: {role: open}
   defaultAction: log
 """
 
