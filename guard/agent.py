@@ -34,7 +34,7 @@ from .containers import container_of, is_container_cgroup
 from .events import CgroupRecord, DecodeError, ExecRecord, decode
 from .maps import Maps
 from .kubernetes import PodInfo, PodWatcher
-from .metadata import DEFAULT_SOCKETS, MetadataCache, describe_container
+from .metadata import DEFAULT_SOCKETS, ContainerInfo, MetadataCache, describe_container
 from .metrics import MetricsServer
 from .output import Clock, EventWriter, describe
 from .policy import (Policy, PolicyError, Problem, Workload, default_policy, load_policies,
@@ -216,7 +216,7 @@ class Agent:
         """What selectors may ask of a cgroup: its path, and its container's
         name, image and labels, and its pod's namespace and labels, once known."""
         ref = container_of(cgroup_path)
-        info = self.metadata.get(ref.id) if ref and self.metadata else None
+        info = self._container_info(ref.id) if ref else None
         pod = self._pod(cgroup_path)
         return Workload(cgroup_path=cgroup_path,
                         container_name=info.name if info else None,
@@ -273,11 +273,21 @@ class Agent:
         ref = container_of(cgroup_path) if cgroup_path and self.pods else None
         return self.pods.get(ref.pod_uid) if ref else None
 
+    def _container_info(self, container_id: str) -> ContainerInfo | None:
+        """Name, image and labels: from the runtime's API, else (CRI runtimes
+        under Kubernetes) from the pod's container statuses."""
+        info = self.metadata.get(container_id) if self.metadata else None
+        if info is None and self.pods is not None:
+            known = self.pods.container(container_id)
+            if known is not None:
+                info = ContainerInfo(name=known.name, image=known.image)
+        return info
+
     def _container(self, cgroup_path: str | None) -> dict[str, Any] | None:
         ref = container_of(cgroup_path) if cgroup_path else None
         if ref is None:
             return None
-        return describe_container(ref.as_dict(), self.metadata.get(ref.id))
+        return describe_container(ref.as_dict(), self._container_info(ref.id))
 
     def _on_cgroup(self, record: CgroupRecord) -> None:
         """Discovery: guard a container's cgroup as it appears, free it as it goes."""

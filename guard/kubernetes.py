@@ -53,6 +53,29 @@ def in_cluster_api() -> tuple[str | None, str | None, str | None]:
     return f"https://{host}:{port}", token, f"{SERVICE_ACCOUNT}/ca.crt"
 
 
+@dataclass(frozen=True)
+class PodContainer:
+    """A container of a pod, as the kubelet reports it (status.containerStatuses):
+    how CRI runtimes' containers (containerd, CRI-O) get their names and images."""
+    name: str
+    image: str
+    pod_uid: str
+
+
+def _container_statuses(uid: str, item: Any) -> dict[str, PodContainer]:
+    status = item.get("status") if isinstance(item, dict) else None
+    found = {}
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for entry in (status or {}).get(key) or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("containerID"), str):
+                continue
+            # "containerd://ID", "cri-o://ID", "docker://ID"
+            container_id = entry["containerID"].rpartition("://")[2]
+            found[container_id] = PodContainer(name=str(entry.get("name", "")),
+                                               image=str(entry.get("image", "")), pod_uid=uid)
+    return found
+
+
 def _strings(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
@@ -82,6 +105,7 @@ class PodWatcher:
             self._context = ssl.create_default_context(
                 cafile=ca_file if ca_file and os.path.exists(ca_file) else None)
         self._pods: dict[str, PodInfo] = {}
+        self._containers: dict[str, PodContainer] = {}
         self._stop = threading.Event()
         self.synced = threading.Event()  # the first list has arrived
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -89,6 +113,9 @@ class PodWatcher:
 
     def get(self, uid: str | None) -> PodInfo | None:
         return self._pods.get(uid) if uid else None
+
+    def container(self, container_id: str) -> PodContainer | None:
+        return self._containers.get(container_id)
 
     def close(self) -> None:
         """Stop watching. The thread may still sit in a read of the watch
@@ -120,8 +147,13 @@ class PodWatcher:
     def _list(self) -> str:
         with self._open(self._url()) as reply:
             body = orjson.loads(reply.read())
-        pods = dict(filter(None, (_pod(item) for item in body.get("items") or [])))
-        self._pods = pods
+        pods, containers = {}, {}
+        for item in body.get("items") or []:
+            entry = _pod(item)
+            if entry is not None:
+                pods[entry[0]] = entry[1]
+                containers.update(_container_statuses(entry[0], item))
+        self._pods, self._containers = pods, containers
         self.synced.set()
         return str((body.get("metadata") or {}).get("resourceVersion", ""))
 
@@ -141,5 +173,8 @@ class PodWatcher:
                 uid, info = entry
                 if kind == "DELETED":
                     self._pods.pop(uid, None)
+                    for container_id in _container_statuses(uid, obj):
+                        self._containers.pop(container_id, None)
                 elif kind in ("ADDED", "MODIFIED"):
                     self._pods[uid] = info
+                    self._containers.update(_container_statuses(uid, obj))

@@ -8,7 +8,7 @@ import secrets
 
 from guard.control import request
 from guard.sandbox import TempCgroup
-from tests.unit.test_kubernetes_pods import UID_A, ReplayServer
+from tests.unit.test_kubernetes_pods import CONTAINER_A, UID_A, ReplayServer
 
 from .agentproc import AgentProcess
 from .conftest import port_block_policy
@@ -107,7 +107,7 @@ def test_events_of_a_pod_carry_its_kubernetes_metadata(tmp_path):
     policy.write_text(POLICY)
     listener = AcceptingListener(PORT)
     api = ReplayServer()
-    cid = container_id()
+    cid = CONTAINER_A  # the id the pod's containerStatuses name
     try:
         # the kubelet's cgroupfs layout, below a parent of the test's own
         with TempCgroup("egress-guard-test") as parent, \
@@ -130,7 +130,9 @@ def test_events_of_a_pod_carry_its_kubernetes_metadata(tmp_path):
                 assert event["k8s"]["namespace"] == "agents"
                 assert event["k8s"]["pod"] == "agent-a"
                 assert event["k8s"]["labels"]["app"] == "agent"  # "team" changes by watch
-                assert event["container"] == {"id": cid, "runtime": "kubernetes"}
+                # a CRI runtime's container: named by the pod's container status
+                assert event["container"] == {"id": cid, "runtime": "kubernetes", "name": "agent",
+                                              "image": "registry.example/agents/rl:1.4"}
     finally:
         api.close()
         listener.close()

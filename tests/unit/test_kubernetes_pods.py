@@ -15,13 +15,18 @@ from guard.kubernetes import PodWatcher
 
 UID_A = "1b2c3d4e-1111-2222-3333-444455556666"
 UID_B = "9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff"
+CONTAINER_A = "c0ffee" + "0" * 54 + "a11a"  # 64 hex digits, as runtimes name them
 
 
 def pod(uid, name, labels, namespace="agents"):
+    statuses = [{"name": "agent", "image": "registry.example/agents/rl:1.4",
+                 "containerID": f"containerd://{CONTAINER_A}", "ready": True}] \
+        if uid == UID_A else []
     return {"metadata": {"name": name, "namespace": namespace, "uid": uid,
                          "resourceVersion": "100", "labels": labels,
                          "annotations": {"sandbox.example/episode": "ep-42"}},
-            "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}}
+            "spec": {"nodeName": "node-1"},
+            "status": {"phase": "Running", "containerStatuses": statuses}}
 
 
 LIST = {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "100"},
@@ -104,6 +109,9 @@ def test_list_then_watch(server):
                                                 "labels": {"app": "agent", "team": "rl"}}
         wait_until(lambda: watcher.get(UID_A).labels.get("team") == "eval")
         assert watcher.get(UID_A).annotations == {"sandbox.example/episode": "ep-42"}
+        known = watcher.container(CONTAINER_A)
+        assert (known.name, known.image, known.pod_uid) == (
+            "agent", "registry.example/agents/rl:1.4", UID_A)
         wait_until(lambda: len(server.requests) >= 2 and watcher.get(UID_B) is None)
         first, watch = server.requests[:2]
         assert first["fieldSelector"] == ["spec.nodeName=node-1"]
