@@ -7,7 +7,7 @@ agent counts and reports it instead of crashing.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
+import socket
 import struct
 import sys
 from dataclasses import dataclass
@@ -21,6 +21,13 @@ _FILENAME = slice(abi.ExecEvent.filename.offset, abi.ExecEvent.filename.offset +
 _EXE = slice(abi.ExecEvent.exe.offset, abi.ExecEvent.exe.offset + abi.PATH_MAX)
 # value -> member, indexed: cheaper than calling the enum class per field
 _KINDS = {int(k): k for k in abi.EventKind}
+_PROTOS = {int(p): p for p in abi.Proto}
+_HOOKS = {int(h): h for h in abi.Hook}
+_CONNECT_FAMILY = abi.ConnectEvent.family.offset
+_CONNECT_ADDR = abi.ConnectEvent.addr.offset
+# family, proto, hook, _pad0, port of struct guard_connect_event
+_CONNECT_FIXED = struct.Struct("=BBBBH")
+assert _CONNECT_FIXED.size == abi.ConnectEvent._pad1.offset - _CONNECT_FAMILY
 # flags, exe_size, argv_size of struct guard_exec_event, in host byte order
 _EXEC_FIXED = struct.Struct("=IHH")
 assert _EXEC_FIXED.size == _FILENAME.start - _EXEC_FLAGS
@@ -123,15 +130,16 @@ def _exec(data: bytes) -> ExecRecord:
 
 
 def _connect(data: bytes) -> ConnectRecord:
-    ev = abi.ConnectEvent.from_buffer_copy(data)
-    raw = bytes(ev.addr)
-    ip = ipaddress.IPv4Address(raw[:4]) if ev.family == 4 else ipaddress.IPv6Address(raw)
-    try:
-        proto, hook = abi.Proto(ev.proto), abi.Hook(ev.hook)
-    except ValueError as exc:
-        raise DecodeError(str(exc)) from None
-    return ConnectRecord(header=_header(data), family=ev.family, proto=proto, hook=hook,
-                         ip=str(ip), port=ev.port)
+    # one event per connect of a guarded cgroup: the fields are read by offset
+    family, proto, hook, _pad, port = _CONNECT_FIXED.unpack_from(data, _CONNECT_FAMILY)
+    if proto not in _PROTOS or hook not in _HOOKS or family not in (4, 6):
+        raise DecodeError(f"bad connect record (family {family}, proto {proto}, hook {hook})")
+    if family == 4:
+        ip = socket.inet_ntop(socket.AF_INET, data[_CONNECT_ADDR:_CONNECT_ADDR + 4])
+    else:
+        ip = socket.inet_ntop(socket.AF_INET6, data[_CONNECT_ADDR:_CONNECT_ADDR + 16])
+    return ConnectRecord(header=_header(data), family=family, proto=_PROTOS[proto],
+                         hook=_HOOKS[hook], ip=ip, port=port)
 
 
 def _socket(data: bytes) -> SocketRecord:
