@@ -37,6 +37,8 @@ def test_installed_package_has_objects_and_runs_without_the_tree(tmp_path):
     assert {"exec.bpf.o", "sock_addr.bpf.o", "sock_create.bpf.o", "socket_syscall.bpf.o",
             "probes.bpf.o"} <= objects
     assert (package / "data" / "default-policy.yaml").is_file()
+    assert (package / "data" / "miners.yaml").is_file()
+    assert (package / "classify" / "ssh.py").is_file()
     script = Path(sys.executable).parent / "egress-guard"
     assert script.is_file()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GUARD_OBJECTS_DIR")}
