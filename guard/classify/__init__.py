@@ -30,3 +30,15 @@ class Finding:
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "dialect": self.dialect, "confidence": self.confidence,
                 "evidence": dict(self.evidence)}
+
+
+def http_head_fields(head: str, max_headers: int = 63) -> tuple[str, dict[str, str]]:
+    """The start line and lower-cased headers (first occurrence wins) of an
+    HTTP/1 head, already cut at its blank line and decoded."""
+    lines = head.split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:max_headers + 1]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers.setdefault(name.strip().lower(), value.strip())
+    return lines[0], headers

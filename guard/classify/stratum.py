@@ -49,7 +49,7 @@ from typing import Any
 
 import orjson
 
-from guard.classify import Finding
+from guard.classify import Finding, http_head_fields
 from guard.classify.miner import Indicators, load_indicators
 
 #: Bytes of a sample looked at: first messages are small (XMRig's login is
@@ -389,13 +389,7 @@ _HTTP_JSON_METHODS = _GETWORK_METHODS | {"eth_submitLogin"}
 
 
 def _http_headers(head: bytes) -> tuple[str, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    headers: dict[str, str] = {}
-    for line in lines[1:64]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.setdefault(name.strip().lower(), value.strip())
-    return lines[0], headers
+    return http_head_fields(head.decode("latin-1"))
 
 
 def _http_request(data: bytes) -> list[Finding]:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from guard.classify import Finding
+from guard.classify import Finding, http_head_fields
 
 #: How much of a payload or a script is looked at: first flights are small,
 #: and a bound keeps hostile input from costing more than it is worth.
@@ -729,14 +729,7 @@ def _http_head(data: bytes) -> tuple[str, dict[str, str]] | None:
     """Start line and lower-cased headers of an HTTP/1 message at the start of data."""
     if not (data.startswith(_HTTP_METHODS) or data.startswith(b"HTTP/1.")):
         return None
-    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    lines = head.split("\r\n")
-    headers: dict[str, str] = {}
-    for line in lines[1:64]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.setdefault(name.strip().lower(), value.strip())
-    return lines[0], headers
+    return http_head_fields(data.split(b"\r\n\r\n", 1)[0].decode("latin-1"))
 
 
 def _http_host(data: bytes) -> str | None:
