@@ -124,6 +124,7 @@ class Agent:
         self._active_ids: list[int] = []        # its policy ids, fail-closed twins included
         self._slot_of: dict[int, int] = {}      # guarded cgroup id -> slot
         self._waiting: dict[int, Cgroup] = {}   # containers no policy selects (yet)
+        self._seen_facts = (0, 0)               # metadata and pod versions last selected on
         self._retiring: list[tuple[float, int]] = []  # (remove after, generation)
         self._pending: list[bytes] = []
         self._stopping = False
@@ -173,8 +174,15 @@ class Agent:
             if self._control_path:
                 self._control = ControlServer(self._control_path)
             if self._metrics_address:
-                self._metrics = MetricsServer(*self._metrics_address, snapshot=self.metrics,
-                                              ready=lambda: self._ready)
+                try:
+                    self._metrics = MetricsServer(*self._metrics_address, snapshot=self.metrics,
+                                                  ready=lambda: self._ready)
+                except OSError as exc:  # the address is taken or not ours
+                    raise AgentError(f"metrics on {self._metrics_address[0]}:"
+                                     f"{self._metrics_address[1]}: {exc.strerror}") from None
+        except AgentError:
+            self.stop()
+            raise
         except libbpf.LibbpfError as exc:
             self.stop()
             detail = f" ({exc.log[-1]})" if exc.log else ""
@@ -182,9 +190,6 @@ class Agent:
         except ControlError as exc:
             self.stop()
             raise AgentError(str(exc)) from None
-        except OSError as exc:  # the metrics address is taken or not ours
-            self.stop()
-            raise AgentError(f"metrics on {self._metrics_address}: {exc.strerror}") from None
         except BaseException:
             self.stop()  # whatever failed half-way, nothing new stays attached
             raise
@@ -224,6 +229,17 @@ class Agent:
                         labels=info.labels if info else {},
                         namespace=pod.namespace if pod else None,
                         pod_labels=pod.labels if pod else None)
+
+    def _facts_version(self) -> tuple[int, int]:
+        return (self.metadata.version if self.metadata else 0,
+                self.pods.version if self.pods else 0)
+
+    def _reselect_if_news(self) -> None:
+        """Selection only changes when names, labels or pods do."""
+        version = self._facts_version()
+        if version != self._seen_facts:
+            self._seen_facts = version
+            self._reselect()
 
     def _reselect(self) -> None:
         """Move cgroups whose selecting policy changed (metadata arrived, or a
@@ -501,7 +517,7 @@ class Agent:
 
     def _tick(self, now: float) -> None:
         self._maps.heartbeat(self._heartbeat_timeout_ms)
-        self._reselect()
+        self._reselect_if_news()
         self._retire_due(now)
         if self._reload_requested:
             self._reload_requested = False

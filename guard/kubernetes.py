@@ -106,6 +106,7 @@ class PodWatcher:
                 cafile=ca_file if ca_file and os.path.exists(ca_file) else None)
         self._pods: dict[str, PodInfo] = {}
         self._containers: dict[str, PodContainer] = {}
+        self.version = 0  # grows with every list and watch event, so callers can tell news
         self._stop = threading.Event()
         self.synced = threading.Event()  # the first list has arrived
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -154,6 +155,7 @@ class PodWatcher:
                 pods[entry[0]] = entry[1]
                 containers.update(_container_statuses(entry[0], item))
         self._pods, self._containers = pods, containers
+        self.version += 1
         self.synced.set()
         return str((body.get("metadata") or {}).get("resourceVersion", ""))
 
@@ -178,3 +180,4 @@ class PodWatcher:
                 elif kind in ("ADDED", "MODIFIED"):
                     self._pods[uid] = info
                     self._containers.update(_container_statuses(uid, obj))
+                self.version += 1

@@ -72,6 +72,7 @@ class MetadataCache:
     def __init__(self, sockets: list[str] | tuple[str, ...]):
         self._sockets = [s for s in sockets if s]
         self._known: dict[str, ContainerInfo] = {}
+        self.version = 0  # grows with every answer, so callers can tell news
         self._asked: set[str] = set()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, daemon=True)
@@ -97,6 +98,7 @@ class MetadataCache:
                 info = inspect(path, container_id)
                 if info is not None:
                     self._known[container_id] = info
+                    self.version += 1
                     break
 
     def close(self) -> None:
