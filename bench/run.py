@@ -66,25 +66,30 @@ def policy_with_cidrs(path: Path, count: int, default_action: str) -> None:
 
 
 class Agent:
-    """`egress-guard run` as a subprocess; events go to /dev/null."""
+    """`egress-guard run` as a subprocess writing its events to a file, as a
+    deployment would (a pipe to a reader process would compete for the same
+    cores as the measured loop)."""
 
     def __init__(self, policy: Path | None, cgroup: Path):
-        argv = [sys.executable, "-m", "guard", "run", "--cgroup", str(cgroup)]
+        self.events = Path(tempfile.mkdtemp(prefix="egress-guard-bench-")) / "events.jsonl"
+        argv = [sys.executable, "-m", "guard", "run", "--cgroup", str(cgroup),
+                "--events", str(self.events),
+                "--control-socket", str(self.events.parent / "agent.sock")]
         if policy:
             argv += ["--policy", str(policy)]
         self.argv = argv
 
     def __enter__(self):
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, cwd=ROOT,
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT,
                                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        first = self.proc.stdout.readline()
+        deadline = self.started + 60
+        while not (self.events.exists() and b'"ready"' in self.events.read_bytes()[:4096]):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError("agent did not become ready")
+            time.sleep(0.005)
         self.startup_s = time.monotonic() - self.started
-        if b'"ready"' not in first:
-            self.proc.kill()
-            raise RuntimeError(f"agent did not become ready: {first!r}")
-        # keep reading so the agent never blocks on a full pipe
-        self._drain = subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=subprocess.DEVNULL)
         return self
 
     def rss_kib(self, field: str = "VmRSS") -> int:
@@ -93,7 +98,7 @@ class Agent:
     def __exit__(self, *exc):
         self.proc.terminate()
         self.proc.wait(timeout=30)
-        self._drain.wait(timeout=10)
+        shutil.rmtree(self.events.parent, ignore_errors=True)
 
 
 def per_op_ns(cg: TempCgroup, argv: list[str], ops: int) -> float:

@@ -40,9 +40,11 @@ class ProcessTable:
         if info is not None:
             self._by_pid.move_to_end(pid)
             return info
+        # remembered even when /proc had nothing (the process is gone): a
+        # burst of its events must not read /proc once each. A pid reused by
+        # a new program in a guarded cgroup is replaced by its exec event.
         info = self._from_proc(pid)
-        if info.exe is not None or info.argv:
-            self._remember(pid, info)
+        self._remember(pid, info)
         return info
 
     def _remember(self, pid: int, info: ProcessInfo) -> None:
