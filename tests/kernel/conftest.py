@@ -59,9 +59,10 @@ def listener():
     lst.close()
 
 
-def port_block_policy(name: str, port: int, extra_spec: str = "") -> str:
-    """A policy that blocks TCP and UDP to one loopback port and allows the rest
-    (extra_spec: more lines under spec, indented two spaces)."""
+def port_block_policy(name: str, port: int, extra_spec: str = "", action: str = "block") -> str:
+    """A policy whose rule "blocked" gives action (block unless told) to TCP and
+    UDP for one loopback port and allows the rest (extra_spec: more lines
+    under spec, indented two spaces). Its action is on line 9."""
     return f"""\
 apiVersion: egress-guard/v1
 kind: EgressPolicy
@@ -71,7 +72,7 @@ spec:
   defaultAction: allow
 {extra_spec}  egress:
     - name: blocked
-      action: block
+      action: {action}
       to:
         - cidr: 127.0.0.0/8
           ports: [{port}]

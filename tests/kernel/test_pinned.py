@@ -13,6 +13,7 @@ from guard.bpf.loader import remove_pins
 from guard.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
+from .conftest import port_block_policy
 from .test_lifecycle import cgroup_attachments, egress_guard, guard_programs
 from .test_reload import AcceptingListener
 
@@ -21,28 +22,15 @@ PROGRAMS = {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
             "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",
             "guard_cgroup_mkdir", "guard_cgroup_rmdir"}
 
-POLICY = f"""\
-apiVersion: egress-guard/v1
-kind: EgressPolicy
-metadata:
-  name: pinned
-spec:
-  defaultAction: allow
-  egress:
-    - name: blocked-port
-      action: block
-      to:
-        - cidr: 127.0.0.0/8
-          ports: [{BLOCKED}]
-"""
+POLICY = port_block_policy("pinned", BLOCKED)
 
-FAIL_CLOSED = POLICY + f"""\
+FAIL_CLOSED = port_block_policy("pinned", BLOCKED, extra_spec=f"""\
   failClosed:
     afterSeconds: 1
     allow:
       - cidr: 127.0.0.1/32
         ports: [{ALLOWED}]
-"""
+""")
 
 
 @pytest.fixture

@@ -16,23 +16,10 @@ from guard.control import request
 from guard.sandbox import TempCgroup
 
 from .agentproc import ROOT, AgentProcess
+from .conftest import port_block_policy
 
 PORT = 29701
 
-POLICY = """\
-apiVersion: egress-guard/v1
-kind: EgressPolicy
-metadata:
-  name: {name}
-spec:
-  defaultAction: allow
-  egress:
-    - name: the-port
-      action: {action}
-      to:
-        - cidr: 127.0.0.0/8
-          ports: [{port}]
-"""
 
 # Connects in a tight loop until the deadline; prints run-lengths of outcomes.
 CONNECT_LOOP = """
@@ -86,7 +73,7 @@ def listener():
 
 
 def write_policy(path, name, action):
-    path.write_text(POLICY.format(name=name, action=action, port=PORT))
+    path.write_text(port_block_policy(name, PORT, action=action))
     return path
 
 
@@ -120,7 +107,7 @@ def test_reload_under_load_switches_exactly_once(tmp_path, listener):
 def test_invalid_policy_keeps_the_old_one_and_names_the_line(tmp_path, listener):
     old = write_policy(tmp_path / "old.yaml", "old", "block")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(POLICY.format(name="bad", action="explode", port=PORT))
+    bad.write_text(port_block_policy("bad", PORT, action="explode"))
     with TempCgroup("egress-guard-test") as cg:
         with AgentProcess([str(cg.path)], policy=old) as agent:
             result = egress_guard("policy", "reload", str(bad), "--socket", agent.control_socket)
