@@ -7,7 +7,6 @@ of OpenSSH 9.2 where it can print them.
 """
 from __future__ import annotations
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -16,6 +15,7 @@ from guard.classify.ssh import (
     Address, classify_ssh, classify_ssh_banner, effective_forwards, evaluate_ssh, parse_forward,
     parse_ssh_argv, read_ssh_config, split_config_line,
 )
+from tests.unit.classify_checks import assert_json
 
 
 def fake_root(files: dict[str, str]):
@@ -827,12 +827,6 @@ CONFIG_LINES = st.sampled_from([
     "Tunnel yes", "TunnelDevice 1:2", "ClearAllForwardings yes", '"', "=", "#", "Host \"a b",
 ])
 CONFIG_TEXT = st.lists(st.one_of(CONFIG_LINES, st.text(max_size=40)), max_size=20).map("\n".join)
-
-
-def assert_json(findings):
-    for finding in findings:
-        assert isinstance(finding, Finding)
-        orjson.dumps(finding.as_dict())
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import ssl
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -14,6 +13,7 @@ from guard.classify.tunnels import (
     classify_reverse_shell, classify_tunnel_exec, classify_tunnel_payload, tunnel_name,
     unwrap_launchers,
 )
+from tests.unit.classify_checks import assert_json
 
 
 def only(findings: list[Finding]) -> Finding:
@@ -492,12 +492,6 @@ WORDS = st.sampled_from([
     "'", '"', "\\", "|", ";", "&&", "$(", "`", "{fd}<>", "5<>", "0<&5"])
 ARGV = st.lists(st.one_of(WORDS, st.text(max_size=40)), max_size=12)
 SHELL_TEXT = st.lists(st.one_of(WORDS, st.text(max_size=20)), max_size=30).map(" ".join)
-
-
-def assert_json(findings):
-    for finding in findings:
-        assert isinstance(finding, Finding)
-        orjson.dumps(finding.as_dict())
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
