@@ -23,6 +23,15 @@ const volatile struct guard_abi_anchor {
 	enum guard_exec_flags exec_flags;
 	enum guard_cgroup_op cgroup_op;
 	enum guard_config_flags config_flags;
+	enum guard_exec_hold exec_hold;
+	enum guard_detect_flags detect_flags;
+	enum guard_anchor_kind anchor_kind;
+	enum guard_sample_kind sample_kind;
+	enum guard_payload_flags payload_flags;
+	struct guard_payload_event payload_event;
+	struct guard_stdio_socket_event stdio_socket_event;
+	struct guard_flow_verdict flow_verdict;
+	struct guard_proc_verdict proc_verdict;
 	struct guard_exec_event exec_event;
 	struct guard_connect_event connect_event;
 	struct guard_socket_event socket_event;
@@ -151,9 +160,34 @@ static __always_inline void judge_exec(struct exec_scratch *s, __u32 policy_id,
 	s->key.match = match;
 	bpf_probe_read_kernel(s->key.str, len & PATH_MASK, str);
 	verdict = bpf_map_lookup_elem(&eg_exec_rules, &s->key);
+	if (!verdict)
+		return;
+	/* hold requests add up; entries without a rule only carry those */
+	best->flags |= verdict->flags;
+	if (verdict->rule_id == GUARD_RULE_NONE)
+		return;
 	/* kill beats log; at equal actions the first lookup wins */
-	if (verdict && (best->rule_id == GUARD_RULE_NONE || verdict->action > best->action))
-		*best = *verdict;
+	if (best->rule_id == GUARD_RULE_NONE || verdict->action > best->action) {
+		best->action = verdict->action;
+		best->rule_id = verdict->rule_id;
+	}
+}
+
+static __always_inline int must_hold(struct exec_scratch *s, __u8 flags, __u64 argv_size)
+{
+	struct guard_config *config;
+	__u32 zero = 0;
+
+	if (!(flags & (GUARD_HOLD_ALWAYS | GUARD_HOLD_IF_ANCHOR)))
+		return 0;
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!agent_alive(config))
+		return 0;
+	if (flags & GUARD_HOLD_ALWAYS)
+		return 1;
+	return has_anchor((const __u8 *)s->ev.argv,
+			  argv_size < GUARD_ARGV_SCAN ? argv_size : GUARD_ARGV_SCAN,
+			  GUARD_ANCHOR_ARGV);
 }
 
 /*
@@ -196,8 +230,6 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 		   s->ev.exe_size - exe_base, &verdict);
 	judge_exec(s, policy_id, GUARD_EXEC_MATCH_NAME, &s->ev.filename[file_base],
 		   file_len - file_base, &verdict);
-	if (verdict.action == GUARD_ACTION_KILL)
-		bpf_send_signal(SIGKILL);
 	count_verdict(verdict.action);
 
 	arg_start = BPF_CORE_READ(task, mm, arg_start);
@@ -210,6 +242,18 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 	if (bpf_probe_read_user(s->ev.argv, argv_size, (void *)arg_start))
 		argv_size = 0;
 	s->ev.argv_size = argv_size;
+
+	if (verdict.action == GUARD_ACTION_KILL) {
+		bpf_send_signal(SIGKILL);
+	} else if (must_hold(s, verdict.flags, argv_size)) {
+		/*
+		 * Stopped before its first instruction, like the kill above:
+		 * userspace reads the argv (and the ssh config it names), then
+		 * lets it go on, refuses its connects, or kills it.
+		 */
+		bpf_send_signal(SIGSTOP);
+		s->ev.flags |= GUARD_EXEC_HELD;
+	}
 
 	size = offsetof(struct guard_exec_event, argv) + argv_size;
 	if (size > sizeof(s->ev))

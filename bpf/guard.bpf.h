@@ -23,6 +23,7 @@
 #define AF_INET6 10
 #define AF_PACKET 17
 #define SIGKILL 9
+#define SIGSTOP 19
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -91,6 +92,30 @@ struct {
 	__type(key, struct guard_exec_key);
 	__type(value, struct guard_exec_verdict);
 } eg_exec_rules SEC(".maps");
+
+/* socket cookie -> struct guard_flow_verdict: userspace's answer to a sample */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct guard_flow_verdict);
+} eg_flow_verdicts SEC(".maps");
+
+/* tgid -> struct guard_proc_verdict: processes whose connects a detection refuses */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct guard_proc_verdict);
+} eg_proc_verdicts SEC(".maps");
+
+/* 4 bytes (little-endian u32 of a window) -> enum guard_anchor_kind bits */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} eg_anchors SEC(".maps");
 
 /* enum guard_counter -> count, per CPU */
 struct {
@@ -199,6 +224,73 @@ static __always_inline void fill_header(struct guard_event_header *hdr, __u32 ki
 	hdr->_pad0 = 0;
 	hdr->rule_id = rule_id;
 	hdr->_pad1 = 0;
+	hdr->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+}
+
+/*
+ * Holding (a flow's first payload, a program at exec) waits for the agent, so
+ * it is only done while one is alive: its heartbeat is younger than the hold
+ * timeout. Without an agent nothing is held and nothing hangs.
+ */
+static __always_inline int agent_alive(const struct guard_config *config)
+{
+	return config && config->hold_timeout_ms &&
+	       bpf_ktime_get_boot_ns() - config->heartbeat_ns <
+		       (__u64)config->hold_timeout_ms * 1000000;
+}
+
+/* Whether a detection has refused the current process its connects. */
+static __always_inline int process_blocked(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct guard_proc_verdict *verdict;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	verdict = bpf_map_lookup_elem(&eg_proc_verdicts, &tgid);
+	return verdict && verdict->action == GUARD_ACTION_BLOCK &&
+	       verdict->start_ns == BPF_CORE_READ(task, group_leader, start_boottime);
+}
+
+/*
+ * Scan up to `size` bytes of buf (a map value of at least GUARD_SAMPLE_MAX
+ * bytes) for a 4-byte anchor of the given kind. The window is the
+ * little-endian u32 of bytes [i-3, i].
+ */
+struct anchor_scan {
+	const __u8 *buf;
+	__u32 size;
+	__u32 window;
+	__u8 kind;
+	__u8 found;
+};
+
+static long anchor_step(__u32 i, struct anchor_scan *scan)
+{
+	__u32 at = i;
+	__u8 *kind;
+
+	if (i >= scan->size)
+		return 1;
+	/* the mask is what the verifier checks; keep clang from dropping it */
+	barrier_var(at);
+	at &= GUARD_SAMPLE_MAX - 1;
+	scan->window = (scan->window >> 8) | ((__u32)scan->buf[at] << 24);
+	if (i < 3)
+		return 0;
+	kind = bpf_map_lookup_elem(&eg_anchors, &scan->window);
+	if (kind && (*kind & scan->kind)) {
+		scan->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int has_anchor(const __u8 *buf, __u32 size, __u8 kind)
+{
+	struct anchor_scan scan = { .buf = buf, .size = size, .kind = kind };
+
+	bpf_loop(GUARD_SAMPLE_MAX, anchor_step, &scan, 0);
+	return scan.found;
 }
 
 /*

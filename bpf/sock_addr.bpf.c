@@ -127,6 +127,11 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *
 	span = lookup_prefix(policy_id, dst);
 	if (span)
 		scan_rules(span, dst, &action, &rule_id);
+	/* a process a detection judged at exec (ssh -R, a reverse shell) */
+	if (process_blocked()) {
+		action = GUARD_ACTION_BLOCK;
+		rule_id = GUARD_RULE_DETECTION;
+	}
 
 	count_verdict(action);
 	if (action != GUARD_ACTION_ALLOW) {

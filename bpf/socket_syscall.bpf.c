@@ -11,18 +11,97 @@
  * is never used.
  *
  * sys_enter fires for every system call on the host; an unguarded one costs
- * the program call and one compare of the syscall number.
+ * the program call and three compares of the syscall number. The same
+ * program watches dup2/dup3 for reverse shells (stdio_socket below).
  */
 #include "guard.bpf.h"
 #include <bpf/bpf_tracing.h>
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_SOCKET 41
+#define NR_DUP2 33
+#define NR_DUP3 292
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_SOCKET 198
+#define NR_DUP2 (-1) /* arm64 has dup3 only */
+#define NR_DUP3 24
 #else
 #error "socket() syscall number unknown for this architecture"
 #endif
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+
+/*
+ * dup2/dup3 of a connected inet socket onto stdin, stdout or stderr: the
+ * shape of every reverse shell, whatever its argv. Reported (the classifier
+ * names it); killed here and now when the policy says reverseShell: kill,
+ * before the duplicated descriptor exists.
+ */
+static __always_inline int stdio_socket(struct pt_regs *regs)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct guard_stdio_socket_event *ev;
+	struct guard_policy_config *policy;
+	struct guard_cgroup_info *guard;
+	__u32 oldfd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	__u32 newfd = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	struct file **fds, *file;
+	struct socket *sock;
+	struct sock *sk;
+	__u32 policy_id;
+	__u64 cgroup_id;
+	__u16 family, state;
+
+	if (newfd > 2 || oldfd == newfd)
+		return 0;
+	guard = current_guard(&cgroup_id);
+	if (!guard)
+		return 0;
+	policy_id = active_policy(guard);
+	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
+	if (!policy || !(policy->detect_flags & GUARD_DETECT_STDIO_SOCKET))
+		return 0;
+	if (oldfd >= BPF_CORE_READ(task, files, fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[oldfd]) || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if ((family != AF_INET && family != AF_INET6) ||
+	    (state != TCP_ESTABLISHED && state != TCP_SYN_SENT))
+		return 0;
+
+	if (policy->stdio_socket_action == GUARD_ACTION_KILL)
+		bpf_send_signal(SIGKILL);
+	count_verdict(policy->stdio_socket_action);
+	ev = event_reserve(sizeof(*ev));
+	if (!ev)
+		return 0;
+	fill_header(&ev->hdr, GUARD_EVENT_STDIO_SOCKET, sizeof(*ev), cgroup_id, policy_id,
+		    policy->stdio_socket_action, GUARD_RULE_DETECTION);
+	ev->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	ev->oldfd = oldfd;
+	ev->newfd = newfd;
+	ev->family = family == AF_INET ? 4 : 6;
+	ev->proto = BPF_CORE_READ(sk, sk_protocol);
+	ev->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	ev->_pad0 = 0;
+	__builtin_memset(ev->addr, 0, sizeof(ev->addr));
+	if (family == AF_INET)
+		bpf_core_read(ev->addr, 4, &sk->__sk_common.skc_daddr);
+	else
+		bpf_core_read(ev->addr, 16, &sk->__sk_common.skc_v6_daddr);
+	event_submit(ev);
+	return 0;
+}
 
 SEC("raw_tp/sys_enter")
 int guard_socket_syscall(struct bpf_raw_tracepoint_args *ctx)
@@ -30,8 +109,11 @@ int guard_socket_syscall(struct bpf_raw_tracepoint_args *ctx)
 	struct pt_regs *regs;
 	__u32 policy_id, family;
 	__u64 cgroup_id;
+	long nr = ctx->args[1];
 
-	if (ctx->args[1] != NR_SOCKET)
+	if (nr == NR_DUP2 || nr == NR_DUP3)
+		return stdio_socket((struct pt_regs *)ctx->args[0]);
+	if (nr != NR_SOCKET)
 		return 0;
 	regs = (struct pt_regs *)ctx->args[0];
 	family = PT_REGS_PARM1_CORE_SYSCALL(regs);

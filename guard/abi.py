@@ -18,6 +18,9 @@ RULES_PER_PREFIX = 64
 CGROUP_LEVELS = 32
 RULE_NONE = 0
 POLICY_SLOTS = 256
+SAMPLE_MAX = 512
+ARGV_SCAN = 512
+RULE_DETECTION = 0xFFFF
 
 
 class EventKind(enum.IntEnum):
@@ -25,6 +28,8 @@ class EventKind(enum.IntEnum):
     CONNECT = 2
     SOCKET = 3
     CGROUP = 4
+    PAYLOAD = 5
+    STDIO_SOCKET = 6
 
 
 class CgroupOp(enum.IntEnum):
@@ -71,9 +76,13 @@ class Counter(enum.IntEnum):
     VERDICT_LOG = 3
     VERDICT_BLOCK = 4
     VERDICT_KILL = 5
+    FLOWS_SAMPLED = 6
+    FLOWS_HELD = 7
+    HOLD_TIMEOUTS = 8
+    FLOW_DROPS = 9
 
 
-COUNTER_MAX = 6
+COUNTER_MAX = 10
 
 
 class ExecMatch(enum.IntEnum):
@@ -84,6 +93,38 @@ class ExecMatch(enum.IntEnum):
 class ExecFlags(enum.IntFlag):
     ARGV_TRUNCATED = 1
     EXE_TRUNCATED = 2
+    HELD = 4
+
+
+class ExecHold(enum.IntFlag):
+    ALWAYS = 1
+    IF_ANCHOR = 2
+
+
+class DetectFlags(enum.IntFlag):
+    PAYLOAD = 1
+    HOLD = 2
+    DNS = 4
+    STDIO_SOCKET = 8
+
+
+class AnchorKind(enum.IntFlag):
+    PAYLOAD = 1
+    ARGV = 2
+
+
+class SampleKind(enum.IntEnum):
+    FIRST = 1
+    PROXY = 2
+    UDP = 3
+    DNS_ANSWER = 4
+
+
+class PayloadFlags(enum.IntFlag):
+    HELD = 1
+    TRUNCATED = 2
+    SOCKS5 = 4
+    HTTP_CONNECT = 8
 
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -106,6 +147,7 @@ class EventHeader(ctypes.Structure):
         ("_pad0", u8),
         ("rule_id", u16),
         ("_pad1", u32),
+        ("start_ns", u64),
     ]
 
 
@@ -161,6 +203,53 @@ class CgroupEvent(ctypes.Structure):
     ]
 
 
+class PayloadEvent(ctypes.Structure):
+    """struct guard_payload_event (sample is cut to sample_size bytes on the wire)"""
+    c_name = "guard_payload_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("cookie", u64),
+        ("family", u8),
+        ("proto", u8),
+        ("sample_kind", u8),
+        ("flags", u8),
+        ("port", u16),
+        ("sample_size", u16),
+        ("payload_size", u32),
+        ("_pad0", u32),
+        ("addr", u8 * 16),
+        ("sample", u8 * SAMPLE_MAX),
+    ]
+
+
+class StdioSocketEvent(ctypes.Structure):
+    """struct guard_stdio_socket_event"""
+    c_name = "guard_stdio_socket_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("cookie", u64),
+        ("oldfd", u32),
+        ("newfd", u32),
+        ("family", u8),
+        ("proto", u8),
+        ("port", u16),
+        ("_pad0", u32),
+        ("addr", u8 * 16),
+    ]
+
+
+class FlowVerdict(ctypes.Structure):
+    """struct guard_flow_verdict"""
+    c_name = "guard_flow_verdict"
+    _fields_ = [("action", u8), ("_pad0", u8 * 7)]
+
+
+class ProcVerdict(ctypes.Structure):
+    """struct guard_proc_verdict"""
+    c_name = "guard_proc_verdict"
+    _fields_ = [("start_ns", u64), ("action", u8), ("_pad0", u8 * 7)]
+
+
 class CgroupInfo(ctypes.Structure):
     """struct guard_cgroup_info"""
     c_name = "guard_cgroup_info"
@@ -179,8 +268,9 @@ class PolicyConfig(ctypes.Structure):
     _fields_ = [
         ("default_action", u8),
         ("deny_raw_sockets", u8),
-        ("_pad0", u8 * 2),
-        ("_pad1", u32),
+        ("stdio_socket_action", u8),
+        ("_pad0", u8),
+        ("detect_flags", u32),
     ]
 
 
@@ -188,7 +278,7 @@ class Config(ctypes.Structure):
     """struct guard_config"""
     c_name = "guard_config"
     _fields_ = [("guarded_levels", u32), ("heartbeat_timeout_ms", u32), ("heartbeat_ns", u64),
-                ("flags", u32), ("_pad0", u32)]
+                ("flags", u32), ("hold_timeout_ms", u32)]
 
 
 class Lpm4Key(ctypes.Structure):
@@ -230,7 +320,7 @@ class ExecKey(ctypes.Structure):
 class ExecVerdict(ctypes.Structure):
     """struct guard_exec_verdict"""
     c_name = "guard_exec_verdict"
-    _fields_ = [("action", u8), ("_pad0", u8), ("rule_id", u16)]
+    _fields_ = [("action", u8), ("flags", u8), ("rule_id", u16)]
 
 
 class SendmsgKey(ctypes.Structure):
@@ -247,8 +337,8 @@ class SendmsgKey(ctypes.Structure):
 
 #: Every struct that crosses the boundary, for the BTF layout check.
 SHARED_STRUCTS = (
-    EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupEvent, CgroupInfo, Slot,
-    PolicyConfig,
+    EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupEvent, PayloadEvent,
+    StdioSocketEvent, FlowVerdict, ProcVerdict, CgroupInfo, Slot, PolicyConfig,
     Config, Lpm4Key, Lpm6Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
 )
 
@@ -263,4 +353,9 @@ SHARED_ENUMS = {
     "guard_exec_flags": (ExecFlags, "GUARD_EXEC_"),
     "guard_cgroup_op": (CgroupOp, "GUARD_CGROUP_"),
     "guard_config_flags": (ConfigFlags, "GUARD_CONFIG_"),
+    "guard_exec_hold": (ExecHold, "GUARD_HOLD_"),
+    "guard_detect_flags": (DetectFlags, "GUARD_DETECT_"),
+    "guard_anchor_kind": (AnchorKind, "GUARD_ANCHOR_"),
+    "guard_sample_kind": (SampleKind, "GUARD_SAMPLE_"),
+    "guard_payload_flags": (PayloadFlags, "GUARD_PAYLOAD_"),
 }

@@ -31,12 +31,15 @@ from .cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
 from .compile import CompiledPolicy, compile_fail_closed, compile_policy
 from .control import ControlError, ControlServer
 from .containers import container_of, is_container_cgroup
-from .events import CgroupRecord, DecodeError, ExecRecord, decode
+from .actions import Responder
+from .detect import Detection, Detector, ProcessFiles, anchor_table, decide, strongest
+from .events import (CgroupRecord, DecodeError, ExecRecord, PayloadRecord, StdioSocketRecord,
+                     decode)
 from .maps import Maps
 from .kubernetes import PodInfo, PodWatcher
 from .metadata import DEFAULT_SOCKETS, ContainerInfo, MetadataCache, describe_container
 from .metrics import MetricsServer
-from .output import Clock, EventWriter, describe
+from .output import Clock, EventWriter, describe, describe_detection
 from .policy import (Policy, PolicyError, Problem, Workload, default_policy, load_policies,
                      parse_policies, select_policy)
 from .process import ProcessTable
@@ -53,12 +56,19 @@ LOSS_REPORT_INTERVAL_S = 1.0
 # with the old rules (BPF programs run inside an RCU read section; this is
 # far longer than any of them).
 RETIRE_GRACE_S = 1.0
+# How long the kernel holds a first payload or a program stopped at exec for
+# the agent's verdict before letting it go; it holds nothing while the
+# agent's heartbeat (every TICK_S) is older than this.
+HOLD_TIMEOUT_MS_DEFAULT = 5000
 GENERATION_NAMES_KEPT = 16  # late events of retired generations still get rule names
 # Policy ids in the kernel: generation << 8 | slot (one slot per policy of the
 # set), and a fail-closed twin with the top bit set; events name the
 # generation and the policy they were judged by.
 SLOT_BITS = 8
 FAIL_CLOSED_BIT = 1 << 31
+
+
+SSH_TYPES = frozenset({"ssh_reverse_tunnel", "ssh_outbound"})
 
 
 def generation_of(policy_id: int) -> int:
@@ -75,6 +85,7 @@ class AgentStats:
     decode_errors: int = 0
     lost_reported: int = 0
     reloads: int = 0
+    samples: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -86,7 +97,7 @@ class Agent:
                  state_dir: str | None = None, metrics_address: tuple[str, int] | None = None,
                  runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS,
                  kube_api: tuple[str, str, str | None, str | None] | None = None,
-                 unselected: str = "default"):
+                 unselected: str = "default", hold_timeout_ms: int = HOLD_TIMEOUT_MS_DEFAULT):
         # what nothing selects: the embedded default, or left unguarded
         self._unselected = unselected
         self.policies = self._with_fallback(policy)
@@ -99,6 +110,10 @@ class Agent:
         # no cgroups named: guard every container on the host, now and as they start
         self.discover = not cgroup_specs
         self._ring_size = ring_size
+        self._hold_timeout_ms = hold_timeout_ms
+        self.detector = Detector()
+        self._responder: Responder | None = None
+        self._detections_by: dict[tuple[str, str], int] = {}
         self._control_path = control_socket
         self._pin_dir = Path(pin_dir) if pin_dir else None
         # pinned generations outlive the agent; so must their names
@@ -159,6 +174,10 @@ class Agent:
                 self.pods = PodWatcher(api, node, token, ca_file)
             self._objects = GuardObjects(self._ring_size, self._pin_dir)
             self._maps = Maps(self._objects.map_fds)
+            self._maps.set_anchors(anchor_table())
+            self._maps.heartbeat(self._heartbeat_timeout_ms)
+            self._maps.set_hold_timeout(self._hold_timeout_ms)
+            self._responder = Responder(self._maps, self._objects)
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
             previously_guarded = self._adopt() if self._objects.adopted else []
             self._switch_to(self.policies, compiled)
@@ -568,19 +587,34 @@ class Agent:
         if isinstance(record, CgroupRecord):
             self._on_cgroup(record)
             return
+        if isinstance(record, PayloadRecord):
+            self._on_payload(record)
+            return
+        if isinstance(record, StdioSocketRecord):
+            self._on_stdio_socket(record)
+            return
         header = record.header
         if isinstance(record, ExecRecord):
             process = self.processes.record_exec(record)
+            detections = self._judge_exec(record, process)
         else:
             process = self.processes.lookup(header.pid)
+            detections = []
         compiled = self._compiled.get(header.policy_id)
+        rule = compiled.rule_name(header.rule_id) if compiled else None
+        if header.rule_id == abi.RULE_DETECTION:
+            rule = "detection"  # refused because a detection judged the process
         event = describe(
-            record, self.clock,
-            rule=compiled.rule_name(header.rule_id) if compiled else None,
+            record, self.clock, rule=rule,
             cgroup_path=self.cgroup_names.name(header.cgroup_id),
             policy_name=compiled.name if compiled else None,
             generation=generation_of(header.policy_id),
             process=process)
+        self._emit(event, header.policy_id)
+        for detection in detections:
+            self._emit_detection(header, detection, process)
+
+    def _emit(self, event: dict[str, Any], policy_id: int) -> None:
         self.stats.events += 1
         self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
         if "container" in event:
@@ -588,12 +622,98 @@ class Agent:
             pod = self._pod(event["cgroup"]["path"])
             if pod is not None:
                 event["k8s"] = pod.as_dict()
-            identity = self._identity(header.policy_id, event["cgroup"]["path"], pod)
+            identity = self._identity(policy_id, event["cgroup"]["path"], pod)
             if identity:
                 event["identity"] = identity
         key = (event["kind"], event["action"])
         self._events_by[key] = self._events_by.get(key, 0) + 1
         self.writer.write(event)
+
+    # -- detections ------------------------------------------------------------
+    def _policy_of(self, policy_id: int) -> Policy | None:
+        compiled = self._compiled.get(policy_id)
+        return compiled.policy if compiled else None
+
+    def _emit_detection(self, header, detection: Detection, process,
+                        dst: dict[str, Any] | None = None) -> None:
+        compiled = self._compiled.get(header.policy_id)
+        event = describe_detection(
+            header, self.clock, detection.as_dict(), detection.action,
+            cgroup_path=self.cgroup_names.name(header.cgroup_id),
+            policy_name=compiled.name if compiled else None,
+            generation=generation_of(header.policy_id), process=process, dst=dst)
+        key = (detection.finding.type, detection.action)
+        self._detections_by[key] = self._detections_by.get(key, 0) + 1
+        self._emit(event, header.policy_id)
+
+    def _judge_exec(self, record: ExecRecord, process) -> list[Detection]:
+        """Classify an exec; act before a held program runs its first instruction."""
+        header = record.header
+        policy = self._policy_of(header.policy_id)
+        cgroup_path = self.cgroup_names.name(header.cgroup_id)
+        detections: list[Detection] = []
+        if policy is not None and header.action != abi.Action.KILL:
+            try:
+                files = ProcessFiles(header.pid)
+                detections = decide(self.detector.exec_findings(
+                    policy, record.argv, record.exe or record.filename, files), policy)
+            except Exception as exc:  # a classifier bug must not leave a program stopped
+                self.writer.write({"ts": self.clock.now(), "kind": "error",
+                                   "error": f"exec classification failed: {exc!r}"})
+        process.detections = {d.finding.type for d in detections}
+        action = strongest(detections)
+        if action == "kill":
+            self._responder.kill(header.pid, cgroup_path)
+        elif action == "block":
+            self._responder.block_process(header.pid, header.start_ns)
+        if record.held and action != "kill":
+            self._responder.resume(header.pid, cgroup_path)
+        return detections
+
+    def _on_payload(self, record: PayloadRecord) -> None:
+        header = record.header
+        self.stats.samples += 1
+        policy = self._policy_of(header.policy_id)
+        process = self.processes.lookup(header.pid)
+        detections: list[Detection] = []
+        if policy is not None:
+            try:
+                detections = decide(self.detector.payload_findings(
+                    policy, record, miner_traits="miner_exec" in process.detections,
+                    ssh_judged=bool(process.detections & SSH_TYPES), argv=process.argv),
+                    policy)
+            except Exception as exc:
+                self.writer.write({"ts": self.clock.now(), "kind": "error",
+                                   "error": f"payload classification failed: {exc!r}"})
+        action = strongest(detections)
+        cgroup_path = self.cgroup_names.name(header.cgroup_id)
+        if record.sample_kind in (abi.SampleKind.FIRST, abi.SampleKind.PROXY):
+            if action in ("block", "kill"):
+                self._responder.block_flow(record.cookie, header.pid, record.proto)
+            elif record.sample_kind == abi.SampleKind.FIRST:
+                self._responder.allow_flow(record.cookie)
+        if action == "kill":
+            self._responder.kill(header.pid, cgroup_path)
+        dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
+        for detection in detections:
+            self._emit_detection(header, detection, process, dst=dst)
+
+    def _on_stdio_socket(self, record: StdioSocketRecord) -> None:
+        header = record.header
+        policy = self._policy_of(header.policy_id)
+        process = self.processes.lookup(header.pid)
+        if policy is None:
+            return
+        detections = decide(self.detector.stdio_socket_findings(record, process.argv), policy)
+        action = strongest(detections)
+        # kill was done by the kernel at the dup; block ends the socket
+        if action == "block":
+            self._responder.reset_socket(record.cookie, header.pid, abi.Proto(record.proto)
+                                         if record.proto in (6, 17) else abi.Proto.ANY)
+            self._responder.block_process(header.pid, header.start_ns)
+        dst = {"ip": record.ip, "port": record.port}
+        for detection in detections:
+            self._emit_detection(header, detection, process, dst=dst)
 
     def counters(self) -> dict[str, int]:
         return self._maps.counters() if self._maps else {}

@@ -121,10 +121,15 @@ def doctor(as_json: bool) -> None:
                    "Default inside a pod: the in-cluster API with the service account.")
 @click.option("--node-name", envvar="NODE_NAME", metavar="NAME",
               help="This node's name for the pod watch (default: $NODE_NAME, else the hostname).")
+@click.option("--hold-timeout-ms", type=click.IntRange(0, 60000), default=5000,
+              show_default=True,
+              help="How long the kernel holds a suspect first payload, or a program stopped "
+                   "at exec, for the agent's verdict before letting it go. 0: hold nothing "
+                   "(detections then only report and act after the fact).")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
         metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
-        kube_api: str | None, node_name: str | None) -> None:
+        kube_api: str | None, node_name: str | None, hold_timeout_ms: int) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -149,7 +154,8 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
                   pin_dir=pin_dir if pin else None, state_dir=state_dir,
                   metrics_address=metrics,
                   runtime_sockets=runtime_sockets or DEFAULT_SOCKETS,
-                  kube_api=_kube_api(kube_api, node_name), unselected=unselected)
+                  kube_api=_kube_api(kube_api, node_name), unselected=unselected,
+                  hold_timeout_ms=hold_timeout_ms)
     try:
         start_and_run_until_signalled(agent)
     except AgentError as exc:

@@ -56,6 +56,11 @@ class CompiledPolicy:
     v6: Mapping[ipaddress.IPv6Network, tuple[PortRule, ...]]
     exec_names: Mapping[str, tuple[Action, int]]            # basename -> (action, rule_id)
     exec_paths: Mapping[str, tuple[Action, int]]            # absolute path -> (action, rule_id)
+    # detections (guard/detect.py): what the kernel samples, holds and stops
+    detect_flags: int = 0
+    stdio_socket_action: Action = Action.LOG
+    exec_holds: Mapping[str, int] = dataclasses.field(default_factory=dict)  # name -> ExecHold
+    policy: Policy | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def rule_name(self, rule_id: int) -> str | None:
         """The name of a rule, or None for RULE_NONE and ids this policy lacks."""
@@ -94,6 +99,8 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     if problems:
         raise PolicyError(sorted(problems, key=lambda problem: problem.line))
     first_exec_id = len(policy.egress) + 1
+    from .detect import exec_holds, kernel_detection  # detect imports the classifiers
+    detect_flags, stdio_action = kernel_detection(policy)
     return CompiledPolicy(
         name=policy.name,
         default_action=policy.default_action,
@@ -103,6 +110,10 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         v6=types.MappingProxyType(tables[6]),
         exec_names=_exec_table(policy, first_exec_id, lambda rule: rule.names),
         exec_paths=_exec_table(policy, first_exec_id, lambda rule: rule.paths),
+        detect_flags=detect_flags,
+        stdio_socket_action=stdio_action,
+        exec_holds=types.MappingProxyType(exec_holds(policy)),
+        policy=policy,
     )
 
 

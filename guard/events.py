@@ -50,6 +50,7 @@ class Header:
     comm: str
     action: abi.Action
     rule_id: int
+    start_ns: int = 0  # start of the thread group: (pid, start_ns) names one process
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class ExecRecord:
     exe_truncated: bool
     argv: list[str]
     argv_truncated: bool
+    held: bool = False  # stopped at exec until userspace lets it go (SIGCONT)
 
 
 @dataclass(slots=True)
@@ -88,7 +90,38 @@ class CgroupRecord:
     path: str
 
 
-Record = ExecRecord | ConnectRecord | SocketRecord | CgroupRecord
+@dataclass(slots=True)
+class PayloadRecord:
+    header: Header
+    cookie: int
+    family: int  # 4 or 6
+    proto: abi.Proto
+    sample_kind: abi.SampleKind
+    flags: abi.PayloadFlags
+    ip: str      # the remote end
+    port: int
+    payload_size: int
+    sample: bytes
+
+    @property
+    def held(self) -> bool:
+        return bool(self.flags & abi.PayloadFlags.HELD)
+
+
+@dataclass(slots=True)
+class StdioSocketRecord:
+    header: Header
+    cookie: int
+    oldfd: int
+    newfd: int
+    family: int
+    proto: int
+    ip: str
+    port: int
+
+
+Record = (ExecRecord | ConnectRecord | SocketRecord | CgroupRecord | PayloadRecord
+          | StdioSocketRecord)
 
 
 def _text(raw: bytes) -> str:
@@ -102,7 +135,8 @@ def _header(data: bytes) -> Header:
         raise DecodeError(f"unknown action {raw.action}")
     return Header(kind=_KINDS[raw.kind], ktime_ns=raw.ktime_ns, cgroup_id=raw.cgroup_id,
                   pid=raw.pid, ppid=raw.ppid, uid=raw.uid, policy_id=raw.policy_id,
-                  comm=_text(raw.comm), action=action, rule_id=raw.rule_id)
+                  comm=_text(raw.comm), action=action, rule_id=raw.rule_id,
+                  start_ns=raw.start_ns)
 
 
 def split_argv(raw: bytes) -> list[str]:
@@ -126,6 +160,7 @@ def _exec(data: bytes) -> ExecRecord:
         exe_truncated=bool(flags & abi.ExecFlags.EXE_TRUNCATED),
         argv=split_argv(data[_ARGV_OFFSET:_ARGV_OFFSET + argv_size]),
         argv_truncated=bool(flags & abi.ExecFlags.ARGV_TRUNCATED),
+        held=bool(flags & abi.ExecFlags.HELD),
     )
 
 
@@ -157,11 +192,47 @@ def _cgroup(data: bytes) -> CgroupRecord:
     return CgroupRecord(header=_header(data), op=op, level=ev.level, path=_text(ev.path))
 
 
+def _ip(family: int, raw: bytes) -> str:
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == 6:
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
+    raise DecodeError(f"bad address family {family}")
+
+
+def _payload(data: bytes) -> PayloadRecord:
+    # the sample travels cut to sample_size: pad the record to the struct
+    fixed = abi.PayloadEvent.from_buffer_copy(bytes(data[:_PAYLOAD_SIZE]).ljust(_PAYLOAD_SIZE, b"\0"))
+    try:
+        kind = abi.SampleKind(fixed.sample_kind)
+        proto = abi.Proto(fixed.proto)
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from None
+    size = min(fixed.sample_size, abi.SAMPLE_MAX, len(data) - _SAMPLE_OFFSET)
+    return PayloadRecord(header=_header(data), cookie=fixed.cookie, family=fixed.family,
+                         proto=proto, sample_kind=kind, flags=abi.PayloadFlags(fixed.flags),
+                         ip=_ip(fixed.family, bytes(fixed.addr)), port=fixed.port,
+                         payload_size=fixed.payload_size,
+                         sample=bytes(data[_SAMPLE_OFFSET:_SAMPLE_OFFSET + size]))
+
+
+def _stdio_socket(data: bytes) -> StdioSocketRecord:
+    ev = abi.StdioSocketEvent.from_buffer_copy(data)
+    return StdioSocketRecord(header=_header(data), cookie=ev.cookie, oldfd=ev.oldfd,
+                             newfd=ev.newfd, family=ev.family, proto=ev.proto,
+                             ip=_ip(ev.family, bytes(ev.addr)), port=ev.port)
+
+
+_SAMPLE_OFFSET = abi.PayloadEvent.sample.offset
+_PAYLOAD_SIZE = ctypes.sizeof(abi.PayloadEvent)
+
 _DECODERS = {
     abi.EventKind.EXEC: (_exec, _ARGV_OFFSET),
     abi.EventKind.CONNECT: (_connect, ctypes.sizeof(abi.ConnectEvent)),
     abi.EventKind.SOCKET: (_socket, ctypes.sizeof(abi.SocketEvent)),
     abi.EventKind.CGROUP: (_cgroup, ctypes.sizeof(abi.CgroupEvent)),
+    abi.EventKind.PAYLOAD: (_payload, _SAMPLE_OFFSET),
+    abi.EventKind.STDIO_SOCKET: (_stdio_socket, ctypes.sizeof(abi.StdioSocketEvent)),
 }
 
 

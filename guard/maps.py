@@ -110,11 +110,24 @@ class Maps:
                                  (abi.ExecMatch.PATH, policy.exec_paths)):
                 for text, (action, rule_id) in table.items():
                     key = _exec_key(policy_id, match, text)
+                    hold = policy.exec_holds.get(text, 0) if match == abi.ExecMatch.NAME else 0
                     libbpf.map_update(self._fd["eg_exec_rules"], key,
-                                      abi.ExecVerdict(action=action, rule_id=rule_id))
+                                      abi.ExecVerdict(action=action, flags=hold,
+                                                      rule_id=rule_id))
                     record.exec_keys.append(key)
+            # programs stopped at exec for a detection: entries without a rule
+            for name, hold in policy.exec_holds.items():
+                if name in policy.exec_names:
+                    continue
+                key = _exec_key(policy_id, abi.ExecMatch.NAME, name)
+                libbpf.map_update(self._fd["eg_exec_rules"], key,
+                                  abi.ExecVerdict(action=abi.Action.LOG, flags=hold,
+                                                  rule_id=abi.RULE_NONE))
+                record.exec_keys.append(key)
             config = abi.PolicyConfig(default_action=policy.default_action,
-                                      deny_raw_sockets=int(policy.deny_raw_sockets))
+                                      deny_raw_sockets=int(policy.deny_raw_sockets),
+                                      stdio_socket_action=policy.stdio_socket_action,
+                                      detect_flags=policy.detect_flags)
             libbpf.map_update(self._fd["eg_policies"], ctypes.c_uint32(policy_id), config)
         except BaseException:
             self.remove_policy(policy_id)
@@ -234,6 +247,35 @@ class Maps:
                 levels |= 1 << level
         self._config.guarded_levels = levels
         libbpf.map_update(self._fd["eg_config"], ctypes.c_uint32(0), self._config)
+
+    # -- detections ----------------------------------------------------------
+    def set_anchors(self, table: dict[int, int]) -> None:
+        """The 4-byte windows the kernel holds payloads and programs on."""
+        for window, kinds in table.items():
+            libbpf.map_update(self._fd["eg_anchors"], ctypes.c_uint32(window),
+                              ctypes.c_uint8(kinds))
+
+    def set_hold_timeout(self, timeout_ms: int) -> None:
+        """How long the kernel holds a flow or a program for a verdict; 0
+        holds nothing."""
+        self._config.hold_timeout_ms = timeout_ms
+        self._write_config()
+
+    def flow_verdict(self, cookie: int, action: abi.Action) -> None:
+        """Answer a sampled flow: ALLOW lets it go (the kernel stops
+        watching it), BLOCK drops everything it sends from now on."""
+        libbpf.map_update(self._fd["eg_flow_verdicts"], ctypes.c_uint64(cookie),
+                          abi.FlowVerdict(action=action))
+
+    def block_process(self, tgid: int, start_ns: int) -> None:
+        """Refuse every connect and sendmsg of one process (tgid + start time)."""
+        libbpf.map_update(self._fd["eg_proc_verdicts"], ctypes.c_uint32(tgid),
+                          abi.ProcVerdict(start_ns=start_ns, action=abi.Action.BLOCK))
+
+    def request_reset(self, cookie: int) -> None:
+        """Mark a TCP socket for the next run of the reset iterator."""
+        if "eg_destroy" in self._fd:
+            libbpf.map_update(self._fd["eg_destroy"], ctypes.c_uint64(cookie), ctypes.c_uint8(1))
 
     # -- counters ------------------------------------------------------------
     def counters(self) -> dict[str, int]:

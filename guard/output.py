@@ -100,6 +100,22 @@ def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
     return event
 
 
+def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], action: str,
+                       cgroup_path: str | None, policy_name: str | None, generation: int,
+                       process: ProcessInfo, dst: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A detection event: {"kind": "detection", "action", "detection": {"type",
+    "dialect", "confidence", "evidence"}, "process", "cgroup", "dst"}."""
+    event = _common(header, clock, None, cgroup_path, policy_name, generation, process)
+    event["kind"] = "detection"
+    event["action"] = action
+    event["detection"] = detection
+    event["dst"] = dst
+    container = container_of(cgroup_path) if cgroup_path else None
+    if container is not None:
+        event["container"] = container.as_dict()
+    return event
+
+
 class EventWriter:
     """Writes one JSON object per line and flushes after each batch."""
 

@@ -44,7 +44,24 @@ DEFAULT_POLICY_SOURCE = "guard/data/default-policy.yaml"
 
 #: Detection keys a policy may set under `spec.detections` -> the values each
 #: accepts. Detections register themselves here and nowhere else.
-DETECTIONS: dict[str, tuple[str, ...]] = {}
+DETECTION_ACTIONS = ("off", "log", "block", "kill")
+DETECTIONS: dict[str, tuple[str, ...]] = {
+    "stratum": DETECTION_ACTIONS,           # mining traffic, pool DNS names (issue 3)
+    "minerExec": DETECTION_ACTIONS,         # miner command lines and config files
+    "sshReverseTunnel": DETECTION_ACTIONS,  # ssh -R, RemoteForward (issue 4)
+    "tunnelTool": DETECTION_ACTIONS,        # ngrok, cloudflared, chisel, frp, bore, ...
+    "reverseShell": DETECTION_ACTIONS,      # shells on sockets, /dev/tcp, nc -e, ...
+    "sshOutbound": DETECTION_ACTIONS,       # any other SSH client connection
+}
+#: A key a policy leaves out: detect and report, enforce nothing.
+DETECTION_DEFAULT = "log"
+#: Finding type (guard.classify) -> the spec.detections key that decides it.
+FINDING_KEYS = {
+    "stratum": "stratum", "miner_dns": "stratum", "miner_exec": "minerExec",
+    "ssh_reverse_tunnel": "sshReverseTunnel", "tunnel_tool": "tunnelTool",
+    "reverse_shell": "reverseShell", "ssh_outbound": "sshOutbound",
+}
+SSH_FORWARDS = ("local", "dynamic", "remote", "tunnel")
 
 EGRESS_ACTIONS = {"allow": Action.ALLOW, "log": Action.LOG, "block": Action.BLOCK}
 EXEC_ACTIONS = {"log": Action.LOG, "kill": Action.KILL}
@@ -201,6 +218,16 @@ class Policy:
     fail_closed: FailClosed | None = None
     selector: Selector | None = None        # None: the policy for what nothing selects
     identity_labels: tuple[str, ...] = ()   # label/annotation keys copied onto events
+    ssh_allow: tuple[Mapping[str, object], ...] = ()  # spec.ssh.allow, for classify_ssh
+
+    def detection(self, key: str) -> str:
+        """off, log, block or kill for a spec.detections key."""
+        return self.detections.get(key) or DETECTION_DEFAULT
+
+    def action_for(self, finding_type: str) -> str:
+        """What the policy does with a finding of this type."""
+        key = FINDING_KEYS.get(finding_type)
+        return self.detection(key) if key else DETECTION_DEFAULT
 
 
 def select_policy(policies: Sequence[Policy], workload: Workload) -> int | None:
@@ -618,7 +645,7 @@ class _Reader:
         name = self.checked(metadata.get("name"), "metadata.name", _check_policy_name)
         spec = self.mapping(top.get("spec"), "spec",
                             ("defaultAction", "egress", "exec", "sockets", "detections",
-                             "failClosed", "selector", "identityLabels"),
+                             "ssh", "failClosed", "selector", "identityLabels"),
                             nullable=True)
         default_action = self.choice(spec.get("defaultAction"), "spec.defaultAction",
                                      "action", EGRESS_ACTIONS, Action.LOG)
@@ -630,13 +657,53 @@ class _Reader:
         deny_raw = self.choice(sockets.get("raw"), "spec.sockets.raw", "value",
                                RAW_SOCKET_MODES, True)
         detections = self.detections(spec.get("detections"), "spec.detections")
+        ssh_allow = self.ssh(spec.get("ssh"), "spec.ssh")
         fail_closed = self.fail_closed(spec.get("failClosed"), "spec.failClosed")
         selector = self.selector(spec.get("selector"), "spec.selector")
         identity = self.strings(spec.get("identityLabels"), "spec.identityLabels", _check_word)
         return Policy(name=name, default_action=default_action, egress=egress,
                       exec_rules=exec_rules, deny_raw_sockets=deny_raw,
                       detections=detections, source=self.source, fail_closed=fail_closed,
-                      selector=selector, identity_labels=identity)
+                      selector=selector, identity_labels=identity, ssh_allow=ssh_allow)
+
+    def ssh(self, node: Node | None, field: str) -> tuple[Mapping[str, object], ...]:
+        """spec.ssh.allow: [{host | cidr, ports, forwards}]: SSH destinations
+        that are reported as ssh_outbound at low confidence, and whose listed
+        forward kinds are not findings."""
+        keys = self.mapping(node, field, ("allow",), nullable=True)
+        entries = []
+        for index, item in enumerate(self.sequence(keys.get("allow"), f"{field}.allow",
+                                                   nullable=True)):
+            where = f"{field}.allow[{index}]"
+            entry = self.mapping(item, where, ("host", "cidr", "ports", "forwards"))
+            if ("host" in entry) == ("cidr" in entry):
+                self.at(item, where, "an allow entry needs exactly one of 'host' or 'cidr'")
+                continue
+            allowed: dict[str, object] = {}
+            if "host" in entry:
+                allowed["host"] = self.checked(entry["host"], f"{where}.host", _check_word)
+            else:
+                network = self.checked(entry["cidr"], f"{where}.cidr", _parse_cidr)
+                allowed["cidr"] = str(network) if network is not None else None
+            if "ports" in entry:
+                ports = []
+                for port_index, port_node in enumerate(self.sequence(entry["ports"],
+                                                                     f"{where}.ports")):
+                    try:
+                        low, high = _parse_port(port_node)
+                    except _Invalid as exc:
+                        self.at(port_node, f"{where}.ports[{port_index}]", str(exc))
+                        continue
+                    ports.extend(range(low, high + 1))
+                allowed["ports"] = ports
+            if "forwards" in entry:
+                allowed["forwards"] = [
+                    self.choice(kind, f"{where}.forwards[{kind_index}]", "forward",
+                                {word: word for word in SSH_FORWARDS}, None)
+                    for kind_index, kind in enumerate(self.sequence(entry["forwards"],
+                                                                    f"{where}.forwards"))]
+            entries.append(types.MappingProxyType(allowed))
+        return tuple(entries)
 
     def selector(self, node: Node | None, field: str) -> Selector | None:
         if node is None or _is_null(node):

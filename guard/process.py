@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .events import ExecRecord, split_argv
 
@@ -19,6 +19,7 @@ class ProcessInfo:
     exe: str | None
     argv: list[str]
     argv_truncated: bool
+    detections: set[str] = field(default_factory=set)  # finding types judged at its exec
 
 
 class ProcessTable:

@@ -23,12 +23,20 @@
 #define GUARD_RULE_NONE 0
 /* Policy slots: policies in force at once (one per selector, later). */
 #define GUARD_POLICY_SLOTS 256
+/* Bytes of a flow's payload carried in a sample event and scanned for hold anchors. */
+#define GUARD_SAMPLE_MAX 512
+/* Bytes of argv scanned for hold anchors (reverse-shell one-liners are short). */
+#define GUARD_ARGV_SCAN 512
+/* rule_id of a verdict that a detection, not an egress rule, decided. */
+#define GUARD_RULE_DETECTION 0xffff
 
 enum guard_event_kind {
 	GUARD_EVENT_EXEC = 1,
 	GUARD_EVENT_CONNECT = 2,
 	GUARD_EVENT_SOCKET = 3,
 	GUARD_EVENT_CGROUP = 4,
+	GUARD_EVENT_PAYLOAD = 5,      /* first bytes of a flow, for the classifiers */
+	GUARD_EVENT_STDIO_SOCKET = 6, /* an inet socket dup'ed onto fd 0, 1 or 2 */
 };
 
 enum guard_cgroup_op {
@@ -69,7 +77,11 @@ enum guard_counter {
 	GUARD_CTR_VERDICT_LOG = 3,
 	GUARD_CTR_VERDICT_BLOCK = 4,
 	GUARD_CTR_VERDICT_KILL = 5,
-	GUARD_CTR_MAX = 6,
+	GUARD_CTR_FLOWS_SAMPLED = 6,  /* first payloads sent to userspace */
+	GUARD_CTR_FLOWS_HELD = 7,     /* ... of which held back until a verdict */
+	GUARD_CTR_HOLD_TIMEOUTS = 8,  /* held flows or processes let go without a verdict */
+	GUARD_CTR_FLOW_DROPS = 9,     /* packets dropped: held or blocked flows */
+	GUARD_CTR_MAX = 10,
 };
 
 enum guard_exec_match {
@@ -80,6 +92,42 @@ enum guard_exec_match {
 enum guard_exec_flags {
 	GUARD_EXEC_ARGV_TRUNCATED = 1,
 	GUARD_EXEC_EXE_TRUNCATED = 2,
+	GUARD_EXEC_HELD = 4, /* stopped (SIGSTOP) until userspace judged the argv */
+};
+
+/* guard_exec_verdict.flags: programs stopped at exec until userspace has judged them. */
+enum guard_exec_hold {
+	GUARD_HOLD_ALWAYS = 1,    /* e.g. ssh, tunnel tools, netcat */
+	GUARD_HOLD_IF_ANCHOR = 2, /* e.g. shells: only when argv holds an argv anchor */
+};
+
+/* What a policy asks the kernel to watch (guard_policy_config.detect_flags). */
+enum guard_detect_flags {
+	GUARD_DETECT_PAYLOAD = 1,      /* sample the first payload of TCP flows, new UDP destinations */
+	GUARD_DETECT_HOLD = 2,         /* hold back first payloads that carry a payload anchor */
+	GUARD_DETECT_DNS = 4,          /* sample DNS answers (queries come with PAYLOAD) */
+	GUARD_DETECT_STDIO_SOCKET = 8, /* report inet sockets dup'ed onto fd 0-2 */
+};
+
+/* eg_anchors value bits: where a 4-byte anchor counts. */
+enum guard_anchor_kind {
+	GUARD_ANCHOR_PAYLOAD = 1, /* in a first payload: hold it until a verdict */
+	GUARD_ANCHOR_ARGV = 2,    /* in argv of a GUARD_HOLD_IF_ANCHOR program: stop it */
+};
+
+/* guard_payload_event.sample_kind */
+enum guard_sample_kind {
+	GUARD_SAMPLE_FIRST = 1,      /* first application payload of a TCP flow */
+	GUARD_SAMPLE_PROXY = 2,      /* a SOCKS5 request or HTTP CONNECT before it */
+	GUARD_SAMPLE_UDP = 3,        /* first datagram to a new UDP destination */
+	GUARD_SAMPLE_DNS_ANSWER = 4, /* a datagram from port 53 */
+};
+
+enum guard_payload_flags {
+	GUARD_PAYLOAD_HELD = 1,      /* dropped until userspace answers in eg_flow_verdicts */
+	GUARD_PAYLOAD_TRUNCATED = 2, /* the payload was longer than the sample */
+	GUARD_PAYLOAD_SOCKS5 = 4,    /* the flow began with a SOCKS5 handshake */
+	GUARD_PAYLOAD_HTTP_CONNECT = 8, /* the flow began with an HTTP CONNECT */
 };
 
 /* Every event begins with this header. */
@@ -97,6 +145,7 @@ struct guard_event_header {
 	__u8 _pad0;
 	__u16 rule_id;   /* GUARD_RULE_NONE or the deciding rule */
 	__u32 _pad1;
+	__u64 start_ns;  /* start time (CLOCK_BOOTTIME) of the thread group: pid + start_ns name one process */
 };
 
 /* Sent after sched_process_exec; argv is cut to argv_size bytes on the wire. */
@@ -137,6 +186,52 @@ struct guard_cgroup_event {
 	char path[GUARD_PATH_MAX]; /* below the cgroup2 mount, "/a/b" */
 };
 
+/*
+ * A sample of a flow's payload. hdr.pid is the task that was running when the
+ * packet left (the sender, for a first payload). Userspace answers every
+ * sample of a TCP flow with an eg_flow_verdicts entry for cookie.
+ */
+struct guard_payload_event {
+	struct guard_event_header hdr;
+	__u64 cookie;        /* socket cookie */
+	__u8 family;         /* 4 or 6 */
+	__u8 proto;          /* enum guard_proto */
+	__u8 sample_kind;    /* enum guard_sample_kind */
+	__u8 flags;          /* enum guard_payload_flags */
+	__u16 port;          /* remote port, host byte order */
+	__u16 sample_size;   /* bytes of sample used */
+	__u32 payload_size;  /* bytes of payload in the packet */
+	__u32 _pad0;
+	__u8 addr[16];       /* remote address; IPv4 in the first 4 bytes */
+	__u8 sample[GUARD_SAMPLE_MAX];
+};
+
+/* An inet socket became a task's stdin, stdout or stderr (dup2/dup3). */
+struct guard_stdio_socket_event {
+	struct guard_event_header hdr;
+	__u64 cookie;  /* socket cookie, 0 when the kernel never assigned one */
+	__u32 oldfd;
+	__u32 newfd;   /* 0, 1 or 2 */
+	__u8 family;
+	__u8 proto;
+	__u16 port;    /* remote port, host byte order */
+	__u32 _pad0;
+	__u8 addr[16];
+};
+
+/* eg_flow_verdicts value: userspace's answer to a flow's sample. */
+struct guard_flow_verdict {
+	__u8 action;  /* ALLOW: stop watching the flow; BLOCK: drop all of it */
+	__u8 _pad0[7];
+};
+
+/* eg_proc_verdicts value: a process judged by its exec (tgid key). */
+struct guard_proc_verdict {
+	__u64 start_ns; /* task start time (boottime), so a reused pid does not match */
+	__u8 action;    /* BLOCK: its connects and sendmsgs fail with EPERM */
+	__u8 _pad0[7];
+};
+
 /* eg_guarded value: which policy slot a guarded cgroup is judged by. */
 struct guard_cgroup_info {
 	__u32 policy_slot;
@@ -157,8 +252,9 @@ struct guard_slot {
 struct guard_policy_config {
 	__u8 default_action;  /* enum guard_action for egress no rule matches */
 	__u8 deny_raw_sockets;
-	__u8 _pad0[2];
-	__u32 _pad1;
+	__u8 stdio_socket_action; /* KILL: the kernel kills at the dup itself */
+	__u8 _pad0;
+	__u32 detect_flags;   /* enum guard_detect_flags */
 };
 
 /* eg_config value (single entry): host-wide knobs. */
@@ -167,7 +263,7 @@ struct guard_config {
 	__u32 heartbeat_timeout_ms; /* fail-closed after this long without a heartbeat; 0: never */
 	__u64 heartbeat_ns;         /* CLOCK_BOOTTIME of the agent's last heartbeat */
 	__u32 flags;                /* enum guard_config_flags */
-	__u32 _pad0;
+	__u32 hold_timeout_ms;      /* held flows and processes go on after this; 0: hold nothing */
 };
 
 /*
@@ -208,7 +304,7 @@ struct guard_exec_key {
 
 struct guard_exec_verdict {
 	__u8 action; /* GUARD_ACTION_LOG or GUARD_ACTION_KILL */
-	__u8 _pad0;
+	__u8 flags;  /* enum guard_exec_hold */
 	__u16 rule_id;
 };
 

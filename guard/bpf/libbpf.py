@@ -61,6 +61,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__attach": (c_void_p, [c_void_p]),
         "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
         "bpf_link__destroy": (c_int, [c_void_p]),
+        "bpf_link__fd": (c_int, [c_void_p]),
+        "bpf_iter_create": (c_int, [c_int]),
         "bpf_link__open": (c_void_p, [c_char_p]),
         "bpf_link__pin": (c_int, [c_void_p, c_char_p]),
         "bpf_link__update_program": (c_int, [c_void_p, c_void_p]),

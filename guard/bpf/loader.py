@@ -52,6 +52,10 @@ class Link:
         return cls(check_ptr(lib().bpf_link__open(str(path).encode()), f"open link {path}"),
                    description)
 
+    @property
+    def fd(self) -> int:
+        return lib().bpf_link__fd(self._ptr)
+
     def pin(self, path: Path) -> None:
         check(lib().bpf_link__pin(self._ptr, str(path).encode()), f"pin {path}")
 
@@ -79,6 +83,11 @@ class Program:
     @property
     def is_cgroup(self) -> bool:
         return self.section.startswith(("cgroup/", "cgroup_skb/"))
+
+    @property
+    def is_iterator(self) -> bool:
+        """Run on demand (a BPF iterator), never attached for good."""
+        return self.section.startswith("iter/")
 
     def set_autoload(self, enabled: bool) -> None:
         check(lib().bpf_program__set_autoload(self._ptr, enabled), f"autoload {self.name}")
@@ -229,7 +238,11 @@ def remove_pins(root: Path) -> list[str]:
 class GuardObjects:
     """egress-guard's programs and maps, loaded together, attached per cgroup."""
 
-    NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall", "cgroup_watch")
+    NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall", "cgroup_watch", "flow",
+             "destroy")
+    # Loaded when the kernel can: without them the guard still drops a blocked
+    # flow's packets, it just cannot reset its socket (bpf_sock_destroy, 6.5).
+    OPTIONAL = ("destroy",)
 
     def __init__(self, ring_size: int = RING_SIZE_DEFAULT, pin_dir: Path | None = None):
         self.objects: dict[str, BpfObject] = {}
@@ -237,6 +250,7 @@ class GuardObjects:
         self._global_links: list[Link] = []
         self._pinned_map_fds: list[int] = []
         self.cgroups: dict[int, CgroupAttachment] = {}
+        self.unavailable: dict[str, str] = {}  # optional object -> why it did not load
         self.pins = PinLayout(pin_dir) if pin_dir else None
         if pin_dir:
             ensure_bpffs(pin_dir)
@@ -245,7 +259,13 @@ class GuardObjects:
             if self.adopted:
                 self._open_pinned_maps()
             for name in self.NAMES:
-                self._load(name, ring_size)
+                try:
+                    self._load(name, ring_size)
+                except LibbpfError as exc:
+                    if name not in self.OPTIONAL:
+                        raise
+                    self.objects.pop(name).close()
+                    self.unavailable[name] = str(exc)
             if self.pins:
                 self._pin_maps()
         except BaseException:
@@ -326,7 +346,7 @@ class GuardObjects:
     def attach_global(self) -> None:
         """Host-wide hooks (raw tracepoints); they act only for guarded cgroups."""
         for prog in self.programs():
-            if not prog.is_cgroup:
+            if not prog.is_cgroup and not prog.is_iterator:
                 pin = self.pins.links / prog.name if self.pins else None
                 self._global_links.append(self._attach_or_adopt(prog, pin, prog.attach))
 
@@ -353,6 +373,27 @@ class GuardObjects:
             os.close(fd)
         self.cgroups[cgroup_id] = attachment
         return attachment
+
+    @property
+    def can_reset_sockets(self) -> bool:
+        return "destroy" in self.objects
+
+    def run_socket_reset(self) -> None:
+        """Run the TCP iterator once: it resets the sockets whose cookies
+        are in eg_destroy, in the calling thread's network namespace."""
+        prog = self.objects["destroy"].programs["guard_destroy_tcp"]
+        link = prog.attach()
+        try:
+            fd = lib().bpf_iter_create(link.fd)
+            if fd < 0:
+                raise LibbpfError(-fd, "create the socket-reset iterator")
+            try:
+                while os.read(fd, 4096):
+                    pass
+            finally:
+                os.close(fd)
+        finally:
+            link.destroy()
 
     def detach_cgroup(self, cgroup_id: int) -> None:
         """Detach a cgroup's programs, pinned or not."""

@@ -648,6 +648,9 @@ _TUNNEL_TOOLS: dict[str, Callable[[list[str]], list[Finding]]] = {
                                value_flags=frozenset({"dns", "secret", "delay"})),
 }
 
+#: Program names of tunnelling agents (the kernel stops them at exec under block).
+TUNNEL_TOOL_NAMES = frozenset(_TUNNEL_TOOLS)
+
 #: Names a downloaded release keeps (cloudflared-linux-amd64, chisel_1.9.1_linux_amd64).
 _RELEASE_SUFFIX = re.compile(r"[-_.](v?[0-9][^/]*|linux|darwin|windows|freebsd|amd64|arm64|aarch64|"
                              r"x86_64|x86|i386|386|armv[0-9]+|arm|musl|gnu).*")

@@ -8,7 +8,7 @@ from guard.bpf.loader import abi_mismatches, objects_dir
 
 from ..conftest import REQUIRE_KERNEL
 
-OBJECTS = ["exec", "sock_addr", "sock_create", "socket_syscall"]
+OBJECTS = ["exec", "sock_addr", "sock_create", "socket_syscall", "flow", "destroy", "cgroup_watch"]
 
 
 @pytest.fixture(scope="module")

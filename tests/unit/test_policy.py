@@ -275,9 +275,21 @@ PROBLEMS = {
         "apiVersion: egress-guard/v1\nkind: EgressPolicy\n",
         "policy.yaml:1: metadata: missing required key 'metadata'"),
     "unknown detection": (
-        HEADER + "  detections:\n    stratum: block\n",
-        "policy.yaml:7: spec.detections.stratum: "
-        "unknown detection 'stratum' (no detections are defined in this version)"),
+        HEADER + "  detections:\n    stratum: block\n    mining: block\n",
+        "policy.yaml:8: spec.detections.mining: unknown detection 'mining' (expected one of: "
+        "minerExec, reverseShell, sshOutbound, sshReverseTunnel, stratum, tunnelTool)"),
+    "bad detection action": (
+        HEADER + "  detections:\n    stratum: drop\n",
+        "policy.yaml:7: spec.detections.stratum: invalid value 'drop' "
+        "(expected one of: off, log, block, kill)"),
+    "ssh allow entry without host or cidr": (
+        HEADER + "  ssh:\n    allow:\n      - ports: [22]\n",
+        "policy.yaml:8: spec.ssh.allow[0]: an allow entry needs exactly one of 'host' or 'cidr'"),
+    "ssh allow bad forward": (
+        HEADER + "  ssh:\n    allow:\n      - host: git.example.com\n"
+                 "        forwards: [sideways]\n",
+        "policy.yaml:9: spec.ssh.allow[0].forwards[0]: invalid forward 'sideways' "
+        "(expected one of: local, dynamic, remote, tunnel)"),
     "relative exec path": (
         ONE_EXEC_RULE + "        paths: [bin/nc]\n",
         "policy.yaml:10: spec.exec[0].match.paths[0]: "

@@ -1,0 +1,493 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * flow.bpf.c: the first bytes of every flow of a guarded cgroup, for the
+ * classifiers in userspace, and the power to hold them back until userspace
+ * has judged them.
+ *
+ * Per TCP socket the kernel keeps a small state in socket-local storage:
+ *
+ *   NEW --first payload--> WATCH (sent and sampled) or HELD (dropped, sampled)
+ *   WATCH/HELD --userspace verdict in eg_flow_verdicts--> DONE or BLOCKED
+ *
+ * A first payload is held when it is a JSON line or an HTTP POST carrying one
+ * of the payload anchors that userspace wrote into eg_anchors (4-byte windows
+ * of the mining dialects' vocabulary), or starts like a Stratum V2
+ * SetupConnection frame: dropping
+ * the segment costs the sender nothing but a retransmission, which TCP sends
+ * again once the verdict lets it through. Everything else passes at once and
+ * is only watched. A SOCKS5 handshake or an HTTP CONNECT at the start of a
+ * flow is reported as a proxy sample and the payload after it is treated as
+ * the first one. DONE costs one socket-storage lookup per packet; sockets of
+ * policies that sample nothing are DONE from their first packet.
+ *
+ * UDP: the first datagram to each new destination of a socket is sampled
+ * (DNS queries among them); datagrams from port 53 are sampled on ingress
+ * (DNS answers). Nothing UDP is held.
+ */
+#include "guard.bpf.h"
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define DNS_PORT 53
+
+enum flow_phase {
+	FLOW_NEW = 0,
+	FLOW_SOCKS5 = 1,      /* SOCKS5 greeting seen, the request comes next */
+	FLOW_AFTER_PROXY = 2, /* proxy handshake done: the next payload is the first */
+	FLOW_WATCH = 3,
+	FLOW_HELD = 4,
+	FLOW_DONE = 5,
+	FLOW_BLOCKED = 6,
+};
+
+struct flow_state {
+	__u64 since_ns;     /* when the flow was sampled (WATCH, HELD) */
+	__u64 cgroup_id;
+	__u32 policy_id;
+	__u32 detect_flags; /* of the policy when the flow began */
+	__u8 phase;         /* enum flow_phase */
+	__u8 flags;         /* enum guard_payload_flags carried into samples */
+	__u8 sampled;       /* the held sample reached the ring buffer */
+	__u8 _pad[5];
+};
+
+/* socket -> struct flow_state */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct flow_state);
+} eg_flow_state SEC(".maps");
+
+/* (socket cookie, UDP destination) -> 1: destinations already sampled */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct guard_sendmsg_key);
+	__type(value, __u8);
+} eg_udp_seen SEC(".maps");
+
+/* 0 -> per-CPU scratch: a sample event is too large for the BPF stack */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_payload_event);
+} eg_sample_scratch SEC(".maps");
+
+struct packet {
+	__u32 payload_off;
+	__u32 payload_size;
+	__u16 remote_port; /* host byte order */
+	__u8 family;
+	__u8 proto;
+	__u32 remote_addr[4];
+};
+
+/* Like current_guard(), for the cgroup of the socket that owns the packet. */
+static __always_inline struct guard_cgroup_info *skb_guard(struct __sk_buff *skb, __u64 *cgroup_id)
+{
+	struct guard_cgroup_info *info;
+	struct guard_config *config;
+	__u32 zero = 0, levels;
+	__u64 id = bpf_skb_cgroup_id(skb);
+
+	*cgroup_id = id;
+	info = bpf_map_lookup_elem(&eg_guarded, &id);
+	if (info)
+		return info;
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!config)
+		return NULL;
+	levels = config->guarded_levels;
+	for (int level = GUARD_CGROUP_LEVELS - 1; level >= 0 && levels; level--) {
+		if (!(levels & (1u << level)))
+			continue;
+		id = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (!id)
+			continue;
+		info = bpf_map_lookup_elem(&eg_guarded, &id);
+		if (info)
+			return info;
+	}
+	return NULL;
+}
+
+/*
+ * Where the transport payload starts and how long it is. skb->data starts at
+ * the network header here. egress: the remote end is the destination;
+ * ingress: the source. IPv6 extension headers are not followed (such packets
+ * are not sampled).
+ */
+static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt, int egress)
+{
+	__u32 l4_off;
+	__u8 l4_proto;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return 0;
+		l4_proto = ip.protocol;
+		l4_off = ip.ihl * 4;
+		pkt->family = 4;
+		pkt->remote_addr[0] = egress ? ip.daddr : ip.saddr;
+		pkt->remote_addr[1] = pkt->remote_addr[2] = pkt->remote_addr[3] = 0;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return 0;
+		l4_proto = ip6.nexthdr;
+		l4_off = sizeof(ip6);
+		pkt->family = 6;
+		__builtin_memcpy(pkt->remote_addr, egress ? &ip6.daddr : &ip6.saddr, 16);
+	} else {
+		return 0;
+	}
+
+	if (l4_proto == IPPROTO_TCP) {
+		struct tcphdr tcp;
+
+		if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)))
+			return 0;
+		pkt->proto = GUARD_PROTO_TCP;
+		pkt->remote_port = bpf_ntohs(egress ? tcp.dest : tcp.source);
+		pkt->payload_off = l4_off + tcp.doff * 4;
+	} else if (l4_proto == IPPROTO_UDP) {
+		struct udphdr udp;
+
+		if (bpf_skb_load_bytes(skb, l4_off, &udp, sizeof(udp)))
+			return 0;
+		pkt->proto = GUARD_PROTO_UDP;
+		pkt->remote_port = bpf_ntohs(egress ? udp.dest : udp.source);
+		pkt->payload_off = l4_off + sizeof(udp);
+	} else {
+		return 0;
+	}
+	pkt->payload_size = skb->len > pkt->payload_off ? skb->len - pkt->payload_off : 0;
+	return 1;
+}
+
+/* Copy the first bytes of the payload into the scratch event; 0 if none. */
+static __always_inline struct guard_payload_event *load_sample(struct __sk_buff *skb,
+								const struct packet *pkt)
+{
+	struct guard_payload_event *ev;
+	__u32 zero = 0, size = pkt->payload_size;
+
+	ev = bpf_map_lookup_elem(&eg_sample_scratch, &zero);
+	if (!ev || size == 0)
+		return NULL;
+	if (size > GUARD_SAMPLE_MAX)
+		size = GUARD_SAMPLE_MAX;
+	/* one register the verifier can bound to [1, GUARD_SAMPLE_MAX] */
+	size -= 1;
+	barrier_var(size);
+	size &= GUARD_SAMPLE_MAX - 1;
+	size += 1;
+	if (bpf_skb_load_bytes(skb, pkt->payload_off, ev->sample, size))
+		return NULL;
+	ev->sample_size = size;
+	return ev;
+}
+
+static __always_inline int emit_sample(struct guard_payload_event *ev, struct __sk_buff *skb,
+				       const struct packet *pkt, const struct flow_state *state,
+				       __u8 kind, __u8 flags)
+{
+	__u32 size = ev->sample_size;
+	__u64 bytes;
+
+	fill_header(&ev->hdr, GUARD_EVENT_PAYLOAD, 0, state->cgroup_id, state->policy_id,
+		    GUARD_ACTION_LOG, GUARD_RULE_NONE);
+	ev->cookie = bpf_get_socket_cookie(skb);
+	ev->family = pkt->family;
+	ev->proto = pkt->proto;
+	ev->sample_kind = kind;
+	ev->flags = flags | state->flags |
+		    (pkt->payload_size > GUARD_SAMPLE_MAX ? GUARD_PAYLOAD_TRUNCATED : 0);
+	ev->port = pkt->remote_port;
+	ev->payload_size = pkt->payload_size;
+	ev->_pad0 = 0;
+	__builtin_memcpy(ev->addr, pkt->remote_addr, 16);
+	if (size > GUARD_SAMPLE_MAX)
+		size = GUARD_SAMPLE_MAX;
+	bytes = offsetof(struct guard_payload_event, sample) + size;
+	ev->hdr.size = bytes;
+	count(GUARD_CTR_FLOWS_SAMPLED);
+	if (bpf_ringbuf_output(&eg_events, ev, bytes, 0)) {
+		count(GUARD_CTR_EVENTS_LOST);
+		return 0;
+	}
+	count(GUARD_CTR_EVENTS_SENT);
+	return 1;
+}
+
+/* SOCKS5 greeting (RFC 1928): version 5, n methods, then exactly n bytes. */
+static __always_inline int socks5_greeting(const struct guard_payload_event *ev, __u32 size)
+{
+	return size >= 3 && size <= 257 && ev->sample[0] == 5 && ev->sample[1] >= 1 &&
+	       size == 2 + (__u32)ev->sample[1];
+}
+
+static __always_inline int http_connect(const struct guard_payload_event *ev)
+{
+	return ev->sample_size >= 8 && ev->sample[0] == 'C' && ev->sample[1] == 'O' &&
+	       ev->sample[2] == 'N' && ev->sample[3] == 'N' && ev->sample[4] == 'E' &&
+	       ev->sample[5] == 'C' && ev->sample[6] == 'T' && ev->sample[7] == ' ';
+}
+
+/*
+ * Stratum V2 SetupConnection in plaintext: extension type 0, message type 0
+ * (SetupConnection), a 24-bit length, then protocol 0 (mining) and
+ * min_version 2 as a little-endian u16.
+ */
+static __always_inline int sv2_setup_connection(const struct guard_payload_event *ev)
+{
+	return ev->sample_size >= 9 && ev->sample[0] == 0 && ev->sample[1] == 0 &&
+	       ev->sample[2] == 0 && ev->sample[6] == 0 && ev->sample[7] == 2 &&
+	       ev->sample[8] == 0;
+}
+
+/* The shapes of the JSON and HTTP mining dialects: a JSON line or a POST. */
+static __always_inline int json_or_post(const struct guard_payload_event *ev)
+{
+	return ev->sample[0] == '{' ||
+	       (ev->sample_size >= 4 && ev->sample[0] == 'P' && ev->sample[1] == 'O' &&
+		ev->sample[2] == 'S' && ev->sample[3] == 'T');
+}
+
+static __always_inline int timed_out(const struct flow_state *state)
+{
+	struct guard_config *config;
+	__u32 zero = 0;
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!config || !config->hold_timeout_ms)
+		return 1;
+	return bpf_ktime_get_boot_ns() - state->since_ns > (__u64)config->hold_timeout_ms * 1000000;
+}
+
+static __always_inline int drop(void)
+{
+	count(GUARD_CTR_FLOW_DROPS);
+	return 0;
+}
+
+/* The first payload of a flow (or the first after a proxy handshake). */
+static __always_inline int first_payload(struct __sk_buff *skb, struct flow_state *state,
+					 const struct packet *pkt)
+{
+	struct guard_payload_event *ev = load_sample(skb, pkt);
+	struct guard_config *config;
+	__u32 zero = 0;
+	int hold;
+
+	if (!ev)
+		return 1;
+	if (state->phase == FLOW_NEW && socks5_greeting(ev, pkt->payload_size)) {
+		state->flags |= GUARD_PAYLOAD_SOCKS5;
+		state->phase = FLOW_SOCKS5;
+		return 1;
+	}
+	if (state->phase == FLOW_NEW && http_connect(ev)) {
+		state->flags |= GUARD_PAYLOAD_HTTP_CONNECT;
+		state->phase = FLOW_AFTER_PROXY;
+		emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_PROXY, 0);
+		return 1;
+	}
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	hold = (state->detect_flags & GUARD_DETECT_HOLD) && agent_alive(config) &&
+	       (sv2_setup_connection(ev) ||
+		(json_or_post(ev) &&
+		 has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD)));
+	state->since_ns = bpf_ktime_get_boot_ns();
+	state->sampled = emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST,
+				     hold ? GUARD_PAYLOAD_HELD : 0);
+	if (!hold) {
+		/* a lost sample gets no verdict: nothing to watch for */
+		state->phase = state->sampled ? FLOW_WATCH : FLOW_DONE;
+		return 1;
+	}
+	state->phase = FLOW_HELD;
+	count(GUARD_CTR_FLOWS_HELD);
+	return drop();
+}
+
+/* Apply userspace's verdict, if it came; returns -1 when there is none yet. */
+static __always_inline int apply_verdict(struct __sk_buff *skb, struct flow_state *state,
+					 int block_only)
+{
+	struct guard_flow_verdict *verdict;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+
+	verdict = bpf_map_lookup_elem(&eg_flow_verdicts, &cookie);
+	if (!verdict)
+		return -1;
+	if (verdict->action == GUARD_ACTION_BLOCK) {
+		state->phase = FLOW_BLOCKED;
+		return drop();
+	}
+	if (block_only)
+		return -1;
+	state->phase = FLOW_DONE;
+	bpf_map_delete_elem(&eg_flow_verdicts, &cookie);
+	return 1;
+}
+
+static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	struct guard_policy_config *policy;
+	struct guard_cgroup_info *guard;
+	struct flow_state *state;
+	__u64 cgroup_id;
+	__u32 policy_id;
+
+	guard = skb_guard(skb, &cgroup_id);
+	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!state)
+		return NULL;
+	state->phase = FLOW_DONE;
+	if (!guard)
+		return state;
+	policy_id = active_policy(guard);
+	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
+	if (!policy || !(policy->detect_flags & GUARD_DETECT_PAYLOAD))
+		return state;
+	state->cgroup_id = cgroup_id;
+	state->policy_id = policy_id;
+	state->detect_flags = policy->detect_flags;
+	state->phase = FLOW_NEW;
+	return state;
+}
+
+static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *state)
+{
+	struct guard_payload_event *ev;
+	struct packet pkt = {};
+	int verdict;
+
+	switch (state->phase) {
+	case FLOW_DONE:
+		return 1;
+	case FLOW_BLOCKED:
+		return drop();
+	case FLOW_WATCH:
+		verdict = apply_verdict(skb, state, 0);
+		if (verdict >= 0)
+			return verdict;
+		if (timed_out(state))
+			state->phase = FLOW_DONE;
+		return 1;
+	case FLOW_HELD:
+		verdict = apply_verdict(skb, state, 0);
+		if (verdict >= 0)
+			return verdict;
+		if (!parse_packet(skb, &pkt, 1) || pkt.payload_size == 0)
+			return 1; /* acks and fins are never held */
+		if (timed_out(state)) {
+			count(GUARD_CTR_HOLD_TIMEOUTS);
+			state->phase = FLOW_DONE;
+			return 1;
+		}
+		if (!state->sampled) {
+			/* the ring was full: offer the retransmitted segment instead */
+			ev = load_sample(skb, &pkt);
+			if (ev)
+				state->sampled = emit_sample(ev, skb, &pkt, state,
+							     GUARD_SAMPLE_FIRST, GUARD_PAYLOAD_HELD);
+		}
+		return drop();
+	}
+
+	/* NEW, SOCKS5, AFTER_PROXY: a proxy sample may already have a block */
+	if (state->phase == FLOW_AFTER_PROXY) {
+		verdict = apply_verdict(skb, state, 1);
+		if (verdict >= 0)
+			return verdict;
+	}
+	if (!parse_packet(skb, &pkt, 1) || pkt.payload_size == 0)
+		return 1;
+	if (state->phase == FLOW_SOCKS5) {
+		ev = load_sample(skb, &pkt);
+		/* the request (version 5 again); anything else is sub-negotiation */
+		if (ev && ev->sample[0] == 5) {
+			state->phase = FLOW_AFTER_PROXY;
+			emit_sample(ev, skb, &pkt, state, GUARD_SAMPLE_PROXY, 0);
+		}
+		return 1;
+	}
+	return first_payload(skb, state, &pkt);
+}
+
+static __always_inline int udp_egress(struct __sk_buff *skb, struct flow_state *state)
+{
+	struct guard_sendmsg_key key = {};
+	struct guard_payload_event *ev;
+	struct packet pkt = {};
+	__u8 one = 1;
+
+	if (state->phase == FLOW_DONE || !parse_packet(skb, &pkt, 1))
+		return 1;
+	key.cookie = bpf_get_socket_cookie(skb);
+	__builtin_memcpy(key.addr, pkt.remote_addr, 16);
+	key.port = pkt.remote_port;
+	if (bpf_map_update_elem(&eg_udp_seen, &key, &one, BPF_NOEXIST))
+		return 1;
+	ev = load_sample(skb, &pkt);
+	if (ev)
+		emit_sample(ev, skb, &pkt, state, GUARD_SAMPLE_UDP, 0);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int guard_egress(struct __sk_buff *skb)
+{
+	struct flow_state *state;
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_UDP))
+		return 1;
+	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
+	if (!state) {
+		state = flow_begin(skb, sk);
+		if (!state)
+			return 1;
+	}
+	if (sk->protocol == IPPROTO_TCP)
+		return tcp_egress(skb, state);
+	return udp_egress(skb, state);
+}
+
+SEC("cgroup_skb/ingress")
+int guard_ingress(struct __sk_buff *skb)
+{
+	struct guard_payload_event *ev;
+	struct flow_state *state;
+	struct packet pkt = {};
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_UDP)
+		return 1;
+	/* a resolver's socket sent its query first, so its state exists */
+	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
+	if (!state || state->phase == FLOW_DONE || !(state->detect_flags & GUARD_DETECT_DNS))
+		return 1;
+	if (!parse_packet(skb, &pkt, 0) || pkt.remote_port != DNS_PORT)
+		return 1;
+	ev = load_sample(skb, &pkt);
+	if (ev)
+		emit_sample(ev, skb, &pkt, state, GUARD_SAMPLE_DNS_ANSWER, 0);
+	return 1;
+}

@@ -1,0 +1,333 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Detections: what the classifiers say about an exec, the first bytes of a
+flow or a socket on a process's stdio, and what the policy does about it.
+
+This module is the bridge between guard/classify (pure recognisers) and the
+kernel: it says which programs the kernel must stop at exec and which byte
+windows make it hold a first payload (both derived from the classifiers'
+vocabulary, so the kernel never decides anything by itself), runs the
+classifiers a policy asks for, and pairs every finding with the policy's
+action for it. It acts on nothing; guard/actions.py does.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from . import abi
+from .abi import Action, AnchorKind, DetectFlags, ExecHold, SampleKind
+from .classify import Finding
+from .classify import miner, ssh, stratum, tunnels
+from .events import PayloadRecord, StdioSocketRecord
+from .policy import Policy
+
+ENFORCING = ("block", "kill")
+ACTION_RANK = {"log": 1, "block": 2, "kill": 3}
+CONFIG_READ_MAX = 1 << 20
+
+# --------------------------------------------------------------------------
+# What the kernel holds
+
+
+#: Stopped at every exec while the policy enforces their detection: the
+#: argv (and an ssh config) decides before the program's first instruction.
+SSH_CLIENTS = tuple(sorted(ssh.SSH_PROGRAMS))
+TUNNEL_TOOLS = tuple(sorted(tunnels.TUNNEL_TOOL_NAMES))
+SOCKET_RELAYS = tuple(sorted(tunnels.NETCATS | {"socat", "telnet"}))
+#: Stopped only when their argv holds an argv anchor: shells and interpreters
+#: run all the time, reverse-shell one-liners name a socket.
+INTERPRETERS = tuple(sorted(tunnels.SHELLS | {
+    "busybox", "perl", "ruby", "php", "node", "nodejs", "lua", "awk", "gawk", "mawk",
+    "python", "python2", "python3", *(f"python3.{minor}" for minor in range(6, 16))}))
+#: 4-byte windows of reverse-shell one-liners: /dev/tcp/, /dev/udp/, socket
+#: modules (socket, IO::Socket, TCPSocket, fsockopen), mkfifo back-pipes.
+ARGV_ANCHORS = (b"/tcp", b"/udp", b"sock", b"Sock", b"fifo")
+#: 4-byte windows of the mining dialects' first messages (JSON lines and
+#: HTTP POSTs only: the kernel looks for them only in payloads that start
+#: with '{' or "POST"): mining.*, login, eth_submitLogin, eth_getWork,
+#: getwork, getblocktemplate, X-Mining-Extensions.
+PAYLOAD_ANCHORS = (b"mini", b'"log', b"Logi", b"getW", b"getw", b"getb", b"X-Mi")
+
+
+def anchor_table() -> dict[int, int]:
+    """eg_anchors contents: little-endian u32 of each window -> kinds."""
+    table: dict[int, int] = {}
+    for kind, anchors in ((AnchorKind.ARGV, ARGV_ANCHORS), (AnchorKind.PAYLOAD, PAYLOAD_ANCHORS)):
+        for anchor in anchors:
+            assert len(anchor) == 4, anchor
+            key = int.from_bytes(anchor, "little")
+            table[key] = table.get(key, 0) | int(kind)
+    return table
+
+
+def has_anchor(data: bytes, kind: AnchorKind, limit: int = abi.SAMPLE_MAX) -> bool:
+    """What the kernel's scan finds (tests and benchmarks use it)."""
+    anchors = ARGV_ANCHORS if kind == AnchorKind.ARGV else PAYLOAD_ANCHORS
+    window = bytes(data[:limit])
+    return any(anchor in window for anchor in anchors)
+
+
+def prefilter_holds(sample: bytes) -> bool:
+    """Python mirror of flow.bpf.c's decision to hold a first payload."""
+    data = bytes(sample[:abi.SAMPLE_MAX])
+    sv2 = (len(data) >= 9 and data[:3] == b"\0\0\0" and data[6] == 0 and data[7] == 2
+           and data[8] == 0)
+    shaped = data[:1] == b"{" or data[:4] == b"POST"
+    return sv2 or (shaped and has_anchor(data, AnchorKind.PAYLOAD))
+
+
+def exec_holds(policy: Policy) -> dict[str, int]:
+    """Executable basename -> ExecHold flags for the kernel's exec table."""
+    holds: dict[str, int] = {}
+
+    def hold(names: Iterable[str], flag: ExecHold) -> None:
+        for name in names:
+            holds[name] = holds.get(name, 0) | int(flag)
+    if policy.detection("sshReverseTunnel") in ENFORCING or \
+            policy.detection("sshOutbound") in ENFORCING:
+        hold(SSH_CLIENTS, ExecHold.ALWAYS)
+    if policy.detection("tunnelTool") in ENFORCING:
+        hold(TUNNEL_TOOLS, ExecHold.ALWAYS)
+    if policy.detection("reverseShell") in ENFORCING:
+        hold(SOCKET_RELAYS, ExecHold.ALWAYS)
+        hold(INTERPRETERS, ExecHold.IF_ANCHOR)
+    return holds
+
+
+def kernel_detection(policy: Policy) -> tuple[int, Action]:
+    """(guard_policy_config.detect_flags, stdio_socket_action) for a policy."""
+    flags = 0
+    if any(policy.detection(key) != "off" for key in
+           ("stratum", "sshReverseTunnel", "sshOutbound", "tunnelTool")):
+        flags |= DetectFlags.PAYLOAD
+    if policy.detection("stratum") in ENFORCING:
+        flags |= DetectFlags.HOLD
+    if policy.detection("stratum") != "off":
+        flags |= DetectFlags.PAYLOAD | DetectFlags.DNS
+    shell = policy.detection("reverseShell")
+    if shell != "off":
+        flags |= DetectFlags.STDIO_SOCKET
+    stdio_action = {"kill": Action.KILL, "block": Action.BLOCK}.get(shell, Action.LOG)
+    return int(flags), stdio_action
+
+
+# --------------------------------------------------------------------------
+# Findings -> what the policy does
+
+
+@dataclass(frozen=True)
+class Detection:
+    finding: Finding
+    action: str   # log | block | kill
+
+    def as_dict(self) -> dict:
+        return self.finding.as_dict()
+
+
+def decide(findings: Iterable[Finding], policy: Policy) -> list[Detection]:
+    """Each finding with the policy's action for its type; `off` drops it.
+    A low-confidence finding is only ever logged: it is a hint, and the
+    guard does not break a workload on a hint."""
+    decided = []
+    for finding in findings:
+        action = policy.action_for(finding.type)
+        if action == "off":
+            continue
+        if finding.confidence == "low" and action in ENFORCING:
+            action = "log"
+        decided.append(Detection(finding, action))
+    return decided
+
+
+def strongest(detections: Sequence[Detection]) -> str | None:
+    return max((d.action for d in detections), key=ACTION_RANK.__getitem__, default=None)
+
+
+# --------------------------------------------------------------------------
+# A container's files, as the process sees them
+
+
+_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(os.uname().machine)
+_RESOLVE_IN_ROOT = 0x10
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+class ProcessFiles:
+    """Reads files inside a process's root (its container), the way that
+    process would resolve them: relative to its working directory, with
+    symlinks resolved inside its root (openat2 RESOLVE_IN_ROOT), never
+    outside it. Nothing is written, nothing is followed into the host."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.root = f"/proc/{pid}/root"
+
+    @functools.cached_property
+    def cwd(self) -> str:
+        try:
+            return os.readlink(f"/proc/{self.pid}/cwd")
+        except OSError:
+            return "/"
+
+    @property
+    def user(self) -> str:
+        return self._passwd_entry[0]
+
+    @property
+    def home(self) -> str:
+        return self._passwd_entry[1]
+
+    @functools.cached_property
+    def uid(self) -> int:
+        try:
+            with open(f"/proc/{self.pid}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Uid:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    @functools.cached_property
+    def _passwd_entry(self) -> tuple[str, str]:
+        text = self.read_file("/etc/passwd") or b""
+        for line in text.decode("utf-8", "replace").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 6 and fields[2] == str(self.uid):
+                return fields[0], fields[5] or "/"
+        return ("root", "/root") if self.uid == 0 else (str(self.uid), "/")
+
+    def _absolute(self, path: str) -> str:
+        return posixpath.normpath(posixpath.join(self.cwd, path))
+
+    def _open(self, path: str, flags: int) -> int:
+        root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY)
+        try:
+            if _SYS_OPENAT2 is not None:
+                how = _OpenHow(flags=flags | os.O_CLOEXEC, mode=0, resolve=_RESOLVE_IN_ROOT)
+                fd = _libc.syscall(_SYS_OPENAT2, root_fd, path.lstrip("/").encode() or b".",
+                                   ctypes.byref(how), ctypes.sizeof(how))
+                if fd >= 0:
+                    return fd
+                err = ctypes.get_errno()
+                if err != errno.ENOSYS:
+                    raise OSError(err, os.strerror(err), path)
+            # no openat2 (Linux < 5.6): no symlink may be followed at all
+            return os.open(path.lstrip("/") or ".", flags | os.O_NOFOLLOW, dir_fd=root_fd)
+        finally:
+            os.close(root_fd)
+
+    def read_file(self, path: str) -> bytes | None:
+        try:
+            fd = self._open(self._absolute(path), os.O_RDONLY | os.O_NONBLOCK)
+        except (OSError, ValueError):
+            return None
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                if not os.path.stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    return None
+                return fh.read(CONFIG_READ_MAX)
+        except OSError:
+            return None
+
+    def list_dir(self, path: str) -> list[str] | None:
+        try:
+            fd = self._open(self._absolute(path), os.O_RDONLY | os.O_DIRECTORY)
+        except (OSError, ValueError):
+            return None
+        try:
+            return sorted(os.listdir(fd))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# The classifiers a policy asks for
+
+
+class Detector:
+    def __init__(self, indicators: miner.Indicators | None = None):
+        self.indicators = indicators or miner.load_indicators()
+
+    def exec_findings(self, policy: Policy, argv: list[str], exe: str | None,
+                      files: ProcessFiles | None) -> list[Finding]:
+        read_file = files.read_file if files else None
+        findings: list[Finding] = []
+        names = {posixpath.basename(exe or ""), posixpath.basename(argv[0] if argv else "")}
+        program = next((ssh.SSH_PROGRAMS[n] for n in names if n in ssh.SSH_PROGRAMS), None)
+        if program and (policy.detection("sshReverseTunnel") != "off"
+                        or policy.detection("sshOutbound") != "off"):
+            findings += ssh.classify_ssh(
+                argv, read_file, home=files.home if files else "/root",
+                user=files.user if files else "root", allowlist=policy.ssh_allow,
+                list_dir=files.list_dir if files else None,
+                cwd=files.cwd if files else None, program=program)
+        if policy.detection("tunnelTool") != "off":
+            findings += tunnels.classify_tunnel_exec(argv)
+        if policy.detection("reverseShell") != "off":
+            findings += tunnels.classify_reverse_shell(argv)
+        if policy.detection("minerExec") != "off":
+            findings += miner.classify_exec(argv, exe, read_file, indicators=self.indicators)
+        return findings
+
+    def payload_findings(self, policy: Policy, record: PayloadRecord, *,
+                         miner_traits: bool = False, ssh_judged: bool = False,
+                         argv: list[str] | None = None) -> list[Finding]:
+        kind, sample, port = record.sample_kind, record.sample, record.port
+        findings: list[Finding] = []
+        if kind in (SampleKind.FIRST, SampleKind.PROXY):
+            if policy.detection("stratum") != "off":
+                findings += stratum.classify_payload(sample, dst_port=port,
+                                                     miner_traits=miner_traits,
+                                                     indicators=self.indicators)
+            if kind == SampleKind.FIRST:
+                if policy.detection("tunnelTool") != "off":
+                    findings += tunnels.classify_tunnel_payload(sample, port)
+                findings += self._banner(policy, sample, port, ssh_judged, argv)
+        elif kind == SampleKind.UDP and port == 53:
+            for name in miner.parse_dns_query(sample) or []:
+                findings += miner.classify_dns(name, indicators=self.indicators)
+        elif kind == SampleKind.DNS_ANSWER:
+            answer = miner.parse_dns_answer(sample)
+            for name in answer.names() if answer else []:
+                findings += miner.classify_dns(name, indicators=self.indicators)
+        if kind in (SampleKind.UDP, SampleKind.DNS_ANSWER) and \
+                policy.detection("stratum") == "off":
+            findings = [f for f in findings if f.type != "miner_dns"]
+        return tunnels.dedupe_findings(findings)
+
+    @staticmethod
+    def _banner(policy: Policy, sample: bytes, port: int, ssh_judged: bool,
+                argv: list[str] | None) -> list[Finding]:
+        """An SSH banner from a program not judged as ssh at exec (a renamed
+        or unknown client): the banner names it, and its argv is read as an
+        ssh command line in case it asks for forwards."""
+        if ssh_judged or not sample.startswith(b"SSH-"):
+            return []
+        findings = ssh.classify_ssh_banner(sample, port)
+        if argv and policy.detection("sshReverseTunnel") != "off":
+            findings += [f for f in ssh.classify_ssh(argv, None, allowlist=policy.ssh_allow,
+                                                     program="ssh")
+                         if f.type == "ssh_reverse_tunnel"]
+        return findings
+
+    @staticmethod
+    def stdio_socket_findings(record: StdioSocketRecord, argv: list[str]) -> list[Finding]:
+        stream = {0: "stdin", 1: "stdout", 2: "stderr"}.get(record.newfd, str(record.newfd))
+        return [Finding(type="reverse_shell", confidence="high", dialect="stdio-socket",
+                        evidence={"fd": record.newfd, "stream": stream,
+                                  "socket_fd": record.oldfd,
+                                  "remote": {"ip": record.ip, "port": record.port},
+                                  "argv": list(argv[:16])})]
