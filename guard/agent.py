@@ -631,8 +631,8 @@ class Agent:
 
     # -- detections ------------------------------------------------------------
     def _policy_of(self, policy_id: int) -> Policy | None:
-        compiled = self._compiled.get(policy_id)
-        return compiled.policy if compiled else None
+        # generations adopted from a previous agent are known by name only
+        return getattr(self._compiled.get(policy_id), "policy", None)
 
     def _emit_detection(self, header, detection: Detection, process,
                         dst: dict[str, Any] | None = None) -> None:

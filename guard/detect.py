@@ -257,6 +257,12 @@ class ProcessFiles:
 # The classifiers a policy asks for
 
 
+def _seen_in(where: str, findings: list[Finding]) -> list[Finding]:
+    """miner_dns findings say whether the name was asked for or answered."""
+    return [Finding(f.type, f.confidence, f.dialect, {**f.evidence, "seen_in": where})
+            for f in findings]
+
+
 class Detector:
     def __init__(self, indicators: miner.Indicators | None = None):
         self.indicators = indicators or miner.load_indicators()
@@ -298,11 +304,12 @@ class Detector:
                 findings += self._banner(policy, sample, port, ssh_judged, argv)
         elif kind == SampleKind.UDP and port == 53:
             for name in miner.parse_dns_query(sample) or []:
-                findings += miner.classify_dns(name, indicators=self.indicators)
+                findings += _seen_in("query", miner.classify_dns(name, indicators=self.indicators))
         elif kind == SampleKind.DNS_ANSWER:
             answer = miner.parse_dns_answer(sample)
             for name in answer.names() if answer else []:
-                findings += miner.classify_dns(name, indicators=self.indicators)
+                findings += _seen_in("answer", miner.classify_dns(name,
+                                                                  indicators=self.indicators))
         if kind in (SampleKind.UDP, SampleKind.DNS_ANSWER) and \
                 policy.detection("stratum") == "off":
             findings = [f for f in findings if f.type != "miner_dns"]

@@ -79,6 +79,17 @@ class AgentProcess:
             if predicate(event):
                 return event
 
+    def drain(self) -> list[dict]:
+        """Every event seen so far, without waiting for more."""
+        while True:
+            try:
+                event = self._lines.get_nowait()
+            except queue.Empty:
+                return self.events
+            if event is None:
+                return self.events
+            self.events.append(event)
+
     def _stderr_now(self) -> str:
         try:
             self.proc.wait(timeout=2)

@@ -59,6 +59,11 @@ def listener():
     lst.close()
 
 
+# cgroup hooks per guarded cgroup: connect4/6, sendmsg4/6, sock_create,
+# cgroup_skb egress and ingress
+CGROUP_HOOKS = 7
+
+
 def port_block_policy(name: str, port: int, extra_spec: str = "", action: str = "block") -> str:
     """A policy whose rule "blocked" gives action (block unless told) to TCP and
     UDP for one loopback port and allows the rest (extra_spec: more lines

@@ -13,6 +13,7 @@ import orjson
 
 from guard.sandbox import TempCgroup
 
+from .conftest import CGROUP_HOOKS
 from .agentproc import ROOT, AgentProcess
 
 
@@ -55,7 +56,7 @@ def test_ready_line_then_clean_stop_leaves_nothing(tmp_path):
             assert {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
                     "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",
                     "guard_cgroup_mkdir", "guard_cgroup_rmdir"} <= names
-            assert len(cgroup_attachments(cg.path)) == 5
+            assert len(cgroup_attachments(cg.path)) == CGROUP_HOOKS
             assert agent.stop(signal.SIGTERM) == 0
             assert agent.events[-1]["kind"] == "agent"
             assert agent.events[-1]["state"] == "stopped"

@@ -12,6 +12,7 @@ import pytest
 from guard.bpf.loader import remove_pins
 from guard.sandbox import TempCgroup
 
+from .conftest import CGROUP_HOOKS
 from .agentproc import AgentProcess
 from .conftest import port_block_policy
 from .test_lifecycle import cgroup_attachments, egress_guard, guard_programs
@@ -20,7 +21,8 @@ from .test_reload import AcceptingListener
 BLOCKED, ALLOWED = 29801, 29802
 PROGRAMS = {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
             "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",
-            "guard_cgroup_mkdir", "guard_cgroup_rmdir"}
+            "guard_cgroup_mkdir", "guard_cgroup_rmdir", "guard_egress", "guard_ingress",
+            "guard_destroy_tcp"}
 
 POLICY = port_block_policy("pinned", BLOCKED)
 
@@ -81,14 +83,14 @@ def test_killed_agent_keeps_enforcing_and_a_new_agent_adopts(tmp_path, pin_dir, 
             assert first.stop(signal.SIGKILL) == -signal.SIGKILL
         # no agent: the pinned programs still judge
         assert connect(cg, BLOCKED) == "EPERM" and connect(cg, ALLOWED) == "ok"
-        assert len(cgroup_attachments(cg.path)) == 5
+        assert len(cgroup_attachments(cg.path)) == CGROUP_HOOKS
         assert cg.run(["/bin/true", "while-no-agent"]).returncode == 0
 
         with pinned_agent(cg, policy, pin_dir) as second:
             assert second.ready["adopted"] is True
             assert second.ready["policy"]["generation"] == 2
             # the new programs were swapped into the pinned links: one of each
-            assert len(cgroup_attachments(cg.path)) == 5
+            assert len(cgroup_attachments(cg.path)) == CGROUP_HOOKS
             deadline = time.monotonic() + 10
             while guard_program_names() != sorted(PROGRAMS) and time.monotonic() < deadline:
                 time.sleep(0.1)  # the replaced programs are freed after an RCU grace period
