@@ -174,10 +174,17 @@ class ProcessFiles:
 
     @functools.cached_property
     def cwd(self) -> str:
+        """The working directory as the process names it. The kernel shows it
+        relative to the reader's root, so a chrooted process's cwd carries
+        its root's path in front."""
         try:
-            return os.readlink(f"/proc/{self.pid}/cwd")
+            cwd = os.readlink(f"/proc/{self.pid}/cwd")
+            root = os.readlink(self.root)
         except OSError:
             return "/"
+        if root != "/" and (cwd == root or cwd.startswith(root + "/")):
+            cwd = cwd[len(root):] or "/"
+        return cwd if cwd.startswith("/") else "/"
 
     @property
     def user(self) -> str:

@@ -91,7 +91,7 @@ PORT_TEXT = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 PORT_HINT = '(expected 1-65535 or "LO-HI")'
 
 TAG = "tag:yaml.org,2002:"
-STR, INT, NULL = TAG + "str", TAG + "int", TAG + "null"
+STR, INT, NULL, BOOL = TAG + "str", TAG + "int", TAG + "null", TAG + "bool"
 TAG_KINDS = {STR: "a string", INT: "an integer", NULL: "null", TAG + "bool": "a boolean",
              TAG + "float": "a number", TAG + "timestamp": "a timestamp"}
 
@@ -870,6 +870,11 @@ class _Reader:
             allowed = DETECTIONS.get(key)
             if allowed is None:
                 self.at(key_node, _child(field, key), _unknown_detection(key))
+                continue
+            if isinstance(value, ScalarNode) and value.tag == BOOL and \
+                    value.value.lower() == "off" and "off" in allowed:
+                # YAML 1.1 reads a bare `off` as false; here it means the word
+                chosen[key] = "off"
                 continue
             chosen[key] = self.choice(value, _child(field, key), "value",
                                       {word: word for word in allowed}, None)

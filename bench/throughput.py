@@ -1,0 +1,340 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Data-path benchmark: bulk TCP throughput and a benign flow's first-reply
+latency on loopback, from a guarded cgroup vs an unguarded sibling.
+
+    sudo .venv/bin/python bench/throughput.py [--rounds 5] [--seconds 5] [--connections 200]
+
+An agent (`egress-guard run`, embedded default policy: every connection
+logged, none blocked) guards the first of two child cgroups and not the
+second. The benchmark measures whatever programs the agent attaches (it
+lists them from bpftool), so a new hook such as a cgroup_skb payload
+sampler shows up here as soon as the agent attaches it.
+
+Rows (each a median over alternating rounds; the order flips every round,
+so drift and warm-up hit both sides alike):
+- iperf3 bulk TCP to a one-off `iperf3 -s -1` on 127.0.0.1, client in the
+  cgroup, --seconds per run: received Gbit/s. Target ratio >= 0.97.
+- a benign flow's first payload: a Python client in the cgroup (one process
+  for all --connections, so start-up is not measured) connects to a small
+  loopback echo server, sends an HTTP GET and waits for the echo; connect
+  alone and connect+first reply, median and p99 per round (of 200, the p99
+  is the second-slowest connection). Target: no measurable difference
+  (ratio within the noise floor).
+- a noise floor for both: the same two cgroups measured again after the
+  agent has exited, to show how far apart two unguarded measurements land.
+Beside the tables: the agent's resident memory (now and peak).
+
+Uses only child cgroups it makes and removes, loopback traffic, and ends
+only the processes it started.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from guard.cgroups import cgroup2_mount  # noqa: E402
+from guard.sandbox import TempCgroup  # noqa: E402
+from procstat import memory_kib  # noqa: E402
+
+HOST = "127.0.0.1"
+
+#: A loopback echo server: echoes what each connection sends until it closes.
+ECHO_SERVER = r"""
+import selectors, socket, sys, time
+sel = selectors.DefaultSelector()
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], 0))
+srv.listen(512)
+sel.register(srv, selectors.EVENT_READ)
+print(srv.getsockname()[1], flush=True)
+deadline = time.monotonic() + 3600
+while time.monotonic() < deadline:
+    for key, _ in sel.select(timeout=1.0):
+        sock = key.fileobj
+        if sock is srv:
+            conn, _ = srv.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sel.register(conn, selectors.EVENT_READ)
+            continue
+        try:
+            data = sock.recv(65536)
+        except ConnectionError:
+            data = b""
+        if data:
+            sock.sendall(data)
+        else:
+            sel.unregister(sock)
+            sock.close()
+"""
+
+#: Runs in the cgroup: warm-up connections, then N timed ones; prints
+#: {"connect": [ns...], "reply": [ns...]} (reply = connect + GET + echo).
+LATENCY_CLIENT = r"""
+import json, socket, sys, time
+host, port, count, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+request = (b"GET /index.html HTTP/1.1\r\nHost: " + host.encode() +
+           b"\r\nUser-Agent: egress-guard-bench/1\r\nAccept: */*\r\n\r\n")
+clock = time.perf_counter_ns
+connect, reply = [], []
+for i in range(warmup + count):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    started = clock()
+    sock.connect((host, port))
+    connected = clock()
+    sock.sendall(request)
+    got = 0
+    while got < len(request):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("echo server closed the connection early")
+        got += len(chunk)
+    done = clock()
+    sock.close()
+    if i >= warmup:
+        connect.append(connected - started)
+        reply.append(done - started)
+print(json.dumps({"connect": connect, "reply": reply}))
+"""
+
+
+class Agent:
+    """`egress-guard run` guarding one cgroup; ready once its first line,
+    {"kind": "agent", "state": "ready"}, arrives. Its later lines are read
+    and counted by kind (never kept), so the pipe never fills."""
+
+    def __init__(self, cgroup: Path, workdir: Path):
+        self.argv = [sys.executable, "-m", "guard", "run", "--cgroup", str(cgroup),
+                     "--control-socket", str(workdir / "agent.sock"),
+                     "--state-dir", str(workdir)]
+        self.stderr_path = workdir / "agent.stderr"
+        self.counts: dict[str, int] = {}
+        self._ready = threading.Event()
+        self.ready_event: dict | None = None
+
+    def __enter__(self) -> "Agent":
+        self.started = time.monotonic()
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        threading.Thread(target=self._read, daemon=True).start()
+        try:
+            if not self._ready.wait(60) or (self.ready_event or {}).get("state") != "ready":
+                raise RuntimeError(f"agent did not become ready: {self.ready_event}; stderr: "
+                                   f"{self.stderr_path.read_text(errors='replace')[-2000:]}")
+        except BaseException:
+            self.close()
+            raise
+        self.startup_s = time.monotonic() - self.started
+        return self
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = event.get("kind", "?")
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            if kind == "agent" and not self._ready.is_set():
+                self.ready_event = event
+                self._ready.set()
+        self._ready.set()           # the agent exited: stop waiting
+
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        return memory_kib(self.proc.pid, field)
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._stderr.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def iperf3_gbits(cg: TempCgroup, seconds: int) -> float:
+    """One iperf3 run, client in cg, a fresh one-off server outside it."""
+    port = free_port()
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", HOST, "-p", str(port), "--forceflush"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = server.stdout.readline()
+        while line and "listening" not in line.lower():
+            line = server.stdout.readline()
+        if not line:
+            raise RuntimeError("iperf3 server did not start")
+        result = cg.run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-J"],
+                        timeout=seconds + 60, text=True)
+        report = json.loads(result.stdout)
+        if result.returncode or "error" in report:
+            raise RuntimeError(f"iperf3 client failed: {report.get('error', result.stderr)}")
+        return report["end"]["sum_received"]["bits_per_second"] / 1e9
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(timeout=10)
+
+
+def first_reply_us(cg: TempCgroup, port: int, connections: int) -> dict[str, list[float]]:
+    result = cg.run([sys.executable, "-c", LATENCY_CLIENT, HOST, str(port), str(connections),
+                     "20"], timeout=300, text=True)
+    if result.returncode:
+        raise RuntimeError(f"latency client failed: {result.stderr.strip()[-500:]}")
+    timings = json.loads(result.stdout)
+    return {k: [ns / 1000 for ns in v] for k, v in timings.items()}
+
+
+def alternate(rounds: int, measure_a, measure_b) -> tuple[list, list]:
+    """measure_a and measure_b, rounds times each, the first of each pair flipping."""
+    a, b = [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            a.append(measure_a())
+            b.append(measure_b())
+        else:
+            b.append(measure_b())
+            a.append(measure_a())
+    return a, b
+
+
+def latency_rows(a: list[dict], b: list[dict]) -> list[tuple]:
+    """(what, median a, median b, p99 a, p99 b): medians over rounds of each round's figure."""
+    rows = []
+    for key, label in (("connect", "connect"), ("reply", "connect + GET + echo")):
+        rows.append((label,
+                     statistics.median(statistics.median(r[key]) for r in a),
+                     statistics.median(statistics.median(r[key]) for r in b),
+                     statistics.median(percentile(r[key], 0.99) for r in a),
+                     statistics.median(percentile(r[key], 0.99) for r in b)))
+    return rows
+
+
+def attached(path: Path) -> str:
+    """Programs attached to this cgroup itself, as bpftool lists them."""
+    bpftool = shutil.which("bpftool")
+    if not bpftool:
+        return "(bpftool not installed)"
+    result = subprocess.run([bpftool, "-j", "cgroup", "show", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        return f"(bpftool: {result.stderr.strip()})"
+    progs = json.loads(result.stdout.strip() or "[]")
+    return ", ".join(f"{p.get('attach_type')}:{p.get('name')}" for p in progs) or "none"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each iperf3 run")
+    parser.add_argument("--connections", type=int, default=200,
+                        help="timed connections per latency round")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/throughput.py needs root", file=sys.stderr)
+        return 4
+    if not shutil.which("iperf3"):
+        print("bench/throughput.py needs iperf3", file=sys.stderr)
+        return 4
+    cgroup2_mount()
+
+    workdir = Path(tempfile.mkdtemp(prefix="egress-guard-bench-"))
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, HOST], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        echo_port = int(echo.stdout.readline())
+        with TempCgroup("egress-guard-bench") as guarded, \
+                TempCgroup("egress-guard-bench-sibling") as sibling:
+            def bulk(cg):
+                return lambda: iperf3_gbits(cg, args.seconds)
+
+            def latency(cg):
+                return lambda: first_reply_us(cg, echo_port, args.connections)
+
+            with Agent(guarded.path, workdir) as agent:
+                hooks, sibling_hooks = attached(guarded.path), attached(sibling.path)
+                rss_ready = agent.rss_kib()
+                bulk_gu = alternate(args.rounds, bulk(guarded), bulk(sibling))
+                lat_gu = alternate(args.rounds, latency(guarded), latency(sibling))
+                rss_now, rss_peak = agent.rss_kib(), agent.rss_kib("VmHWM")
+                time.sleep(0.5)     # let the agent write out the last events before counting
+                counts = dict(agent.counts)
+                startup = agent.startup_s
+            # noise floor: the same two cgroups once the agent has detached
+            # (measured second, so an agent that fails to start fails fast)
+            floor_bulk = alternate(args.rounds, bulk(guarded), bulk(sibling))
+            floor_lat = alternate(args.rounds, latency(guarded), latency(sibling))
+    finally:
+        if echo.poll() is None:
+            echo.kill()
+        echo.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    med = statistics.median
+    print(f"\nloopback data path, guarded cgroup vs unguarded sibling ({args.rounds} alternating "
+          f"rounds, medians)\n")
+    print(f"hooks on the guarded cgroup: {hooks}")
+    print(f"hooks on the sibling:        {sibling_hooks}\n")
+    bulk_title = f"bulk TCP (iperf3, {args.seconds} s runs)"
+    print(f"| {bulk_title:<40} | {'cgroup A Gbit/s':>15} | {'sibling Gbit/s':>14} | "
+          f"{'ratio':>6} | {'target':>7} |")
+    print(f"|{'-' * 42}|{'-' * 17}|{'-' * 16}|{'-' * 8}|{'-' * 9}|")
+    for label, (a, b), target in (("noise floor: no agent, A vs sibling", floor_bulk, "~1.00"),
+                                  ("A guarded vs sibling unguarded", bulk_gu, ">= 0.97")):
+        print(f"| {label:<40} | {med(a):>15.2f} | {med(b):>14.2f} | {med(a) / med(b):>6.3f} | "
+              f"{target:>7} |")
+    for label, (a, b) in (("no agent", floor_bulk), ("A guarded", bulk_gu)):
+        print(f"  rounds, {label}: A " + " ".join(f"{x:.1f}" for x in a)
+              + " | sibling " + " ".join(f"{x:.1f}" for x in b))
+
+    print(f"\n| {'benign flow, ' + str(args.connections) + ' connections/round':<40} | "
+          f"{'A median us':>11} | {'sib. median us':>14} | {'ratio':>6} | {'A p99 us':>8} | "
+          f"{'sib. p99 us':>11} | {'ratio':>6} |")
+    print(f"|{'-' * 42}|{'-' * 13}|{'-' * 16}|{'-' * 8}|{'-' * 10}|{'-' * 13}|{'-' * 8}|")
+    for setting, (a, b) in (("no agent", floor_lat), ("A guarded", lat_gu)):
+        for label, ma, mb, pa, pb in latency_rows(a, b):
+            name = f"{setting}: {label}"
+            print(f"| {name:<40} | {ma:>11.1f} | {mb:>14.1f} | {ma / mb:>6.3f} | {pa:>8.1f} | "
+                  f"{pb:>11.1f} | {pa / pb:>6.3f} |")
+
+    print(f"\nagent: ready after {startup * 1000:.0f} ms; resident memory "
+          f"{rss_ready / 1024:.1f} MiB at ready, {rss_now / 1024:.1f} MiB after the runs, "
+          f"peak {rss_peak / 1024:.1f} MiB")
+    print("agent events by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
