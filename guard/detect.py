@@ -16,6 +16,7 @@ import errno
 import functools
 import os
 import posixpath
+import stat
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -241,8 +242,11 @@ class ProcessFiles:
             return None
         try:
             with os.fdopen(fd, "rb") as fh:
-                if not os.path.stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                    return None
+                mode = os.fstat(fh.fileno()).st_mode
+                if stat.S_ISCHR(mode) and self._absolute(path) == "/dev/null":
+                    return b""          # ssh -F /dev/null: an empty config
+                if not stat.S_ISREG(mode):
+                    return None         # never block on a FIFO or read a device
                 return fh.read(CONFIG_READ_MAX)
         except OSError:
             return None
