@@ -65,6 +65,42 @@ int probe_send_signal(void *ctx)
 	return 0;
 }
 
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
+
+/* Resetting a blocked flow's socket: a TCP iterator with bpf_sock_destroy (6.5). */
+SEC("iter/tcp")
+int probe_sock_destroy(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *sk = ctx->sk_common;
+
+	if (sk && bpf_get_current_pid_tgid() == (__u64)-1)
+		bpf_sock_destroy(sk);
+	return 0;
+}
+
+/* Payload sampling keeps per-flow state in socket-local storage. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} probe_sk_storage SEC(".maps");
+
+SEC("cgroup_skb/egress")
+int probe_sk_storage_get(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	__u64 *state;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	state = bpf_sk_storage_get(&probe_sk_storage, sk, 0, 0);
+	return state ? 1 : 1;
+}
+
 SEC("lsm/socket_connect")
 int BPF_PROG(probe_lsm, struct socket *sock, struct sockaddr *address, int addrlen)
 {

@@ -781,6 +781,7 @@ class Agent:
                         for cg in self._guarded.values()],
             "discovery": self.discover,
             "counters": self.counters(),
+            "detections": {f"{t}/{a}": n for (t, a), n in sorted(self._detections_by.items())},
             "events": self.stats.events,
             "reloads": self.stats.reloads,
             "ring_size": self._ring_size,
@@ -797,6 +798,8 @@ class Agent:
         snapshot: dict[str, Any] = {
             "egress_guard_events_total": [({"kind": k, "action": a}, n)
                                           for (k, a), n in sorted(self._events_by.items())],
+            "egress_guard_detections_total": [({"type": t, "action": a}, n)
+                                              for (t, a), n in sorted(self._detections_by.items())],
             "egress_guard_guarded_cgroups": len(guarded),
             "egress_guard_guarded_containers": sum(
                 1 for cg in guarded if container_of(cg.relative) is not None),
@@ -806,6 +809,8 @@ class Agent:
         }
         if counters:
             snapshot["egress_guard_ring_events_lost_total"] = counters["events_lost"]
+            for counter in ("flows_sampled", "flows_held", "hold_timeouts", "flow_drops"):
+                snapshot[f"egress_guard_{counter}_total"] = counters[counter]
             snapshot["egress_guard_kernel_verdicts_total"] = [
                 ({"action": name.removeprefix("verdict_")}, value)
                 for name, value in counters.items() if name.startswith("verdict_")]

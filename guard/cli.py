@@ -78,7 +78,8 @@ def doctor(as_json: bool) -> None:
             click.echo(f"  {mark}{name:<20} {mech.detail}{need}")
         if report.enforcement:
             click.echo(f"enforcement    {report.enforcement['level']}")
-            for key in ("egress", "raw_sockets", "packet_sockets", "exec_kill", "note"):
+            for key in ("egress", "raw_sockets", "packet_sockets", "exec_kill", "exec_hold",
+                        "payloads", "socket_reset", "reverse_shell", "note"):
                 click.echo(f"  {key}: {report.enforcement[key]}")
         for reason in report.missing:
             click.echo(f"missing: {reason}", err=True)

@@ -30,6 +30,8 @@ PROBES = {
     "raw_tracepoint": ("probe_raw_tracepoint", True),
     "ring_buffer": ("probe_ringbuf", False),
     "bpf_send_signal": ("probe_send_signal", False),
+    "sk_storage": ("probe_sk_storage_get", False),
+    "sock_destroy": ("probe_sock_destroy", False),
     "bpf_lsm": ("probe_lsm", True),
     "fentry": ("probe_fentry", True),
     "kprobe": ("probe_kprobe", True),
@@ -42,6 +44,8 @@ REQUIRED = {
     "raw_tracepoint": "exec events (sched_process_exec, attached without tracefs)",
     "ring_buffer": "events to userspace",
     "bpf_send_signal": "killing a program at exec",
+    "cgroup_skb": "first-payload sampling and holding (detections)",
+    "sk_storage": "per-flow state of the payload sampler",
 }
 
 
@@ -114,6 +118,18 @@ def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
                           "not see packet sockets and BPF-LSM is not used)",
         "exec_kill": "raw tracepoint sched_process_exec + bpf_send_signal(SIGKILL), "
                      "before the new program runs",
+        "exec_hold": "raw tracepoint sched_process_exec + bpf_send_signal(SIGSTOP): ssh, "
+                     "tunnel tools, netcat and suspect interpreters wait for the agent's "
+                     "verdict (SIGCONT, refused connects, or SIGKILL)",
+        "payloads": "cgroup_skb egress: the first payload of every flow is sampled; a JSON "
+                    "or POST payload with a mining anchor (or a Stratum V2 frame) is dropped "
+                    "until the verdict and TCP retransmits it",
+        "socket_reset": ("TCP iterator + bpf_sock_destroy: a blocked flow's socket is reset"
+                         if mech["sock_destroy"].available else
+                         "unavailable (bpf_sock_destroy needs Linux 6.5): a blocked flow's "
+                         "packets are dropped but its socket is not reset"),
+        "reverse_shell": "raw tracepoint sys_enter: dup2/dup3 of a connected inet socket onto "
+                         "fd 0-2 is reported, or killed at the call",
         "also_available": stronger,
         "note": ("BPF-LSM is present but this version does not use it yet"
                  if mech["bpf_lsm"].available else

@@ -392,3 +392,17 @@ def test_pool_and_donation_names_in_dns_become_events(guarded):
         assert event["detection"]["evidence"]["name"] == "donate.v2.xmrig.com"
         assert event["detection"]["dialect"] == "donation"
         assert event["dst"]["port"] == 53
+
+
+def test_status_counts_detections_and_held_flows(guarded):
+    guard = guarded("block")
+    before = request(guard.agent.control_socket, {"op": "status"})
+    with RecordingServer() as pool:
+        assert_refused(guard.outcome("127.0.0.1", pool.port, STRATUM))
+        guard.detection(pool.port)
+    after = request(guard.agent.control_socket, {"op": "status"})
+    assert after["detections"]["stratum/block"] == \
+        before["detections"].get("stratum/block", 0) + 1
+    assert after["counters"]["flows_held"] >= before["counters"]["flows_held"] + 1
+    assert after["counters"]["flow_drops"] >= before["counters"]["flow_drops"] + 1
+    assert after["counters"]["hold_timeouts"] == before["counters"]["hold_timeouts"]
