@@ -251,7 +251,11 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 		 * userspace reads the argv (and the ssh config it names), then
 		 * lets it go on, refuses its connects, or kills it.
 		 */
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		__u64 now = bpf_ktime_get_boot_ns();
+
 		bpf_send_signal(SIGSTOP);
+		bpf_map_update_elem(&eg_held_execs, &tgid, &now, BPF_ANY);
 		s->ev.flags |= GUARD_EXEC_HELD;
 	}
 

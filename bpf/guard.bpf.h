@@ -109,6 +109,19 @@ struct {
 	__type(value, struct guard_proc_verdict);
 } eg_proc_verdicts SEC(".maps");
 
+/*
+ * tgid -> CLOCK_BOOTTIME when the kernel stopped it at exec: the agent
+ * deletes the entry when it has judged the program, and judges from /proc
+ * (then resumes) whatever stays here longer than the hold timeout, e.g.
+ * because its exec event was lost in a full ring.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} eg_held_execs SEC(".maps");
+
 /* 4 bytes (little-endian u32 of a window) -> enum guard_anchor_kind bits */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -31,7 +31,7 @@ from .cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
 from .compile import CompiledPolicy, compile_fail_closed, compile_policy
 from .control import ControlError, ControlServer
 from .containers import container_of, is_container_cgroup
-from .actions import Responder
+from .actions import Responder, cgroup_path_of
 from .detect import Detection, Detector, ProcessFiles, anchor_table, decide, strongest
 from .events import (CgroupRecord, DecodeError, ExecRecord, PayloadRecord, StdioSocketRecord,
                      decode)
@@ -536,6 +536,7 @@ class Agent:
 
     def _tick(self, now: float) -> None:
         self._maps.heartbeat(self._heartbeat_timeout_ms)
+        self._release_stale_holds()
         self._reselect_if_news()
         self._retire_due(now)
         if self._reload_requested:
@@ -666,9 +667,51 @@ class Agent:
             self._responder.kill(header.pid, cgroup_path)
         elif action == "block":
             self._responder.block_process(header.pid, header.start_ns)
-        if record.held and action != "kill":
-            self._responder.resume(header.pid, cgroup_path)
+        if record.held:
+            if action != "kill":
+                self._responder.resume(header.pid, cgroup_path)
+            self._maps.release_held(header.pid)
         return detections
+
+    def _release_stale_holds(self) -> None:
+        """Programs the kernel stopped at exec whose exec event never came
+        (a full ring): judge them from /proc, then resume or kill them. A
+        verdict of block is carried out as kill here: without the exec event
+        the process's start time, which block needs, is unknown."""
+        if not self._hold_timeout_ms:
+            return
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        for pid, since in self._maps.held_execs().items():
+            if now - since < self._hold_timeout_ms * 1_000_000:
+                continue
+            self._maps.release_held(pid)
+            cgroup_path = cgroup_path_of(pid)
+            policy = self._policy_for_path(cgroup_path) if cgroup_path else None
+            if policy is None:
+                continue
+            process = ProcessTable.from_proc(pid)
+            detections = decide(self.detector.exec_findings(
+                policy, process.argv, process.exe, ProcessFiles(pid)), policy)
+            action = strongest(detections)
+            if action in ("block", "kill"):
+                self._responder.kill(pid, cgroup_path)
+            else:
+                self._responder.resume(pid, cgroup_path)
+            self.writer.write({"ts": self.clock.now(), "kind": "error",
+                               "error": f"pid {pid} stopped at exec without an exec event: "
+                                        f"judged from /proc ({action or 'nothing found'}), "
+                                        f"{'killed' if action in ('block', 'kill') else 'resumed'}"})
+
+    def _policy_for_path(self, cgroup_path: str) -> Policy | None:
+        """The policy of the guarded cgroup at or above a cgroup path."""
+        path = cgroup_path
+        while True:
+            for cg in self._guarded.values():
+                if cg.relative == path:
+                    return self.policies[self._slot_of[cg.id]]
+            if path in ("/", ""):
+                return None
+            path = path.rsplit("/", 1)[0] or "/"
 
     def _on_payload(self, record: PayloadRecord) -> None:
         header = record.header

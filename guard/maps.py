@@ -272,6 +272,19 @@ class Maps:
         libbpf.map_update(self._fd["eg_proc_verdicts"], ctypes.c_uint32(tgid),
                           abi.ProcVerdict(start_ns=start_ns, action=abi.Action.BLOCK))
 
+    def release_held(self, tgid: int) -> None:
+        """A program stopped at exec has been judged."""
+        libbpf.map_delete(self._fd["eg_held_execs"], ctypes.c_uint32(tgid))
+
+    def held_execs(self) -> dict[int, int]:
+        """tgid -> CLOCK_BOOTTIME ns at which the kernel stopped it."""
+        held = {}
+        for key in libbpf.map_keys(self._fd["eg_held_execs"], ctypes.c_uint32):
+            since = ctypes.c_uint64()
+            if libbpf.map_lookup(self._fd["eg_held_execs"], key, since):
+                held[key.value] = since.value
+        return held
+
     def request_reset(self, cookie: int) -> None:
         """Mark a TCP socket for the next run of the reset iterator."""
         if "eg_destroy" in self._fd:

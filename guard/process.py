@@ -55,6 +55,10 @@ class ProcessTable:
             self._by_pid.popitem(last=False)
 
     @staticmethod
+    def from_proc(pid: int) -> ProcessInfo:
+        return ProcessTable._from_proc(pid)
+
+    @staticmethod
     def _from_proc(pid: int) -> ProcessInfo:
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
