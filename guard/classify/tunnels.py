@@ -302,6 +302,8 @@ TUNNEL_NAMES: tuple[TunnelName, ...] = (
     TunnelName("pagekite.me", "pagekite", "agent"),
 )
 
+_TUNNEL_SUFFIXES = {entry.suffix: entry for entry in TUNNEL_NAMES}
+
 _NGROK_LEGACY_AGENT = re.compile(r"tunnel(\.[a-z0-9-]+)?\.ngrok\.com")
 
 
@@ -328,9 +330,15 @@ def tunnel_name(name: Any) -> TunnelName | None:
         return None
     if _NGROK_LEGACY_AGENT.fullmatch(text):
         return TunnelName(text, "ngrok", "agent")
-    # The most specific suffix wins (api.trycloudflare.com before trycloudflare.com).
-    matches = [entry for entry in TUNNEL_NAMES if entry.matches(text)]
-    return max(matches, key=lambda entry: len(entry.suffix)) if matches else None
+    # The most specific suffix wins (api.trycloudflare.com before trycloudflare.com):
+    # try the name itself, then each parent domain, in one dict lookup each.
+    while True:
+        entry = _TUNNEL_SUFFIXES.get(text)
+        if entry is not None:
+            return entry
+        _, dot, text = text.partition(".")
+        if not dot:
+            return None
 
 
 # --------------------------------------------------------------------------
