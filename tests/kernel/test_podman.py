@@ -12,7 +12,7 @@ import pytest
 
 from guard.control import request
 
-from .agentproc import AgentProcess
+from .agentproc import ROOT, AgentProcess
 from .conftest import port_block_policy
 from .test_reload import AcceptingListener
 
@@ -205,3 +205,29 @@ def test_containers_selected_by_labels_get_their_own_verdicts(tmp_path, image, c
                                 and e.get("container", {}).get("id") == opened)
         assert logged["action"] == "log" and logged["policy"]["name"] == "openers"
         assert "identity" not in logged
+
+
+def test_mining_from_a_container_in_its_own_network_namespace_is_stopped(
+        tmp_path, image, containers):
+    """Embedded default policy (stratum: block). Pool and miner both live in a
+    container with its own network namespace (--network none: loopback
+    only): the held subscribe never reaches the pool, and the socket is reset
+    from inside that namespace."""
+    payload = ROOT / "tests/fixtures/payloads/stratum-v1.cpuminer.bin"
+    script = ("nc -l -p 3333 > /tmp/got & sleep 0.5; "
+              "nc 127.0.0.1 3333 < /payload; echo client=$?; sleep 1; "
+              "echo pool=$(wc -c < /tmp/got)")
+    with AgentProcess([]) as agent:
+        argv = [word if word != "host" else "none" for word in PODMAN_RUN]
+        cidfile = tmp_path / "cid"
+        result = subprocess.run([*argv, "--cidfile", str(cidfile), "--tmpfs", "/tmp",
+                                 "-v", f"{payload}:/payload:ro",
+                                 IMAGE, "/bin/sh", "-c", script], capture_output=True,
+                                text=True, timeout=120)
+        cid = cidfile.read_text().strip()
+        containers.append(cid)
+        assert "pool=0" in result.stdout, (result.stdout, result.stderr)
+        event = agent.wait_for(lambda e: e["kind"] == "detection"
+                               and e.get("container", {}).get("id") == cid)
+    assert event["action"] == "block" and event["detection"]["dialect"] == "stratum-v1"
+    assert event["dst"]["port"] == 3333 and event["process"]["comm"] == "nc"
