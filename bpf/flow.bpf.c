@@ -83,6 +83,7 @@ struct packet {
 	__u16 remote_port; /* host byte order */
 	__u8 family;
 	__u8 proto;
+	__u8 syn_only;     /* TCP SYN without ACK: this end opens the connection */
 	__u32 remote_addr[4];
 };
 
@@ -155,6 +156,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 		if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)))
 			return 0;
 		pkt->proto = GUARD_PROTO_TCP;
+		pkt->syn_only = tcp.syn && !tcp.ack;
 		pkt->remote_port = bpf_ntohs(egress ? tcp.dest : tcp.source);
 		pkt->payload_off = l4_off + tcp.doff * 4;
 	} else if (l4_proto == IPPROTO_UDP) {
@@ -340,11 +342,18 @@ static __always_inline int apply_verdict(struct __sk_buff *skb, struct flow_stat
 	return 1;
 }
 
+/*
+ * The first packet a socket sends decides whether it is watched: a TCP
+ * socket is only if that packet is its SYN, i.e. the guarded process
+ * connects out. Accepted connections (a server in the sandbox answering,
+ * sshd sending its banner) and connections older than the guard are not.
+ */
 static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, struct bpf_sock *sk)
 {
 	struct guard_policy_config *policy;
 	struct guard_cgroup_info *guard;
 	struct flow_state *state;
+	struct packet pkt = {};
 	__u64 cgroup_id;
 	__u32 policy_id;
 
@@ -354,6 +363,8 @@ static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, stru
 		return NULL;
 	state->phase = FLOW_DONE;
 	if (!guard)
+		return state;
+	if (sk->protocol == IPPROTO_TCP && (!parse_packet(skb, &pkt, 1) || !pkt.syn_only))
 		return state;
 	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);

@@ -406,3 +406,35 @@ def test_status_counts_detections_and_held_flows(guarded):
     assert after["counters"]["flows_held"] >= before["counters"]["flows_held"] + 1
     assert after["counters"]["flow_drops"] >= before["counters"]["flow_drops"] + 1
     assert after["counters"]["hold_timeouts"] == before["counters"]["hold_timeouts"]
+
+
+SERVE_ONCE = r"""
+import socket, sys
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+print(listener.getsockname()[1], flush=True)
+conn, _ = listener.accept()
+conn.sendall(open(sys.argv[1], "rb").read())
+conn.close()
+"""
+
+
+def test_a_server_in_the_sandbox_answering_is_not_its_egress(guarded):
+    """Only connections the guarded process opens are sampled: a server in
+    the sandbox whose answer happens to look like Stratum is left alone."""
+    guard = guarded("block")
+    held_before = guard.counters()["flows_held"]
+    server = guard.cg.popen([sys.executable, "-c", SERVE_ONCE, str(STRATUM)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            received = b""
+            while chunk := client.recv(65536):
+                received += chunk
+        assert received == STRATUM.read_bytes()
+    finally:
+        server.wait(timeout=10)
+    assert guard.counters()["flows_held"] == held_before
