@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import signal
 import threading
@@ -73,12 +74,31 @@ def in_netns_of(pid: int, fn: Callable[[], None]) -> None:
         raise failure[0]
 
 
+def _reported(method):
+    """An action that fails (a map full, a namespace gone) is reported by
+    the agent as an error event; it never takes the agent down."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:  # LibbpfError is an OSError
+            self.errors.append(f"{method.__name__}{args}: {exc}")
+            return False
+    return run
+
+
 class Responder:
     def __init__(self, maps: Maps, objects: GuardObjects):
         self._maps = maps
         self._objects = objects
+        self.errors: list[str] = []   # failed actions, for the agent to report
+
+    def take_errors(self) -> list[str]:
+        errors, self.errors = self.errors, []
+        return errors
 
     # -- processes ---------------------------------------------------------------
+    @_reported
     def signal(self, pid: int, sig: int, cgroup_path: str | None) -> bool:
         """Send sig to pid if it still lives in cgroup_path (or below it)."""
         if pid <= 1 or pid == os.getpid():
@@ -101,19 +121,23 @@ class Responder:
     def kill(self, pid: int, cgroup_path: str | None) -> bool:
         return self.signal(pid, signal.SIGKILL, cgroup_path)
 
+    @_reported
     def block_process(self, pid: int, start_ns: int) -> None:
         self._maps.block_process(pid, start_ns)
 
     # -- flows -------------------------------------------------------------------
+    @_reported
     def allow_flow(self, cookie: int) -> None:
         self._maps.flow_verdict(cookie, abi.Action.ALLOW)
 
+    @_reported
     def block_flow(self, cookie: int, pid: int, proto: abi.Proto) -> bool:
         """Drop the rest of a flow, then reset its socket where the kernel
         can (TCP, bpf_sock_destroy). Returns whether the socket was reset."""
         self._maps.flow_verdict(cookie, abi.Action.BLOCK)
         return self.reset_socket(cookie, pid, proto)
 
+    @_reported
     def reset_socket(self, cookie: int, pid: int, proto: abi.Proto = abi.Proto.TCP) -> bool:
         if not cookie or proto != abi.Proto.TCP or not self._objects.can_reset_sockets:
             return False

@@ -615,6 +615,11 @@ class Agent:
         for detection in detections:
             self._emit_detection(header, detection, process)
 
+    def _report_action_errors(self) -> None:
+        for error in self._responder.take_errors():
+            self.writer.write({"ts": self.clock.now(), "kind": "error",
+                               "error": f"action failed: {error}"})
+
     def _emit(self, event: dict[str, Any], policy_id: int) -> None:
         self.stats.events += 1
         self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
@@ -701,6 +706,7 @@ class Agent:
                                "error": f"pid {pid} stopped at exec without an exec event: "
                                         f"judged from /proc ({action or 'nothing found'}), "
                                         f"{'killed' if action in ('block', 'kill') else 'resumed'}"})
+        self._report_action_errors()
 
     def _policy_for_path(self, cgroup_path: str) -> Policy | None:
         """The policy of the guarded cgroup at or above a cgroup path."""
@@ -740,6 +746,7 @@ class Agent:
         dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
         for detection in detections:
             self._emit_detection(header, detection, process, dst=dst)
+        self._report_action_errors()
 
     def _on_stdio_socket(self, record: StdioSocketRecord) -> None:
         header = record.header
@@ -757,6 +764,7 @@ class Agent:
         dst = {"ip": record.ip, "port": record.port}
         for detection in detections:
             self._emit_detection(header, detection, process, dst=dst)
+        self._report_action_errors()
 
     def counters(self) -> dict[str, int]:
         return self._maps.counters() if self._maps else {}

@@ -186,3 +186,16 @@ def test_process_files_resolve_inside_the_process_root(chrooted):
     assert files.read_file("/up") is None                      # no way out of the root
     assert files.read_file("/home") is None                    # a directory is not a file
     assert files.list_dir("/home/agent/.ssh") == ["config"]
+
+
+def test_a_failed_action_is_reported_not_raised():
+    from guard.actions import Responder
+    from guard.bpf.libbpf import LibbpfError
+
+    class FullMaps:
+        def flow_verdict(self, cookie, action):
+            raise LibbpfError(28, "bpf_map_update_elem")
+    responder = Responder(FullMaps(), objects=None)
+    assert responder.allow_flow(7) is False
+    assert responder.take_errors() == ["allow_flow(7,): bpf_map_update_elem: No space left on device"]
+    assert responder.take_errors() == []
