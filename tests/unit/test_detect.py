@@ -197,5 +197,6 @@ def test_a_failed_action_is_reported_not_raised():
             raise LibbpfError(28, "bpf_map_update_elem")
     responder = Responder(FullMaps(), objects=None)
     assert responder.allow_flow(7) is False
-    assert responder.take_errors() == ["allow_flow(7,): bpf_map_update_elem: No space left on device"]
+    assert responder.take_errors() == [
+        "allow_flow(7,): [Errno 28] bpf_map_update_elem: No space left on device"]
     assert responder.take_errors() == []
