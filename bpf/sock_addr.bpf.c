@@ -120,6 +120,12 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *
 		return 1;
 	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
+	/*
+	 * The kernel gives a socket its cookie when first asked: ask now, so the
+	 * socket can be named later (a reverse shell's socket on stdio is reset
+	 * by its cookie) even if nothing else ever asks.
+	 */
+	bpf_get_socket_cookie(ctx);
 	/* A guarded cgroup whose policy is missing fails closed. */
 	action = policy ? policy->default_action : GUARD_ACTION_BLOCK;
 

@@ -756,10 +756,16 @@ class Agent:
             return
         detections = decide(self.detector.stdio_socket_findings(record, process.argv), policy)
         action = strongest(detections)
-        # kill was done by the kernel at the dup; block ends the socket
+        # kill was done by the kernel at the dup; block ends the socket and
+        # refuses the process's further connects. A UDP socket cannot be
+        # reset and sends without connect(): the process is killed instead.
         if action == "block":
-            self._responder.reset_socket(record.cookie, header.pid, abi.Proto(record.proto)
-                                         if record.proto in (6, 17) else abi.Proto.ANY)
+            if record.proto == abi.Proto.UDP:
+                self._responder.kill(header.pid, self.cgroup_names.name(header.cgroup_id))
+                detections = [Detection(d.finding, "kill") for d in detections]
+            elif not self._responder.reset_socket(record.cookie, header.pid):
+                self._responder.errors.append(
+                    f"socket of pid {header.pid} on fd {record.newfd} could not be reset")
             self._responder.block_process(header.pid, header.start_ns)
         dst = {"ip": record.ip, "port": record.port}
         for detection in detections:

@@ -24,7 +24,7 @@ from .test_reload import AcceptingListener
 BLOCKED, ALLOWED = 29801, 29802
 PROGRAMS = {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
             "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",
-            "guard_cgroup_mkdir", "guard_cgroup_rmdir", "guard_egress", "guard_ingress",
+            "guard_cgroup_mkdir", "guard_cgroup_rmdir", "guard_egress", "guard_ingress", "guard_fork",
             "guard_destroy_tcp"}
 
 POLICY = port_block_policy("pinned", BLOCKED)
