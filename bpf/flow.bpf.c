@@ -51,6 +51,17 @@ struct flow_state {
 	__u8 flags;         /* enum guard_payload_flags carried into samples */
 	__u8 sampled;       /* the held sample reached the ring buffer */
 	__u8 _pad[5];
+	/*
+	 * Who opened the flow, taken at its SYN (sent from connect(), in the
+	 * process's context): a later segment may leave from softirq context,
+	 * where the current task is whoever happened to run.
+	 */
+	__u64 start_ns;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 _pad1;
+	char comm[GUARD_COMM_LEN];
 };
 
 /* socket -> struct flow_state */
@@ -206,6 +217,13 @@ static __always_inline int emit_sample(struct guard_payload_event *ev, struct __
 
 	fill_header(&ev->hdr, GUARD_EVENT_PAYLOAD, 0, state->cgroup_id, state->policy_id,
 		    GUARD_ACTION_LOG, GUARD_RULE_NONE);
+	if (state->tgid) {
+		ev->hdr.pid = state->tgid;
+		ev->hdr.ppid = state->ppid;
+		ev->hdr.uid = state->uid;
+		ev->hdr.start_ns = state->start_ns;
+		__builtin_memcpy(ev->hdr.comm, state->comm, sizeof(ev->hdr.comm));
+	}
 	ev->cookie = bpf_get_socket_cookie(skb);
 	ev->family = pkt->family;
 	ev->proto = pkt->proto;
@@ -342,6 +360,17 @@ static __always_inline int apply_verdict(struct __sk_buff *skb, struct flow_stat
 	return 1;
 }
 
+static __always_inline void owner(struct flow_state *state)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	state->tgid = bpf_get_current_pid_tgid() >> 32;
+	state->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	state->uid = (__u32)bpf_get_current_uid_gid();
+	state->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	bpf_get_current_comm(state->comm, sizeof(state->comm));
+}
+
 /*
  * The first packet a socket sends decides whether it is watched: a TCP
  * socket is only if that packet is its SYN, i.e. the guarded process
@@ -374,6 +403,7 @@ static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, stru
 	state->policy_id = policy_id;
 	state->detect_flags = policy->detect_flags;
 	state->phase = FLOW_NEW;
+	owner(state);
 	return state;
 }
 
