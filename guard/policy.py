@@ -37,6 +37,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .abi import PATH_MAX, Action, Proto
+from .cidr import parse_cidr
 
 API_VERSION = "egress-guard/v1"
 KIND = "EgressPolicy"
@@ -65,9 +66,6 @@ EXEC_STRING_MAX = PATH_MAX - 1
 POLICY_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 POLICY_NAME_MAX = 253
 RULE_NAME = re.compile(r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?")
-# Only a plain address with an optional decimal prefix length: ipaddress would
-# also take netmasks ("/255.0.0.0") and IPv6 scope ids, which a rule never means.
-CIDR_SYNTAX = re.compile(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?")
 # Five digits at most: longer cannot be a port, and int() of a huge string fails.
 PORT_NUMBER = re.compile(r"[0-9]{1,5}")
 PORT_TEXT = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
@@ -340,28 +338,10 @@ def _utf8_size(text: str) -> int:
 
 def _parse_cidr(text: str) -> Network:
     """A network from "addr/len" or a bare address, refusing host bits."""
-    if not CIDR_SYNTAX.fullmatch(text):
-        raise _Invalid(f"invalid CIDR {text!r}")
     try:
-        interface = ipaddress.ip_interface(text)
-    except ValueError:
-        raise _Invalid(f"invalid CIDR {text!r}") from None
-    mapped = isinstance(interface, ipaddress.IPv6Interface) and _is_mapped(interface)
-    if mapped:
-        # The kernel judges ::ffff:a.b.c.d destinations as IPv4, so a rule
-        # written for them must live in the IPv4 table to ever match.
-        interface = ipaddress.IPv4Interface((interface.ip.ipv4_mapped,
-                                             interface.network.prefixlen - 96))
-    network = interface.network
-    if interface.ip != network.network_address:
-        meant = (f"::ffff:{network.network_address}/{network.prefixlen + 96}"
-                 if mapped else str(network))
-        raise _Invalid(f"host bits set in CIDR {text!r} (did you mean {meant}?)")
-    return network
-
-
-def _is_mapped(interface: ipaddress.IPv6Interface) -> bool:
-    return interface.network.prefixlen >= 96 and interface.ip.ipv4_mapped is not None
+        return parse_cidr(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _parse_port(node: Node) -> tuple[int, int]:
