@@ -172,7 +172,7 @@ def policy_check(file: str) -> None:
         selects = f", selects {parsed.selector.specificity} term(s)" if parsed.selector else ""
         click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
                    f"{len(parsed.exec_rules)} exec rule(s), "
-                   f"{len(tables.v4) + len(tables.v6)} prefix(es){selects})")
+                   f"{len(tables.ipv4) + len(tables.ipv6)} prefix(es){selects})")
 
 
 def _kube_api(url: str | None, node: str | None):
