@@ -6,6 +6,8 @@ output, because nodes keep their marks: every problem names the file, the
 1-based line of the offending node and the field path
 (`spec.egress[0].to[1].cidr`). A file is read to the end and every problem is
 collected before `PolicyError` is raised, so one `policy check` shows them all.
+Large policies in the block layout programs write are read by policy_fast.py
+first, which either gives the same policies or steps aside for this reader.
 
 Defaults a policy may leave out:
 
@@ -238,8 +240,12 @@ def _read_policy_file(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def parse_policy(text: str, source_name: str = "<string>") -> Policy:
-    """Validate policy text; `source_name` is what problems call the file."""
+def parse_policy(text: str, source_name: str = "<string>", fast: bool = True) -> Policy:
+    """Validate policy text; `source_name` is what problems call the file.
+    fast=False: never the fast reader (for comparing the two)."""
+    read = _read_fast(text, source_name, single=True) if fast else None
+    if read is not None:
+        return read[0]
     reader = _Reader(source_name)
     document = reader.document(text)
     policy = reader.policy(document) if document is not None else None
@@ -248,25 +254,27 @@ def parse_policy(text: str, source_name: str = "<string>") -> Policy:
     return policy
 
 
-def parse_policies(text: str, source_name: str = "<string>") -> tuple[Policy, ...]:
+def parse_policies(text: str, source_name: str = "<string>",
+                   fast: bool = True) -> tuple[Policy, ...]:
     """Every policy of a file of one or more YAML documents (---), each
-    validated; policy names are unique within the file."""
+    validated; policy names are unique within the file. fast=False: never
+    the fast reader (for comparing the two)."""
+    read = _read_fast(text, source_name) if fast else None
+    if read is not None:
+        return read
     reader = _Reader(source_name)
-    documents = reader.documents(text)
-    policies: list[Policy] = []
-    first_line: dict[str, int] = {}
-    for document in documents or ():
-        reader.rule_lines = {}  # rule names are unique within a policy
-        policy = reader.policy(document)
-        if policy.name in first_line:
-            reader.at(document, "metadata.name", f"duplicate policy name {policy.name!r} "
-                                                 f"(first at line {first_line[policy.name]})")
-        elif policy.name is not None:
-            first_line[policy.name] = _line(document)
-        policies.append(policy)
+    policies = reader.policy_set(reader.documents(text))
     if reader.problems or not policies:
         raise PolicyError(sorted(reader.problems, key=lambda problem: problem.line))
     return tuple(policies)
+
+
+def _read_fast(text: str, source_name: str, single: bool = False) -> tuple[Policy, ...] | None:
+    """Large policies in the layout programs write, without a YAML node per
+    value (policy_fast.py); None: anything else, read here."""
+    from .policy_fast import read_policies  # it builds on this module
+
+    return read_policies(text, source_name, single)
 
 
 def load_policies(path: str | os.PathLike[str]) -> tuple[Policy, ...]:
@@ -588,6 +596,21 @@ class _Reader:
             return None
 
     # --- the policy --------------------------------------------------------
+
+    def policy_set(self, documents: list[Node] | None) -> list[Policy]:
+        """The policies of a file's documents; policy names are unique within it."""
+        policies: list[Policy] = []
+        first_line: dict[str, int] = {}
+        for document in documents or ():
+            self.rule_lines = {}  # rule names are unique within a policy
+            policy = self.policy(document)
+            if policy.name in first_line:
+                self.at(document, "metadata.name", f"duplicate policy name {policy.name!r} "
+                                                   f"(first at line {first_line[policy.name]})")
+            elif policy.name is not None:
+                first_line[policy.name] = _line(document)
+            policies.append(policy)
+        return policies
 
     def policy(self, document: Node) -> Policy:
         top = self.mapping(document, "", ("apiVersion", "kind", "metadata", "spec"),
