@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import struct
 import types
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import accumulate, compress, repeat
 from operator import eq, itemgetter
@@ -71,13 +73,15 @@ class EgressTable:
 
 @dataclass(frozen=True)
 class PrefixTable:
-    """One address family's LPM entries as the kernel stores them: prefix i
-    is addresses[i]/prefixlens[i], and its counts[i] port rules follow those
-    of prefix i - 1 in `rules` (packed struct guard_port_rule)."""
+    """One address family's LPM entries as the kernel stores them, a column
+    each (arrays, not to be changed): prefix i is the i-th address of
+    `addresses` (network byte order, 4 or 16 bytes each) over prefixlens[i],
+    and its counts[i] port rules follow those of prefix i - 1 in `rules`
+    (packed struct guard_port_rule)."""
     version: int
-    prefixlens: tuple[int, ...] = ()
-    addresses: tuple[bytes, ...] = ()           # network byte order
-    counts: tuple[int, ...] = ()
+    prefixlens: array = field(default_factory=lambda: array("I"))
+    addresses: bytes = b""
+    counts: array = field(default_factory=lambda: array("I"))
     rules: bytes = b""
 
     def __len__(self) -> int:
@@ -88,9 +92,10 @@ class PrefixTable:
         decoded = {}
         unpacked = [PortRule(lo, hi, Proto(proto), Action(action), rule_id)
                     for lo, hi, proto, action, rule_id in PORT_RULE.iter_unpack(self.rules)]
-        for address, prefixlen, end, count in zip(self.addresses, self.prefixlens,
-                                                  accumulate(self.counts), self.counts):
-            value = int.from_bytes(address, "big")
+        size = 4 if self.version == 4 else 16
+        for index, (prefixlen, end, count) in enumerate(zip(
+                self.prefixlens, accumulate(self.counts), self.counts)):
+            value = int.from_bytes(self.addresses[index * size:(index + 1) * size], "big")
             network = (network_v4(value, prefixlen) if self.version == 4
                        else ipaddress.IPv6Network((value, prefixlen)))
             decoded[network] = tuple(unpacked[end - count:end])
@@ -246,29 +251,54 @@ def _family(table: EgressTable, version: int, crowded: Crowded) -> PrefixTable:
     elif version not in table.versions:
         return PrefixTable(version)
     rule_ids, actions, protos, ports, values, prefixlens = columns
-    keys = list(zip(values, prefixlens))
-    counts = list(map(len, ports))
-    if (len(set(prefixlens)) == 1 and len(set(keys)) == len(keys)
-            and counts.count(1) == len(counts)):
+    count = len(values)
+    if (prefixlens.count(prefixlens[0]) == count and len(set(values)) == count
+            and _one_range_each(ports)):
         # Every network distinct, none inside another, one port range each
         # (the usual large policy: a host or net and a port per rule): each
-        # prefix has just its own rule.
-        low_high = list(map(itemgetter(0), ports))
-        rules = b"".join(map(PORT_RULE.pack, map(itemgetter(0), low_high),
-                             map(itemgetter(1), low_high), protos, actions, rule_ids))
+        # prefix has just its own rule, and the tables are written a column
+        # at a time.
+        rules = _pack_rules(rule_ids, actions, protos, ports)
+        counts = array("I", [1]) * count
     else:
-        keys, counts, rules = _flatten(version, *columns)
-    width = 32 if version == 4 else 128
-    for (value, prefixlen), count in zip(keys, counts):
-        if count > RULES_PER_PREFIX:
-            crowded.append((version, value, prefixlen, count))
-    return PrefixTable(
-        version=version,
-        prefixlens=tuple(map(itemgetter(1), keys)),
-        addresses=tuple(map(int.to_bytes, map(itemgetter(0), keys), repeat(width // 8),
-                            repeat("big"))),
-        counts=tuple(counts),
-        rules=rules)
+        keys, count_list, rules = _flatten(version, *columns)
+        values, prefixlens = [key[0] for key in keys], [key[1] for key in keys]
+        counts = array("I", count_list)
+        for value, prefixlen, rule_count in zip(values, prefixlens, counts):
+            if rule_count > RULES_PER_PREFIX:
+                crowded.append((version, value, prefixlen, rule_count))
+    if version == 4:
+        addresses = struct.pack(f">{len(values)}I", *values)
+    else:
+        addresses = b"".join(map(int.to_bytes, values, repeat(16), repeat("big")))
+    return PrefixTable(version=version, prefixlens=array("I", prefixlens), addresses=addresses,
+                       counts=counts, rules=rules)
+
+
+def _one_range_each(ports: Sequence[tuple[tuple[int, int], ...]]) -> bool:
+    if ports.count(ports[0]) == len(ports):
+        return len(ports[0]) == 1
+    return list(map(len, ports)).count(1) == len(ports)
+
+
+def _pack_rules(rule_ids, actions, protos, ports) -> bytes:
+    """One struct guard_port_rule per row, built a field at a time."""
+    count = len(ports)
+    packed = bytearray(PORT_RULE.size * count)
+    halves = memoryview(packed).cast("H")     # port_lo, port_hi, (proto, action), rule_id
+    if ports.count(ports[0]) == count:
+        (low, high), = ports[0]
+        halves[0::4] = array("H", [low]) * count
+        halves[1::4] = array("H", [high]) * count
+    else:
+        ranges = list(map(itemgetter(0), ports))
+        halves[0::4] = array("H", map(itemgetter(0), ranges))
+        halves[1::4] = array("H", map(itemgetter(1), ranges))
+    packed[4::8] = bytes(protos)
+    packed[5::8] = bytes(actions)
+    halves[3::4] = array("H", rule_ids)
+    halves.release()
+    return bytes(packed)
 
 
 def _flatten(version: int, rule_ids, actions, protos, ports, values, prefixlens):

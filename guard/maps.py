@@ -10,6 +10,7 @@ map entries and takes them out again.
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -105,8 +106,9 @@ class Maps:
         record = _Installed()
         self._installed[policy_id] = record
         try:
-            self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", abi.LPM4_KEY, record)
-            self._write_prefixes(policy_id, policy.ipv6, "eg_cidr6", abi.LPM6_KEY, record)
+            writes = (self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", record)
+                      + self._write_prefixes(policy_id, policy.ipv6, "eg_cidr6", record))
+            self._write_all(writes)
             exec_keys = []
             for match, table in ((abi.ExecMatch.NAME, policy.exec_names),
                                  (abi.ExecMatch.PATH, policy.exec_paths)):
@@ -123,24 +125,66 @@ class Maps:
             self.remove_policy(policy_id)
             raise
 
-    def _write_prefixes(self, policy_id: int, table: PrefixTable, map_name: str, key_layout,
-                        record: _Installed) -> None:
-        """One family: its port rules as one run of eg_port_rules, then its
-        LPM entries pointing into that run; both as batched writes."""
+    def _write_prefixes(self, policy_id: int, table: PrefixTable, map_name: str,
+                        record: _Installed) -> list[tuple]:
+        """One family's writes: its port rules as one run of eg_port_rules,
+        and its LPM entries pointing into that run; packed a column at a
+        time."""
         if not table:
-            return
+            return []
+        count = len(table)
         total = len(table.rules) // abi.PORT_RULE.size
         first = self._slots.take(total)
         record.spans.append((first, total))
-        self._write_many("eg_port_rules", array("I", range(first, first + total)).tobytes(),
-                         table.rules, total)
-        starts = accumulate(table.counts[:-1], initial=first)
-        spans = b"".join(map(abi.RULE_SPAN.pack, starts, table.counts))
+        spans = bytearray(abi.RULE_SPAN.size * count)
+        words = memoryview(spans).cast("I")                     # first, count
+        if total == count:  # one rule per prefix
+            words[0::2] = array("I", range(first, first + count))
+        else:
+            words[0::2] = array("I", accumulate(table.counts[:-1], initial=first))
+        words[1::2] = table.counts
+        words.release()
+        layout = abi.LPM4_KEY if table.version == 4 else abi.LPM6_KEY
+        stride = layout.size // 4
+        keys = bytearray(layout.size * count)
+        words = memoryview(keys).cast("I")         # prefixlen, policy_id, address words
         # prefixlen counts the 32 bits of policy_id that precede the address
-        keys = b"".join(map(key_layout.pack, map(add, table.prefixlens, repeat(32)),
-                            repeat(policy_id), table.addresses))
+        words[0::stride] = array("I", map(add, table.prefixlens, repeat(32)))
+        words[1::stride] = array("I", [policy_id]) * count
+        addresses = array("I", table.addresses)  # the bytes as they are, a word at a time
+        for word in range(stride - 2):
+            words[2 + word::stride] = addresses[word::stride - 2]
+        words.release()
+        keys = bytes(keys)
         record.keys[map_name] = [keys]
-        self._write_many(map_name, keys, spans, len(table))
+        return [("eg_port_rules", array("I", range(first, first + total)).tobytes(), table.rules,
+                 total), (map_name, keys, bytes(spans), count)]
+
+    def _write_all(self, writes: list[tuple]) -> None:
+        """(map, keys, values, count) writes; the port rules in a thread of
+        their own, so the kernel fills the array while it inserts into the
+        tries (a bpf() call runs without the GIL)."""
+        rules = [write for write in writes if write[0] == "eg_port_rules"]
+        if not rules:
+            return
+        failed: list[BaseException] = []
+
+        def write_rules() -> None:
+            try:
+                for write in rules:
+                    self._write_many(*write)
+            except BaseException as exc:  # raised below, in the caller's thread
+                failed.append(exc)
+        helper = threading.Thread(target=write_rules, name="egress-guard-rules")
+        helper.start()
+        try:
+            for write in writes:
+                if write[0] != "eg_port_rules":
+                    self._write_many(*write)
+        finally:
+            helper.join()
+        if failed:
+            raise failed[0]
 
     def _write_many(self, map_name: str, keys: bytes, values: bytes, count: int) -> None:
         """count entries in one batched update, or one by one where the
