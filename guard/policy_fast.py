@@ -480,16 +480,17 @@ def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
     count = len(columns[0])
     names = column("n")
     joined = _all_strings(names)
-    if not _NAME_COLUMN.fullmatch(joined + "\n"):
-        raise _NotMine
     if '"' in joined or "'" in joined:
+        if not _NAME_COLUMN.fullmatch(joined + "\n"):
+            raise _NotMine
         names = [name[1:-1] if name[0] in "\"'" else name for name in names]
+    elif not _plain_rule_names(joined):
+        raise _NotMine
     if len(set(names)) != count:
         raise _NotMine  # duplicate rule names
     try:
-        actions = list(map(_ACTIONS.__getitem__, column("a")))
-        protos = (list(map(_PROTOCOLS.__getitem__, column("r"))) if "r" in group
-                  else [Proto.ANY] * count)
+        actions = _lookup(_ACTIONS, column("a"))
+        protos = _lookup(_PROTOCOLS, column("r")) if "r" in group else [Proto.ANY] * count
     except KeyError:
         raise _NotMine from None
     spellings = column("p")
@@ -497,12 +498,12 @@ def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
         ports = [ALL_PORTS] * count
     else:
         inner = {}
-        for spelling in set(spellings):
+        for spelling in set(spellings) if spellings.count(spellings[0]) != count else spellings[:1]:
             match = _FLOW_PORTS.fullmatch(spelling)
             if match is None:
                 raise _NotMine
             inner[spelling] = _port_ranges(match[1])
-        ports = list(map(inner.__getitem__, spellings))
+        ports = _lookup(inner, spellings)
     if "c" in group:
         networks = _networks_column(column("c"), column("l"), None)
     else:
@@ -510,6 +511,26 @@ def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
     return _Rules(names=names, actions=actions, protos=protos, ports=ports,
                   lines=range(first_line, first_line + count * lines_per_rule, lines_per_rule),
                   first_networks=networks, extra_targets={})
+
+
+# Characters of rule names (policy.RULE_NAME), and how a name may not start or end
+_NAME_CHARACTERS = re.compile(r"[-a-z0-9_.\n]*")
+_NAME_EDGES = ("\n-", "\n_", "\n.", "-\n", "_\n", ".\n", "\n\n")
+
+
+def _plain_rule_names(joined: str) -> bool:
+    """Every line of joined matches policy.RULE_NAME (without a regular
+    expression per name)."""
+    return bool(_NAME_CHARACTERS.fullmatch(joined)) and not any(
+        edge in f"\n{joined}\n" for edge in _NAME_EDGES)
+
+
+def _lookup(meanings: dict, words: Sequence) -> list:
+    """The meaning of each word; KeyError for a word without one. A column
+    of one word (the usual case) is one lookup."""
+    if words.count(words[0]) == len(words):
+        return [meanings[words[0]]] * len(words)
+    return list(map(meanings.__getitem__, words))
 
 
 def _grammar_rules(grammar: _Grammar, columns: list, first_line: int) -> _Rules:
@@ -536,9 +557,9 @@ def _grammar_rules(grammar: _Grammar, columns: list, first_line: int) -> _Rules:
                 extra_targets[index] = _targets(grammar, text, len(t[index]))
     return _Rules(
         names=names,
-        actions=list(map(_ACTIONS.__getitem__, columns[group["a"] - 1])),
+        actions=_lookup(_ACTIONS, columns[group["a"] - 1]),
         lines=list(accumulate(counts, initial=first_line))[:-1],
-        protos=list(map(_PROTOCOLS.__getitem__, r)),
+        protos=_lookup(_PROTOCOLS, r),
         ports=_ports_column(p, pb),
         first_networks=_networks_column(c, l, cq),
         extra_targets=extra_targets)
@@ -592,7 +613,7 @@ def _networks_column(addresses: Sequence[str | None], lengths: Sequence[str | No
         if None in addresses:
             raise ValueError  # some target names no cidr
         packed = b"".join(map(_inet_pton, repeat(_AF_INET), addresses))
-        prefixes = list(map(_PREFIX_V4.__getitem__, lengths))
+        prefixes = _lookup(_PREFIX_V4, lengths)
     except (OSError, KeyError, ValueError):
         if quotes is None:  # loose columns from a template: check each value whole
             return ("networks", [_networks_loose(address, length)
@@ -600,7 +621,8 @@ def _networks_column(addresses: Sequence[str | None], lengths: Sequence[str | No
         return ("networks", [_networks(address, length, quote)
                              for address, length, quote in zip(addresses, lengths, quotes)])
     values = struct.unpack(f">{len(addresses)}I", packed)
-    if any(map(and_, values, map(_HOST_MASK_V4.__getitem__, prefixes))):
+    if (prefixes[0] != 32 or prefixes.count(32) != len(prefixes)) and any(
+            map(and_, values, map(_HOST_MASK_V4.__getitem__, prefixes))):
         raise _NotMine  # host bits set
     return ("v4", values, prefixes)
 
