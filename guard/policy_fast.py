@@ -269,12 +269,16 @@ def _read(text: str, source: str, single: bool) -> tuple[FastPolicy, ...]:
         first_line = line + 1 + text.count("\n", key.end(), start)
         end, rules = _rules(text, start, key_indent, len(item[1]), first_line)
         lists.append((line, start, end, rules))
+        at = end - 1  # on after the list
     if not lists:
         raise _NotMine  # no block list to speed up
     # the rest of the file, each list's lines left empty: same line numbers
+    # (the lines themselves are left out where nothing follows them)
     pieces, at = [], 0
     for _line, start, end, _rules_ in lists:
-        pieces += [text[at:start], "\n" * text.count("\n", start, end)]
+        pieces.append(text[at:start])
+        if not _TRIVIA.fullmatch(text, end):
+            pieces.append("\n" * text.count("\n", start, end))
         at = end
     pieces.append(text[at:])
     reader = _Reader(source)
