@@ -232,10 +232,6 @@ class FastPolicy:
         self.shell = shell      # the policy without the list's rules
         self._rules = rules
 
-    @property
-    def name(self) -> str:
-        return self.shell.name
-
     @cached_property
     def policy(self) -> Policy:
         """The whole Policy, equal to what the careful reader makes."""
@@ -293,7 +289,8 @@ def _read(text: str, source: str, single: bool) -> tuple[FastPolicy, ...]:
     for document, shell in zip(documents, shells):
         key_line = _empty_egress_key_line(document)
         rules = by_line.pop(key_line, None) if key_line is not None else None
-        if rules is not None and set(rules.names) & {r.name for r in shell.exec_rules}:
+        if rules is not None and shell.exec_rules and not {
+                rule.name for rule in shell.exec_rules}.isdisjoint(rules.names):
             raise _NotMine  # a duplicate rule name: the careful reader says where
         result.append(FastPolicy(shell, rules))
     if by_line:
