@@ -149,7 +149,11 @@ class Maps:
         keys = bytearray(layout.size * count)
         words = memoryview(keys).cast("I")         # prefixlen, policy_id, address words
         # prefixlen counts the 32 bits of policy_id that precede the address
-        words[0::stride] = array("I", map(add, table.prefixlens, repeat(32)))
+        prefixlens = table.prefixlens
+        if prefixlens.count(prefixlens[0]) == count:  # one length (hosts, say)
+            words[0::stride] = array("I", [prefixlens[0] + 32]) * count
+        else:
+            words[0::stride] = array("I", map(add, prefixlens, repeat(32)))
         words[1::stride] = array("I", [policy_id]) * count
         addresses = array("I", table.addresses)  # the bytes as they are, a word at a time
         for word in range(stride - 2):
