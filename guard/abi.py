@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import struct
 
 COMM_LEN = 16
 PATH_MAX = 256
@@ -309,6 +310,15 @@ class PortRule(ctypes.Structure):
         ("action", u8),
         ("rule_id", u16),
     ]
+
+
+# The same layouts as struct.Struct, for writing many entries as one buffer
+# (batched map updates); tests/unit/test_abi.py checks them against the above.
+LPM4_KEY = struct.Struct("=II4s")       # guard_lpm4_key: prefixlen, policy_id, addr
+LPM6_KEY = struct.Struct("=II16s")      # guard_lpm6_key
+RULE_SPAN = struct.Struct("=II")        # guard_rule_span: first, count
+PORT_RULE = struct.Struct("=HHBBH")     # guard_port_rule: port_lo, port_hi, proto, action, rule_id
+U32 = struct.Struct("=I")               # array indexes and policy ids as map keys
 
 
 class ExecKey(ctypes.Structure):

@@ -8,12 +8,14 @@ loop:  wait on the ring and the control socket -> decode -> enrich (process,
 cgroup, rule name) -> emit; answer reload and status requests; heartbeat.
 The kernel has already enforced every verdict it reports (EPERM at connect or
 socket, SIGKILL at exec); userspace explains it.
-reload: compile beside the old generation -> one slot update switches the
-kernel -> the old generation's entries go after a grace period.
+reload: read (a large policy's rules stay columns, policy_fast.py) -> compile
+beside the old generation -> one slot update switches the kernel -> answer ->
+build the policy model -> the old generation's entries go after a grace period.
 stop: unmark, detach, free.
 """
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import signal
@@ -28,20 +30,20 @@ from . import __version__, abi
 from .bpf import libbpf
 from .bpf.loader import RING_SIZE_DEFAULT, GuardObjects, abi_mismatches, object_path
 from .cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
-from .compile import CompiledPolicy, compile_fail_closed, compile_policy
+from .compile import CompiledPolicy, compile_fail_closed
 from .control import ControlError, ControlServer
 from .containers import container_of, is_container_cgroup
 from .actions import Responder, cgroup_path_of
 from .detect import Detection, Detector, ProcessFiles, anchor_table, decide, strongest
 from .events import (CgroupRecord, DecodeError, ExecRecord, PayloadRecord, StdioSocketRecord,
                      decode)
-from .maps import Maps
+from .maps import MapCapacityError, Maps
 from .kubernetes import PodInfo, PodWatcher
 from .metadata import DEFAULT_SOCKETS, ContainerInfo, MetadataCache, describe_container
 from .metrics import MetricsServer
 from .output import Clock, EventWriter, describe, describe_detection
-from .policy import (Policy, PolicyError, Problem, Workload, default_policy, load_policies,
-                     parse_policies, select_policy)
+from .policy import Policy, PolicyError, Problem, Workload, default_policy, select_policy
+from .policy_fast import FastPolicy, gc_paused, load_policy_set, read_policy_set
 from .process import ProcessTable
 
 # After a batch, let the next one gather before waiting again: the ring wakes
@@ -61,6 +63,8 @@ RETIRE_GRACE_S = 1.0
 # agent's heartbeat (every TICK_S) is older than this.
 HOLD_TIMEOUT_MS_DEFAULT = 5000
 GENERATION_NAMES_KEPT = 16  # late events of retired generations still get rule names
+# What the kernel says when an LPM trie or hash map has no room left
+MAP_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
 # Policy ids in the kernel: generation << 8 | slot (one slot per policy of the
 # set), and a fail-closed twin with the top bit set; events name the
 # generation and the policy they were judged by.
@@ -141,6 +145,8 @@ class Agent:
         self._waiting: dict[int, Cgroup] = {}   # containers no policy selects (yet)
         self._seen_facts = (0, 0)               # metadata and pod versions last selected on
         self._retiring: list[tuple[float, int]] = []  # (remove after, generation)
+        self._retired_models: list[tuple[Policy, ...]] = []  # freed on the next tick
+        self._after_answer: list[Callable[[], None]] = []    # see reload(answer_first)
         self._pending: list[bytes] = []
         self._stopping = False
         self._reload_requested = False
@@ -181,6 +187,7 @@ class Agent:
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
             previously_guarded = self._adopt() if self._objects.adopted else []
             self._switch_to(self.policies, compiled)
+            self._write_generation_names()
             self._objects.attach_global()
             if self.discover:
                 # watch first, then scan: a container starting in between is
@@ -389,38 +396,38 @@ class Agent:
             self._objects.detach_cgroup(cgroup_id)
 
     # -- policy generations --------------------------------------------------
-    def _with_fallback(self, policy: Policy | Sequence[Policy]) -> tuple[Policy, ...]:
+    def _with_fallback(self, policy):
         """The set in force: the given policies, plus the embedded default for
         what none selects unless one of them already has no selector (or
-        unselected containers are to stay unguarded)."""
+        unselected containers are to stay unguarded). Policies in, policies
+        out; FastPolicy drafts in, drafts out."""
         policies = (policy,) if isinstance(policy, Policy) else tuple(policy)
+        drafts = policies and isinstance(policies[0], FastPolicy)
+        shells = [p.shell if drafts else p for p in policies]
         if len(policies) + 1 > abi.POLICY_SLOTS:
-            raise PolicyError([Problem(policies[0].source, 0, "<file>",
+            raise PolicyError([Problem(shells[0].source, 0, "<file>",
                                        f"more than {abi.POLICY_SLOTS - 1} policies")])
-        if self._unselected == "default" and all(p.selector is not None for p in policies):
-            policies += (default_policy(),)
+        if self._unselected == "default" and all(p.selector is not None for p in shells):
+            fallback = default_policy()
+            policies += (FastPolicy(fallback, None) if drafts else fallback,)
         return policies
 
     def _switch_to(self, policies: tuple[Policy, ...],
                    compiled: list[tuple[CompiledPolicy, CompiledPolicy | None]]) -> int:
         """Install a new generation of every policy (and fail-closed twins)
         beside the one in force, then switch each slot in one update; the old
-        generation retires later."""
+        generation retires later. If an install fails, the set in force stays
+        whole. policies may lack their egress rules (FastPolicy.shell): only
+        their names, selectors and failClosed are read here."""
         self._generation += 1
         generation = self._generation
-        ids = []
-        for slot, (main, fail_closed) in enumerate(compiled):
-            policy_id = generation << SLOT_BITS | slot
-            self._maps.install_policy(policy_id, main)
-            self._compiled[policy_id] = main
-            ids.append(policy_id)
-            fail_closed_id = 0
-            if fail_closed is not None:
-                fail_closed_id = policy_id | FAIL_CLOSED_BIT
-                self._maps.install_policy(fail_closed_id, fail_closed)
-                self._compiled[fail_closed_id] = fail_closed
-                ids.append(fail_closed_id)
+        ids, slots = self._install_generation(generation, compiled)
+        for slot, (policy_id, fail_closed_id) in enumerate(slots):
             self._maps.set_slot(slot, policy_id, fail_closed_id)
+        for (main, fail_closed), (policy_id, fail_closed_id) in zip(compiled, slots):
+            self._compiled[policy_id] = main
+            if fail_closed is not None:
+                self._compiled[fail_closed_id] = fail_closed
         # one heartbeat for the host: the strictest failClosed of the set
         timeouts = [p.fail_closed.after_ms for p in policies if p.fail_closed]
         self._heartbeat_timeout_ms = min(timeouts, default=0)
@@ -433,8 +440,40 @@ class Agent:
             self._maps.set_slot(slot, 0)  # no cgroup points here any more
         grace = time.monotonic() + RETIRE_GRACE_S
         self._retiring.extend((grace, pid) for pid in previous_ids)
-        self._write_generation_names()
         return generation
+
+    def _install_generation(self, generation: int,
+                            compiled: list[tuple[CompiledPolicy, CompiledPolicy | None]]
+                            ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Install every policy of a generation and its fail-closed twin:
+        (policy ids, (policy id, fail-closed id) per slot). When the maps are
+        full, which reloads of large policies faster than RETIRE_GRACE_S can
+        make them, wait for the oldest retiring generation to go and try
+        again; nothing of the generation stays installed if it cannot be."""
+        while True:
+            ids, slots = [], []
+            try:
+                for slot, (main, fail_closed) in enumerate(compiled):
+                    policy_id = generation << SLOT_BITS | slot
+                    self._maps.install_policy(policy_id, main)
+                    ids.append(policy_id)
+                    fail_closed_id = 0
+                    if fail_closed is not None:
+                        fail_closed_id = policy_id | FAIL_CLOSED_BIT
+                        self._maps.install_policy(fail_closed_id, fail_closed)
+                        ids.append(fail_closed_id)
+                    slots.append((policy_id, fail_closed_id))
+                return ids, slots
+            except BaseException as exc:
+                for policy_id in ids:
+                    self._maps.remove_policy(policy_id)
+                full = isinstance(exc, MapCapacityError) or (
+                    isinstance(exc, libbpf.LibbpfError) and exc.errno in MAP_FULL_ERRNOS)
+                if not (full and self._retiring):
+                    raise
+            oldest = min(when for when, _generation in self._retiring)
+            time.sleep(max(0.0, oldest - time.monotonic()))
+            self._retire_due(oldest)
 
     def _write_generation_names(self) -> None:
         if self._names_file is None:
@@ -446,42 +485,83 @@ class Agent:
         staged.write_bytes(orjson.dumps(names))
         os.replace(staged, self._names_file)
 
-    def reload(self, policy: Policy | Sequence[Policy],
-               started: int | None = None) -> dict[str, Any]:
+    def reload(self, policy: Policy | Sequence[Policy] | Sequence[FastPolicy],
+               started: int | None = None, answer_first: bool = False) -> dict[str, Any]:
         """Validate and switch to a policy (set); PolicyError leaves the set in
-        force. started: perf_counter_ns when the request arrived (before parsing)."""
+        force. started: perf_counter_ns when the request arrived (before parsing).
+
+        A large policy read by the fast reader is compiled from its columns
+        and switched to first; its Policy objects, which only this agent's
+        bookkeeping reads, are built after the switch. answer_first: leave that
+        bookkeeping to _finish_pending(), after the caller has been answered."""
         started = started or time.perf_counter_ns()
-        policies = self._with_fallback(policy)
-        compiled = _compile_all(policies)
+        drafts = self._with_fallback(_as_drafts(policy))
+        compiled = _compile_all(drafts)
         previous = self._active
-        generation = self._switch_to(policies, compiled)
+        retired = self.policies
+        shells = tuple(draft.shell for draft in drafts)
+        generation = self._switch_to(shells, compiled)
         switched = time.perf_counter_ns()
         self.stats.reloads += 1
-        result = {"policy": {"name": policies[0].name, "source": policies[0].source,
+        result = {"policy": {"name": shells[0].name, "source": shells[0].source,
                              "generation": generation},
-                  "policies": [p.name for p in policies],
+                  "policies": [p.name for p in shells],
                   "previous_generation": previous,
                   "switch_ms": round((switched - started) / 1e6, 3)}
-        self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "reloaded",
-                           **result})
-        self.writer.flush()
+
+        def record() -> None:
+            # the model; the old one goes with the old generation, on a tick
+            self.policies = tuple(draft.policy for draft in drafts)
+            self._retired_models.append(retired)
+            self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "reloaded",
+                               **result})
+            self.writer.flush()
+            self._write_generation_names()
+        self._after_answer.append(record)
+        if not answer_first:
+            self._finish_pending()
         return result
+
+    def _finish_pending(self) -> None:
+        """Bookkeeping of reloads that answered first (see reload)."""
+        while self._after_answer:
+            try:
+                with gc_paused():
+                    self._after_answer.pop(0)()
+            except OSError as exc:  # the names file: never worth the agent
+                self.writer.write({"ts": self.clock.now(), "kind": "error",
+                                   "error": f"cannot record the reload: {exc}"})
+                self.writer.flush()
 
     def _reload_from(self, request: dict[str, Any] | None) -> dict[str, Any]:
         """A reload request (control socket, SIGHUP or a changed file) -> answer."""
         started = time.perf_counter_ns()
+        # A large policy is tens of thousands of new objects without a cycle
+        # among them; each would-be collection on the way would walk the
+        # agent's whole heap (the generation in force included) for nothing.
+        with gc_paused():
+            return self._reload_request(request, started)
+
+    def _reload_request(self, request: dict[str, Any] | None, started: int) -> dict[str, Any]:
         try:
             if request and isinstance(request.get("policy"), dict):
                 body = request["policy"]
-                policy = parse_policies(str(body.get("text", "")),
-                                        str(body.get("source", "<reload>")))
+                policy = read_policy_set(str(body.get("text", "")),
+                                         str(body.get("source", "<reload>")))
             elif self.policy_path:
                 # one reload per change, whether SIGHUP or the file watch saw it first
                 self._policy_file_state = _file_state(self.policy_path)
-                policy = load_policies(self.policy_path)
+                policy = load_policy_set(self.policy_path)
             else:
                 policy = default_policy()
-            return {"ok": True, **self.reload(policy, started)}
+            return {"ok": True, **self.reload(policy, started, answer_first=request is not None)}
+        except (MapCapacityError, libbpf.LibbpfError) as exc:
+            # nothing switched: the set in force is whole (see _switch_to)
+            self.writer.write({"ts": self.clock.now(), "kind": "error",
+                               "error": f"reload failed: {exc}"})
+            self.writer.flush()
+            return {"ok": False, "error": f"cannot install the policy: {exc}; "
+                                         "the policy in force is unchanged"}
         except PolicyError as exc:
             problems = [str(p) for p in exc.problems]
             self.writer.write({"ts": self.clock.now(), "kind": "policy", "state": "rejected",
@@ -493,6 +573,7 @@ class Agent:
                     "problems": problems}
 
     def _retire_due(self, now: float) -> None:
+        self._retired_models.clear()
         due = [gen for when, gen in self._retiring if when <= now]
         if not due:
             return
@@ -500,9 +581,12 @@ class Agent:
         for generation in due:
             self._maps.remove_policy(generation)
         kept = sorted({generation_of(pid) for pid in self._compiled})[-GENERATION_NAMES_KEPT:]
-        for policy_id in list(self._compiled):
+        for policy_id, compiled in list(self._compiled.items()):
             if generation_of(policy_id) not in kept and policy_id not in self._active_ids:
                 del self._compiled[policy_id]
+            elif policy_id not in self._active_ids and isinstance(compiled, CompiledPolicy):
+                # a retired generation keeps its names for late events, not its tables
+                self._compiled[policy_id] = KnownGeneration(compiled.name, compiled.rule_names)
 
     # -- loop ----------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -520,6 +604,7 @@ class Agent:
                         batched = self._drain() > 0
                     else:
                         self._control.handle(self._answer)
+                        self._finish_pending()
                 now = time.monotonic()
                 if self._metrics:
                     self._metrics.loop_turned()
@@ -561,6 +646,7 @@ class Agent:
         self._reload_requested = True
 
     def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._finish_pending()  # a reload answered just before is recorded first
         op = request["op"]
         if op == "status":
             return {"ok": True, **self.status()}
@@ -786,6 +872,7 @@ class Agent:
     # -- stop ----------------------------------------------------------------
     def stop(self) -> None:
         """Drain what the kernel already sent, then detach and free everything."""
+        self._finish_pending()
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
@@ -902,9 +989,15 @@ def _read_generation_names(path: Path | None) -> dict[int, KnownGeneration]:
         return {}  # names are a nicety: a missing or damaged file never stops adoption
 
 
-def _compile_all(policies: Sequence[Policy]) -> list[tuple[CompiledPolicy, CompiledPolicy | None]]:
+def _as_drafts(policy: Policy | Sequence[Policy] | Sequence[FastPolicy]) -> tuple[FastPolicy, ...]:
+    policies = (policy,) if isinstance(policy, Policy) else tuple(policy)
+    return tuple(p if isinstance(p, FastPolicy) else FastPolicy(p, None) for p in policies)
+
+
+def _compile_all(policies: Sequence[Policy] | Sequence[FastPolicy]
+                 ) -> list[tuple[CompiledPolicy, CompiledPolicy | None]]:
     """Every policy and its fail-closed twin, compiled before anything changes."""
-    return [(compile_policy(p), compile_fail_closed(p)) for p in policies]
+    return [(draft.compiled(), compile_fail_closed(draft.shell)) for draft in _as_drafts(policies)]
 
 
 def _cgroup_entry(cg: Cgroup, metadata: MetadataCache | None, policy: Policy) -> dict[str, Any]:

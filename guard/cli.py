@@ -10,7 +10,7 @@ import click
 import orjson
 
 from . import __version__
-from .control import DEFAULT_SOCKET
+from .client import DEFAULT_SOCKET
 from .metadata import DEFAULT_SOCKETS
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/egress-guard"
@@ -179,7 +179,7 @@ def policy_check(file: str) -> None:
         selects = f", selects {parsed.selector.specificity} term(s)" if parsed.selector else ""
         click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
                    f"{len(parsed.exec_rules)} exec rule(s), "
-                   f"{len(tables.v4) + len(tables.v6)} prefix(es){selects})")
+                   f"{len(tables.ipv4) + len(tables.ipv6)} prefix(es){selects})")
 
 
 def _kube_api(url: str | None, node: str | None):
@@ -203,7 +203,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _ask_agent(socket_path: str, message: dict) -> dict:
-    from .control import ControlError, request
+    from .client import ControlError, request
 
     try:
         return request(socket_path, message)
@@ -223,25 +223,9 @@ def policy_reload(file: str | None, socket_path: str) -> None:
     policy in force stays, the problems (file, line, field) are printed and
     the exit code is 1.
     """
-    message: dict = {"op": "reload"}
-    if file:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"{file}: cannot read the policy file: {exc}", ExitCode.FAILURE)
-        # the agent names the file as given, so problems point where the user looks
-        message["policy"] = {"text": text, "source": file}
-    response = _ask_agent(socket_path, message)
-    if not response.get("ok"):
-        for problem in response.get("problems", []):
-            click.echo(problem, err=True)
-        code = ExitCode.PERMISSION if "permission denied" in response.get("error", "") \
-            else ExitCode.FAILURE
-        fail(response.get("error", "the agent refused the reload"), code)
-    policy_info = response["policy"]
-    click.echo(f"reloaded: policy {policy_info['name']!r} is generation "
-               f"{policy_info['generation']} (was {response['previous_generation']}); "
-               f"switched in {response['switch_ms']} ms")
+    from .cli_reload import reload  # also run without click, from __main__
+
+    sys.exit(int(reload(file, socket_path)))
 
 
 @main.command()
@@ -282,7 +266,7 @@ def uninstall(pin_dir: str, socket_path: str) -> None:
     Refuses while an agent answers on the control socket: stop it first.
     """
     from .bpf.loader import remove_pins
-    from .control import ControlError, request
+    from .client import ControlError, request
 
     if os.geteuid() != 0:
         fail("uninstall needs root", ExitCode.PERMISSION)
@@ -318,7 +302,7 @@ def demo() -> None:
         sys.exit(int(ExitCode.FAILURE))
 
 
-def entry() -> None:  # console_scripts entry point
+def entry() -> None:  # the former console_scripts entry point (now guard.__main__:entry)
     main(prog_name="egress-guard")
 
 

@@ -16,18 +16,29 @@ followed by the rules of every wider network of the policy that contains it,
 most specific first. A destination whose own prefix has no matching port rule
 then falls through to the wider prefixes exactly as rule 1 says.
 
-`simulate` answers like the kernel does; tests compare both.
+The compiler reads the egress rules as columns (EgressTable: one row per
+network a target names) and answers in the kernel's own layout (PrefixTable:
+the prefixes, and their port rules as packed struct guard_port_rule), so a
+policy of 10,000 rules compiles without an object per rule. compile_policy()
+takes a Policy; the fast reader (policy_fast.py) hands its columns to
+compile_table(). `v4` and `v6` decode the tables into mappings; `simulate`
+answers from them like the kernel does, and tests compare both.
 """
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import struct
 import types
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from array import array
+from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import accumulate, compress, repeat
+from operator import eq, itemgetter
+from typing import Callable, Mapping, Sequence
 
-from .abi import RULE_NONE, RULES_PER_PREFIX, Action, Proto
+from .abi import PORT_RULE, RULE_NONE, RULES_PER_PREFIX, Action, Proto
+from .cidr import host_mask, network_v4
 from .policy import EgressRule, ExecRule, Network, Policy, PolicyError, Problem
 
 RULE_ID_MAX = 0xFFFF            # rule ids travel as u16 in events and verdicts
@@ -47,13 +58,58 @@ class PortRule:
 
 
 @dataclass(frozen=True)
+class EgressTable:
+    """A policy's egress rules as columns: one row per network of a target,
+    in file order (a target without cidr has two rows, 0.0.0.0/0 and ::/0)."""
+    names: Sequence[str]                        # rule id i + 1 -> names[i]
+    rule_ids: Sequence[int]                     # the columns, one entry per row
+    actions: Sequence[Action]
+    protos: Sequence[Proto]
+    ports: Sequence[tuple[tuple[int, int], ...]]
+    versions: Sequence[int]                     # 4 or 6
+    values: Sequence[int]                       # network address as an integer
+    prefixlens: Sequence[int]
+
+
+@dataclass(frozen=True)
+class PrefixTable:
+    """One address family's LPM entries as the kernel stores them, a column
+    each (arrays, not to be changed): prefix i is the i-th address of
+    `addresses` (network byte order, 4 or 16 bytes each) over prefixlens[i],
+    and its counts[i] port rules follow those of prefix i - 1 in `rules`
+    (packed struct guard_port_rule)."""
+    version: int
+    prefixlens: array = field(default_factory=lambda: array("I"))
+    addresses: bytes = b""
+    counts: array = field(default_factory=lambda: array("I"))
+    rules: bytes = b""
+
+    def __len__(self) -> int:
+        return len(self.prefixlens)
+
+    def decode(self) -> dict[Network, tuple[PortRule, ...]]:
+        """network -> its rules, in the order the kernel scans them."""
+        decoded = {}
+        unpacked = [PortRule(lo, hi, Proto(proto), Action(action), rule_id)
+                    for lo, hi, proto, action, rule_id in PORT_RULE.iter_unpack(self.rules)]
+        size = 4 if self.version == 4 else 16
+        for index, (prefixlen, end, count) in enumerate(zip(
+                self.prefixlens, accumulate(self.counts), self.counts)):
+            value = int.from_bytes(self.addresses[index * size:(index + 1) * size], "big")
+            network = (network_v4(value, prefixlen) if self.version == 4
+                       else ipaddress.IPv6Network((value, prefixlen)))
+            decoded[network] = tuple(unpacked[end - count:end])
+        return decoded
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     name: str
     default_action: Action
     deny_raw_sockets: bool
     rule_names: tuple[str, ...]                             # rule_id -> name; [0] is ""
-    v4: Mapping[ipaddress.IPv4Network, tuple[PortRule, ...]]  # flattened, precedence order
-    v6: Mapping[ipaddress.IPv6Network, tuple[PortRule, ...]]
+    ipv4: PrefixTable
+    ipv6: PrefixTable
     exec_names: Mapping[str, tuple[Action, int]]            # basename -> (action, rule_id)
     exec_paths: Mapping[str, tuple[Action, int]]            # absolute path -> (action, rule_id)
     # detections (guard/detect.py): what the kernel samples, holds and stops
@@ -61,6 +117,15 @@ class CompiledPolicy:
     stdio_socket_action: Action = Action.LOG
     exec_holds: Mapping[str, int] = dataclasses.field(default_factory=dict)  # name -> ExecHold
     policy: Policy | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def v4(self) -> Mapping[ipaddress.IPv4Network, tuple[PortRule, ...]]:
+        """The IPv4 table as network -> rules (flattened, precedence order)."""
+        return types.MappingProxyType(self.ipv4.decode())
+
+    @cached_property
+    def v6(self) -> Mapping[ipaddress.IPv6Network, tuple[PortRule, ...]]:
+        return types.MappingProxyType(self.ipv6.decode())
 
     def rule_name(self, rule_id: int) -> str | None:
         """The name of a rule, or None for RULE_NONE and ids this policy lacks."""
@@ -89,32 +154,41 @@ def compile_fail_closed(policy: Policy) -> CompiledPolicy | None:
 
 def compile_policy(policy: Policy) -> CompiledPolicy:
     """The kernel tables for policy; PolicyError when they would not fit."""
-    _check_rule_count(policy)
-    own = _own_port_rules(policy)
-    problems: list[Problem] = []
-    tables = {}
-    for version, networks in own.items():
-        tables[version] = _flatten(networks)
-        problems += _overflows(policy, tables[version])
-    if problems:
-        raise PolicyError(sorted(problems, key=lambda problem: problem.line))
-    first_exec_id = len(policy.egress) + 1
-    from .detect import exec_holds, kernel_detection  # detect imports the classifiers
-    detect_flags, stdio_action = kernel_detection(policy)
-    return CompiledPolicy(
-        name=policy.name,
-        default_action=policy.default_action,
-        deny_raw_sockets=policy.deny_raw_sockets,
-        rule_names=("",) + tuple(rule.name for rule in policy.egress + policy.exec_rules),
-        v4=types.MappingProxyType(tables[4]),
-        v6=types.MappingProxyType(tables[6]),
-        exec_names=_exec_table(policy, first_exec_id, lambda rule: rule.names),
-        exec_paths=_exec_table(policy, first_exec_id, lambda rule: rule.paths),
-        detect_flags=detect_flags,
-        stdio_socket_action=stdio_action,
-        exec_holds=types.MappingProxyType(exec_holds(policy)),
-        policy=policy,
-    )
+    _check_rule_count(policy.egress + policy.exec_rules, policy.source)
+    compiled, crowded = _compile(policy, egress_table(policy))
+    if crowded:
+        raise PolicyError(_overflows(policy, crowded))
+    return compiled
+
+
+def compile_table(policy: Policy, table: EgressTable,
+                  full_policy: Callable[[], Policy]) -> CompiledPolicy:
+    """compile_policy() for a policy whose egress rules are the columns of
+    table (policy.egress itself is not read). When the tables would not fit,
+    full_policy() gives the whole model, for problems that name lines."""
+    if len(table.names) + len(policy.exec_rules) > RULE_ID_MAX:
+        return compile_policy(full_policy())
+    compiled, crowded = _compile(policy, table)
+    if crowded:
+        return compile_policy(full_policy())
+    return compiled
+
+
+def egress_table(policy: Policy) -> EgressTable:
+    """The columns of a policy's egress rules."""
+    columns: tuple[list, ...] = ([], [], [], [], [], [], [])
+    rule_ids, actions, protos, ports, versions, values, prefixlens = columns
+    for rule_id, rule in enumerate(policy.egress, start=1):
+        for target in rule.targets:
+            for network in target.networks:
+                rule_ids.append(rule_id)
+                actions.append(rule.action)
+                protos.append(target.proto)
+                ports.append(target.ports)
+                versions.append(network.version)
+                values.append(int(network.network_address))
+                prefixlens.append(network.prefixlen)
+    return EgressTable(tuple(rule.name for rule in policy.egress), *columns)
 
 
 def simulate(compiled: CompiledPolicy, ip: str, port: int, proto: Proto) -> tuple[Action, int]:
@@ -137,76 +211,152 @@ def _longest_prefix_match(table, address) -> tuple[PortRule, ...]:
     return ()
 
 
-def _check_rule_count(policy: Policy) -> None:
-    rules = policy.egress + policy.exec_rules
+def _check_rule_count(rules: tuple[EgressRule | ExecRule, ...], source: str) -> None:
     if len(rules) > RULE_ID_MAX:
         first_without_id = rules[RULE_ID_MAX]
-        raise PolicyError([Problem(policy.source, first_without_id.line, "spec",
+        raise PolicyError([Problem(source, first_without_id.line, "spec",
                                    f"too many rules ({len(rules)}; rule ids are 16-bit, "
                                    f"so at most {RULE_ID_MAX})")])
 
 
-def _own_port_rules(policy: Policy) -> dict[int, dict[Network, list[PortRule]]]:
-    """IP version -> network -> the port rules naming exactly that network,
-    in precedence order (severity, then file order)."""
-    own: dict[int, dict[Network, list[PortRule]]] = {4: defaultdict(list), 6: defaultdict(list)}
-    for rule_id, rule in enumerate(policy.egress, start=1):
-        for target in rule.targets:
-            for network in target.networks:
-                own[network.version][network] += [
-                    PortRule(low, high, target.proto, rule.action, rule_id)
-                    for low, high in target.ports]
-    for networks in own.values():
-        for rules in networks.values():
-            # stable: a rule's own targets and port ranges keep their order
-            rules.sort(key=lambda rule: (-SEVERITY[rule.action], rule.rule_id))
-    return {version: dict(networks) for version, networks in own.items()}
+Crowded = list[tuple[int, int, int, int]]   # (version, value, prefixlen, port rules)
 
 
-def _flatten(own: dict[Network, list[PortRule]]) -> dict[Network, tuple[PortRule, ...]]:
-    """Each network's own rules followed by those of every wider network
-    containing it, most specific first.
+def _compile(policy: Policy, table: EgressTable) -> tuple[CompiledPolicy, Crowded]:
+    """The compiled policy, and the prefixes with more port rules than the
+    kernel scans (the policy is only valid without any)."""
+    crowded: Crowded = []
+    families = {}
+    for version in (4, 6):
+        families[version] = _family(table, version, crowded)
+    first_exec_id = len(table.names) + 1
+    from .detect import exec_holds, kernel_detection  # detect imports the classifiers
+    detect_flags, stdio_action = kernel_detection(policy)
+    compiled = CompiledPolicy(
+        name=policy.name,
+        default_action=policy.default_action,
+        deny_raw_sockets=policy.deny_raw_sockets,
+        rule_names=("",) + tuple(table.names) + tuple(rule.name for rule in policy.exec_rules),
+        ipv4=families[4],
+        ipv6=families[6],
+        exec_names=_exec_table(policy, first_exec_id, lambda rule: rule.names),
+        exec_paths=_exec_table(policy, first_exec_id, lambda rule: rule.paths),
+        detect_flags=detect_flags,
+        stdio_socket_action=stdio_action,
+        exec_holds=types.MappingProxyType(exec_holds(policy)),
+        policy=policy,
+    )
+    return compiled, crowded
+
+
+def _family(table: EgressTable, version: int, crowded: Crowded) -> PrefixTable:
+    """One family's prefixes and flattened port rules."""
+    columns = (table.rule_ids, table.actions, table.protos, table.ports, table.values,
+               table.prefixlens)
+    other = 10 - version
+    if other in table.versions:
+        if version not in table.versions:
+            return PrefixTable(version)
+        chosen = list(map(eq, table.versions, repeat(version)))
+        columns = tuple(list(compress(column, chosen)) for column in columns)
+    elif version not in table.versions:
+        return PrefixTable(version)
+    rule_ids, actions, protos, ports, values, prefixlens = columns
+    count = len(values)
+    if (prefixlens.count(prefixlens[0]) == count and len(set(values)) == count
+            and _one_range_each(ports)):
+        # Every network distinct, none inside another, one port range each
+        # (the usual large policy: a host or net and a port per rule): each
+        # prefix has just its own rule, and the tables are written a column
+        # at a time.
+        rules = _pack_rules(rule_ids, actions, protos, ports)
+        counts = array("I", [1]) * count
+    else:
+        keys, count_list, rules = _flatten(version, *columns)
+        values, prefixlens = [key[0] for key in keys], [key[1] for key in keys]
+        counts = array("I", count_list)
+        for value, prefixlen, rule_count in zip(values, prefixlens, counts):
+            if rule_count > RULES_PER_PREFIX:
+                crowded.append((version, value, prefixlen, rule_count))
+    if version == 4:
+        addresses = struct.pack(f">{len(values)}I", *values)
+    else:
+        addresses = b"".join(map(int.to_bytes, values, repeat(16), repeat("big")))
+    return PrefixTable(version=version, prefixlens=array("I", prefixlens), addresses=addresses,
+                       counts=counts, rules=rules)
+
+
+def _one_range_each(ports: Sequence[tuple[tuple[int, int], ...]]) -> bool:
+    if ports.count(ports[0]) == len(ports):
+        return len(ports[0]) == 1
+    return list(map(len, ports)).count(1) == len(ports)
+
+
+def _pack_rules(rule_ids, actions, protos, ports) -> bytes:
+    """One struct guard_port_rule per row, built a field at a time."""
+    count = len(ports)
+    packed = bytearray(PORT_RULE.size * count)
+    halves = memoryview(packed).cast("H")     # port_lo, port_hi, (proto, action), rule_id
+    if ports.count(ports[0]) == count:
+        (low, high), = ports[0]
+        halves[0::4] = array("H", [low]) * count
+        halves[1::4] = array("H", [high]) * count
+    else:
+        ranges = list(map(itemgetter(0), ports))
+        halves[0::4] = array("H", map(itemgetter(0), ranges))
+        halves[1::4] = array("H", map(itemgetter(1), ranges))
+    packed[4::8] = bytes(protos)
+    packed[5::8] = bytes(actions)
+    halves[3::4] = array("H", rule_ids)
+    halves.release()
+    return bytes(packed)
+
+
+def _flatten(version: int, rule_ids, actions, protos, ports, values, prefixlens):
+    """(keys, counts, packed rules): each network's own rules, in precedence
+    order (severity, then file order), followed by those of every wider
+    network containing it, most specific first.
 
     Wider networks are found by masking the address to each prefix length the
     policy uses and looking the result up, so the cost is at most 33 (or 129)
     dict lookups per network instead of a scan over all networks.
     """
-    by_prefix = {(int(network.network_address), network.prefixlen): rules
-                 for network, rules in own.items()}
-    prefix_lengths = sorted({network.prefixlen for network in own}, reverse=True)
-    flat = {}
-    for network, rules in own.items():
+    own: dict[tuple[int, int], list[tuple]] = {}
+    for rule_id, action, proto, ranges, value, prefixlen in zip(rule_ids, actions, protos,
+                                                                ports, values, prefixlens):
+        own.setdefault((value, prefixlen), []).extend(
+            (low, high, proto, action, rule_id) for low, high in ranges)
+    for rules in own.values():
+        # stable: a rule's own targets and port ranges keep their order
+        rules.sort(key=lambda rule: (-SEVERITY[rule[3]], rule[4]))
+    width = 32 if version == 4 else 128
+    lengths = sorted({prefixlen for _, prefixlen in own}, reverse=True)
+    counts, packed = [], []
+    for (value, prefixlen), rules in own.items():
         chain = list(rules)
-        address = int(network.network_address)
-        for prefixlen in prefix_lengths:
-            if prefixlen < network.prefixlen:
-                wider = by_prefix.get((address & _mask(prefixlen, network.max_prefixlen),
-                                       prefixlen))
-                chain += wider or ()
+        for wider in lengths:
+            if wider < prefixlen:
+                chain += own.get((value & ~host_mask(wider, width), wider), ())
         # A repeated entry can never be the first match, and only wastes a slot.
-        flat[network] = tuple(dict.fromkeys(chain))
-    return flat
+        chain = list(dict.fromkeys(chain))
+        counts.append(len(chain))
+        packed += map(PORT_RULE.pack, *zip(*chain)) if chain else ()
+    return list(own), counts, b"".join(packed)
 
 
-def _mask(prefixlen: int, width: int) -> int:
-    return ((1 << prefixlen) - 1) << (width - prefixlen)
-
-
-def _overflows(policy: Policy, table: dict[Network, tuple[PortRule, ...]]) -> list[Problem]:
+def _overflows(policy: Policy, crowded: Crowded) -> list[Problem]:
     """A problem for each network with more port rules than the kernel scans."""
-    crowded = {network: len(rules) for network, rules in table.items()
-               if len(rules) > RULES_PER_PREFIX}
-    if not crowded:
-        return []
     origins = _first_targets(policy)
     problems = []
-    for network, count in crowded.items():
+    for version, value, prefixlen, count in crowded:
+        network = ipaddress.IPv4Network((value, prefixlen)) if version == 4 else \
+            ipaddress.IPv6Network((value, prefixlen))
         line, field = origins[network]
         problems.append(Problem(
             policy.source, line, field,
             f"more than {RULES_PER_PREFIX} rules apply to {network} ({count} port rules, "
             f"counting those of wider prefixes that contain it)"))
-    return problems
+    return sorted(problems, key=lambda problem: problem.line)
 
 
 def _first_targets(policy: Policy) -> dict[Network, tuple[int, str]]:

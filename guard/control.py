@@ -17,14 +17,11 @@ from typing import Any, Callable
 
 import orjson
 
-DEFAULT_SOCKET = "/run/egress-guard/agent.sock"
-REQUEST_LIMIT = 16 << 20      # a policy with 10,000 rules is well below 1 MiB
+# the client side, light enough for the CLI to start fast (re-exported here)
+from .client import DEFAULT_SOCKET, REQUEST_LIMIT, ControlError, read_line, request  # noqa: F401
+
 CLIENT_TIMEOUT_S = 5.0
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-class ControlError(Exception):
-    """The agent could not be reached or refused the request."""
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
@@ -83,7 +80,7 @@ def _serve_one(conn: socket.socket, handler) -> None:
     if uid != 0:
         _send(conn, {"ok": False, "error": "permission denied: only root may control the agent"})
         return
-    line = _read_line(conn)
+    line = read_line(conn)
     try:
         request = orjson.loads(line)
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
@@ -92,21 +89,6 @@ def _serve_one(conn: socket.socket, handler) -> None:
         _send(conn, {"ok": False, "error": f"bad request: {exc}"})
         return
     _send(conn, handler(request))
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    chunks, size = [], 0
-    while True:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if chunk.endswith(b"\n"):
-            break
-        if size > REQUEST_LIMIT:
-            raise ValueError("request too large")
-    return b"".join(chunks)
 
 
 def _send(conn: socket.socket, response: dict[str, Any]) -> None:
@@ -123,32 +105,3 @@ def _answers(path: Path) -> bool:
         return False
     finally:
         probe.close()
-
-
-def request(path: str | os.PathLike[str], message: dict[str, Any],
-            timeout: float = 60.0) -> dict[str, Any]:
-    """Send one request to the agent and return its response."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        try:
-            sock.connect(str(path))
-        except FileNotFoundError:
-            raise ControlError(f"no agent is listening on {path} (is egress-guard run active?)") from None
-        except PermissionError:
-            raise ControlError(f"permission denied on {path}: only root may control the agent") from None
-        except OSError as exc:
-            raise ControlError(f"cannot reach the agent on {path}: {exc.strerror}") from None
-        sock.sendall(orjson.dumps(message) + b"\n")
-        reply = _read_line(sock)
-    except (socket.timeout, OSError) as exc:
-        raise ControlError(f"the agent on {path} did not answer: {exc}") from None
-    finally:
-        sock.close()
-    try:
-        response = orjson.loads(reply)
-    except ValueError:
-        raise ControlError(f"the agent on {path} sent an unreadable answer") from None
-    if not isinstance(response, dict):
-        raise ControlError(f"the agent on {path} sent an unreadable answer")
-    return response

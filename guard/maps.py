@@ -10,15 +10,20 @@ map entries and takes them out again.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
+import threading
 import time
+from array import array
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
+from operator import add
 
 from . import abi
 from .bpf import libbpf
-from .compile import CompiledPolicy
+from .compile import CompiledPolicy, PrefixTable
 
 PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/guard.bpf.h
+_KEY_SIZES = {"eg_cidr4": abi.LPM4_KEY.size, "eg_cidr6": abi.LPM6_KEY.size,
+              "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}
 
 
 class MapCapacityError(Exception):
@@ -28,10 +33,8 @@ class MapCapacityError(Exception):
 @dataclass
 class _Installed:
     """What one policy generation put into the maps, so it can be removed."""
-    spans: list[tuple[int, int]] = field(default_factory=list)
-    lpm4: list[abi.Lpm4Key] = field(default_factory=list)
-    lpm6: list[abi.Lpm6Key] = field(default_factory=list)
-    exec_keys: list[abi.ExecKey] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)   # eg_port_rules runs
+    keys: dict[str, list[bytes]] = field(default_factory=dict)   # map -> packed keys
 
 
 class SlotAllocator:
@@ -92,6 +95,7 @@ class Maps:
         self._installed: dict[int, _Installed] = {}
         self._levels: dict[int, int] = {}  # guarded cgroup id -> level
         self._config = abi.Config()
+        self._batches: dict[str, bool] = {}  # map -> does this kernel batch it
 
     # -- policies ---------------------------------------------------------
     def install_policy(self, policy_id: int, policy: CompiledPolicy) -> None:
@@ -102,28 +106,27 @@ class Maps:
         record = _Installed()
         self._installed[policy_id] = record
         try:
-            for network, rules in policy.v4.items():
-                record.lpm4.append(self._write_prefix(policy_id, network, rules, record))
-            for network, rules in policy.v6.items():
-                record.lpm6.append(self._write_prefix(policy_id, network, rules, record))
+            writes = (self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", record)
+                      + self._write_prefixes(policy_id, policy.ipv6, "eg_cidr6", record))
+            self._write_all(writes)
+            exec_keys = []
             for match, table in ((abi.ExecMatch.NAME, policy.exec_names),
                                  (abi.ExecMatch.PATH, policy.exec_paths)):
                 for text, (action, rule_id) in table.items():
-                    key = _exec_key(policy_id, match, text)
+                    key = bytes(_exec_key(policy_id, match, text))
                     hold = policy.exec_holds.get(text, 0) if match == abi.ExecMatch.NAME else 0
-                    libbpf.map_update(self._fd["eg_exec_rules"], key,
-                                      abi.ExecVerdict(action=action, flags=hold,
-                                                      rule_id=rule_id))
-                    record.exec_keys.append(key)
+                    libbpf.map_update_packed(self._fd["eg_exec_rules"], key, bytes(
+                        abi.ExecVerdict(action=action, flags=hold, rule_id=rule_id)))
+                    exec_keys.append(key)
             # programs stopped at exec for a detection: entries without a rule
             for name, hold in policy.exec_holds.items():
                 if name in policy.exec_names:
                     continue
-                key = _exec_key(policy_id, abi.ExecMatch.NAME, name)
-                libbpf.map_update(self._fd["eg_exec_rules"], key,
-                                  abi.ExecVerdict(action=abi.Action.LOG, flags=hold,
-                                                  rule_id=abi.RULE_NONE))
-                record.exec_keys.append(key)
+                key = bytes(_exec_key(policy_id, abi.ExecMatch.NAME, name))
+                libbpf.map_update_packed(self._fd["eg_exec_rules"], key, bytes(
+                    abi.ExecVerdict(action=abi.Action.LOG, flags=hold, rule_id=abi.RULE_NONE)))
+                exec_keys.append(key)
+            record.keys["eg_exec_rules"] = exec_keys
             config = abi.PolicyConfig(default_action=policy.default_action,
                                       deny_raw_sockets=int(policy.deny_raw_sockets),
                                       stdio_socket_action=policy.stdio_socket_action,
@@ -133,38 +136,117 @@ class Maps:
             self.remove_policy(policy_id)
             raise
 
-    def _write_prefix(self, policy_id, network, rules, record: _Installed):
-        first = self._slots.take(len(rules))
-        record.spans.append((first, len(rules)))
-        for i, rule in enumerate(rules):
-            libbpf.map_update(self._fd["eg_port_rules"], ctypes.c_uint32(first + i),
-                              abi.PortRule(port_lo=rule.port_lo, port_hi=rule.port_hi,
-                                           proto=rule.proto, action=rule.action,
-                                           rule_id=rule.rule_id))
-        span = abi.RuleSpan(first=first, count=len(rules))
-        if isinstance(network, ipaddress.IPv4Network):
-            key = abi.Lpm4Key(prefixlen=32 + network.prefixlen, policy_id=policy_id)
-            key.addr[:] = network.network_address.packed
-            libbpf.map_update(self._fd["eg_cidr4"], key, span)
+    def _write_prefixes(self, policy_id: int, table: PrefixTable, map_name: str,
+                        record: _Installed) -> list[tuple]:
+        """One family's writes: its port rules as one run of eg_port_rules,
+        and its LPM entries pointing into that run; packed a column at a
+        time."""
+        if not table:
+            return []
+        count = len(table)
+        total = len(table.rules) // abi.PORT_RULE.size
+        first = self._slots.take(total)
+        record.spans.append((first, total))
+        spans = bytearray(abi.RULE_SPAN.size * count)
+        words = memoryview(spans).cast("I")                     # first, count
+        if total == count:  # one rule per prefix
+            words[0::2] = array("I", range(first, first + count))
         else:
-            key = abi.Lpm6Key(prefixlen=32 + network.prefixlen, policy_id=policy_id)
-            key.addr[:] = network.network_address.packed
-            libbpf.map_update(self._fd["eg_cidr6"], key, span)
-        return key
+            words[0::2] = array("I", accumulate(table.counts[:-1], initial=first))
+        words[1::2] = table.counts
+        words.release()
+        layout = abi.LPM4_KEY if table.version == 4 else abi.LPM6_KEY
+        stride = layout.size // 4
+        keys = bytearray(layout.size * count)
+        words = memoryview(keys).cast("I")         # prefixlen, policy_id, address words
+        # prefixlen counts the 32 bits of policy_id that precede the address
+        prefixlens = table.prefixlens
+        if prefixlens.count(prefixlens[0]) == count:  # one length (hosts, say)
+            words[0::stride] = array("I", [prefixlens[0] + 32]) * count
+        else:
+            words[0::stride] = array("I", map(add, prefixlens, repeat(32)))
+        words[1::stride] = array("I", [policy_id]) * count
+        addresses = array("I", table.addresses)  # the bytes as they are, a word at a time
+        for word in range(stride - 2):
+            words[2 + word::stride] = addresses[word::stride - 2]
+        words.release()
+        keys = bytes(keys)
+        record.keys[map_name] = [keys]
+        return [("eg_port_rules", array("I", range(first, first + total)).tobytes(), table.rules,
+                 total), (map_name, keys, bytes(spans), count)]
+
+    def _write_all(self, writes: list[tuple]) -> None:
+        """(map, keys, values, count) writes; the port rules in a thread of
+        their own, so the kernel fills the array while it inserts into the
+        tries (a bpf() call runs without the GIL)."""
+        rules = [write for write in writes if write[0] == "eg_port_rules"]
+        if not rules:
+            return
+        failed: list[BaseException] = []
+
+        def write_rules() -> None:
+            try:
+                for write in rules:
+                    self._write_many(*write)
+            except BaseException as exc:  # raised below, in the caller's thread
+                failed.append(exc)
+        helper = threading.Thread(target=write_rules, name="egress-guard-rules")
+        helper.start()
+        try:
+            for write in writes:
+                if write[0] != "eg_port_rules":
+                    self._write_many(*write)
+        finally:
+            helper.join()
+        if failed:
+            raise failed[0]
+
+    def _write_many(self, map_name: str, keys: bytes, values: bytes, count: int) -> None:
+        """count entries in one batched update, or one by one where the
+        kernel has no batch operation for this map."""
+        fd = self._fd[map_name]
+        if self._batches.get(map_name, True):
+            try:
+                libbpf.map_update_batch(fd, keys, values, count)
+                self._batches[map_name] = True
+                return
+            except libbpf.BatchError as exc:
+                if not exc.unsupported:
+                    raise
+                self._batches[map_name] = False
+        key_size, value_size = len(keys) // count, len(values) // count
+        for at in range(count):
+            libbpf.map_update_packed(fd, keys[at * key_size:(at + 1) * key_size],
+                                     values[at * value_size:(at + 1) * value_size])
 
     def remove_policy(self, policy_id: int) -> None:
         record = self._installed.pop(policy_id, None)
         if record is None:
             return
         libbpf.map_delete(self._fd["eg_policies"], ctypes.c_uint32(policy_id))
-        for key in record.lpm4:
-            libbpf.map_delete(self._fd["eg_cidr4"], key)
-        for key in record.lpm6:
-            libbpf.map_delete(self._fd["eg_cidr6"], key)
-        for key in record.exec_keys:
-            libbpf.map_delete(self._fd["eg_exec_rules"], key)
+        for map_name, keys in record.keys.items():
+            self._delete_many(map_name, b"".join(keys))
         for first, count in record.spans:
             self._slots.give(first, count)
+
+    def _delete_many(self, map_name: str, keys: bytes) -> None:
+        """Delete packed keys: one batched delete, or one by one where the
+        kernel cannot batch, or to step over keys already gone."""
+        key_size = _KEY_SIZES[map_name]
+        count = len(keys) // key_size
+        if not count:
+            return
+        fd = self._fd[map_name]
+        if self._batches.get(map_name, True):
+            try:
+                libbpf.map_delete_batch(fd, keys, count)
+                return
+            except libbpf.BatchError as exc:
+                if exc.unsupported:
+                    self._batches[map_name] = False
+                keys = keys[exc.done * key_size:]  # the rest, one by one
+        for at in range(0, len(keys), key_size):
+            libbpf.map_delete_packed(fd, keys[at:at + key_size])
 
     @property
     def installed(self) -> list[int]:
@@ -191,16 +273,15 @@ class Maps:
             return records.setdefault(policy_id, _Installed())
         for pid in libbpf.map_keys(self._fd["eg_policies"], ctypes.c_uint32):
             record(pid.value)
-        for name, key_type, field_name in (("eg_cidr4", abi.Lpm4Key, "lpm4"),
-                                           ("eg_cidr6", abi.Lpm6Key, "lpm6")):
+        for name, key_type in (("eg_cidr4", abi.Lpm4Key), ("eg_cidr6", abi.Lpm6Key)):
             for key in libbpf.map_keys(self._fd[name], key_type):
                 span = abi.RuleSpan()
                 if libbpf.map_lookup(self._fd[name], key, span):
                     entry = record(key.policy_id)
-                    getattr(entry, field_name).append(key)
+                    entry.keys.setdefault(name, []).append(bytes(key))
                     entry.spans.append((span.first, span.count))
         for key in libbpf.map_keys(self._fd["eg_exec_rules"], abi.ExecKey):
-            record(key.policy_id).exec_keys.append(key)
+            record(key.policy_id).keys.setdefault("eg_exec_rules", []).append(bytes(key))
         for entry in records.values():
             for first, count in entry.spans:
                 self._slots.reserve(first, count)

@@ -6,6 +6,8 @@ output, because nodes keep their marks: every problem names the file, the
 1-based line of the offending node and the field path
 (`spec.egress[0].to[1].cidr`). A file is read to the end and every problem is
 collected before `PolicyError` is raised, so one `policy check` shows them all.
+Large policies in the block layout programs write are read by policy_fast.py
+first, which either gives the same policies or steps aside for this reader.
 
 Defaults a policy may leave out:
 
@@ -37,6 +39,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .abi import PATH_MAX, Action, Proto
+from .cidr import parse_cidr
 
 API_VERSION = "egress-guard/v1"
 KIND = "EgressPolicy"
@@ -82,9 +85,6 @@ EXEC_STRING_MAX = PATH_MAX - 1
 POLICY_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 POLICY_NAME_MAX = 253
 RULE_NAME = re.compile(r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?")
-# Only a plain address with an optional decimal prefix length: ipaddress would
-# also take netmasks ("/255.0.0.0") and IPv6 scope ids, which a rule never means.
-CIDR_SYNTAX = re.compile(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?")
 # Five digits at most: longer cannot be a port, and int() of a huge string fails.
 PORT_NUMBER = re.compile(r"[0-9]{1,5}")
 PORT_TEXT = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
@@ -267,8 +267,12 @@ def _read_policy_file(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def parse_policy(text: str, source_name: str = "<string>") -> Policy:
-    """Validate policy text; `source_name` is what problems call the file."""
+def parse_policy(text: str, source_name: str = "<string>", fast: bool = True) -> Policy:
+    """Validate policy text; `source_name` is what problems call the file.
+    fast=False: never the fast reader (for comparing the two)."""
+    read = _read_fast(text, source_name, single=True) if fast else None
+    if read is not None:
+        return read[0]
     reader = _Reader(source_name)
     document = reader.document(text)
     policy = reader.policy(document) if document is not None else None
@@ -277,25 +281,27 @@ def parse_policy(text: str, source_name: str = "<string>") -> Policy:
     return policy
 
 
-def parse_policies(text: str, source_name: str = "<string>") -> tuple[Policy, ...]:
+def parse_policies(text: str, source_name: str = "<string>",
+                   fast: bool = True) -> tuple[Policy, ...]:
     """Every policy of a file of one or more YAML documents (---), each
-    validated; policy names are unique within the file."""
+    validated; policy names are unique within the file. fast=False: never
+    the fast reader (for comparing the two)."""
+    read = _read_fast(text, source_name) if fast else None
+    if read is not None:
+        return read
     reader = _Reader(source_name)
-    documents = reader.documents(text)
-    policies: list[Policy] = []
-    first_line: dict[str, int] = {}
-    for document in documents or ():
-        reader.rule_lines = {}  # rule names are unique within a policy
-        policy = reader.policy(document)
-        if policy.name in first_line:
-            reader.at(document, "metadata.name", f"duplicate policy name {policy.name!r} "
-                                                 f"(first at line {first_line[policy.name]})")
-        elif policy.name is not None:
-            first_line[policy.name] = _line(document)
-        policies.append(policy)
+    policies = reader.policy_set(reader.documents(text))
     if reader.problems or not policies:
         raise PolicyError(sorted(reader.problems, key=lambda problem: problem.line))
     return tuple(policies)
+
+
+def _read_fast(text: str, source_name: str, single: bool = False) -> tuple[Policy, ...] | None:
+    """Large policies in the layout programs write, without a YAML node per
+    value (policy_fast.py); None: anything else, read here."""
+    from .policy_fast import read_policies  # it builds on this module
+
+    return read_policies(text, source_name, single)
 
 
 def load_policies(path: str | os.PathLike[str]) -> tuple[Policy, ...]:
@@ -367,28 +373,10 @@ def _utf8_size(text: str) -> int:
 
 def _parse_cidr(text: str) -> Network:
     """A network from "addr/len" or a bare address, refusing host bits."""
-    if not CIDR_SYNTAX.fullmatch(text):
-        raise _Invalid(f"invalid CIDR {text!r}")
     try:
-        interface = ipaddress.ip_interface(text)
-    except ValueError:
-        raise _Invalid(f"invalid CIDR {text!r}") from None
-    mapped = isinstance(interface, ipaddress.IPv6Interface) and _is_mapped(interface)
-    if mapped:
-        # The kernel judges ::ffff:a.b.c.d destinations as IPv4, so a rule
-        # written for them must live in the IPv4 table to ever match.
-        interface = ipaddress.IPv4Interface((interface.ip.ipv4_mapped,
-                                             interface.network.prefixlen - 96))
-    network = interface.network
-    if interface.ip != network.network_address:
-        meant = (f"::ffff:{network.network_address}/{network.prefixlen + 96}"
-                 if mapped else str(network))
-        raise _Invalid(f"host bits set in CIDR {text!r} (did you mean {meant}?)")
-    return network
-
-
-def _is_mapped(interface: ipaddress.IPv6Interface) -> bool:
-    return interface.network.prefixlen >= 96 and interface.ip.ipv4_mapped is not None
+        return parse_cidr(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _parse_port(node: Node) -> tuple[int, int]:
@@ -635,6 +623,21 @@ class _Reader:
             return None
 
     # --- the policy --------------------------------------------------------
+
+    def policy_set(self, documents: list[Node] | None) -> list[Policy]:
+        """The policies of a file's documents; policy names are unique within it."""
+        policies: list[Policy] = []
+        first_line: dict[str, int] = {}
+        for document in documents or ():
+            self.rule_lines = {}  # rule names are unique within a policy
+            policy = self.policy(document)
+            if policy.name in first_line:
+                self.at(document, "metadata.name", f"duplicate policy name {policy.name!r} "
+                                                   f"(first at line {first_line[policy.name]})")
+            elif policy.name is not None:
+                first_line[policy.name] = _line(document)
+            policies.append(policy)
+        return policies
 
     def policy(self, document: Node) -> Policy:
         top = self.mapping(document, "", ("apiVersion", "kind", "metadata", "spec"),

@@ -21,6 +21,9 @@ c_int, c_char_p, c_void_p, c_size_t = ctypes.c_int, ctypes.c_char_p, ctypes.c_vo
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 
 BPF_ANY = 0
+ENOTSUPP = 524  # the kernel's own "not supported", which reaches userspace as is
+# What a kernel says when it has no batch operation for a map type (or none at all)
+BATCH_UNSUPPORTED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
 
 _lib_lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -77,6 +80,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map_update_batch": (c_int, [c_int, c_void_p, c_void_p,
+                                         ctypes.POINTER(ctypes.c_uint32), c_void_p]),
+        "bpf_map_delete_batch": (c_int, [c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32),
+                                         c_void_p]),
         "btf__parse": (c_void_p, [c_char_p, c_void_p]),
         "btf__free": (None, [c_void_p]),
         "btf__type_by_id": (c_void_p, [c_void_p, ctypes.c_uint32]),
@@ -181,6 +188,53 @@ def map_delete(fd: int, key) -> bool:
     if ret < 0:
         raise LibbpfError(-ret, "bpf_map_delete_elem")
     return True
+
+
+def map_update_packed(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    """map_update with key and value already in their C layout."""
+    ret = lib().bpf_map_update_elem(fd, key, value, flags)
+    if ret < 0:
+        raise LibbpfError(-ret, "bpf_map_update_elem")
+
+
+def map_delete_packed(fd: int, key: bytes) -> bool:
+    """map_delete with the key already in its C layout; False when absent."""
+    ret = lib().bpf_map_delete_elem(fd, key)
+    if ret == -errno.ENOENT:
+        return False
+    if ret < 0:
+        raise LibbpfError(-ret, "bpf_map_delete_elem")
+    return True
+
+
+class BatchError(LibbpfError):
+    """A batched map operation stopped; `done` entries were processed first."""
+
+    def __init__(self, err: int, what: str, done: int):
+        super().__init__(err, what)
+        self.done = done
+
+    @property
+    def unsupported(self) -> bool:
+        """The kernel has no batch operation for this map (nothing was done)."""
+        return self.done == 0 and self.errno in BATCH_UNSUPPORTED
+
+
+def map_update_batch(fd: int, keys: bytes, values: bytes, count: int) -> None:
+    """Write count entries, keys and values packed back to back, in one bpf()
+    call (BPF_MAP_UPDATE_BATCH) instead of count calls."""
+    done = ctypes.c_uint32(count)
+    ret = lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(done), None)
+    if ret < 0:
+        raise BatchError(-ret, "bpf_map_update_batch", done.value)
+
+
+def map_delete_batch(fd: int, keys: bytes, count: int) -> None:
+    """Delete count entries, keys packed back to back, in one bpf() call."""
+    done = ctypes.c_uint32(count)
+    ret = lib().bpf_map_delete_batch(fd, keys, ctypes.byref(done), None)
+    if ret < 0:
+        raise BatchError(-ret, "bpf_map_delete_batch", done.value)
 
 
 def map_keys(fd: int, key_type: type) -> list:

@@ -44,3 +44,22 @@ def test_a_changed_layout_is_detected(built, monkeypatch):
     monkeypatch.setattr(abi, "SHARED_STRUCTS", (Shifted,))
     problems = abi_mismatches(objects_dir() / "exec.bpf.o")
     assert len(problems) == 1 and "guard_port_rule" in problems[0]
+
+
+def test_packed_layouts_are_the_ctypes_layouts():
+    """The struct.Struct twins that batched map writes use (no BTF needed)."""
+    import ctypes
+
+    from guard import abi
+
+    key4 = abi.Lpm4Key(prefixlen=56, policy_id=0x1234_5678)
+    key4.addr[:] = b"\x0a\x01\x02\x00"
+    assert abi.LPM4_KEY.pack(56, 0x1234_5678, b"\x0a\x01\x02\x00") == bytes(key4)
+    key6 = abi.Lpm6Key(prefixlen=160, policy_id=7)
+    key6.addr[:] = bytes(range(16))
+    assert abi.LPM6_KEY.pack(160, 7, bytes(range(16))) == bytes(key6)
+    assert abi.RULE_SPAN.pack(9, 3) == bytes(abi.RuleSpan(first=9, count=3))
+    rule = abi.PortRule(port_lo=80, port_hi=443, proto=abi.Proto.TCP, action=abi.Action.BLOCK,
+                        rule_id=513)
+    assert abi.PORT_RULE.pack(80, 443, abi.Proto.TCP, abi.Action.BLOCK, 513) == bytes(rule)
+    assert abi.U32.pack(5) == bytes(ctypes.c_uint32(5))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from guard.abi import RULE_NONE, RULES_PER_PREFIX, Action, Proto
 from guard.compile import PortRule, compile_policy, simulate
@@ -223,3 +224,65 @@ def test_ten_thousand_host_rules_compile():
     assert simulate(policy, "10.0.39.15", 80, TCP) == (LOG, 10_001)
     assert simulate(policy, "10.0.39.16", 443, TCP) == (LOG, 10_001)
     assert simulate(policy, "11.0.0.1", 443, TCP) == (ALLOW, RULE_NONE)
+
+
+# --- the columnar compiler against the object-per-rule one it replaced ---------------
+
+def reference_tables(policy):
+    """{version: {network: rules}} as the compiler computed them before it
+    worked on columns: kept here as the oracle."""
+    from collections import defaultdict
+
+    from guard.compile import SEVERITY
+    own = {4: defaultdict(list), 6: defaultdict(list)}
+    for rule_id, rule in enumerate(policy.egress, start=1):
+        for target in rule.targets:
+            for network in target.networks:
+                own[network.version][network] += [
+                    PortRule(low, high, target.proto, rule.action, rule_id)
+                    for low, high in target.ports]
+    tables = {}
+    for version, networks in own.items():
+        for rules in networks.values():
+            rules.sort(key=lambda rule: (-SEVERITY[rule.action], rule.rule_id))
+        flat = {}
+        for network, rules in networks.items():
+            chain = list(rules)
+            for wider in sorted(networks, key=lambda n: -n.prefixlen):
+                if wider.prefixlen < network.prefixlen and network.subnet_of(wider):
+                    chain += networks[wider]
+            flat[network] = tuple(dict.fromkeys(chain))
+        tables[version] = flat
+    return tables
+
+
+NETWORKS = [IPv4Network(n) for n in ("0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32",
+                                     "10.1.2.4/32", "192.0.2.0/24", "192.0.2.128/25")] + \
+    [IPv6Network(n) for n in ("::/0", "2001:db8::/32", "2001:db8::1/128", "fe80::/10")]
+targets = st.builds(
+    Target,
+    networks=st.lists(st.sampled_from(NETWORKS), min_size=1, max_size=3, unique=True).map(tuple),
+    ports=st.lists(st.tuples(st.integers(1, 100), st.integers(0, 50)).map(
+        lambda p: (p[0], p[0] + p[1])), min_size=1, max_size=3).map(tuple) | st.just(ALL_PORTS),
+    proto=st.sampled_from([TCP, UDP, ANY]))
+rules = st.lists(st.tuples(st.sampled_from([ALLOW, LOG, BLOCK]),
+                           st.lists(targets, min_size=1, max_size=3)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules)
+def test_tables_are_what_the_former_compiler_made(drawn):
+    egress = tuple(EgressRule(f"r{i}", action, tuple(ts), i + 7)
+                   for i, (action, ts) in enumerate(drawn))
+    policy = Policy("p", LOG, egress, (), True, {}, "p.yaml")
+    expected = reference_tables(policy)
+    crowded = [n for version in (4, 6) for n, chain in expected[version].items()
+               if len(chain) > RULES_PER_PREFIX]
+    if crowded:
+        with pytest.raises(PolicyError) as caught:
+            compile_policy(policy)
+        assert len(caught.value.problems) == len(crowded)
+        return
+    got = compile_policy(policy)
+    assert dict(got.v4) == expected[4] and dict(got.v6) == expected[6]
+    assert list(got.v4) == list(expected[4]) and list(got.v6) == list(expected[6])

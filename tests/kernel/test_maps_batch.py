@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Batched map writes: a generation read back from the kernel is the
+compiled policy, whether the kernel batched the writes or the writer fell
+back to one update per entry; removal leaves nothing behind."""
+from __future__ import annotations
+
+import ctypes
+import errno
+from ipaddress import IPv4Network, IPv6Network
+
+import pytest
+
+from guard import abi
+from guard.bpf import libbpf
+from guard.bpf.loader import GuardObjects
+from guard.compile import PortRule, compile_policy
+from guard.maps import Maps
+from guard.policy import parse_policies
+
+RULES = 600
+
+
+def policy_text() -> str:
+    lines = ["apiVersion: egress-guard/v1", "kind: EgressPolicy", "metadata:", "  name: batch",
+             "spec:", "  egress:",
+             "    - name: wide", "      action: log", "      to:", "        - cidr: 10.0.0.0/8",
+             "        - cidr: \"2001:db8::/32\"", "          ports: [53]"]
+    for i in range(RULES):
+        lines += [f"    - name: h{i}", "      action: block", "      to:",
+                  f"        - cidr: 10.{i // 256}.{i % 256}.1/32", "          ports: [443, 80]"]
+    lines += ["  exec:", "    - name: x", "      action: kill", "      match: {names: [nc]}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def objects():
+    objs = GuardObjects()
+    yield objs
+    objs.close()
+
+
+def read_back(fds: dict[str, int], policy_id: int):
+    """network -> port rules of one generation, from the kernel's maps."""
+    tables = {}
+    for name, key_type, network in (("eg_cidr4", abi.Lpm4Key, IPv4Network),
+                                    ("eg_cidr6", abi.Lpm6Key, IPv6Network)):
+        for key in libbpf.map_keys(fds[name], key_type):
+            if key.policy_id != policy_id:
+                continue
+            span = abi.RuleSpan()
+            assert libbpf.map_lookup(fds[name], key, span)
+            rules = []
+            for slot in range(span.first, span.first + span.count):
+                rule = abi.PortRule()
+                libbpf.map_lookup(fds["eg_port_rules"], ctypes.c_uint32(slot), rule)
+                rules.append(PortRule(rule.port_lo, rule.port_hi, abi.Proto(rule.proto),
+                                      abi.Action(rule.action), rule.rule_id))
+            address = int.from_bytes(bytes(key.addr), "big")
+            tables[network((address, key.prefixlen - 32))] = tuple(rules)
+    return tables
+
+
+def entries_of(fds: dict[str, int], policy_id: int) -> int:
+    count = 0
+    for name, key_type in (("eg_cidr4", abi.Lpm4Key), ("eg_cidr6", abi.Lpm6Key),
+                           ("eg_exec_rules", abi.ExecKey)):
+        count += sum(key.policy_id == policy_id for key in libbpf.map_keys(fds[name], key_type))
+    return count
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one by one"])
+def test_a_generation_reads_back_as_compiled(objects, monkeypatch, batched):
+    if not batched:
+        def refuse(*_args):
+            raise libbpf.BatchError(errno.EINVAL, "bpf_map_update_batch", 0)
+        monkeypatch.setattr(libbpf, "map_update_batch", refuse)
+        monkeypatch.setattr(libbpf, "map_delete_batch", refuse)
+    [policy] = parse_policies(policy_text(), "batch.yaml")
+    compiled = compile_policy(policy)
+    maps = Maps(objects.map_fds)
+    policy_id = 0x0700 + batched
+    maps.install_policy(policy_id, compiled)
+    try:
+        assert read_back(objects.map_fds, policy_id) == {**compiled.v4, **compiled.v6}
+        assert entries_of(objects.map_fds, policy_id) == len(compiled.v4) + len(compiled.v6) + 1
+    finally:
+        maps.remove_policy(policy_id)
+    assert entries_of(objects.map_fds, policy_id) == 0
+    assert maps.installed == []
+
+
+def test_removal_steps_over_entries_already_gone(objects):
+    [policy] = parse_policies(policy_text(), "batch.yaml")
+    maps = Maps(objects.map_fds)
+    maps.install_policy(0x0800, compile_policy(policy))
+    key = abi.Lpm4Key(prefixlen=32 + 32, policy_id=0x0800)
+    key.addr[:] = bytes([10, 0, 7, 1])
+    assert libbpf.map_delete(objects.map_fds["eg_cidr4"], key)  # someone else took one
+    maps.remove_policy(0x0800)
+    assert entries_of(objects.map_fds, 0x0800) == 0
