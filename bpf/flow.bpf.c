@@ -50,7 +50,8 @@ struct flow_state {
 	__u8 phase;         /* enum flow_phase */
 	__u8 flags;         /* enum guard_payload_flags carried into samples */
 	__u8 sampled;       /* the held sample reached the ring buffer */
-	__u8 _pad[5];
+	__u8 inbound_done;  /* the server's first reply was sampled (or never will be) */
+	__u8 _pad[4];
 	/*
 	 * Who opened the flow, taken at its SYN (sent from connect(), in the
 	 * process's context): a later segment may leave from softirq context,
@@ -508,6 +509,29 @@ int guard_egress(struct __sk_buff *skb)
 	return udp_egress(skb, state);
 }
 
+/*
+ * The server's first reply on a flow whose first payload was sampled and let
+ * through: a pool answering mining.notify or an XMRig job confirms what the
+ * client's bytes only suggested (or reveals a dialect the client's bytes did
+ * not). One sample per flow; nothing is held on ingress.
+ */
+static __always_inline int tcp_ingress(struct __sk_buff *skb, struct flow_state *state)
+{
+	struct guard_payload_event *ev;
+	struct packet pkt = {};
+
+	if (state->inbound_done || (state->phase != FLOW_WATCH && state->phase != FLOW_DONE) ||
+	    !state->sampled)
+		return 1;
+	if (!parse_packet(skb, &pkt, 0) || pkt.payload_size == 0)
+		return 1;
+	state->inbound_done = 1;
+	ev = load_sample(skb, &pkt);
+	if (ev)
+		emit_sample(ev, skb, &pkt, state, GUARD_SAMPLE_INBOUND, 0);
+	return 1;
+}
+
 SEC("cgroup_skb/ingress")
 int guard_ingress(struct __sk_buff *skb)
 {
@@ -519,11 +543,15 @@ int guard_ingress(struct __sk_buff *skb)
 	if (!sk)
 		return 1;
 	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != IPPROTO_UDP)
+	if (!sk || (sk->protocol != IPPROTO_UDP && sk->protocol != IPPROTO_TCP))
 		return 1;
-	/* a resolver's socket sent its query first, so its state exists */
+	/* the flow sent first, so its state exists */
 	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
-	if (!state || state->phase == FLOW_DONE || !(state->detect_flags & GUARD_DETECT_DNS))
+	if (!state)
+		return 1;
+	if (sk->protocol == IPPROTO_TCP)
+		return tcp_ingress(skb, state);
+	if (state->phase == FLOW_DONE || !(state->detect_flags & GUARD_DETECT_DNS))
 		return 1;
 	if (!parse_packet(skb, &pkt, 0) || pkt.remote_port != DNS_PORT)
 		return 1;

@@ -119,6 +119,7 @@ class SampleKind(enum.IntEnum):
     PROXY = 2
     UDP = 3
     DNS_ANSWER = 4
+    INBOUND = 5
 
 
 class PayloadFlags(enum.IntFlag):

@@ -20,6 +20,7 @@ import os
 import selectors
 import signal
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -62,6 +63,7 @@ RETIRE_GRACE_S = 1.0
 # the agent's verdict before letting it go; it holds nothing while the
 # agent's heartbeat (every TICK_S) is older than this.
 HOLD_TIMEOUT_MS_DEFAULT = 5000
+FIRST_SAMPLES_KEPT = 4096   # first payloads waiting for the server's reply
 GENERATION_NAMES_KEPT = 16  # late events of retired generations still get rule names
 # What the kernel says when an LPM trie or hash map has no room left
 MAP_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.E2BIG, errno.ENOMEM})
@@ -118,6 +120,8 @@ class Agent:
         self.detector = Detector()
         self._responder: Responder | None = None
         self._detections_by: dict[tuple[str, str], int] = {}
+        # cookie -> (first payload, port, reported (type, dialect) -> confidence rank)
+        self._first_samples: OrderedDict[int, tuple[bytes, int, dict]] = OrderedDict()
         self._control_path = control_socket
         self._pin_dir = Path(pin_dir) if pin_dir else None
         # pinned generations outlive the agent; so must their names
@@ -805,7 +809,52 @@ class Agent:
                 return None
             path = path.rsplit("/", 1)[0] or "/"
 
+    def _on_inbound(self, record: PayloadRecord) -> None:
+        """The server's first reply on a flow that was let through: report
+        what it confirms beyond what the client's bytes showed, and act."""
+        first = self._first_samples.pop(record.cookie, None)
+        header = record.header
+        policy = self._policy_of(header.policy_id)
+        if first is None or policy is None:
+            return
+        sample, port, reported = first
+        process = self.processes.lookup(header.pid)
+        try:
+            findings = self.detector.inbound_findings(
+                policy, sample, port, record.sample,
+                miner_traits="miner_exec" in process.detections)
+        except Exception as exc:
+            self.writer.write({"ts": self.clock.now(), "kind": "error",
+                               "error": f"reply classification failed: {exc!r}"})
+            return
+        rank = {"low": 0, "medium": 1, "high": 2}
+        news = [f for f in findings
+                if rank[f.confidence] > reported.get((f.type, f.dialect), -1)]
+        detections = decide(news, policy)
+        action = strongest(detections)
+        cgroup_path = self.cgroup_names.name(header.cgroup_id)
+        if action in ("block", "kill"):
+            self._responder.reset_socket(record.cookie, header.pid, record.proto)
+        if action == "kill":
+            self._responder.kill(header.pid, cgroup_path)
+        dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
+        for detection in detections:
+            self._emit_detection(header, detection, process, dst=dst)
+        self._report_action_errors()
+
+    def _remember_first(self, record: PayloadRecord, detections: list[Detection]) -> None:
+        """A first payload let through, kept until the server's reply comes."""
+        rank = {"low": 0, "medium": 1, "high": 2}
+        reported = {(d.finding.type, d.finding.dialect): rank[d.finding.confidence]
+                    for d in detections}
+        self._first_samples[record.cookie] = (record.sample, record.port, reported)
+        while len(self._first_samples) > FIRST_SAMPLES_KEPT:
+            self._first_samples.popitem(last=False)
+
     def _on_payload(self, record: PayloadRecord) -> None:
+        if record.sample_kind == abi.SampleKind.INBOUND:
+            self._on_inbound(record)
+            return
         header = record.header
         self.stats.samples += 1
         policy = self._policy_of(header.policy_id)
@@ -827,6 +876,7 @@ class Agent:
                 self._responder.block_flow(record.cookie, header.pid, record.proto)
             elif record.sample_kind == abi.SampleKind.FIRST:
                 self._responder.allow_flow(record.cookie)
+                self._remember_first(record, detections)
         if action == "kill":
             self._responder.kill(header.pid, cgroup_path)
         dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}

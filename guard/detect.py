@@ -326,6 +326,16 @@ class Detector:
             findings = [f for f in findings if f.type != "miner_dns"]
         return tunnels.dedupe_findings(findings)
 
+    def inbound_findings(self, policy: Policy, first: bytes, port: int, reply: bytes, *,
+                         miner_traits: bool = False) -> list[Finding]:
+        """Stratum findings for a flow's first bytes read together with the
+        server's first reply (mining.notify, an XMRig job): what the reply
+        confirms or reveals."""
+        if policy.detection("stratum") == "off":
+            return []
+        return stratum.classify_payload(first, dst_port=port, inbound=reply,
+                                        miner_traits=miner_traits, indicators=self.indicators)
+
     @staticmethod
     def _banner(policy: Policy, sample: bytes, port: int, ssh_judged: bool,
                 argv: list[str] | None) -> list[Finding]:

@@ -121,6 +121,7 @@ enum guard_sample_kind {
 	GUARD_SAMPLE_PROXY = 2,      /* a SOCKS5 request or HTTP CONNECT before it */
 	GUARD_SAMPLE_UDP = 3,        /* first datagram to a new UDP destination */
 	GUARD_SAMPLE_DNS_ANSWER = 4, /* a datagram from port 53 */
+	GUARD_SAMPLE_INBOUND = 5,    /* the server's first reply on a flow that was let through */
 };
 
 enum guard_payload_flags {

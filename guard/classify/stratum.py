@@ -877,4 +877,9 @@ def classify_payload(payload: bytes, *, dst_port: int | None = None, inbound: by
     port = dst_port if isinstance(dst_port, int) and not isinstance(dst_port, bool) else None
     traits = miner_traits is True
     findings = _classify(data, port, traits, indicators or load_indicators(), False)
+    if not findings and inbound is not None and data.lstrip()[:1] == b"{":
+        # a JSON line the client dialects do not know, answered like a pool
+        reply = _reply_anchor(inbound, None)
+        if reply is not None:
+            return [_finding("medium", "stratum-reply", {"reply": _short(reply, 64)})]
     return [_confirmed(f, inbound, traits) for f in findings]

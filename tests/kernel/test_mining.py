@@ -438,3 +438,38 @@ def test_a_server_in_the_sandbox_answering_is_not_its_egress(guarded):
     finally:
         server.wait(timeout=10)
     assert guard.counters()["flows_held"] == held_before
+
+
+GETWORK = PAYLOADS[[p.name for p in PAYLOADS].index("getwork-http.cpuminer-getwork.bin")]
+JOB_REPLY = (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n'
+             b'{"id":1,"jsonrpc":"2.0","result":{"job":{"blob":"0707","job_id":"1",'
+             b'"target":"ffff"},"status":"OK"}}\n')
+NOTIFY_REPLY = b'{"id":null,"method":"mining.notify","params":["job1","00",true]}\n'
+
+
+def test_the_pools_reply_raises_a_logged_flows_confidence(guarded):
+    guard = guarded("log")
+    with RecordingServer(reply=JOB_REPLY) as pool:
+        outcome = guard.outcome("127.0.0.1", pool.port, GETWORK, "--expect-reply")
+        first = guard.detection(pool.port)
+        confirmed = guard.agent.wait_for(
+            lambda e: e.get("kind") == "detection" and (e.get("dst") or {}).get("port")
+            == pool.port and "reply" in e["detection"]["evidence"])
+    assert outcome["received"] > 0
+    assert first["detection"]["confidence"] == "medium"
+    assert confirmed["detection"]["confidence"] == "high"
+    assert confirmed["detection"]["dialect"] == "getwork-http"
+
+
+def test_an_unknown_dialect_is_revealed_by_the_pools_reply(guarded, tmp_path):
+    """A client dialect no signature knows passes unheld; the server's
+    mining.notify gives it away and the flow is ended."""
+    guard = guarded("block")
+    payload = tmp_path / "unknown.bin"
+    payload.write_bytes(b'{"id":1,"jsonrpc":"2.0","method":"getjob","params":{"w":"rig"}}\n')
+    with RecordingServer(reply=NOTIFY_REPLY) as pool:
+        outcome = guard.outcome("127.0.0.1", pool.port, payload, hold=2.0)
+        event = guard.detection(pool.port)
+    assert event["action"] == "block"
+    assert event["detection"]["dialect"] == "stratum-reply"
+    assert outcome["error"] in ("ECONNABORTED", "ECONNRESET"), outcome

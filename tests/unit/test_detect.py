@@ -200,3 +200,15 @@ def test_a_failed_action_is_reported_not_raised():
     assert responder.take_errors() == [
         "allow_flow(7,): [Errno 28] bpf_map_update_elem: No space left on device"]
     assert responder.take_errors() == []
+
+
+def test_a_pool_reply_reveals_an_unknown_json_dialect_but_not_a_benign_one():
+    detector = Detector()
+    first = b'{"id":1,"jsonrpc":"2.0","method":"getjob","params":{}}\n'
+    revealed = detector.inbound_findings(default_policy(), first, 9000,
+                                         b'{"id":null,"method":"mining.notify","params":[]}\n')
+    assert [(f.dialect, f.confidence) for f in revealed] == [("stratum-reply", "medium")]
+    assert detector.inbound_findings(default_policy(), first, 9000,
+                                     b'{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}\n') == []
+    assert detector.inbound_findings(policy(detections(stratum="off")), first, 9000,
+                                     b'{"method":"mining.notify"}') == []
