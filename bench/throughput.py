@@ -119,10 +119,10 @@ class Agent:
     {"kind": "agent", "state": "ready"}, arrives. Its later lines are read
     and counted by kind (never kept), so the pipe never fills."""
 
-    def __init__(self, cgroup: Path, workdir: Path):
+    def __init__(self, cgroup: Path, workdir: Path, policy: str | None = None):
         self.argv = [sys.executable, "-m", "guard", "run", "--cgroup", str(cgroup),
                      "--control-socket", str(workdir / "agent.sock"),
-                     "--state-dir", str(workdir)]
+                     "--state-dir", str(workdir)] + (["--policy", policy] if policy else [])
         self.stderr_path = workdir / "agent.stderr"
         self.counts: dict[str, int] = {}
         self._ready = threading.Event()
@@ -258,6 +258,8 @@ def attached(path: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--policy", help="policy file for the agent (default: the embedded "
+                                         "default policy, which logs every connection)")
     parser.add_argument("--seconds", type=int, default=5, help="length of each iperf3 run")
     parser.add_argument("--connections", type=int, default=200,
                         help="timed connections per latency round")
@@ -283,7 +285,7 @@ def main() -> int:
             def latency(cg):
                 return lambda: first_reply_us(cg, echo_port, args.connections)
 
-            with Agent(guarded.path, workdir) as agent:
+            with Agent(guarded.path, workdir, args.policy) as agent:
                 hooks, sibling_hooks = attached(guarded.path), attached(sibling.path)
                 rss_ready = agent.rss_kib()
                 bulk_gu = alternate(args.rounds, bulk(guarded), bulk(sibling))
