@@ -99,35 +99,6 @@ struct packet {
 	__u32 remote_addr[4];
 };
 
-/* Like current_guard(), for the cgroup of the socket that owns the packet. */
-static __always_inline struct guard_cgroup_info *skb_guard(struct __sk_buff *skb, __u64 *cgroup_id)
-{
-	struct guard_cgroup_info *info;
-	struct guard_config *config;
-	__u32 zero = 0, levels;
-	__u64 id = bpf_skb_cgroup_id(skb);
-
-	*cgroup_id = id;
-	info = bpf_map_lookup_elem(&eg_guarded, &id);
-	if (info)
-		return info;
-	config = bpf_map_lookup_elem(&eg_config, &zero);
-	if (!config)
-		return NULL;
-	levels = config->guarded_levels;
-	for (int level = GUARD_CGROUP_LEVELS - 1; level >= 0 && levels; level--) {
-		if (!(levels & (1u << level)))
-			continue;
-		id = bpf_skb_ancestor_cgroup_id(skb, level);
-		if (!id)
-			continue;
-		info = bpf_map_lookup_elem(&eg_guarded, &id);
-		if (info)
-			return info;
-	}
-	return NULL;
-}
-
 /*
  * Where the transport payload starts and how long it is. skb->data starts at
  * the network header here. egress: the remote end is the destination;
@@ -387,7 +358,7 @@ static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, stru
 	__u64 cgroup_id;
 	__u32 policy_id;
 
-	guard = skb_guard(skb, &cgroup_id);
+	guard = guard_lookup(skb, 1, &cgroup_id);
 	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!state)
 		return NULL;

@@ -158,19 +158,22 @@ static __always_inline void count_verdict(__u8 action)
 }
 
 /*
- * The guard entry of the current task: its own cgroup if guarded, else the
- * deepest guarded ancestor. Ancestors are probed only at the levels where
- * some cgroup is guarded (eg_config.guarded_levels), so an unguarded task
- * costs one lookup plus one per occupied level, not one per level.
+ * The guard entry of a cgroup: its own if guarded, else the deepest guarded
+ * ancestor's. Ancestors are probed only at the levels where some cgroup is
+ * guarded (eg_config.guarded_levels), so an unguarded task costs one lookup
+ * plus one per occupied level, not one per level. from_skb (a constant at
+ * every call) picks the cgroup of the packet's socket instead of the
+ * current task's.
  */
-static __always_inline struct guard_cgroup_info *current_guard(__u64 *cgroup_id)
+static __always_inline struct guard_cgroup_info *guard_lookup(struct __sk_buff *skb, int from_skb,
+							      __u64 *cgroup_id)
 {
 	struct guard_cgroup_info *info;
 	struct guard_config *config;
 	__u32 zero = 0, levels;
 	__u64 id;
 
-	id = bpf_get_current_cgroup_id();
+	id = from_skb ? bpf_skb_cgroup_id(skb) : bpf_get_current_cgroup_id();
 	*cgroup_id = id;
 	info = bpf_map_lookup_elem(&eg_guarded, &id);
 	if (info)
@@ -183,7 +186,8 @@ static __always_inline struct guard_cgroup_info *current_guard(__u64 *cgroup_id)
 	for (int level = GUARD_CGROUP_LEVELS - 1; level >= 0 && levels; level--) {
 		if (!(levels & (1u << level)))
 			continue;
-		id = bpf_get_current_ancestor_cgroup_id(level);
+		id = from_skb ? bpf_skb_ancestor_cgroup_id(skb, level)
+			      : bpf_get_current_ancestor_cgroup_id(level);
 		if (!id)
 			continue;
 		info = bpf_map_lookup_elem(&eg_guarded, &id);
@@ -191,6 +195,12 @@ static __always_inline struct guard_cgroup_info *current_guard(__u64 *cgroup_id)
 			return info;
 	}
 	return NULL;
+}
+
+/* The guard entry of the current task. */
+static __always_inline struct guard_cgroup_info *current_guard(__u64 *cgroup_id)
+{
+	return guard_lookup(NULL, 0, cgroup_id);
 }
 
 /*
