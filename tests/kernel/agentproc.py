@@ -118,3 +118,26 @@ class AgentProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
         shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+class GuardedCgroup:
+    """One agent with one policy file, guarding one temporary cgroup; the
+    detection tests keep one per policy for a whole module."""
+
+    def __init__(self, policy: Path, tag: str):
+        from guard.sandbox import TempCgroup
+
+        self.cg = TempCgroup(tag)
+        self.cg.__enter__()
+        try:
+            self.agent = AgentProcess([str(self.cg.path)], policy=policy)
+            self.agent.__enter__()
+        except BaseException:
+            self.cg.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self.agent.close()
+        finally:
+            self.cg.close()

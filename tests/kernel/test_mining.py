@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from guard.control import request
-from guard.sandbox import TempCgroup
 
-from .agentproc import ROOT, AgentProcess
+from .agentproc import ROOT, GuardedCgroup
 from .netfixtures import HttpConnectProxy, RecordingServer, Socks5Proxy
 
 PAYLOADS = sorted((ROOT / "tests/fixtures/payloads").glob("*.bin"))
@@ -49,20 +48,13 @@ spec:
 """
 
 
-class Guarded:
-    """One agent with one policy, guarding one cgroup, for a whole module."""
+class Guarded(GuardedCgroup):
+    """The mining policy with these actions, guarding one cgroup."""
 
     def __init__(self, tmp: Path, stratum: str, miner_exec: str = "log"):
         policy = tmp / f"policy-{stratum}-{miner_exec}.yaml"
         policy.write_text(policy_text(stratum, miner_exec))
-        self.cg = TempCgroup("egress-guard-mining")
-        self.cg.__enter__()
-        try:
-            self.agent = AgentProcess([str(self.cg.path)], policy=policy)
-            self.agent.__enter__()
-        except BaseException:
-            self.cg.close()
-            raise
+        super().__init__(policy, "egress-guard-mining")
 
     def client(self, host: str, port: int, payload: Path, *extra: str,
                hold: float = 1.0) -> subprocess.CompletedProcess:
@@ -81,12 +73,6 @@ class Guarded:
 
     def counters(self) -> dict:
         return request(self.agent.control_socket, {"op": "status"})["counters"]
-
-    def close(self) -> None:
-        try:
-            self.agent.close()
-        finally:
-            self.cg.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from guard.sandbox import TempCgroup
 
-from .agentproc import AgentProcess
+from .agentproc import GuardedCgroup
 from .netclient import parse_report
 from .netfixtures import RecordingServer, Spawned, require_tools
 from .tunnelstandins import DUP2_INNOCENT_NAME, REVERSE_SHELLS, STANDINS, Standins
@@ -57,20 +56,13 @@ spec:
 """
 
 
-class Guarded:
-    """One agent with one policy, guarding one cgroup, for a whole module."""
+class Guarded(GuardedCgroup):
+    """The shells-and-tunnels policy with this action, guarding one cgroup."""
 
     def __init__(self, tmp: Path, action: str):
         policy = tmp / f"policy-{action}.yaml"
         policy.write_text(policy_text(action))
-        self.cg = TempCgroup("egress-guard-shells")
-        self.cg.__enter__()
-        try:
-            self.agent = AgentProcess([str(self.cg.path)], policy=policy)
-            self.agent.__enter__()
-        except BaseException:
-            self.cg.close()
-            raise
+        super().__init__(policy, "egress-guard-shells")
 
     def detection(self, kind: str, predicate, timeout: float = 10) -> dict:
         return self.agent.wait_for(lambda e: e.get("kind") == "detection"
@@ -94,12 +86,6 @@ class Guarded:
 
     def detections_since(self, mark: int) -> list[dict]:
         return [e for e in self.agent.drain()[mark:] if e.get("kind") == "detection"]
-
-    def close(self) -> None:
-        try:
-            self.agent.close()
-        finally:
-            self.cg.close()
 
 
 @pytest.fixture(scope="module")

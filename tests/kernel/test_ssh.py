@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from guard.sandbox import TempCgroup
 
-from .agentproc import AgentProcess
+from .agentproc import AgentProcess, GuardedCgroup
 from .netfixtures import end_tree, require_tools
-from .sshd import Sshd, free_port, is_listening, wait_listening
+from .sshd import Sshd, free_port, wait_listening
 
 ALLOWED_HOST = "127.0.0.2"
 
@@ -53,28 +50,17 @@ def tools():
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    made: dict[str, tuple[TempCgroup, AgentProcess]] = {}
+    made: dict[str, GuardedCgroup] = {}
 
     def get(remote: str) -> tuple[TempCgroup, AgentProcess]:
         if remote not in made:
             policy = tmp_path_factory.mktemp("ssh") / f"{remote}.yaml"
             policy.write_text(policy_text(remote))
-            cg = TempCgroup("egress-guard-ssh")
-            cg.__enter__()
-            try:
-                agent = AgentProcess([str(cg.path)], policy=policy)
-                agent.__enter__()
-            except BaseException:
-                cg.close()
-                raise
-            made[remote] = (cg, agent)
-        return made[remote]
+            made[remote] = GuardedCgroup(policy, "egress-guard-ssh")
+        return made[remote].cg, made[remote].agent
     yield get
-    for cg, agent in made.values():
-        try:
-            agent.close()
-        finally:
-            cg.close()
+    for guard in made.values():
+        guard.close()
 
 
 @pytest.fixture(scope="module")
