@@ -833,10 +833,10 @@ class Agent:
         detections = decide(news, policy)
         action = strongest(detections)
         cgroup_path = self.cgroup_names.name(header.cgroup_id)
-        if action in ("block", "kill"):
-            self._responder.reset_socket(record.cookie, header.pid, record.proto)
         if action == "kill":
             self._responder.kill(header.pid, cgroup_path)
+        if action in ("block", "kill"):
+            self._responder.reset_socket(record.cookie, header.pid, record.proto)
         dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
         for detection in detections:
             self._emit_detection(header, detection, process, dst=dst)
@@ -871,14 +871,15 @@ class Agent:
                                    "error": f"payload classification failed: {exc!r}"})
         action = strongest(detections)
         cgroup_path = self.cgroup_names.name(header.cgroup_id)
+        # kill first: a reset wakes the sender, which must not get to run on
+        if action == "kill":
+            self._responder.kill(header.pid, cgroup_path)
         if record.sample_kind in (abi.SampleKind.FIRST, abi.SampleKind.PROXY):
             if action in ("block", "kill"):
                 self._responder.block_flow(record.cookie, header.pid, record.proto)
             elif record.sample_kind == abi.SampleKind.FIRST:
                 self._responder.allow_flow(record.cookie)
                 self._remember_first(record, detections)
-        if action == "kill":
-            self._responder.kill(header.pid, cgroup_path)
         dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
         for detection in detections:
             self._emit_detection(header, detection, process, dst=dst)
