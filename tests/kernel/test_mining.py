@@ -9,7 +9,6 @@ import json
 import shutil
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from guard.control import request
 
 from .agentproc import ROOT, GuardedCgroup
 from .netfixtures import HttpConnectProxy, RecordingServer, Socks5Proxy
+from .tunnelstandins import client_hello
 
 PAYLOADS = sorted((ROOT / "tests/fixtures/payloads").glob("*.bin"))
 NETCLIENT = [sys.executable, str(ROOT / "tests/kernel/netclient.py")]
@@ -176,15 +176,6 @@ def test_a_proxy_request_naming_a_pool_domain_is_a_detection(guarded, proxy_kind
     assert event["detection"]["dialect"] == proxy_kind
 
 
-def _tls_client_hello(server_name: str) -> bytes:
-    context = ssl.create_default_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
-
-
 def _http(method: str, path: str, host: str, body: bytes = b"", headers: str = "") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}"
     if body:
@@ -221,7 +212,7 @@ def benign_corpus() -> dict[str, tuple[int, bytes]]:
         "websocket-upgrade": (8081, _http("GET", "/socket", "ws.test", headers=(
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"))),
-        "tls-ordinary-site": (443, _tls_client_hello("www.example.org")),
+        "tls-ordinary-site": (443, client_hello("www.example.org")),
         "http-get": (80, _http("GET", "/index.html", "www.example.org")),
     }
 
