@@ -35,6 +35,7 @@ from .compile import CompiledPolicy, compile_fail_closed
 from .control import ControlError, ControlServer
 from .containers import container_of, is_container_cgroup
 from .actions import Responder, cgroup_path_of
+from .classify import CONFIDENCES
 from .detect import Detection, Detector, ProcessFiles, anchor_table, decide, strongest
 from .events import (CgroupRecord, DecodeError, ExecRecord, PayloadRecord, StdioSocketRecord,
                      decode)
@@ -827,9 +828,8 @@ class Agent:
             self.writer.write({"ts": self.clock.now(), "kind": "error",
                                "error": f"reply classification failed: {exc!r}"})
             return
-        rank = {"low": 0, "medium": 1, "high": 2}
         news = [f for f in findings
-                if rank[f.confidence] > reported.get((f.type, f.dialect), -1)]
+                if CONFIDENCES.index(f.confidence) > reported.get((f.type, f.dialect), -1)]
         detections = decide(news, policy)
         action = strongest(detections)
         cgroup_path = self.cgroup_names.name(header.cgroup_id)
@@ -844,8 +844,7 @@ class Agent:
 
     def _remember_first(self, record: PayloadRecord, detections: list[Detection]) -> None:
         """A first payload let through, kept until the server's reply comes."""
-        rank = {"low": 0, "medium": 1, "high": 2}
-        reported = {(d.finding.type, d.finding.dialect): rank[d.finding.confidence]
+        reported = {(d.finding.type, d.finding.dialect): CONFIDENCES.index(d.finding.confidence)
                     for d in detections}
         self._first_samples[record.cookie] = (record.sample, record.port, reported)
         while len(self._first_samples) > FIRST_SAMPLES_KEPT:
