@@ -253,6 +253,25 @@ static __always_inline int json_or_post(const struct guard_payload_event *ev)
 		ev->sample[2] == 'S' && ev->sample[3] == 'T');
 }
 
+/*
+ * Whether the server's first reply can tell userspace anything about this
+ * first payload. Not after a TLS handshake record (the reply is a ServerHello),
+ * an SSH banner or a GET/HEAD (the mining dialects' HTTP requests are POSTs):
+ * those flows, most of an agent's traffic, cost one sample instead of two.
+ */
+static __always_inline int reply_may_confirm(const struct guard_payload_event *ev)
+{
+	const unsigned char *s = ev->sample;
+
+	if (s[0] == 0x16)
+		return 0;
+	if (ev->sample_size < 4)
+		return 1;
+	return !((s[0] == 'S' && s[1] == 'S' && s[2] == 'H' && s[3] == '-') ||
+		 (s[0] == 'G' && s[1] == 'E' && s[2] == 'T' && s[3] == ' ') ||
+		 (s[0] == 'H' && s[1] == 'E' && s[2] == 'A' && s[3] == 'D'));
+}
+
 static __always_inline int timed_out(const struct flow_state *state)
 {
 	struct guard_config *config;
@@ -299,6 +318,8 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 		(json_or_post(ev) &&
 		 has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD)));
 	state->since_ns = bpf_ktime_get_boot_ns();
+	if (!reply_may_confirm(ev))
+		state->inbound_done = 1;
 	state->sampled = emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST,
 				     hold ? GUARD_PAYLOAD_HELD : 0);
 	if (!hold) {

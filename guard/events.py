@@ -7,6 +7,7 @@ agent counts and reports it instead of crashing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import socket
 import struct
 import sys
@@ -129,14 +130,19 @@ def _text(raw: bytes) -> str:
 
 
 def _header(data: bytes) -> Header:
-    raw = abi.EventHeader.from_buffer_copy(data)
-    action = _ACTIONS.get(raw.action)
+    (kind, _size, ktime_ns, cgroup_id, pid, ppid, uid, policy_id, comm, action_code, _pad0,
+     rule_id, _pad1, start_ns) = _HEADER_FIXED.unpack_from(data)
+    action = _ACTIONS.get(action_code)
     if action is None:
-        raise DecodeError(f"unknown action {raw.action}")
-    return Header(kind=_KINDS[raw.kind], ktime_ns=raw.ktime_ns, cgroup_id=raw.cgroup_id,
-                  pid=raw.pid, ppid=raw.ppid, uid=raw.uid, policy_id=raw.policy_id,
-                  comm=_text(raw.comm), action=action, rule_id=raw.rule_id,
-                  start_ns=raw.start_ns)
+        raise DecodeError(f"unknown action {action_code}")
+    return Header(kind=_KINDS[kind], ktime_ns=ktime_ns, cgroup_id=cgroup_id,
+                  pid=pid, ppid=ppid, uid=uid, policy_id=policy_id,
+                  comm=_text(comm), action=action, rule_id=rule_id,
+                  start_ns=start_ns)
+
+
+_HEADER_FIXED = struct.Struct(f"=IIQQIIII{abi.COMM_LEN}sBBHIQ")
+assert _HEADER_FIXED.size == ctypes.sizeof(abi.EventHeader)
 
 
 def split_argv(raw: bytes) -> list[str]:
@@ -201,19 +207,30 @@ def _ip(family: int, raw: bytes) -> str:
 
 
 def _payload(data: bytes) -> PayloadRecord:
-    # the sample travels cut to sample_size: pad the record to the struct
-    fixed = abi.PayloadEvent.from_buffer_copy(bytes(data[:_PAYLOAD_SIZE]).ljust(_PAYLOAD_SIZE, b"\0"))
-    try:
-        kind = abi.SampleKind(fixed.sample_kind)
-        proto = abi.Proto(fixed.proto)
-    except ValueError as exc:
-        raise DecodeError(str(exc)) from None
-    size = min(fixed.sample_size, abi.SAMPLE_MAX, len(data) - _SAMPLE_OFFSET)
-    return PayloadRecord(header=_header(data), cookie=fixed.cookie, family=fixed.family,
-                         proto=proto, sample_kind=kind, flags=abi.PayloadFlags(fixed.flags),
-                         ip=_ip(fixed.family, bytes(fixed.addr)), port=fixed.port,
-                         payload_size=fixed.payload_size,
+    # one record per sampled flow: the fixed fields by offset, and the sample
+    # as far as the record goes (it travels cut to sample_size)
+    (cookie, family, proto, sample_kind, flags, port, sample_size, payload_size, _pad,
+     addr) = _PAYLOAD_FIXED.unpack_from(data, _PAYLOAD_COOKIE)
+    kind = _SAMPLE_KINDS.get(sample_kind)
+    if kind is None or proto not in _PROTOS:
+        raise DecodeError(f"bad payload record (sample kind {sample_kind}, proto {proto})")
+    size = min(sample_size, abi.SAMPLE_MAX, len(data) - _SAMPLE_OFFSET)
+    return PayloadRecord(header=_header(data), cookie=cookie, family=family,
+                         proto=_PROTOS[proto], sample_kind=kind,
+                         flags=_payload_flags(flags), ip=_ip(family, addr), port=port,
+                         payload_size=payload_size,
                          sample=bytes(data[_SAMPLE_OFFSET:_SAMPLE_OFFSET + size]))
+
+
+_SAMPLE_KINDS = {int(k): k for k in abi.SampleKind}
+_PAYLOAD_COOKIE = abi.PayloadEvent.cookie.offset
+_PAYLOAD_FIXED = struct.Struct("=QBBBBHHII16s")
+assert _PAYLOAD_FIXED.size == abi.PayloadEvent.sample.offset - _PAYLOAD_COOKIE
+
+
+@functools.lru_cache(maxsize=256)
+def _payload_flags(bits: int) -> abi.PayloadFlags:
+    return abi.PayloadFlags(bits)
 
 
 def _stdio_socket(data: bytes) -> StdioSocketRecord:
@@ -224,7 +241,6 @@ def _stdio_socket(data: bytes) -> StdioSocketRecord:
 
 
 _SAMPLE_OFFSET = abi.PayloadEvent.sample.offset
-_PAYLOAD_SIZE = ctypes.sizeof(abi.PayloadEvent)
 
 _DECODERS = {
     abi.EventKind.EXEC: (_exec, _ARGV_OFFSET),
@@ -240,10 +256,10 @@ def decode(data: bytes) -> Record:
     if len(data) < _HEADER_SIZE:
         raise DecodeError(f"record of {len(data)} bytes is shorter than an event header")
     kind = int.from_bytes(data[:4], sys.byteorder)
-    try:
-        decoder, min_size = _DECODERS[abi.EventKind(kind)]
-    except (ValueError, KeyError):
-        raise DecodeError(f"unknown event kind {kind}") from None
+    found = _DECODERS.get(kind)
+    if found is None:
+        raise DecodeError(f"unknown event kind {kind}")
+    decoder, min_size = found
     if len(data) < min_size:
         raise DecodeError(f"{abi.EventKind(kind).name.lower()} record of {len(data)} bytes "
                           f"is shorter than {min_size}")

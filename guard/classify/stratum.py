@@ -566,14 +566,18 @@ def _server_name(body: bytes) -> str | None:
 
 
 def _alpn(body: bytes) -> tuple[str, ...]:
-    protocols = _Reader(body).vector(2)
-    reader = _Reader(protocols or b"")
+    # offsets rather than a _Reader: this runs for every TLS flow
+    if len(body) < 2:
+        return ()
+    end = min(len(body), 2 + (body[0] << 8 | body[1]))
     found = []
-    while protocols is not None and len(found) < 16:
-        protocol = reader.vector(1)
-        if protocol is None:
+    position = 2
+    while position < end and len(found) < 16:
+        stop = position + 1 + body[position]
+        if stop > end:
             break
-        found.append(protocol.decode("ascii", "replace"))
+        found.append(body[position + 1:stop].decode("ascii", "replace"))
+        position = stop
     return tuple(found)
 
 
@@ -591,13 +595,11 @@ def parse_tls_client_hello(payload: bytes) -> ClientHello | None:
         return ClientHello(None, (), False)
     length = int.from_bytes(handshake[1:4], "big")
     body = handshake[4:4 + length]
-    reader = _Reader(body)
-    version = reader.number(2)
-    if version is None:
+    if len(body) < 2:
         return ClientHello(None, (), False)
-    if version >> 8 != 0x03:
+    if body[0] != 0x03:             # legacy_version 3.x
         return None
-    extensions = _extensions_block(reader)
+    extensions = _extensions_block(body)
     if extensions is None:
         return ClientHello(None, (), False)
     server_name, alpn = None, ()
@@ -616,16 +618,25 @@ def parse_tls_client_hello(payload: bytes) -> ClientHello | None:
     return ClientHello(server_name, alpn, len(body) == length and position == size)
 
 
-def _extensions_block(reader: _Reader) -> bytes | None:
-    """The extensions after random, session id, cipher suites and
-    compression methods; shorter than announced when the hello was cut."""
-    if reader.take(32) is None or reader.vector(1) is None or reader.vector(2) is None \
-            or reader.vector(1) is None:
+def _extensions_block(body: bytes) -> bytes | None:
+    """The extensions after legacy_version, random, session id, cipher
+    suites and compression methods; shorter than announced when the hello
+    was cut. Plain offsets: this runs for every TLS flow."""
+    size = len(body)
+    position = 2 + 32                                   # legacy_version, random
+    if position >= size:
         return None
-    total = reader.number(2)
-    if total is None:
+    position += 1 + body[position]                      # session id
+    if position + 2 > size:
         return None
-    return reader.data[reader.position:reader.position + total]
+    position += 2 + (body[position] << 8 | body[position + 1])  # cipher suites
+    if position >= size:
+        return None
+    position += 1 + body[position]                      # compression methods
+    if position + 2 > size:
+        return None
+    total = body[position] << 8 | body[position + 1]
+    return body[position + 2:position + 2 + total]
 
 
 _HTTP_ALPN = frozenset({"h2", "h3", "http/1.1", "http/1.0", "spdy/3.1"})

@@ -307,6 +307,9 @@ _TUNNEL_SUFFIXES = {entry.suffix: entry for entry in TUNNEL_NAMES}
 _NGROK_LEGACY_AGENT = re.compile(r"tunnel(\.[a-z0-9-]+)?\.ngrok\.com")
 
 
+_NAME_CHARS = re.compile(r"[a-z0-9._*-]+")
+
+
 def normalise_name(name: Any) -> str:
     """Lower case, no trailing dot, no `:port`; "" when not a usable name."""
     if not isinstance(name, str):
@@ -318,7 +321,7 @@ def normalise_name(name: Any) -> str:
     if host and port.isdigit():
         text = host
     text = text.rstrip(".")
-    if not text or len(text) > 253 or not re.fullmatch(r"[a-z0-9._*-]+", text):
+    if not text or len(text) > 253 or not _NAME_CHARS.fullmatch(text):
         return ""
     return text
 
@@ -744,7 +747,11 @@ def _http_head(data: bytes) -> tuple[str, dict[str, str]] | None:
 
 
 def _http_host(data: bytes) -> str | None:
-    parsed = _http_head(data)
+    return _host_of(_http_head(data))
+
+
+def _host_of(parsed: tuple[str, dict[str, str]] | None) -> str | None:
+    """The Host header, or a CONNECT request's target, of a parsed HTTP head."""
     if parsed is None:
         return None
     start, headers = parsed
@@ -755,7 +762,9 @@ def _http_host(data: bytes) -> str | None:
 
 def chisel_banner(data: bytes) -> Finding | None:
     """chisel's SSH identification (`SSH-chisel-v3-client`), sent inside its WebSocket."""
-    match = re.match(rb"SSH-chisel-(v[0-9]+)-(client|server)", data)
+    if not data.startswith(b"SSH-chisel-"):
+        return None
+    match = _CHISEL_BANNER.match(data)
     if match is None:
         return None
     return Finding(type="tunnel_tool", confidence="high", dialect="chisel",
@@ -764,16 +773,20 @@ def chisel_banner(data: bytes) -> Finding | None:
                              "role": match.group(2).decode("ascii")})
 
 
-def _chisel_payload(data: bytes) -> list[Finding]:
+_CHISEL_BANNER = re.compile(rb"SSH-chisel-(v[0-9]+)-(client|server)")
+_CHISEL_PROTOCOL = re.compile(r"\bchisel-v[0-9]+\b", re.I)
+
+
+def _chisel_payload(data: bytes, parsed: tuple[str, dict[str, str]] | None) -> list[Finding]:
+    """parsed: data's HTTP head (_http_head), which the caller read once."""
     banner = chisel_banner(data)
     if banner is not None:
         return [banner]
-    parsed = _http_head(data)
     if parsed is None:
         return []
     start, headers = parsed
     protocol = headers.get("sec-websocket-protocol", "")
-    if not re.search(r"\bchisel-v[0-9]+\b", protocol, re.I):
+    if not protocol or not _CHISEL_PROTOCOL.search(protocol):
         return []
     return [Finding(type="tunnel_tool", confidence="high", dialect="chisel",
                     evidence={"signal": "websocket_protocol", "protocol": _truncate(protocol),
@@ -787,6 +800,8 @@ BORE_CONTROL_PORT = 7835
 
 
 def _bore_payload(data: bytes, dst_port: int | None) -> list[Finding]:
+    if not data.startswith(b'{"'):
+        return []
     match = _BORE_MESSAGE.match(data)
     if match is None:
         return []
@@ -881,7 +896,8 @@ def _cloudflared_port(data: bytes, dst_port: int | None) -> list[Finding]:
 
 def _localtunnel_setup(data: bytes) -> list[Finding]:
     """The JSON a localtunnel server answers `GET /?new` with."""
-    if b'"max_conn_count"' in data[:4096] and b'"url"' in data[:4096] and b'"port"' in data[:4096]:
+    head = data[:4096]
+    if b'"max_conn_count"' in head and b'"url"' in head and b'"port"' in head:
         return [Finding(type="tunnel_tool", confidence="high", dialect="localtunnel",
                         evidence={"signal": "setup_reply"})]
     return []
@@ -911,9 +927,12 @@ def classify_tunnel_payload(payload: bytes, dst_port: int | None, sni: str | Non
     may merely be visiting one)."""
     data = bytes(payload[:MAX_PAYLOAD]) if isinstance(payload, (bytes, bytearray, memoryview)) else b""
     port = dst_port if isinstance(dst_port, int) and not isinstance(dst_port, bool) else None
-    findings = _chisel_payload(data) + _bore_payload(data, port) + _frp_payload(data, port)
+    head = _http_head(data)      # read once: chisel's and the Host checks share it
+    findings = _chisel_payload(data, head) + _bore_payload(data, port)
+    if head is None:
+        findings += _frp_payload(data, port)   # frp's messages are never HTTP
     names = [("sni", sni), ("host", host), ("tls_sni", _tls_client_hello_sni(data)),
-             ("http_host", _http_host(data))]
+             ("http_host", _host_of(head))]
     for source, name in names:
         if isinstance(name, str) and name:
             findings += _name_finding(name, port, source)

@@ -438,6 +438,28 @@ def test_the_pools_reply_raises_a_logged_flows_confidence(guarded):
     assert confirmed["detection"]["dialect"] == "getwork-http"
 
 
+@pytest.mark.parametrize("name, replies_sampled", [
+    ("tls-ordinary-site", 0), ("http-get", 0), ("jupyter-8888", 0),
+    ("json-rpc-line", 1), ("mcp-tools-call-http", 1)])
+def test_the_reply_is_sampled_only_where_it_can_confirm_mining(guarded, tmp_path, name,
+                                                                replies_sampled):
+    """A TLS hello or a GET is answered by a ServerHello or a web page, which
+    says nothing about mining: such flows cost one sample, not two. JSON
+    lines and POSTs (the mining dialects' shapes) get their reply sampled."""
+    guard = guarded("log")
+    _port, data = BENIGN[name]
+    payload = tmp_path / f"{name}.bin"
+    payload.write_bytes(data)
+    with RecordingServer(reply=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}") as server:
+        before = guard.counters()["flows_sampled"]
+        outcome = guard.outcome("127.0.0.1", server.port, payload, "--expect-reply")
+        assert server.wait_for_bytes(len(data)) == data
+        time.sleep(0.2)     # the reply's sample, if any, is counted by now
+        sampled = guard.counters()["flows_sampled"] - before
+    assert outcome["error"] is None and outcome["received"] > 0, outcome
+    assert sampled == 1 + replies_sampled
+
+
 def test_an_unknown_dialect_is_revealed_by_the_pools_reply(guarded, tmp_path):
     """A client dialect no signature knows passes unheld; the server's
     mining.notify gives it away and the flow is ended."""

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from guard import abi
-from guard.events import ConnectRecord, DecodeError, ExecRecord, decode, split_argv
+from guard.events import (ConnectRecord, DecodeError, ExecRecord, PayloadRecord, decode,
+                          split_argv)
 from guard.output import Clock, describe, rfc3339
 from guard.process import ProcessInfo
 
@@ -89,6 +90,54 @@ def test_short_and_unknown_records_are_decode_errors():
 def test_decode_never_raises_anything_but_decode_error(data):
     try:
         decode(data)
+    except DecodeError:
+        pass
+
+
+def payload_bytes(sample: bytes, *, family=4, kind=abi.SampleKind.FIRST,
+                  flags=abi.PayloadFlags.HELD, proto=abi.Proto.TCP) -> bytes:
+    ev = abi.PayloadEvent(hdr=header(abi.EventKind.PAYLOAD, 0), cookie=0x1122334455667788,
+                          family=family, proto=proto, sample_kind=kind, flags=flags,
+                          port=3333, sample_size=len(sample), payload_size=900)
+    ev.addr[:16] = [198, 18, 0, 7] + [0] * 12 if family == 4 else [0x20, 0x01] + [0] * 13 + [9]
+    # the kernel sends the record cut to sample_size
+    return bytes(ev)[:abi.PayloadEvent.sample.offset] + sample
+
+
+def test_payload_record_fields_by_offset():
+    record = decode(payload_bytes(b'{"id":1,"method":"mining.subscribe"}\n'))
+    assert isinstance(record, PayloadRecord)
+    assert record.cookie == 0x1122334455667788
+    assert (record.family, record.ip, record.port) == (4, "198.18.0.7", 3333)
+    assert record.proto is abi.Proto.TCP and record.sample_kind is abi.SampleKind.FIRST
+    assert record.held and record.payload_size == 900
+    assert record.sample == b'{"id":1,"method":"mining.subscribe"}\n'
+    assert record.header.pid == 1234 and record.header.comm == "python3"
+    assert record.header.action is abi.Action.LOG
+    six = decode(payload_bytes(b"GET / HTTP/1.1\r\n", family=6, kind=abi.SampleKind.INBOUND,
+                               flags=0))
+    assert six.ip == "2001::9" and six.sample_kind is abi.SampleKind.INBOUND and not six.held
+
+
+def test_payload_record_sample_stops_where_the_record_does():
+    raw = payload_bytes(b"abcdef")
+    assert decode(raw[:-2]).sample == b"abcd"      # sample_size says 6, 4 arrived
+
+
+@pytest.mark.parametrize("field, value", [("kind", 99), ("proto", 3), ("family", 5)])
+def test_bad_payload_records_are_decode_errors(field, value):
+    raw = {"kind": lambda: payload_bytes(b"x", kind=value),
+           "proto": lambda: payload_bytes(b"x", proto=value),
+           "family": lambda: payload_bytes(b"x", family=value)}[field]()
+    with pytest.raises(DecodeError):
+        decode(raw)
+
+
+@given(st.binary(min_size=0, max_size=abi.SAMPLE_MAX + 64))
+def test_payload_decode_never_raises_anything_but_decode_error(tail):
+    head = int(abi.EventKind.PAYLOAD).to_bytes(4, "little")
+    try:
+        decode(head + tail)
     except DecodeError:
         pass
 
