@@ -479,16 +479,26 @@ static __always_inline int udp_egress(struct __sk_buff *skb, struct flow_state *
 	return 1;
 }
 
+/* The packet's full TCP or UDP socket; NULL for anything else. */
+static __always_inline struct bpf_sock *flow_socket(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_UDP))
+		return NULL;
+	return sk;
+}
+
 SEC("cgroup_skb/egress")
 int guard_egress(struct __sk_buff *skb)
 {
 	struct flow_state *state;
-	struct bpf_sock *sk = skb->sk;
+	struct bpf_sock *sk = flow_socket(skb);
 
 	if (!sk)
-		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk || (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_UDP))
 		return 1;
 	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
 	if (!state) {
@@ -530,12 +540,9 @@ int guard_ingress(struct __sk_buff *skb)
 	struct guard_payload_event *ev;
 	struct flow_state *state;
 	struct packet pkt = {};
-	struct bpf_sock *sk = skb->sk;
+	struct bpf_sock *sk = flow_socket(skb);
 
 	if (!sk)
-		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk || (sk->protocol != IPPROTO_UDP && sk->protocol != IPPROTO_TCP))
 		return 1;
 	/* the flow sent first, so its state exists */
 	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
