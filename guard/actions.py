@@ -92,6 +92,7 @@ class Responder:
         self._maps = maps
         self._objects = objects
         self.errors: list[str] = []   # failed actions, for the agent to report
+        self._allowed: dict[int, None] = {}   # cookies to allow at flush_allowed()
 
     def take_errors(self) -> list[str]:
         errors, self.errors = self.errors, []
@@ -126,14 +127,23 @@ class Responder:
         self._maps.block_process(pid, start_ns)
 
     # -- flows -------------------------------------------------------------------
-    @_reported
     def allow_flow(self, cookie: int) -> None:
-        self._maps.flow_verdict(cookie, abi.Action.ALLOW)
+        """Let a watched flow go. Collected and written by flush_allowed()
+        in one batched update: one map write per sample cost the agent more
+        than classifying it, and a watched flow is not waiting for it."""
+        self._allowed[cookie] = None
+
+    @_reported
+    def flush_allowed(self) -> None:
+        if self._allowed:
+            cookies, self._allowed = list(self._allowed), {}
+            self._maps.flow_verdicts(cookies, abi.Action.ALLOW)
 
     @_reported
     def block_flow(self, cookie: int, pid: int, proto: abi.Proto) -> bool:
         """Drop the rest of a flow, then reset its socket where the kernel
         can (TCP, bpf_sock_destroy). Returns whether the socket was reset."""
+        self._allowed.pop(cookie, None)     # a later allow must not undo this
         self._maps.flow_verdict(cookie, abi.Action.BLOCK)
         return self.reset_socket(cookie, pid, proto)
 

@@ -665,6 +665,8 @@ class Agent:
         batch, self._pending[:] = list(self._pending), []
         for raw in batch:
             self.handle(raw)
+        self._responder.flush_allowed()
+        self._report_action_errors()
         self.writer.flush()
         return len(batch)
 

@@ -348,6 +348,14 @@ class Maps:
         libbpf.map_update(self._fd["eg_flow_verdicts"], ctypes.c_uint64(cookie),
                           abi.FlowVerdict(action=action))
 
+    def flow_verdicts(self, cookies: list[int], action: abi.Action) -> None:
+        """The same answer for many sampled flows in one batched update."""
+        if not cookies:
+            return
+        value = bytes(abi.FlowVerdict(action=action))
+        self._write_many("eg_flow_verdicts", array("Q", cookies).tobytes(),
+                         value * len(cookies), len(cookies))
+
     def block_process(self, tgid: int, start_ns: int) -> None:
         """Refuse every connect and sendmsg of one process (tgid + start time)."""
         libbpf.map_update(self._fd["eg_proc_verdicts"], ctypes.c_uint32(tgid),

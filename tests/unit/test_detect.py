@@ -193,13 +193,40 @@ def test_a_failed_action_is_reported_not_raised():
     from guard.bpf.libbpf import LibbpfError
 
     class FullMaps:
-        def flow_verdict(self, cookie, action):
-            raise LibbpfError(28, "bpf_map_update_elem")
+        def flow_verdicts(self, cookies, action):
+            raise LibbpfError(28, "bpf_map_update_batch")
     responder = Responder(FullMaps(), objects=None)
-    assert responder.allow_flow(7) is False
+    responder.allow_flow(7)
+    assert responder.flush_allowed() is False
     assert responder.take_errors() == [
-        "allow_flow(7,): [Errno 28] bpf_map_update_elem: No space left on device"]
+        "flush_allowed(): [Errno 28] bpf_map_update_batch: No space left on device"]
     assert responder.take_errors() == []
+
+
+def test_allows_are_written_in_one_batch_and_never_undo_a_block():
+    from guard import abi
+    from guard.actions import Responder
+
+    class RecordingMaps:
+        def __init__(self):
+            self.writes = []
+
+        def flow_verdicts(self, cookies, action):
+            self.writes.append((list(cookies), action))
+
+        def flow_verdict(self, cookie, action):
+            self.writes.append(([cookie], action))
+
+    class NoReset:
+        can_reset_sockets = False
+    maps = RecordingMaps()
+    responder = Responder(maps, objects=NoReset())
+    for cookie in (1, 2, 3, 2):
+        responder.allow_flow(cookie)
+    responder.block_flow(3, 4242, abi.Proto.TCP)      # judged again later in the same batch
+    responder.flush_allowed()
+    responder.flush_allowed()                          # nothing left: no write
+    assert maps.writes == [([3], abi.Action.BLOCK), ([1, 2], abi.Action.ALLOW)]
 
 
 def test_a_pool_reply_reveals_an_unknown_json_dialect_but_not_a_benign_one():
