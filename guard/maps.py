@@ -22,6 +22,7 @@ from .bpf import libbpf
 from .compile import CompiledPolicy, PrefixTable
 
 PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/guard.bpf.h
+SPLIT_WRITES_FROM = 1024  # LPM writes this large are shared between two threads
 _KEY_SIZES = {"eg_cidr4": abi.LPM4_KEY.size, "eg_cidr6": abi.LPM6_KEY.size,
               "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}
 
@@ -176,26 +177,38 @@ class Maps:
                  total), (map_name, keys, bytes(spans), count)]
 
     def _write_all(self, writes: list[tuple]) -> None:
-        """(map, keys, values, count) writes; the port rules in a thread of
-        their own, so the kernel fills the array while it inserts into the
-        tries (a bpf() call runs without the GIL)."""
-        rules = [write for write in writes if write[0] == "eg_port_rules"]
-        if not rules:
+        """(map, keys, values, count) writes, on two threads: a bpf() call
+        runs without the GIL, and the kernel's LPM inserts (most of a large
+        policy's install: a walk down the trie each) are then split between
+        the caller and a helper, the helper also filling eg_port_rules."""
+        if not writes:
             return
+        own: list[tuple] = []
+        helped: list[tuple] = []
+        for write in writes:
+            map_name, keys, values, count = write
+            if map_name == "eg_port_rules":
+                helped.append(write)
+            elif count >= SPLIT_WRITES_FROM:
+                half = count // 2
+                key_cut, value_cut = len(keys) // count * half, len(values) // count * half
+                own.append((map_name, keys[:key_cut], values[:value_cut], half))
+                helped.append((map_name, keys[key_cut:], values[value_cut:], count - half))
+            else:
+                own.append(write)
         failed: list[BaseException] = []
 
-        def write_rules() -> None:
+        def write_helped() -> None:
             try:
-                for write in rules:
+                for write in helped:
                     self._write_many(*write)
             except BaseException as exc:  # raised below, in the caller's thread
                 failed.append(exc)
-        helper = threading.Thread(target=write_rules, name="egress-guard-rules")
+        helper = threading.Thread(target=write_helped, name="egress-guard-rules")
         helper.start()
         try:
-            for write in writes:
-                if write[0] != "eg_port_rules":
-                    self._write_many(*write)
+            for write in own:
+                self._write_many(*write)
         finally:
             helper.join()
         if failed:

@@ -47,7 +47,7 @@ import struct
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from itertools import accumulate, repeat
-from operator import and_
+from operator import and_, itemgetter
 from typing import Iterable, Iterator, Sequence
 
 import yaml
@@ -388,7 +388,8 @@ def _rules(text: str, start: int, key_indent: int, indent: int,
         if not trivia and first["pb"] is None and not first["more"]:
             shape = (first["c"] is not None, first["p"] is not None, first["r"] is not None)
             template = _template(indent, action_first, len(first["t"]), *shape)
-            run = _run(template, tail, key_indent, indent)
+            run = (_constant_run(template, tail, key_indent, indent)
+                   or _run(template, tail, key_indent, indent))
             if run is not None:
                 try:
                     rules = _uniform_rules(template, run[0], first_line, 3 + max(sum(shape), 1))
@@ -445,6 +446,78 @@ def _run(pattern: re.Pattern, tail: str, key_indent: int,
         if len(gaps) < 2 or gaps.count("") != len(gaps):
             return None
     return [parts[k::stride] for k in range(1, stride)], size
+
+
+def _constant_run(template: re.Pattern, tail: str, key_indent: int,
+                  indent: int) -> tuple[list, int] | None:
+    """_run(template, ...) for the usual list of a program: every rule the
+    first one's lines, but for its name and its cidr (the same action, ports
+    and protocol). Then the list is read a line at a time, by columns: one
+    str.split at the line breaks, each line checked against the first
+    rule's (whole, or up to where its value starts), the values sliced off.
+    The template's regular expression does the same a match per rule, at
+    about twice the cost. Anything else: None (the template's run)."""
+    first = template.match(tail)
+    if first is None:
+        return None
+    block = first[0]
+    per_rule = block.count("\n")
+    model = block.split("\n")[:per_rule]          # the first rule's lines
+    group = template.groupindex
+    cut = {}                                      # line of a value -> where it starts
+    for name in ("n", "c"):
+        if name in group:
+            at = first.start(name)
+            cut[block.count("\n", 0, at)] = at - block.rfind("\n", 0, at) - 1
+    lines = tail.split("\n")
+    head = model[0][:cut[0]] if 0 in cut else model[0]
+    starts = list(map(str.startswith, lines[0::per_rule], repeat(head)))
+    count = starts.index(False) if False in starts else len(starts)
+    used = count * per_rule
+    if not count or used >= len(lines):
+        return None
+    end = len(tail) - len("\n".join(lines[used:]))   # where the line after the list starts
+    values = {}
+    for line, expected in enumerate(model):
+        column = lines[line:used:per_rule]
+        if line in cut:
+            at = cut[line]
+            if not all(map(str.startswith, column, repeat(expected[:at]))):
+                return None
+            values[line] = list(map(itemgetter(slice(at, None)), column))
+        elif column.count(expected) != count:
+            return None
+    if not _ends_list(key_indent, indent == key_indent).match(tail, end):
+        return None  # a rule of another shape follows
+    columns: list = []
+    by_group = dict(zip(("n", "c"), (values[line] for line in sorted(cut))))
+    for name in sorted(group, key=group.__getitem__):
+        if name == "n":
+            columns.append(by_group["n"])
+        elif name == "c":
+            columns += _cidr_columns(by_group["c"], first["l"])
+        elif name != "l":
+            columns.append([first[name]] * count)   # the same object: a fast count()
+    return columns, end
+
+
+def _cidr_columns(cidrs: list[str], first_length: str | None) -> list[list]:
+    """The template's c and l columns: each cidr value cut at its first /."""
+    count = len(cidrs)
+    joined = "\n".join(cidrs) + "\n"
+    slashes = joined.count("/")
+    if slashes == 0:
+        return [cidrs, [None] * count]
+    if first_length is not None and slashes == count:
+        suffix = f"/{first_length}\n"
+        if joined.count(suffix) == count:   # one length, the only / of every value
+            return [joined.replace(suffix, "\n").split("\n")[:-1], [first_length] * count]
+    addresses, lengths = [], []
+    for value in cidrs:
+        address, slash, length = value.partition("/")
+        addresses.append(address)
+        lengths.append(length if slash else None)
+    return [addresses, lengths]
 
 
 @lru_cache(maxsize=16)
