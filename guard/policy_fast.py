@@ -471,8 +471,10 @@ def _constant_run(template: re.Pattern, tail: str, key_indent: int,
             cut[block.count("\n", 0, at)] = at - block.rfind("\n", 0, at) - 1
     lines = tail.split("\n")
     head = model[0][:cut[0]] if 0 in cut else model[0]
-    starts = list(map(str.startswith, lines[0::per_rule], repeat(head)))
-    count = starts.index(False) if False in starts else len(starts)
+    # the rules: as many as lines in the first rule's column begin like it
+    # (lines hold no line break, so "\n" + head is found only where one
+    # begins; any such line past the list fails the checks below)
+    count = _lines_beginning(lines[0::per_rule], head)
     used = count * per_rule
     if not count or used >= len(lines):
         return None
@@ -482,7 +484,7 @@ def _constant_run(template: re.Pattern, tail: str, key_indent: int,
         column = lines[line:used:per_rule]
         if line in cut:
             at = cut[line]
-            if not all(map(str.startswith, column, repeat(expected[:at]))):
+            if _lines_beginning(column, expected[:at]) != count:
                 return None
             values[line] = list(map(itemgetter(slice(at, None)), column))
         elif column.count(expected) != count:
@@ -499,6 +501,11 @@ def _constant_run(template: re.Pattern, tail: str, key_indent: int,
         elif name != "l":
             columns.append([first[name]] * count)   # the same object: a fast count()
     return columns, end
+
+
+def _lines_beginning(lines: list[str], prefix: str) -> int:
+    """How many of lines (none holding a line break) begin with prefix."""
+    return ("\n" + "\n".join(lines)).count("\n" + prefix)
 
 
 def _cidr_columns(cidrs: list[str], first_length: str | None) -> list[list]:
