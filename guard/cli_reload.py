@@ -72,7 +72,7 @@ def reload(file: str | None, socket_path: str) -> int:
                           (fd,))
             if not isinstance(passed, dict):
                 return passed  # no agent to ask: its exit code
-            if passed.get("read_fd") is True:
+            if passed.get("read_fd") is True or "permission denied" in passed.get("error", ""):
                 return _report(passed)
             # read_fd false (the agent could not read the file) or absent (an
             # older agent, which read no file): the text, as before

@@ -154,6 +154,18 @@ def test_a_file_the_agent_cannot_read_is_sent_as_text(tmp_path):
                                                                       ["text", "source"]]
 
 
+def test_a_refused_caller_is_not_asked_twice(tmp_path):
+    refused = {"ok": False, "error": "permission denied: only root may control the agent"}
+    agent = StubAgent(str(tmp_path / "agent.sock"), refused)
+    try:
+        result = quick(EXAMPLE, "--socket", str(tmp_path / "agent.sock"))
+    finally:
+        agent.close()
+    assert result.returncode == ExitCode.PERMISSION
+    assert result.stderr == f"egress-guard: error: {refused['error']}\n"
+    assert len(agent.requests) == 1
+
+
 def test_a_pipe_is_sent_as_text(tmp_path):
     """Not a regular file (here bash's <(...)): the agent is never handed
     something it could wait on; the CLI reads it and sends the text."""
