@@ -565,6 +565,24 @@ class Agent:
     def _reload_request(self, request: dict[str, Any] | None, started: int,
                         files: Sequence[int] = ()) -> dict[str, Any]:
         try:
+            return self._reload_or_refuse(request, started, files)
+        finally:
+            try:
+                self._maps.drop_prestaged()   # written ahead for a policy not installed
+            except libbpf.LibbpfError as exc:
+                self.writer.write({"ts": self.clock.now(), "kind": "error",
+                                   "error": f"cannot remove prefixes written ahead: {exc}"})
+
+    def _prestage(self, values: Sequence[int], prefixlens: Sequence[int]) -> None:
+        """The fast reader has the networks of a large list: write them for
+        the next generation's first slot while it reads and compiles the
+        rest (Maps.prestage; the install takes them only if they are exactly
+        that policy's)."""
+        self._maps.prestage((self._generation + 1) << SLOT_BITS, values, prefixlens)
+
+    def _reload_or_refuse(self, request: dict[str, Any] | None, started: int,
+                          files: Sequence[int]) -> dict[str, Any]:
+        try:
             if request and isinstance(request.get("policy"), dict):
                 body = request["policy"]
                 source = str(body.get("source", "<reload>"))
@@ -577,11 +595,11 @@ class Agent:
                                          f"to it: {exc}; the policy in force is unchanged"}
                 else:
                     text = str(body.get("text", ""))
-                policy = read_policy_set(text, source)
+                policy = read_policy_set(text, source, self._prestage)
             elif self.policy_path:
                 # one reload per change, whether SIGHUP or the file watch saw it first
                 self._policy_file_state = _file_state(self.policy_path)
-                policy = load_policy_set(self.policy_path)
+                policy = load_policy_set(self.policy_path, self._prestage)
             else:
                 policy = default_policy()
             return {"ok": True, **self.reload(policy, started, answer_first=request is not None)}

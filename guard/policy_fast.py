@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from itertools import accumulate, repeat
 from operator import and_, itemgetter
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
@@ -189,28 +189,38 @@ if (tuple(f.name for f in dataclasses.fields(Target)) != _TARGET_FIELDS
 
 # --- reading ------------------------------------------------------------------------
 
-def read(text: str, source: str, single: bool = False) -> tuple[FastPolicy, ...] | None:
+# early(values, prefix lengths): a hint, given while the file is still being
+# read, of the first list's IPv4 networks (integers) when every rule of it
+# names one, so the agent can start writing them to the kernel (Maps.prestage);
+# it may come for a file that turns out invalid or not the fast reader's.
+Early = Callable[[Sequence[int], Sequence[int]], None]
+
+
+def read(text: str, source: str, single: bool = False,
+         early: Early | None = None) -> tuple[FastPolicy, ...] | None:
     """The policies of text, their egress rules still as columns, or None:
     read it carefully. single: exactly one document, as parse_policy() wants."""
     if "egress:" not in text:
         return None
     with gc_paused():
         try:
-            return _read(text, source, single)
+            return _read(text, source, single, early)
         except _NotMine:
             return None
 
 
-def read_policy_set(text: str, source: str) -> tuple[FastPolicy, ...]:
+def read_policy_set(text: str, source: str, early: Early | None = None
+                    ) -> tuple[FastPolicy, ...]:
     """parse_policies() for the agent's reloads: the policies of text, the
     rules of large lists still as columns; PolicyError as parse_policies()."""
-    return read(text, source) or tuple(FastPolicy(policy, None) for policy in
-                                       parse_policies(text, source, fast=False))
+    return read(text, source, early=early) or tuple(
+        FastPolicy(policy, None) for policy in parse_policies(text, source, fast=False))
 
 
-def load_policy_set(path: str | os.PathLike[str]) -> tuple[FastPolicy, ...]:
+def load_policy_set(path: str | os.PathLike[str], early: Early | None = None
+                    ) -> tuple[FastPolicy, ...]:
     """read_policy_set() of a file; every failure is a PolicyError."""
-    return read_policy_set(_read_policy_file(path), os.fspath(path))
+    return read_policy_set(_read_policy_file(path), os.fspath(path), early)
 
 
 def read_policies(text: str, source: str, single: bool = False) -> tuple[Policy, ...] | None:
@@ -246,7 +256,7 @@ class FastPolicy:
         return compile_table(self.shell, self._rules.table(), lambda: self.policy)
 
 
-def _read(text: str, source: str, single: bool) -> tuple[FastPolicy, ...]:
+def _read(text: str, source: str, single: bool, early: Early | None) -> tuple[FastPolicy, ...]:
     lists: list[tuple[int, int, int, _Rules]] = []   # (key line, start, end, rules)
     line, counted, at = 1, 0, 0
     while (at := text.find("egress:", at) + 1) > 0:
@@ -262,7 +272,8 @@ def _read(text: str, source: str, single: bool) -> tuple[FastPolicy, ...]:
         line += text.count("\n", counted, line_start)
         counted = line_start
         first_line = line + 1 + text.count("\n", key.end(), start)
-        end, rules = _rules(text, start, key_indent, len(item[1]), first_line)
+        end, rules = _rules(text, start, key_indent, len(item[1]), first_line,
+                            None if lists else early)
         lists.append((line, start, end, rules))
         at = end - 1  # on after the list
     if not lists:
@@ -376,7 +387,7 @@ class _Rules:
 
 
 def _rules(text: str, start: int, key_indent: int, indent: int,
-           first_line: int) -> tuple[int, _Rules]:
+           first_line: int, early: Early | None = None) -> tuple[int, _Rules]:
     """(end offset, rules) of the list that starts at start, or _NotMine."""
     tail = text[start:] if text.endswith("\n") else text[start:] + "\n"
     action_first = tail.startswith("- action:", indent)
@@ -392,7 +403,8 @@ def _rules(text: str, start: int, key_indent: int, indent: int,
                    or _run(template, tail, key_indent, indent))
             if run is not None:
                 try:
-                    rules = _uniform_rules(template, run[0], first_line, 3 + max(sum(shape), 1))
+                    rules = _uniform_rules(template, run[0], first_line,
+                                           3 + max(sum(shape), 1), early)
                     return min(start + run[1], len(text)), rules
                 except _NotMine:
                     pass  # a value the loose template let through: read it strictly
@@ -546,15 +558,21 @@ _FLOW_PORTS = re.compile(rf"\[[ ]*({_PORT}(?:[ ]*,[ ]*{_PORT})*)[ ]*\]")
 
 
 def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
-                   lines_per_rule: int) -> _Rules:
+                   lines_per_rule: int, early: Early | None = None) -> _Rules:
     """The rules from the template's loose columns, each value checked as
-    the grammar checks it."""
+    the grammar checks it. The networks first, for early()."""
     group = template.groupindex
 
     def column(name: str) -> list | None:
         return columns[group[name] - 1] if name in group else None
 
     count = len(columns[0])
+    if "c" in group:
+        networks = _networks_column(column("c"), column("l"), None)
+        if early is not None and networks[0] == "v4":
+            early(networks[1], networks[2])
+    else:
+        networks = ("networks", [ANY_ADDRESS] * count)
     names = column("n")
     joined = _all_strings(names)
     if '"' in joined or "'" in joined:
@@ -581,10 +599,6 @@ def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
                 raise _NotMine
             inner[spelling] = _port_ranges(match[1])
         ports = _lookup(inner, spellings)
-    if "c" in group:
-        networks = _networks_column(column("c"), column("l"), None)
-    else:
-        networks = ("networks", [ANY_ADDRESS] * count)
     return _Rules(names=names, actions=actions, protos=protos, ports=ports,
                   lines=range(first_line, first_line + count * lines_per_rule, lines_per_rule),
                   first_networks=networks, extra_targets={})

@@ -367,3 +367,17 @@ def generated_policies(draw):
 @given(generated_policies())
 def test_generated_policies(text):
     same_as_careful(text)
+
+
+def test_early_gets_the_first_lists_ipv4_networks():
+    """The hint the agent starts writing the kernel's tables from (Maps.prestage)."""
+    seen = []
+    [policy] = policy_fast.read(ONE_SHAPE["one shape"], "p.yaml",
+                                early=lambda *column: seen.append(column))
+    [(values, prefixlens)] = seen
+    networks = [rule.targets[0].networks[0] for rule in policy.policy.egress]
+    assert list(values) == [int(network.network_address) for network in networks]
+    assert list(prefixlens) == [network.prefixlen for network in networks]
+    seen.clear()
+    policy_fast.read(ONE_SHAPE["without a cidr"], "p.yaml", early=lambda *column: seen.append(1))
+    assert seen == []
