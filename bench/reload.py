@@ -5,17 +5,28 @@ and the agent's memory.
 
     sudo .venv/bin/python bench/reload.py [--rules 10000] [--rounds 3]
 
-Columns: the CLI call end to end (process start to answer), the agent's own
-share (request received -> parse, validate, compile, write maps, switch), and
-the agent's resident memory once that row's reloads have settled. Under the
-table, the CLI call of the large policy taken apart: interpreter start-up,
-the CLI's imports, reading and sending the file and getting the answer, and
-the agent's share. Target from the issue: <= 50 ms with 10,000 rules.
+The command is run as installed: bin/egress-guard (the script pip installs)
+with this interpreter, the package's bytecode compiled first as pip does at
+install (an interpreter that may not write bytecode would otherwise compile
+every module on every call).
+
+Columns: from the CLI process's start (the moment before it is spawned) to
+the kernel switch (the slot update, whose CLOCK_MONOTONIC time the agent
+reports in its reload event), which is what the issue's target is about;
+the CLI call end to end (start to exit, the answer and output included);
+the agent's own share (request received -> read the file, parse, validate,
+compile, write maps, switch); the agent's resident memory once that row's
+reloads have settled. Under the table, the large policy's start-to-switch
+taken apart: interpreter start-up, the CLI's start-up (its imports, timed
+by a call that finds no agent), handing the request over, and the agent's
+share. Target from the issue: <= 50 ms with 10,000 rules.
 """
 from __future__ import annotations
 
 import argparse
+import compileall
 import ipaddress
+import json
 import os
 import statistics
 import subprocess
@@ -34,6 +45,7 @@ from guard.sandbox import TempCgroup  # noqa: E402
 from procstat import memory_kib  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+CLI = [sys.executable, str(ROOT / "bin" / "egress-guard")]
 
 
 def write_policy(path: Path, rules: int, name: str) -> Path:
@@ -48,15 +60,32 @@ def write_policy(path: Path, rules: int, name: str) -> Path:
     return path
 
 
-def reload_once(socket_path: str, policy: Path) -> tuple[float, float]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "guard", "policy", "reload", str(policy),
-                             "--socket", socket_path], capture_output=True, text=True, env=ENV)
-    wall_ms = (time.perf_counter() - started) * 1000
+def reload_once(socket_path: str, policy: Path, events: Path) -> tuple[float, float, float]:
+    """(start -> switch ms, start -> exit ms, the agent's own ms) of one CLI call."""
+    started = time.monotonic_ns()   # CLOCK_MONOTONIC, as the agent's switched_ns
+    result = subprocess.run([*CLI, "policy", "reload", str(policy), "--socket", socket_path],
+                            capture_output=True, text=True, env=ENV)
+    wall_ms = (time.monotonic_ns() - started) / 1e6
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
     agent_ms = float(result.stdout.rsplit("switched in ", 1)[1].split()[0])
-    return wall_ms, agent_ms
+    generation = int(result.stdout.split(" is generation ", 1)[1].split()[0])
+    switched_ns = reload_event(events, generation)["switched_ns"]
+    return (switched_ns - started) / 1e6, wall_ms, agent_ms
+
+
+def reload_event(events: Path, generation: int, timeout: float = 10.0) -> dict:
+    """The agent's reload event of a generation (written just after it answers)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in events.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("kind") == "policy" and event.get("state") == "reloaded" \
+                    and event["policy"]["generation"] == generation:
+                return event
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no reload event for generation {generation}")
+        time.sleep(0.01)
 
 
 def start_up_ms(argv: list[str], rounds: int = 7) -> float:
@@ -81,6 +110,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/reload.py needs root", file=sys.stderr)
         return 4
+    compileall.compile_dir(str(ROOT / "guard"), quiet=1)  # as pip does at install
     with tempfile.TemporaryDirectory(prefix="egress-guard-bench-") as tmp, \
             TempCgroup("egress-guard-bench") as cg:
         tmp = Path(tmp)
@@ -89,14 +119,15 @@ def main() -> int:
         big_a = write_policy(tmp / "big-a.yaml", args.rules, "big-a")
         big_b = write_policy(tmp / "big-b.yaml", args.rules, "big-b")
         socket_path = str(tmp / "agent.sock")
+        events = tmp / "events.jsonl"
         # what every CLI call pays before it sends anything: the interpreter,
         # then the reload command's imports (here it finds no agent and stops)
         interpreter = start_up_ms([sys.executable, "-c", "pass"])
-        cli_start = start_up_ms([sys.executable, "-m", "guard", "policy", "reload",
+        cli_start = start_up_ms([*CLI, "policy", "reload", str(big_a),
                                  "--socket", str(tmp / "nobody.sock")])
         agent = subprocess.Popen(
             [sys.executable, "-m", "guard", "run", "--cgroup", str(cg.path), "--policy",
-             str(small_a), "--control-socket", socket_path, "--events", "/dev/null"],
+             str(small_a), "--control-socket", socket_path, "--events", str(events)],
             cwd=ROOT, env=ENV)
         try:
             deadline = time.monotonic() + 30
@@ -107,31 +138,30 @@ def main() -> int:
             rows = {}
             for label, pair in (("1 rule", (small_b, small_a)),
                                 (f"{args.rules} rules", (big_a, big_b))):
-                samples = [reload_once(socket_path, pair[i % 2])
+                samples = [reload_once(socket_path, pair[i % 2], events)
                            for i in range(args.rounds)]
                 time.sleep(1.5)  # let the retired generations go
-                rows[label] = (statistics.median(s[0] for s in samples),
-                               statistics.median(s[1] for s in samples),
-                               rss_mib(agent.pid))
+                rows[label] = tuple(statistics.median(s[k] for s in samples) for k in range(3)) \
+                    + (rss_mib(agent.pid),)
             peak = rss_mib(agent.pid, "VmHWM")
             generation = request(socket_path, {"op": "status"})["policy"]["generation"]
         finally:
             agent.terminate()
             agent.wait(timeout=30)
-    base_wall = rows["1 rule"][0]
     print(f"\nlive reload ({args.rounds} reloads each, medians; {generation} generations)\n")
-    print(f"| {'policy':<14} | {'CLI call ms':>11} | {'agent ms':>9} | {'ratio vs 1 rule':>15} "
-          f"| {'agent RSS MiB':>13} | target")
-    print(f"|{'-' * 16}|{'-' * 13}|{'-' * 11}|{'-' * 17}|{'-' * 15}|---------")
-    for label, (wall, agent_ms, rss) in rows.items():
+    print(f"| {'policy':<14} | {'CLI start -> switch ms':>22} | {'CLI call ms':>11} "
+          f"| {'agent ms':>8} | {'agent RSS MiB':>13} | target")
+    print(f"|{'-' * 16}|{'-' * 24}|{'-' * 13}|{'-' * 10}|{'-' * 15}|---------")
+    for label, (to_switch, wall, agent_ms, rss) in rows.items():
         target = "<= 50 ms" if label != "1 rule" else "-"
-        print(f"| {label:<14} | {wall:>11.0f} | {agent_ms:>9.0f} | {wall / base_wall:>15.1f} "
+        print(f"| {label:<14} | {to_switch:>22.1f} | {wall:>11.1f} | {agent_ms:>8.1f} "
               f"| {rss:>13.1f} | {target}")
-    wall, agent_ms, _rss = rows[f"{args.rules} rules"]
+    to_switch, wall, agent_ms, _rss = rows[f"{args.rules} rules"]
     print(f"\nagent peak memory {peak:.1f} MiB")
-    print(f"the {args.rules}-rule CLI call, {wall:.0f} ms: interpreter start-up {interpreter:.0f} ms, "
-          f"CLI imports {cli_start - interpreter:.0f} ms, reading and sending the file and the "
-          f"answer {wall - cli_start - agent_ms:.0f} ms, agent {agent_ms:.0f} ms")
+    print(f"the {args.rules}-rule CLI call, {to_switch:.1f} ms to the switch: interpreter "
+          f"start-up {interpreter:.1f} ms, CLI start-up {cli_start - interpreter:.1f} ms, "
+          f"handing the request over {to_switch - cli_start - agent_ms:.1f} ms, agent "
+          f"{agent_ms:.1f} ms; then answer and exit {wall - to_switch:.1f} ms")
     return 0
 
 

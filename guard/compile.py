@@ -305,11 +305,19 @@ def _pack_rules(rule_ids, actions, protos, ports) -> bytes:
         ranges = list(map(itemgetter(0), ports))
         halves[0::4] = array("H", map(itemgetter(0), ranges))
         halves[1::4] = array("H", map(itemgetter(1), ranges))
-    packed[4::8] = bytes(protos)
-    packed[5::8] = bytes(actions)
+    packed[4::8] = _bytes_column(protos, count)
+    packed[5::8] = _bytes_column(actions, count)
     halves[3::4] = array("H", rule_ids)
     halves.release()
     return bytes(packed)
+
+
+def _bytes_column(values: Sequence[int], count: int) -> bytes:
+    """bytes(values), a column of one value (the usual: one action, one
+    protocol) without converting each entry."""
+    if values.count(values[0]) == count:   # enum members: compared by identity first
+        return bytes((values[0],)) * count
+    return bytes(values)
 
 
 def _flatten(version: int, rule_ids, actions, protos, ports, values, prefixlens):

@@ -5,15 +5,22 @@ A unix stream socket, one JSON request line in, one JSON response line out,
 then the connection closes. Only root may use it: the socket file is 0600 in
 a 0700 directory, and the agent also checks the caller's credentials
 (SO_PEERCRED), so a socket exposed by a careless mount still refuses others.
+
+A request may come with open files (SCM_RIGHTS, at most MAX_FILES): the
+handler gets their descriptors beside the request and they are closed once
+it has answered. `policy reload FILE` passes the file this way, so the
+agent reads what the caller opened, wherever the agent's mount namespace
+puts that path (or does not have it at all).
 """
 from __future__ import annotations
 
+import array
 import os
 import socket
 import stat
 import struct
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
 
@@ -21,6 +28,7 @@ import orjson
 from .client import DEFAULT_SOCKET, REQUEST_LIMIT, ControlError, read_line, request  # noqa: F401
 
 CLIENT_TIMEOUT_S = 5.0
+MAX_FILES = 4                 # descriptors taken from one request; more are closed
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -53,7 +61,8 @@ class ControlServer:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def handle(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def handle(self, handler: Callable[[dict[str, Any], Sequence[int]], dict[str, Any]]
+               ) -> None:
         """Answer every pending connection; never lets a client break the agent."""
         while True:
             try:
@@ -80,15 +89,44 @@ def _serve_one(conn: socket.socket, handler) -> None:
     if uid != 0:
         _send(conn, {"ok": False, "error": "permission denied: only root may control the agent"})
         return
-    line = read_line(conn)
+    files: list[int] = []
     try:
-        request = orjson.loads(line)
-        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
-            raise ValueError("expected a JSON object with an 'op'")
-    except ValueError as exc:
-        _send(conn, {"ok": False, "error": f"bad request: {exc}"})
-        return
-    _send(conn, handler(request))
+        try:
+            request = orjson.loads(_read_request(conn, files))
+            if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+                raise ValueError("expected a JSON object with an 'op'")
+        except ValueError as exc:
+            _send(conn, {"ok": False, "error": f"bad request: {exc}"})
+            return
+        _send(conn, handler(request, tuple(files)))
+    finally:
+        for fd in files:
+            os.close(fd)
+
+
+_FILES_SPACE = socket.CMSG_SPACE(MAX_FILES * 4)
+
+
+def _read_request(conn: socket.socket, files: list[int]) -> bytes:
+    """read_line(), keeping the descriptors that came with the bytes (in
+    files, which the caller closes, even when this raises)."""
+    chunks, size = [], 0
+    while True:
+        chunk, ancillary, flags, _address = conn.recvmsg(65536, _FILES_SPACE, socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                files.extend(array.array("i", data[:len(data) - len(data) % 4]))
+        if flags & socket.MSG_CTRUNC:
+            raise ValueError(f"more than {MAX_FILES} files")
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+        if size > REQUEST_LIMIT:
+            raise ValueError("request too large")
+    return b"".join(chunks)
 
 
 def _send(conn: socket.socket, response: dict[str, Any]) -> None:

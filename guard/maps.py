@@ -10,10 +10,12 @@ map entries and takes them out again.
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 import time
 from array import array
 from dataclasses import dataclass, field
+from typing import Sequence
 from itertools import accumulate, repeat
 from operator import add
 
@@ -22,6 +24,7 @@ from .bpf import libbpf
 from .compile import CompiledPolicy, PrefixTable
 
 PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/guard.bpf.h
+SPLIT_WRITES_FROM = 1024  # LPM writes this large are shared between two threads
 _KEY_SIZES = {"eg_cidr4": abi.LPM4_KEY.size, "eg_cidr6": abi.LPM6_KEY.size,
               "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}
 
@@ -35,6 +38,20 @@ class _Installed:
     """What one policy generation put into the maps, so it can be removed."""
     spans: list[tuple[int, int]] = field(default_factory=list)   # eg_port_rules runs
     keys: dict[str, list[bytes]] = field(default_factory=dict)   # map -> packed keys
+    prestaged: "_Prestaged | None" = None   # entries written ahead, until written
+
+
+@dataclass
+class _Prestaged:
+    """IPv4 LPM entries written ahead of their generation (Maps.prestage)."""
+    policy_id: int
+    first: int               # eg_port_rules slots first .. first + count - 1, taken
+    count: int
+    prefixlen: int
+    addresses: bytes         # network byte order, 4 bytes each
+    keys: bytes
+    writer: threading.Thread
+    failed: list[BaseException]
 
 
 class SlotAllocator:
@@ -96,6 +113,7 @@ class Maps:
         self._levels: dict[int, int] = {}  # guarded cgroup id -> level
         self._config = abi.Config()
         self._batches: dict[str, bool] = {}  # map -> does this kernel batch it
+        self._prestaged: _Prestaged | None = None
 
     # -- policies ---------------------------------------------------------
     def install_policy(self, policy_id: int, policy: CompiledPolicy) -> None:
@@ -106,9 +124,12 @@ class Maps:
         record = _Installed()
         self._installed[policy_id] = record
         try:
-            writes = (self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", record)
+            early = self._take_prestaged(policy_id, policy.ipv4, record)
+            writes = ((early or self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", record))
                       + self._write_prefixes(policy_id, policy.ipv6, "eg_cidr6", record))
             self._write_all(writes)
+            if early:
+                self._prestaged_written(record)
             exec_keys = []
             for match, table in ((abi.ExecMatch.NAME, policy.exec_names),
                                  (abi.ExecMatch.PATH, policy.exec_paths)):
@@ -136,6 +157,79 @@ class Maps:
             self.remove_policy(policy_id)
             raise
 
+    # -- IPv4 prefixes written ahead ------------------------------------------
+    def prestage(self, policy_id: int, values: Sequence[int], prefixlens: Sequence[int]) -> None:
+        """Start writing the IPv4 LPM entries that policy_id will have if its
+        table is these networks (integers) in this order, each its own
+        prefix with one port rule (what large policies compile to), while
+        the caller goes on reading and compiling the policy. install_policy()
+        takes them if the compiled table is exactly that, and otherwise
+        removes them; so does drop_prestaged(), which whoever prestages
+        calls when done. Nothing of it is in force before a slot points at
+        policy_id. Only large lists of one prefix length; anything that
+        cannot be prestaged (no room) is left to install_policy()."""
+        self.drop_prestaged()
+        count = len(values)
+        if count < SPLIT_WRITES_FROM or prefixlens.count(prefixlens[0]) != count \
+                or policy_id in self._installed:
+            return
+        try:
+            first = self._slots.take(count)
+        except MapCapacityError:
+            return
+        prefixlen = prefixlens[0]
+        addresses = struct.pack(f">{count}I", *values)
+        keys, spans = self._lpm_entries(policy_id, 4, addresses, array("I", [prefixlen]) * count,
+                                        first, array("I", [1]) * count)
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self._write_many("eg_cidr4", keys, spans, count)
+            except BaseException as exc:  # raised by whoever takes or drops them
+                failed.append(exc)
+        writer = threading.Thread(target=write, name="egress-guard-prestage")
+        self._prestaged = _Prestaged(policy_id, first, count, prefixlen, addresses, keys,
+                                     writer, failed)
+        writer.start()
+
+    def drop_prestaged(self) -> None:
+        """Remove prestaged entries no install took (see prestage)."""
+        staged, self._prestaged = self._prestaged, None
+        if staged is None:
+            return
+        staged.writer.join()
+        self._delete_many("eg_cidr4", staged.keys)
+        self._slots.give(staged.first, staged.count)
+
+    def _take_prestaged(self, policy_id: int, table: PrefixTable,
+                        record: _Installed) -> list[tuple] | None:
+        """The remaining writes of table (its port rules) if the prestaged
+        entries are exactly its LPM entries; else drop them, None."""
+        staged = self._prestaged
+        if staged is None:
+            return None
+        if not (staged.policy_id == policy_id and len(table) == staged.count
+                and len(table.rules) == staged.count * abi.PORT_RULE.size
+                and table.addresses == staged.addresses
+                and table.prefixlens.count(staged.prefixlen) == staged.count):
+            self.drop_prestaged()
+            return None
+        self._prestaged = None
+        record.spans.append((staged.first, staged.count))
+        record.keys["eg_cidr4"] = [staged.keys]
+        record.prestaged = staged
+        return [("eg_port_rules", array("I", range(staged.first, staged.first + staged.count))
+                 .tobytes(), table.rules, staged.count)]
+
+    @staticmethod
+    def _prestaged_written(record: _Installed) -> None:
+        """Wait for the prestaged entries a generation took; their error is its."""
+        staged, record.prestaged = record.prestaged, None
+        staged.writer.join()
+        if staged.failed:
+            raise staged.failed[0]
+
     def _write_prefixes(self, policy_id: int, table: PrefixTable, map_name: str,
                         record: _Installed) -> list[tuple]:
         """One family's writes: its port rules as one run of eg_port_rules,
@@ -147,55 +241,76 @@ class Maps:
         total = len(table.rules) // abi.PORT_RULE.size
         first = self._slots.take(total)
         record.spans.append((first, total))
+        keys, spans = self._lpm_entries(policy_id, table.version, table.addresses,
+                                        table.prefixlens, first, table.counts, total)
+        record.keys[map_name] = [keys]
+        return [("eg_port_rules", array("I", range(first, first + total)).tobytes(), table.rules,
+                 total), (map_name, keys, spans, count)]
+
+    @staticmethod
+    def _lpm_entries(policy_id: int, version: int, addresses: bytes, prefixlens: array,
+                     first: int, counts: array, total: int | None = None) -> tuple[bytes, bytes]:
+        """(packed keys, packed spans) of one family's LPM entries, a column
+        at a time: prefix i of addresses/prefixlens, its counts[i] port rules
+        after those of prefix i - 1 from slot first on."""
+        count = len(prefixlens)
         spans = bytearray(abi.RULE_SPAN.size * count)
         words = memoryview(spans).cast("I")                     # first, count
-        if total == count:  # one rule per prefix
+        if (total if total is not None else sum(counts)) == count:  # one rule per prefix
             words[0::2] = array("I", range(first, first + count))
         else:
-            words[0::2] = array("I", accumulate(table.counts[:-1], initial=first))
-        words[1::2] = table.counts
+            words[0::2] = array("I", accumulate(counts[:-1], initial=first))
+        words[1::2] = counts
         words.release()
-        layout = abi.LPM4_KEY if table.version == 4 else abi.LPM6_KEY
+        layout = abi.LPM4_KEY if version == 4 else abi.LPM6_KEY
         stride = layout.size // 4
         keys = bytearray(layout.size * count)
         words = memoryview(keys).cast("I")         # prefixlen, policy_id, address words
         # prefixlen counts the 32 bits of policy_id that precede the address
-        prefixlens = table.prefixlens
         if prefixlens.count(prefixlens[0]) == count:  # one length (hosts, say)
             words[0::stride] = array("I", [prefixlens[0] + 32]) * count
         else:
             words[0::stride] = array("I", map(add, prefixlens, repeat(32)))
         words[1::stride] = array("I", [policy_id]) * count
-        addresses = array("I", table.addresses)  # the bytes as they are, a word at a time
+        address_words = array("I", addresses)  # the bytes as they are, a word at a time
         for word in range(stride - 2):
-            words[2 + word::stride] = addresses[word::stride - 2]
+            words[2 + word::stride] = address_words[word::stride - 2]
         words.release()
-        keys = bytes(keys)
-        record.keys[map_name] = [keys]
-        return [("eg_port_rules", array("I", range(first, first + total)).tobytes(), table.rules,
-                 total), (map_name, keys, bytes(spans), count)]
+        return bytes(keys), bytes(spans)
 
     def _write_all(self, writes: list[tuple]) -> None:
-        """(map, keys, values, count) writes; the port rules in a thread of
-        their own, so the kernel fills the array while it inserts into the
-        tries (a bpf() call runs without the GIL)."""
-        rules = [write for write in writes if write[0] == "eg_port_rules"]
-        if not rules:
+        """(map, keys, values, count) writes, on two threads: a bpf() call
+        runs without the GIL, and the kernel's LPM inserts (most of a large
+        policy's install: a walk down the trie each) are then split between
+        the caller and a helper, the helper also filling eg_port_rules."""
+        if not writes:
             return
+        own: list[tuple] = []
+        helped: list[tuple] = []
+        for write in writes:
+            map_name, keys, values, count = write
+            if map_name == "eg_port_rules":
+                helped.append(write)
+            elif count >= SPLIT_WRITES_FROM:
+                half = count // 2
+                key_cut, value_cut = len(keys) // count * half, len(values) // count * half
+                own.append((map_name, keys[:key_cut], values[:value_cut], half))
+                helped.append((map_name, keys[key_cut:], values[value_cut:], count - half))
+            else:
+                own.append(write)
         failed: list[BaseException] = []
 
-        def write_rules() -> None:
+        def write_helped() -> None:
             try:
-                for write in rules:
+                for write in helped:
                     self._write_many(*write)
             except BaseException as exc:  # raised below, in the caller's thread
                 failed.append(exc)
-        helper = threading.Thread(target=write_rules, name="egress-guard-rules")
+        helper = threading.Thread(target=write_helped, name="egress-guard-rules")
         helper.start()
         try:
-            for write in writes:
-                if write[0] != "eg_port_rules":
-                    self._write_many(*write)
+            for write in own:
+                self._write_many(*write)
         finally:
             helper.join()
         if failed:
@@ -223,6 +338,8 @@ class Maps:
         record = self._installed.pop(policy_id, None)
         if record is None:
             return
+        if record.prestaged is not None:   # an install that failed before they were all in
+            record.prestaged.writer.join()
         libbpf.map_delete(self._fd["eg_policies"], ctypes.c_uint32(policy_id))
         for map_name, keys in record.keys.items():
             self._delete_many(map_name, b"".join(keys))

@@ -257,6 +257,12 @@ def _read_policy_file(path: str | os.PathLike[str]) -> str:
         reason = exc.strerror or str(exc)
         raise PolicyError([Problem(source, 0, "<file>",
                                    f"cannot read the policy file: {reason}")]) from None
+    return policy_text(data, source)
+
+
+def policy_text(data: bytes, source: str) -> str:
+    """A policy file's bytes as text; PolicyError naming the line of a byte
+    that is not UTF-8."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -47,8 +47,8 @@ import struct
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from itertools import accumulate, repeat
-from operator import and_
-from typing import Iterable, Iterator, Sequence
+from operator import and_, itemgetter
+from typing import Callable, Iterable, Iterator, Sequence
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
@@ -189,28 +189,38 @@ if (tuple(f.name for f in dataclasses.fields(Target)) != _TARGET_FIELDS
 
 # --- reading ------------------------------------------------------------------------
 
-def read(text: str, source: str, single: bool = False) -> tuple[FastPolicy, ...] | None:
+# early(values, prefix lengths): a hint, given while the file is still being
+# read, of the first list's IPv4 networks (integers) when every rule of it
+# names one, so the agent can start writing them to the kernel (Maps.prestage);
+# it may come for a file that turns out invalid or not the fast reader's.
+Early = Callable[[Sequence[int], Sequence[int]], None]
+
+
+def read(text: str, source: str, single: bool = False,
+         early: Early | None = None) -> tuple[FastPolicy, ...] | None:
     """The policies of text, their egress rules still as columns, or None:
     read it carefully. single: exactly one document, as parse_policy() wants."""
     if "egress:" not in text:
         return None
     with gc_paused():
         try:
-            return _read(text, source, single)
+            return _read(text, source, single, early)
         except _NotMine:
             return None
 
 
-def read_policy_set(text: str, source: str) -> tuple[FastPolicy, ...]:
+def read_policy_set(text: str, source: str, early: Early | None = None
+                    ) -> tuple[FastPolicy, ...]:
     """parse_policies() for the agent's reloads: the policies of text, the
     rules of large lists still as columns; PolicyError as parse_policies()."""
-    return read(text, source) or tuple(FastPolicy(policy, None) for policy in
-                                       parse_policies(text, source, fast=False))
+    return read(text, source, early=early) or tuple(
+        FastPolicy(policy, None) for policy in parse_policies(text, source, fast=False))
 
 
-def load_policy_set(path: str | os.PathLike[str]) -> tuple[FastPolicy, ...]:
+def load_policy_set(path: str | os.PathLike[str], early: Early | None = None
+                    ) -> tuple[FastPolicy, ...]:
     """read_policy_set() of a file; every failure is a PolicyError."""
-    return read_policy_set(_read_policy_file(path), os.fspath(path))
+    return read_policy_set(_read_policy_file(path), os.fspath(path), early)
 
 
 def read_policies(text: str, source: str, single: bool = False) -> tuple[Policy, ...] | None:
@@ -246,7 +256,7 @@ class FastPolicy:
         return compile_table(self.shell, self._rules.table(), lambda: self.policy)
 
 
-def _read(text: str, source: str, single: bool) -> tuple[FastPolicy, ...]:
+def _read(text: str, source: str, single: bool, early: Early | None) -> tuple[FastPolicy, ...]:
     lists: list[tuple[int, int, int, _Rules]] = []   # (key line, start, end, rules)
     line, counted, at = 1, 0, 0
     while (at := text.find("egress:", at) + 1) > 0:
@@ -262,7 +272,8 @@ def _read(text: str, source: str, single: bool) -> tuple[FastPolicy, ...]:
         line += text.count("\n", counted, line_start)
         counted = line_start
         first_line = line + 1 + text.count("\n", key.end(), start)
-        end, rules = _rules(text, start, key_indent, len(item[1]), first_line)
+        end, rules = _rules(text, start, key_indent, len(item[1]), first_line,
+                            None if lists else early)
         lists.append((line, start, end, rules))
         at = end - 1  # on after the list
     if not lists:
@@ -376,7 +387,7 @@ class _Rules:
 
 
 def _rules(text: str, start: int, key_indent: int, indent: int,
-           first_line: int) -> tuple[int, _Rules]:
+           first_line: int, early: Early | None = None) -> tuple[int, _Rules]:
     """(end offset, rules) of the list that starts at start, or _NotMine."""
     tail = text[start:] if text.endswith("\n") else text[start:] + "\n"
     action_first = tail.startswith("- action:", indent)
@@ -388,10 +399,12 @@ def _rules(text: str, start: int, key_indent: int, indent: int,
         if not trivia and first["pb"] is None and not first["more"]:
             shape = (first["c"] is not None, first["p"] is not None, first["r"] is not None)
             template = _template(indent, action_first, len(first["t"]), *shape)
-            run = _run(template, tail, key_indent, indent)
+            run = (_constant_run(template, tail, key_indent, indent)
+                   or _run(template, tail, key_indent, indent))
             if run is not None:
                 try:
-                    rules = _uniform_rules(template, run[0], first_line, 3 + max(sum(shape), 1))
+                    rules = _uniform_rules(template, run[0], first_line,
+                                           3 + max(sum(shape), 1), early)
                     return min(start + run[1], len(text)), rules
                 except _NotMine:
                     pass  # a value the loose template let through: read it strictly
@@ -447,6 +460,85 @@ def _run(pattern: re.Pattern, tail: str, key_indent: int,
     return [parts[k::stride] for k in range(1, stride)], size
 
 
+def _constant_run(template: re.Pattern, tail: str, key_indent: int,
+                  indent: int) -> tuple[list, int] | None:
+    """_run(template, ...) for the usual list of a program: every rule the
+    first one's lines, but for its name and its cidr (the same action, ports
+    and protocol). Then the list is read a line at a time, by columns: one
+    str.split at the line breaks, each line checked against the first
+    rule's (whole, or up to where its value starts), the values sliced off.
+    The template's regular expression does the same a match per rule, at
+    about twice the cost. Anything else: None (the template's run)."""
+    first = template.match(tail)
+    if first is None:
+        return None
+    block = first[0]
+    per_rule = block.count("\n")
+    model = block.split("\n")[:per_rule]          # the first rule's lines
+    group = template.groupindex
+    cut = {}                                      # line of a value -> where it starts
+    for name in ("n", "c"):
+        if name in group:
+            at = first.start(name)
+            cut[block.count("\n", 0, at)] = at - block.rfind("\n", 0, at) - 1
+    lines = tail.split("\n")
+    head = model[0][:cut[0]] if 0 in cut else model[0]
+    # the rules: as many as lines in the first rule's column begin like it
+    # (lines hold no line break, so "\n" + head is found only where one
+    # begins; any such line past the list fails the checks below)
+    count = _lines_beginning(lines[0::per_rule], head)
+    used = count * per_rule
+    if not count or used >= len(lines):
+        return None
+    end = len(tail) - len("\n".join(lines[used:]))   # where the line after the list starts
+    values = {}
+    for line, expected in enumerate(model):
+        column = lines[line:used:per_rule]
+        if line in cut:
+            at = cut[line]
+            if _lines_beginning(column, expected[:at]) != count:
+                return None
+            values[line] = list(map(itemgetter(slice(at, None)), column))
+        elif column.count(expected) != count:
+            return None
+    if not _ends_list(key_indent, indent == key_indent).match(tail, end):
+        return None  # a rule of another shape follows
+    columns: list = []
+    by_group = dict(zip(("n", "c"), (values[line] for line in sorted(cut))))
+    for name in sorted(group, key=group.__getitem__):
+        if name == "n":
+            columns.append(by_group["n"])
+        elif name == "c":
+            columns += _cidr_columns(by_group["c"], first["l"])
+        elif name != "l":
+            columns.append([first[name]] * count)   # the same object: a fast count()
+    return columns, end
+
+
+def _lines_beginning(lines: list[str], prefix: str) -> int:
+    """How many of lines (none holding a line break) begin with prefix."""
+    return ("\n" + "\n".join(lines)).count("\n" + prefix)
+
+
+def _cidr_columns(cidrs: list[str], first_length: str | None) -> list[list]:
+    """The template's c and l columns: each cidr value cut at its first /."""
+    count = len(cidrs)
+    joined = "\n".join(cidrs) + "\n"
+    slashes = joined.count("/")
+    if slashes == 0:
+        return [cidrs, [None] * count]
+    if first_length is not None and slashes == count:
+        suffix = f"/{first_length}\n"
+        if joined.count(suffix) == count:   # one length, the only / of every value
+            return [joined.replace(suffix, "\n").split("\n")[:-1], [first_length] * count]
+    addresses, lengths = [], []
+    for value in cidrs:
+        address, slash, length = value.partition("/")
+        addresses.append(address)
+        lengths.append(length if slash else None)
+    return [addresses, lengths]
+
+
 @lru_cache(maxsize=16)
 def _ends_list(key_indent: int, indentless: bool) -> re.Pattern:
     """Matches where a list has ended: blank and comment lines, then the end
@@ -466,15 +558,21 @@ _FLOW_PORTS = re.compile(rf"\[[ ]*({_PORT}(?:[ ]*,[ ]*{_PORT})*)[ ]*\]")
 
 
 def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
-                   lines_per_rule: int) -> _Rules:
+                   lines_per_rule: int, early: Early | None = None) -> _Rules:
     """The rules from the template's loose columns, each value checked as
-    the grammar checks it."""
+    the grammar checks it. The networks first, for early()."""
     group = template.groupindex
 
     def column(name: str) -> list | None:
         return columns[group[name] - 1] if name in group else None
 
     count = len(columns[0])
+    if "c" in group:
+        networks = _networks_column(column("c"), column("l"), None)
+        if early is not None and networks[0] == "v4":
+            early(networks[1], networks[2])
+    else:
+        networks = ("networks", [ANY_ADDRESS] * count)
     names = column("n")
     joined = _all_strings(names)
     if '"' in joined or "'" in joined:
@@ -501,10 +599,6 @@ def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
                 raise _NotMine
             inner[spelling] = _port_ranges(match[1])
         ports = _lookup(inner, spellings)
-    if "c" in group:
-        networks = _networks_column(column("c"), column("l"), None)
-    else:
-        networks = ("networks", [ANY_ADDRESS] * count)
     return _Rules(names=names, actions=actions, protos=protos, ports=ports,
                   lines=range(first_line, first_line + count * lines_per_rule, lines_per_rule),
                   first_networks=networks, extra_targets={})

@@ -14,8 +14,9 @@ from guard import abi
 from guard.bpf import libbpf
 from guard.bpf.loader import GuardObjects
 from guard.compile import PortRule, compile_policy
-from guard.maps import Maps
+from guard.maps import PORT_RULE_SLOTS, Maps
 from guard.policy import parse_policies
+from guard.policy_fast import read_policy_set
 
 RULES = 600
 
@@ -98,3 +99,66 @@ def test_removal_steps_over_entries_already_gone(objects):
     assert libbpf.map_delete(objects.map_fds["eg_cidr4"], key)  # someone else took one
     maps.remove_policy(0x0800)
     assert entries_of(objects.map_fds, 0x0800) == 0
+
+
+# --- IPv4 prefixes written ahead (Maps.prestage) --------------------------------------
+
+HOSTS = 1500
+
+
+def hosts_policy(first_octet: int = 10):
+    """A program's policy: HOSTS host rules of one shape, read by the fast reader."""
+    lines = ["apiVersion: egress-guard/v1", "kind: EgressPolicy", "metadata:", "  name: hosts",
+             "spec:", "  egress:"]
+    for i in range(HOSTS):
+        lines += [f"    - name: h{i}", "      action: block", "      to:",
+                  f"        - cidr: {first_octet}.4.{i // 256}.{i % 256}/32", "          ports: [443]"]
+    seen = []
+    [draft] = read_policy_set("\n".join(lines) + "\n", "hosts.yaml",
+                              early=lambda values, prefixlens: seen.append((values, prefixlens)))
+    return draft.compiled(), seen
+
+
+def free_slots(maps: Maps) -> bool:
+    """Every eg_port_rules slot is free again."""
+    first = maps._slots.take(PORT_RULE_SLOTS)
+    maps._slots.give(first, PORT_RULE_SLOTS)
+    return True
+
+
+def test_prestaged_prefixes_are_what_the_install_writes(objects):
+    compiled, [(values, prefixlens)] = hosts_policy()
+    maps = Maps(objects.map_fds)
+    maps.prestage(0x0900, values, prefixlens)
+    maps.install_policy(0x0900, compiled)
+    try:
+        assert maps._prestaged is None   # taken, not written again
+        assert read_back(objects.map_fds, 0x0900) == {**compiled.v4, **compiled.v6}
+        assert entries_of(objects.map_fds, 0x0900) == HOSTS
+    finally:
+        maps.remove_policy(0x0900)
+    assert entries_of(objects.map_fds, 0x0900) == 0 and free_slots(maps)
+
+
+def test_prestaged_prefixes_another_policy_turns_out_to_have_are_removed(objects):
+    compiled, _seen = hosts_policy()
+    _other, [(values, prefixlens)] = hosts_policy(first_octet=11)
+    maps = Maps(objects.map_fds)
+    maps.prestage(0x0a00, values, prefixlens)
+    maps.install_policy(0x0a00, compiled)
+    try:
+        assert read_back(objects.map_fds, 0x0a00) == {**compiled.v4, **compiled.v6}
+        assert entries_of(objects.map_fds, 0x0a00) == HOSTS   # none of 11.x left
+    finally:
+        maps.remove_policy(0x0a00)
+    assert entries_of(objects.map_fds, 0x0a00) == 0 and free_slots(maps)
+
+
+def test_prestaged_prefixes_no_install_takes_are_dropped(objects):
+    _compiled, [(values, prefixlens)] = hosts_policy()
+    maps = Maps(objects.map_fds)
+    maps.prestage(0x0b00, values, prefixlens)
+    maps.drop_prestaged()
+    assert entries_of(objects.map_fds, 0x0b00) == 0 and free_slots(maps)
+    maps.prestage(0x0b00, values[:100], prefixlens[:100])   # small lists: not worth a thread
+    assert maps._prestaged is None

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -206,3 +207,83 @@ def test_a_non_root_caller_is_refused(tmp_path):
             outcome = json.loads(raw)
             assert outcome == {"ok": False,
                                "error": "permission denied: only root may control the agent"}
+
+
+# --- the file passed open (SCM_RIGHTS) --------------------------------------------------
+
+def egress_guard_in(cwd, *args) -> subprocess.CompletedProcess:
+    """The installed command (bin/egress-guard), run from cwd."""
+    return subprocess.run([sys.executable, str(ROOT / "bin" / "egress-guard"), *args],
+                          capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+
+
+def test_a_relative_file_is_read_by_the_agent_and_named_as_given(tmp_path, listener):
+    write_policy(tmp_path / "old.yaml", "old", "allow")
+    write_policy(tmp_path / "new.yaml", "new", "block")
+    (tmp_path / "bad.yaml").write_text(port_block_policy("bad", PORT, action="explode"))
+    (tmp_path / "binary.yaml").write_bytes(b"apiVersion: egress-guard/v1\nkind: \xff\n")
+    with TempCgroup("egress-guard-test") as cg:
+        with AgentProcess([str(cg.path)], policy=tmp_path / "old.yaml") as agent:
+            sock = agent.control_socket
+            # problems name the file as the caller wrote it, with line and field
+            bad = egress_guard_in(tmp_path, "policy", "reload", "bad.yaml", "--socket", sock)
+            assert bad.returncode == 1
+            assert bad.stderr.splitlines()[0].startswith(
+                "bad.yaml:9: spec.egress[0].action: invalid action 'explode'")
+            binary = egress_guard_in(tmp_path, "policy", "reload", "binary.yaml", "--socket", sock)
+            assert binary.returncode == 1
+            assert binary.stderr.splitlines()[0] == \
+                "binary.yaml:2: <file>: not valid UTF-8 (byte 0xff at offset 34)"
+            missing = egress_guard_in(tmp_path, "policy", "reload", "gone/new.yaml", "--socket", sock)
+            assert missing.returncode == 1 and missing.stderr.startswith(
+                "egress-guard: error: gone/new.yaml: cannot read the policy file:")
+            assert request(sock, {"op": "status"})["policy"]["generation"] == 1
+            probe = cg.python(f"import socket; print(socket.socket().connect_ex(('127.0.0.1', {PORT})))")
+            assert probe.stdout.strip() == "0"  # the old policy (allow) still in force
+
+            before = time.monotonic_ns()
+            good = egress_guard_in(tmp_path, "policy", "reload", "new.yaml", "--socket", sock)
+            after = time.monotonic_ns()
+            assert good.returncode == 0, good.stderr
+            assert "generation 2 (was 1)" in good.stdout
+            status = request(sock, {"op": "status"})
+            assert status["policy"] == {"name": "new", "source": "new.yaml", "generation": 2}
+            probe = cg.python(f"import socket; print(socket.socket().connect_ex(('127.0.0.1', {PORT})))")
+            assert probe.stdout.strip() == "1"  # EPERM: the new policy blocks
+            # the switch's CLOCK_MONOTONIC time (what bench/reload.py measures to)
+            event = agent.wait_for(lambda e: e["kind"] == "policy" and e["state"] == "reloaded")
+            assert before < event["switched_ns"] < after
+
+            # the older protocol still works: the text in the request, no file
+            response = request(sock, {"op": "reload", "policy": {
+                "text": (tmp_path / "old.yaml").read_text(), "source": "old.yaml"}})
+            assert response["ok"] is True and "read_fd" not in response
+            assert response["policy"]["generation"] == 3
+
+
+def test_an_agent_in_another_mount_namespace_reads_the_file_it_was_given(tmp_path, listener):
+    """The agent's view of the caller's path may hold another file or none
+    (an agent in a container): it reads the file the caller opened."""
+    shared = tmp_path / "policies"
+    shared.mkdir()
+    write_policy(tmp_path / "start.yaml", "start", "allow")
+    write_policy(shared / "p.yaml", "from-the-caller", "block")
+    decoy = port_block_policy("decoy", PORT, action="allow")
+    with TempCgroup("egress-guard-test") as cg:
+        agent = AgentProcess([str(cg.path)], policy=tmp_path / "start.yaml")
+        # a private mount namespace where `shared` is a tmpfs holding a decoy p.yaml
+        agent.argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                      f'mount -t tmpfs none "{shared}" && printf "%s" "$0" > "{shared}/p.yaml"'
+                      ' && shift && exec "$@"', decoy, "--", *agent.argv]
+        with agent:
+            assert os.readlink(f"/proc/{agent.proc.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+            # by the path, the agent would find the decoy
+            seen = open(f"/proc/{agent.proc.pid}/root{shared}/p.yaml").read()
+            assert "name: decoy" in seen
+            result = egress_guard_in(shared, "policy", "reload", "p.yaml",
+                                     "--socket", agent.control_socket)
+            assert result.returncode == 0, result.stderr
+            assert "policy 'from-the-caller' is generation 2" in result.stdout
+            probe = cg.python(f"import socket; print(socket.socket().connect_ex(('127.0.0.1', {PORT})))")
+            assert probe.stdout.strip() == "1"  # the caller's policy blocks; the decoy would not

@@ -64,3 +64,29 @@ def test_the_old_generation_is_removed_after_the_switch(tmp_path, pin_dir):  # n
                 time.sleep(0.2)
             status = request(agent.control_socket, {"op": "status"})
             assert status["policy"]["generation"] == 2 and status["reloads"] == 1
+
+
+def test_prefixes_written_ahead_of_a_rejected_policy_are_removed(tmp_path, pin_dir):  # noqa: F811
+    """The agent starts writing a large list's networks while it still reads
+    the file; a policy that then turns out invalid leaves none of them."""
+    first = big_policy(tmp_path / "first.yaml", "first")
+    duplicate = big_policy(tmp_path / "duplicate.yaml", "duplicate")
+    text = duplicate.read_text()
+    duplicate.write_text(text.replace("name: r1999\n", "name: r0\n"))   # a duplicate rule name
+    other = big_policy(tmp_path / "other.yaml", "other")
+    other.write_text(other.read_text().replace("10.9.", "10.8.").replace(
+        "action: block", "action: log", 1))   # the first rule's shape differs: read by template
+    pins = PinLayout(pin_dir)
+    with TempCgroup("egress-guard-test") as cg:
+        with AgentProcess([str(cg.path)], policy=first,
+                          extra=["--pin", "--pin-dir", str(pin_dir),
+                                 "--state-dir", str(tmp_path / "state")]) as agent:
+            result = egress_guard("policy", "reload", str(duplicate), "--socket",
+                                  agent.control_socket)
+            assert result.returncode == 1
+            assert f"{duplicate}:" in result.stderr and "r0" in result.stderr
+            assert generations_in_maps(pins) == {1: RULES}   # nothing of it left
+            result = egress_guard("policy", "reload", str(other), "--socket",
+                                  agent.control_socket)
+            assert result.returncode == 0, result.stderr
+            assert generations_in_maps(pins)[2] == RULES

@@ -148,6 +148,67 @@ def test_layouts_it_reads(text):
     assert same_as_careful(text)
 
 
+def one_shape(count: int, **changes) -> str:
+    """A program's list: every rule like the first but for name and cidr;
+    changes: rule index -> its text instead."""
+    rules = [f"    - name: h{i}\n      action: block\n      to:\n"
+             f"        - cidr: 10.2.{i // 256}.{i % 256}/32\n          ports: [443]\n"
+             for i in range(count)]
+    for index, text in changes.items():
+        rules[int(index[1:])] = text
+    return egress("".join(rules))
+
+
+ONE_SHAPE = {
+    "one shape": one_shape(300),
+    "another action": one_shape(300, r7="    - name: x\n      action: log\n      to:\n"
+                                        "        - cidr: 10.9.0.1/32\n          ports: [443]\n"),
+    "another port, last": one_shape(300, r299="    - name: x\n      action: block\n      to:\n"
+                                              "        - cidr: 10.9.0.1/32\n          ports: [80]\n"),
+    "a second target": one_shape(300, r5="    - name: x\n      action: block\n      to:\n"
+                                         "        - cidr: 10.9.0.1/32\n          ports: [443]\n"
+                                         "        - cidr: 10.9.0.2/32\n"),
+    "no length, or another": one_shape(300, r3="    - name: x\n      action: block\n      to:\n"
+                                               "        - cidr: 10.9.0.1\n          ports: [443]\n",
+                                       r4="    - name: y\n      action: block\n      to:\n"
+                                          "        - cidr: 10.9.0.0/24\n          ports: [443]\n"),
+    "two slashes": one_shape(300, r9="    - name: x\n      action: block\n      to:\n"
+                                     "        - cidr: 10.9.0.1/32/32\n          ports: [443]\n"),
+    "a name on the cidr line's column": one_shape(300, r2="    - name: x\n      action: block\n"
+                                                          "      to:\n        - name: 10.9.0.1/32\n"
+                                                          "          ports: [443]\n"),
+    "a comment after the list": one_shape(300) + "  # the end\n",
+    "exec rules after": one_shape(300)
+    + "  exec:\n    - name: x\n      action: kill\n      match: {names: [nc]}\n",
+    "a second document alike": one_shape(300) + "---\n" + one_shape(300).replace("name: t", "name: u"),
+    "without a cidr": egress("".join(f"    - name: p{i}\n      action: log\n      to:\n"
+                                     f"        - ports: [{i + 1}]\n" for i in range(300))),
+    "action first": egress("".join(f"    - action: allow\n      name: a{i}\n      to:\n"
+                                   f"        - cidr: 10.3.0.{i}\n" for i in range(200))),
+    "duplicate names": one_shape(300, r8="    - name: h7\n      action: block\n      to:\n"
+                                         "        - cidr: 10.9.0.1/32\n          ports: [443]\n"),
+    "a host bit set": one_shape(300, r6="    - name: x\n      action: block\n      to:\n"
+                                        "        - cidr: 10.9.0.1/24\n          ports: [443]\n"),
+}
+
+
+@pytest.mark.parametrize("text", ONE_SHAPE.values(), ids=ONE_SHAPE.keys())
+def test_lists_of_one_shape(text):
+    """Read a column at a time (policy_fast._constant_run) where every rule
+    has the first one's shape; the same result as the careful reader always."""
+    same_as_careful(text)
+
+
+def test_a_list_of_one_shape_is_read_by_columns(monkeypatch):
+    runs = []
+    original = policy_fast._run
+    monkeypatch.setattr(policy_fast, "_run", lambda *args: runs.append(args[0]) or original(*args))
+    assert policy_fast.read(ONE_SHAPE["one shape"], "p.yaml") is not None
+    assert runs == []   # no regular expression per rule
+    assert policy_fast.read(ONE_SHAPE["another action"], "p.yaml") is not None
+    assert runs   # the template's run read it
+
+
 NOT_MINE = {
     "a plain name YAML reads as a number": egress(RULE.format(i=1).replace("r1", "123")),
     "a plain name YAML reads as a boolean": egress(RULE.format(i=1).replace("r1", "no")),
@@ -306,3 +367,17 @@ def generated_policies(draw):
 @given(generated_policies())
 def test_generated_policies(text):
     same_as_careful(text)
+
+
+def test_early_gets_the_first_lists_ipv4_networks():
+    """The hint the agent starts writing the kernel's tables from (Maps.prestage)."""
+    seen = []
+    [policy] = policy_fast.read(ONE_SHAPE["one shape"], "p.yaml",
+                                early=lambda *column: seen.append(column))
+    [(values, prefixlens)] = seen
+    networks = [rule.targets[0].networks[0] for rule in policy.policy.egress]
+    assert list(values) == [int(network.network_address) for network in networks]
+    assert list(prefixlens) == [network.prefixlen for network in networks]
+    seen.clear()
+    policy_fast.read(ONE_SHAPE["without a cidr"], "p.yaml", early=lambda *column: seen.append(1))
+    assert seen == []
