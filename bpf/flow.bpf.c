@@ -15,9 +15,9 @@
  * SetupConnection frame: dropping
  * the segment costs the sender nothing but a retransmission, which TCP sends
  * again once the verdict lets it through. Everything else passes at once and
- * is only watched. A SOCKS5 handshake or an HTTP CONNECT at the start of a
- * flow is reported as a proxy sample and the payload after it is treated as
- * the first one. DONE costs one socket-storage lookup per packet; sockets of
+ * is only watched. A SOCKS5 handshake, a SOCKS4(a) request or an HTTP
+ * CONNECT at the start of a flow is reported as a proxy sample and the
+ * payload after it is treated as the first one. DONE costs one socket-storage lookup per packet; sockets of
  * policies that sample nothing are DONE from their first packet.
  *
  * UDP: the first datagram to each new destination of a socket is sampled
@@ -226,6 +226,22 @@ static __always_inline int socks5_greeting(const struct guard_payload_event *ev,
 	       size == 2 + (__u32)ev->sample[1];
 }
 
+/*
+ * SOCKS4 CONNECT or BIND, whole in one segment: version 4, command 1 or 2,
+ * port, IPv4 address, a NUL-terminated user id (SOCKS4a: then a
+ * NUL-terminated host name), so the request ends with a NUL. The proxy's
+ * 8-byte answer comes back, and the client's next payload is the first.
+ */
+static __always_inline int socks4_request(const struct guard_payload_event *ev, __u32 size)
+{
+	__u32 last = ev->sample_size - 1;
+
+	barrier_var(last);
+	last &= GUARD_SAMPLE_MAX - 1;
+	return size >= 9 && size == ev->sample_size && ev->sample[0] == 4 &&
+	       (ev->sample[1] == 1 || ev->sample[1] == 2) && ev->sample[last] == 0;
+}
+
 static __always_inline int http_connect(const struct guard_payload_event *ev)
 {
 	return ev->sample_size >= 8 && ev->sample[0] == 'C' && ev->sample[1] == 'O' &&
@@ -303,6 +319,12 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 	if (state->phase == FLOW_NEW && socks5_greeting(ev, pkt->payload_size)) {
 		state->flags |= GUARD_PAYLOAD_SOCKS5;
 		state->phase = FLOW_SOCKS5;
+		return 1;
+	}
+	if (state->phase == FLOW_NEW && socks4_request(ev, pkt->payload_size)) {
+		state->flags |= GUARD_PAYLOAD_SOCKS4;
+		state->phase = FLOW_AFTER_PROXY;
+		emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_PROXY, 0);
 		return 1;
 	}
 	if (state->phase == FLOW_NEW && http_connect(ev)) {

@@ -118,7 +118,7 @@ enum guard_anchor_kind {
 /* guard_payload_event.sample_kind */
 enum guard_sample_kind {
 	GUARD_SAMPLE_FIRST = 1,      /* first application payload of a TCP flow */
-	GUARD_SAMPLE_PROXY = 2,      /* a SOCKS5 request or HTTP CONNECT before it */
+	GUARD_SAMPLE_PROXY = 2,      /* a SOCKS4/5 request or HTTP CONNECT before it */
 	GUARD_SAMPLE_UDP = 3,        /* first datagram to a new UDP destination */
 	GUARD_SAMPLE_DNS_ANSWER = 4, /* a datagram from port 53 */
 	GUARD_SAMPLE_INBOUND = 5,    /* the server's first reply on a flow that was let through */
@@ -129,6 +129,7 @@ enum guard_payload_flags {
 	GUARD_PAYLOAD_TRUNCATED = 2, /* the payload was longer than the sample */
 	GUARD_PAYLOAD_SOCKS5 = 4,    /* the flow began with a SOCKS5 handshake */
 	GUARD_PAYLOAD_HTTP_CONNECT = 8, /* the flow began with an HTTP CONNECT */
+	GUARD_PAYLOAD_SOCKS4 = 16,   /* the flow began with a SOCKS4 or SOCKS4a request */
 };
 
 /* Every event begins with this header. */

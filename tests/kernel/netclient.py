@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """A network client for the detection tests, run as a subprocess (usually in a guarded cgroup).
 
-python -m tests.kernel.netclient --connect HOST:PORT [--socks5 HOST:PORT | --http-connect HOST:PORT]
+python -m tests.kernel.netclient --connect HOST:PORT
+                                 [--socks5 HOST:PORT | --socks4 HOST:PORT | --http-connect HOST:PORT]
                                  --send-file PAYLOAD.bin [--expect-reply] [--hold SECONDS] [--udp]
 
 connects (through the proxy when one is given), sends the payload, then reads
@@ -22,8 +23,8 @@ socket is made, so a guard that fails to block cannot send traffic off the
 machine. Names are never resolved here; a name goes to the proxy as it is.
 
 Standard library only, so it also runs by path (python tests/kernel/netclient.py).
-The SOCKS5 and HTTP CONNECT client handshakes live here and are re-exported
-by tests.kernel.netfixtures.
+The SOCKS5, SOCKS4(a) and HTTP CONNECT client handshakes live here and are
+re-exported by tests.kernel.netfixtures.
 """
 from __future__ import annotations
 
@@ -165,6 +166,21 @@ def socks5_connect(proxy_addr: tuple[str, int], host: str, port: int,
     return sock
 
 
+def socks4_handshake(sock: socket.socket, host: str, port: int) -> None:
+    """SOCKS4 CONNECT (SOCKS4a with a name: address 0.0.0.1, then the name)
+    with an empty user id, in one send; ProxyError unless granted (0x5A)."""
+    try:
+        ip = ipaddress.IPv4Address(host)
+        request = b"\x04\x01" + struct.pack(">H", port) + ip.packed + b"\x00"
+    except ValueError:
+        request = (b"\x04\x01" + struct.pack(">H", port) + b"\x00\x00\x00\x01\x00"
+                   + host.encode("idna") + b"\x00")
+    sock.sendall(request)
+    _version, reply = _recv_exact(sock, 8)[:2]
+    if reply != 0x5A:
+        raise ProxyError(reply, "SOCKS4 request rejected or failed")
+
+
 def http_connect_handshake(sock: socket.socket, host: str, port: int) -> None:
     """`CONNECT host:port HTTP/1.1` on a connected socket; ProxyError unless 200.
     The answer is read a byte at a time so no tunnelled byte is swallowed."""
@@ -207,7 +223,8 @@ def _describe(exc: BaseException) -> tuple[str, int | None]:
 
 def exchange(host: str, port: int, payload: bytes, *, socks5: tuple[str, int] | None = None,
              http_proxy: tuple[str, int] | None = None, expect_reply: bool = False,
-             hold: float = 1.0, udp: bool = False, timeout: float = 5.0) -> dict[str, Any]:
+             hold: float = 1.0, udp: bool = False, timeout: float = 5.0,
+             socks4: tuple[str, int] | None = None) -> dict[str, Any]:
     """Connect, send payload, read for up to hold seconds; never raises for
     network trouble. Returns the report main() prints."""
     report: dict[str, Any] = {"connected": False, "sent": False, "error": None, "errno": None,
@@ -218,7 +235,7 @@ def exchange(host: str, port: int, payload: bytes, *, socks5: tuple[str, int] | 
         report["stage"] = stage
         return report
 
-    proxy = socks5 or http_proxy
+    proxy = socks5 or socks4 or http_proxy
     if proxy is None and not is_test_address(host):
         return fail("address", PermissionError(errno_mod.EACCES, "not a test address"))
     if proxy is not None and not is_test_address(proxy[0]):
@@ -243,6 +260,8 @@ def exchange(host: str, port: int, payload: bytes, *, socks5: tuple[str, int] | 
             try:
                 if socks5 is not None:
                     socks5_handshake(sock, host, port)
+                elif socks4 is not None:
+                    socks4_handshake(sock, host, port)
                 elif http_proxy is not None:
                     http_connect_handshake(sock, host, port)
             except OSError as exc:
@@ -284,12 +303,14 @@ def exchange(host: str, port: int, payload: bytes, *, socks5: tuple[str, int] | 
 def client_argv(connect: str, send_file: str | Path, *, socks5: str | None = None,
                 http_connect: str | None = None, expect_reply: bool = False,
                 hold: float | None = None, udp: bool = False,
-                python: str = sys.executable) -> list[str]:
+                python: str = sys.executable, socks4: str | None = None) -> list[str]:
     """The command line that runs this client by path (no PYTHONPATH needed)."""
     argv = [python, str(Path(__file__).resolve()), "--connect", connect,
             "--send-file", str(send_file)]
     if socks5:
         argv += ["--socks5", socks5]
+    if socks4:
+        argv += ["--socks4", socks4]
     if http_connect:
         argv += ["--http-connect", http_connect]
     if expect_reply:
@@ -322,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connect", required=True, type=_host_port_arg, metavar="HOST:PORT")
     proxies = parser.add_mutually_exclusive_group()
     proxies.add_argument("--socks5", type=_host_port_arg, metavar="HOST:PORT")
+    proxies.add_argument("--socks4", type=_host_port_arg, metavar="HOST:PORT")
     proxies.add_argument("--http-connect", type=_host_port_arg, metavar="HOST:PORT")
     parser.add_argument("--send-file", required=True, metavar="PAYLOAD.bin")
     parser.add_argument("--expect-reply", action="store_true",
@@ -336,12 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = Path(args.send_file).read_bytes()
     except OSError as exc:
         parser.error(f"--send-file: {exc}")
-    if args.udp and (args.socks5 or args.http_connect):
+    if args.udp and (args.socks5 or args.socks4 or args.http_connect):
         parser.error("--udp cannot go through a proxy")
     host, port = args.connect
     report = exchange(host, port, payload, socks5=args.socks5, http_proxy=args.http_connect,
                       expect_reply=args.expect_reply, hold=args.hold, udp=args.udp,
-                      timeout=args.timeout)
+                      timeout=args.timeout, socks4=args.socks4)
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
     return 0

@@ -31,7 +31,8 @@ from .netclient import (
 )
 
 __all__ = [
-    "RecordingServer", "Socks5Proxy", "HttpConnectProxy", "Spawned", "end_tree", "descendants",
+    "RecordingServer", "Socks5Proxy", "Socks4Proxy", "HttpConnectProxy", "Spawned", "end_tree",
+    "descendants",
     "require_tools",
     # the client side of the proxies, from .netclient
     "SOCKS5_REPLIES", "ProxyError", "http_connect", "is_test_address", "socks5_connect",
@@ -559,6 +560,61 @@ class Socks5Proxy(_Proxy):
             return
         try:
             self._answer(conn, 0x00, upstream.getsockname()[:2])
+            self._relay(conn, upstream)
+        finally:
+            self._untrack(upstream)
+
+
+class Socks4Proxy(_Proxy):
+    """SOCKS4 CONNECT, and SOCKS4a (address 0.0.0.x, then a host name). A
+    name resolves through `names` only; anything refused or failed is
+    answered 0x5B. `requests` records each (host, port) asked for."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 names: dict[str, str] | None = None, connect_timeout: float = 5.0):
+        super().__init__(host, port, names, connect_timeout)
+
+    def __enter__(self) -> "Socks4Proxy":
+        return super().__enter__()
+
+    @staticmethod
+    def _answer(conn: socket.socket, granted: bool) -> None:
+        conn.sendall(b"\x00" + (b"\x5a" if granted else b"\x5b") + b"\x00" * 6)
+
+    @staticmethod
+    def _until_nul(conn: socket.socket) -> bytes:
+        data = bytearray()
+        while len(data) <= 255:
+            byte = _recv_exact(conn, 1)
+            if byte == b"\x00":
+                return bytes(data)
+            data += byte
+        raise ConnectionError("SOCKS4 field too long")
+
+    def handle(self, conn: socket.socket, peer) -> None:
+        conn.settimeout(10)
+        version, command = _recv_exact(conn, 2)
+        if version != 4:
+            return
+        port = struct.unpack(">H", _recv_exact(conn, 2))[0]
+        address = _recv_exact(conn, 4)
+        self._until_nul(conn)                      # user id
+        if address[:3] == b"\x00\x00\x00" and address[3] != 0:
+            host = self._until_nul(conn).decode("latin-1")
+            ip = self.resolve(host)
+        else:
+            host = ip = socket.inet_ntop(socket.AF_INET, address)
+        self._record(host, port)
+        if command != 1 or ip is None or not is_test_address(ip):
+            self._answer(conn, False)
+            return
+        try:
+            upstream = self._open_upstream(ip, port)
+        except OSError:
+            self._answer(conn, False)
+            return
+        try:
+            self._answer(conn, True)
             self._relay(conn, upstream)
         finally:
             self._untrack(upstream)

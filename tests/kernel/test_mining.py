@@ -21,7 +21,7 @@ import pytest
 from guard.control import request
 
 from .agentproc import ROOT, GuardedCgroup
-from .netfixtures import HttpConnectProxy, RecordingServer, Socks5Proxy
+from .netfixtures import HttpConnectProxy, RecordingServer, Socks4Proxy, Socks5Proxy
 from .tunnelstandins import client_hello
 
 PAYLOADS = sorted((ROOT / "tests/fixtures/payloads").glob("*.bin"))
@@ -146,10 +146,13 @@ def test_a_pool_on_port_443_is_blocked_all_the_same(guarded):
     assert event["detection"]["dialect"] == "stratum-v1"
 
 
-@pytest.mark.parametrize("proxy_kind", ["socks5", "http-connect"])
+PROXIES = {"socks5": Socks5Proxy, "socks4": Socks4Proxy, "http-connect": HttpConnectProxy}
+
+
+@pytest.mark.parametrize("proxy_kind", list(PROXIES))
 def test_through_a_proxy_the_first_payload_after_the_handshake_is_held(guarded, proxy_kind):
     guard = guarded("block")
-    proxy_class = Socks5Proxy if proxy_kind == "socks5" else HttpConnectProxy
+    proxy_class = PROXIES[proxy_kind]
     with RecordingServer() as pool, proxy_class(names={"pool.test": "127.0.0.1"}) as proxy:
         outcome = guard.outcome("pool.test", pool.port, STRATUM,
                                 f"--{proxy_kind}", f"127.0.0.1:{proxy.port}")
@@ -161,10 +164,10 @@ def test_through_a_proxy_the_first_payload_after_the_handshake_is_held(guarded, 
     assert event["detection"]["dialect"] == "stratum-v1"
 
 
-@pytest.mark.parametrize("proxy_kind", ["socks5", "http-connect"])
+@pytest.mark.parametrize("proxy_kind", list(PROXIES))
 def test_a_proxy_request_naming_a_pool_domain_is_a_detection(guarded, proxy_kind):
     guard = guarded("block")
-    proxy_class = Socks5Proxy if proxy_kind == "socks5" else HttpConnectProxy
+    proxy_class = PROXIES[proxy_kind]
     with RecordingServer() as pool, proxy_class(names={POOL_DOMAIN: "127.0.0.1"}) as proxy:
         outcome = guard.outcome(POOL_DOMAIN, pool.port, STRATUM,
                                 f"--{proxy_kind}", f"127.0.0.1:{proxy.port}")

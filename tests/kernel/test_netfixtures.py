@@ -21,7 +21,7 @@ from guard.classify.tunnels import (
 
 from .netclient import client_argv, parse_report
 from .netfixtures import (
-    HttpConnectProxy, ProxyError, RecordingServer, Socks5Proxy, Spawned, http_connect,
+    HttpConnectProxy, ProxyError, RecordingServer, Socks4Proxy, Socks5Proxy, Spawned, http_connect,
     require_tools, socks5_connect,
 )
 from .sshd import TOOLS as SSH_TOOLS, Sshd, free_port, is_listening, wait_listening
@@ -122,6 +122,27 @@ def test_socks5_relays_both_ways(target):
             assert sock.recv(16) == b"welcome"
         assert server.wait_for_bytes(9) == b"subscribe"
         assert proxy.requests == [(name, server.port)]
+
+
+@pytest.mark.parametrize("target", ["ipv4", "socks4a-name"])
+def test_socks4_relays_both_ways(tmp_path, target):
+    with RecordingServer(reply=b"welcome") as server, \
+            Socks4Proxy(names={"pool.example.test": "127.0.0.1"}) as proxy:
+        name = "pool.example.test" if target == "socks4a-name" else "127.0.0.1"
+        report = run_netclient(tmp_path, f"{name}:{server.port}", b"subscribe",
+                               socks4=proxy.host_port, expect_reply=True, hold=5)
+        assert report["error"] is None and report["received"] == len(b"welcome"), report
+        assert server.wait_for_bytes(9) == b"subscribe"
+        assert proxy.requests == [(name, server.port)]
+
+
+def test_socks4_refusals(tmp_path):
+    with Socks4Proxy() as proxy:
+        unknown = run_netclient(tmp_path, "nowhere.test:80", b"x", socks4=proxy.host_port)
+        outside = run_netclient(tmp_path, "192.0.2.1:80", b"x", socks4=proxy.host_port)
+    for report in (unknown, outside):       # refused (0x5B), never dialled
+        assert report["stage"] == "proxy" and report["error"].startswith("proxy: 91"), report
+    assert proxy.requests == [("nowhere.test", 80), ("192.0.2.1", 80)]
 
 
 def test_socks5_refusals():
