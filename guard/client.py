@@ -30,11 +30,12 @@ class ControlError(Exception):
     """The agent could not be reached or refused the request."""
 
 
-def read_line(conn: socket) -> bytes:
-    """Bytes up to and including the first newline (or the peer's end)."""
+def read_line(conn: socket, receive=None) -> bytes:
+    """Bytes up to and including the first newline (or the peer's end).
+    receive(conn) reads one chunk (default: conn.recv)."""
     chunks, size = [], 0
     while True:
-        chunk = conn.recv(65536)
+        chunk = receive(conn) if receive is not None else conn.recv(65536)
         if not chunk:
             break
         chunks.append(chunk)

@@ -110,23 +110,16 @@ _FILES_SPACE = socket.CMSG_SPACE(MAX_FILES * 4)
 def _read_request(conn: socket.socket, files: list[int]) -> bytes:
     """read_line(), keeping the descriptors that came with the bytes (in
     files, which the caller closes, even when this raises)."""
-    chunks, size = [], 0
-    while True:
-        chunk, ancillary, flags, _address = conn.recvmsg(65536, _FILES_SPACE, socket.MSG_CMSG_CLOEXEC)
+    def receive(conn: socket.socket) -> bytes:
+        chunk, ancillary, flags, _address = conn.recvmsg(65536, _FILES_SPACE,
+                                                         socket.MSG_CMSG_CLOEXEC)
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 files.extend(array.array("i", data[:len(data) - len(data) % 4]))
         if flags & socket.MSG_CTRUNC:
             raise ValueError(f"more than {MAX_FILES} files")
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if chunk.endswith(b"\n"):
-            break
-        if size > REQUEST_LIMIT:
-            raise ValueError("request too large")
-    return b"".join(chunks)
+        return chunk
+    return read_line(conn, receive)
 
 
 def _send(conn: socket.socket, response: dict[str, Any]) -> None:
