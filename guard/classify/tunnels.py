@@ -746,10 +746,6 @@ def _http_head(data: bytes) -> tuple[str, dict[str, str]] | None:
     return http_head_fields(data.split(b"\r\n\r\n", 1)[0].decode("latin-1"))
 
 
-def _http_host(data: bytes) -> str | None:
-    return _host_of(_http_head(data))
-
-
 def _host_of(parsed: tuple[str, dict[str, str]] | None) -> str | None:
     """The Host header, or a CONNECT request's target, of a parsed HTTP head."""
     if parsed is None:
