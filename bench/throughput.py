@@ -276,16 +276,24 @@ def latency_rows(a: list[dict], b: list[dict]) -> list[tuple]:
     return rows
 
 
-def attached(path: Path) -> str:
-    """Programs attached to this cgroup itself, as bpftool lists them."""
+def cgroup_programs(path: Path) -> list[dict]:
+    """bpftool's JSON for the programs attached to this cgroup itself."""
     bpftool = shutil.which("bpftool")
     if not bpftool:
-        return "(bpftool not installed)"
+        raise RuntimeError("bpftool not installed")
     result = subprocess.run([bpftool, "-j", "cgroup", "show", str(path)],
                             capture_output=True, text=True)
     if result.returncode:
-        return f"(bpftool: {result.stderr.strip()})"
-    progs = json.loads(result.stdout.strip() or "[]")
+        raise RuntimeError(f"bpftool: {result.stderr.strip()}")
+    return json.loads(result.stdout.strip() or "[]")
+
+
+def attached(path: Path) -> str:
+    """Programs attached to this cgroup itself, as bpftool lists them."""
+    try:
+        progs = cgroup_programs(path)
+    except RuntimeError as exc:
+        return f"({exc})"
     return ", ".join(f"{p.get('attach_type')}:{p.get('name')}" for p in progs) or "none"
 
 
@@ -304,9 +312,7 @@ def bpf_stats():
 
 def program_runs(path: Path) -> dict[str, tuple[int, int]]:
     """(run time ns, run count) of each program attached to this cgroup."""
-    shown = subprocess.run(["bpftool", "-j", "cgroup", "show", str(path)],
-                           capture_output=True, text=True, check=True)
-    ids = {p["id"] for p in json.loads(shown.stdout.strip() or "[]")}
+    ids = {p["id"] for p in cgroup_programs(path)}
     listed = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                             check=True)
     return {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0))
