@@ -19,6 +19,7 @@ import errno
 import os
 import selectors
 import signal
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from .policy import (Policy, PolicyError, Problem, Workload, default_policy, pol
                      select_policy)
 from .policy_fast import FastPolicy, gc_paused, load_policy_set, read_policy_set
 from .process import ProcessTable
+from .scheduling import CpuShare, lateness_s
 
 # After a batch, let the next one gather before waiting again: the ring wakes
 # its reader only when the reader had caught up, so a busy cgroup costs one
@@ -106,7 +108,8 @@ class Agent:
                  state_dir: str | None = None, metrics_address: tuple[str, int] | None = None,
                  runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS,
                  kube_api: tuple[str, str, str | None, str | None] | None = None,
-                 unselected: str = "default", hold_timeout_ms: int = HOLD_TIMEOUT_MS_DEFAULT):
+                 unselected: str = "default", hold_timeout_ms: int = HOLD_TIMEOUT_MS_DEFAULT,
+                 scheduling: str = "background"):
         # what nothing selects: the embedded default, or left unguarded
         self._unselected = unselected
         self.policies = self._with_fallback(policy)
@@ -120,6 +123,7 @@ class Agent:
         self.discover = not cgroup_specs
         self._ring_size = ring_size
         self._hold_timeout_ms = hold_timeout_ms
+        self._cpu = CpuShare(scheduling)   # the loop's scheduling policy (see scheduling.py)
         self.detector = Detector()
         self._responder: Responder | None = None
         self._detections_by: dict[tuple[str, str], int] = {}
@@ -643,29 +647,39 @@ class Agent:
         if self._control:
             selector.register(self._control.fileno(), selectors.EVENT_READ, "control")
         last_tick = last_losses = 0.0
+        self._cpu.pace(0.0)
         try:
             while not (self._stopping or should_stop()):
                 batched = False
                 for key, _ in selector.select(timeout=TICK_S):
                     if key.data == "ring":
                         self._ring.consume()
+                        written = _written_ns(self._pending[0]) if self._pending else 0
+                        if written:
+                            self._cpu.pace(lateness_s(written))
                         batched = self._drain() > 0
                     else:
-                        self._control.handle(self._answer)
-                        self._finish_pending()
+                        with self._cpu.foreground():
+                            self._control.handle(self._answer)
+                            self._finish_pending()
                 now = time.monotonic()
                 if self._metrics:
                     self._metrics.loop_turned()
                 if now - last_tick >= TICK_S:
+                    if last_tick:
+                        self._cpu.pace(now - last_tick - TICK_S)   # a late tick: starved
                     last_tick = now
-                    self._tick(now)
+                    with self._cpu.foreground():
+                        self._tick(now)
                 if now - last_losses >= LOSS_REPORT_INTERVAL_S:
                     last_losses = now
                     self._report_losses()
+                self.writer.flush()   # what the tick or an answer wrote, if anything
                 if batched:
                     time.sleep(BATCH_WINDOW_S)
         finally:
             selector.close()
+            self._cpu.restore()
 
     def _tick(self, now: float) -> None:
         self._maps.heartbeat(self._heartbeat_timeout_ms)
@@ -1024,6 +1038,7 @@ class Agent:
             "events": self.stats.events,
             "reloads": self.stats.reloads,
             "ring_size": self._ring_size,
+            "scheduling": self._scheduling_state(),
             "uptime_s": round((time.monotonic_ns() - self._started_ns) / 1e9, 3),
         }
 
@@ -1054,6 +1069,13 @@ class Agent:
                 ({"action": name.removeprefix("verdict_")}, value)
                 for name, value in counters.items() if name.startswith("verdict_")]
         return snapshot
+
+    def _scheduling_state(self) -> dict[str, Any]:
+        state = {"mode": self._cpu.mode, "in_force": "background" if self._cpu.enabled
+                 else "normal"}
+        if self._cpu.refused:
+            state["refused"] = self._cpu.refused
+        return state
 
     def _agent_event(self, state: str) -> dict:
         event = {"ts": self.clock.now(), "kind": "agent", "state": state, **self.status()}
@@ -1137,6 +1159,15 @@ def _file_state(path: str | None) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+_WRITTEN_NS = struct.Struct("=Q")   # guard_event_header.ktime_ns, after kind and size
+
+
+def _written_ns(raw: bytes) -> int:
+    """When the kernel wrote a record (CLOCK_BOOTTIME); 0 if it is too short
+    to say (decode reports it)."""
+    return _WRITTEN_NS.unpack_from(raw, 8)[0] if len(raw) >= 16 else 0
 
 
 def start_and_run_until_signalled(agent: Agent) -> None:

@@ -127,10 +127,17 @@ def doctor(as_json: bool) -> None:
               help="How long the kernel holds a suspect first payload, or a program stopped "
                    "at exec, for the agent's verdict before letting it go. 0: hold nothing "
                    "(detections then only report and act after the fact).")
+@click.option("--scheduling", type=click.Choice(["background", "normal"]), default="background",
+              show_default=True,
+              help="background: the agent handles events under SCHED_IDLE, so a workload that "
+                   "wakes up gets the CPU at once (enforcement is in the kernel and does not "
+                   "wait); it competes normally while it answers a reload or status and "
+                   "whenever it falls behind. normal: SCHED_OTHER throughout.")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
         metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
-        kube_api: str | None, node_name: str | None, hold_timeout_ms: int) -> None:
+        kube_api: str | None, node_name: str | None, hold_timeout_ms: int,
+        scheduling: str) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -156,7 +163,7 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
                   metrics_address=metrics,
                   runtime_sockets=runtime_sockets or DEFAULT_SOCKETS,
                   kube_api=_kube_api(kube_api, node_name), unselected=unselected,
-                  hold_timeout_ms=hold_timeout_ms)
+                  hold_timeout_ms=hold_timeout_ms, scheduling=scheduling)
     try:
         start_and_run_until_signalled(agent)
     except AgentError as exc:
@@ -247,6 +254,11 @@ def status(as_json: bool, socket_path: str) -> None:
                f"up {response['uptime_s']:.0f} s")
     click.echo(f"policy       {pol['name']} (generation {pol['generation']}, {pol['source']})")
     click.echo(f"enforcement  {response['enforcement']}")
+    scheduling = response.get("scheduling")   # absent from an older agent's answer
+    if scheduling:
+        refused = f" ({scheduling['mode']} refused: {scheduling['refused']})" \
+            if scheduling.get("refused") else ""
+        click.echo(f"scheduling   {scheduling['in_force']}{refused}")
     click.echo(f"cgroups      {len(response['cgroups'])} guarded")
     for cg in response["cgroups"]:
         click.echo(f"  {cg['path']} (id {cg['id']})")

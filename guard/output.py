@@ -117,13 +117,34 @@ def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], 
 
 
 class EventWriter:
-    """Writes one JSON object per line and flushes after each batch."""
+    """Writes one JSON object per line. Lines are kept until flush() (after
+    each batch of records, each answer, each tick) and go out in one write:
+    a reader of the stream (a pipe to a log collector, a terminal) wakes once
+    per batch, not once per event, whatever buffering the stream has
+    (PYTHONUNBUFFERED is common in container images). A batch that grows
+    past FLUSH_BYTES goes out at once."""
+
+    FLUSH_BYTES = 1 << 16
 
     def __init__(self, stream: IO[bytes]):
         self._stream = stream
+        self._lines: list[bytes] = []
+        self._size = 0
 
     def write(self, event: dict[str, Any]) -> None:
-        self._stream.write(orjson.dumps(event) + b"\n")
+        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self.FLUSH_BYTES:
+            self.flush()
 
     def flush(self) -> None:
+        if self._lines:
+            lines, self._lines, self._size = self._lines, [], 0
+            data = memoryview(b"".join(lines))
+            while data:
+                # a raw (unbuffered) stream may take part of it, e.g. a pipe
+                # write cut short by a signal; a buffered one returns it all
+                written = self._stream.write(data)
+                data = data[written if written is not None else len(data):]
         self._stream.flush()

@@ -94,13 +94,15 @@ _BLOCK_PORT = re.compile(rf"^[ ]*- ({_PORT})", re.M)
 def _target(end: str) -> str:
     """One target after its `- `: keys cidr, ports, protocol in this order,
     each optional, the first on the dash line; or {}. (?P=t) is the column of
-    the dash."""
+    the dash. A key after the first is in the column after the dash: one at
+    the start of a line (after a blank line, say) is not the target's, and
+    the match must not reach it."""
     cidr = rf"""cidr:[ ]+(?P<cq>["']?)(?P<c>[0-9A-Fa-f:.]+)(?:/(?P<l>[0-9]{{1,3}}))?(?P=cq){end}"""
     flow = rf"[ ]+\[[ ]*(?P<p>{_PORT}(?:[ ]*,[ ]*{_PORT})*)[ ]*\]{end}"
     block = rf"{end}(?P<pb>(?:(?P=t)[ ]{{2}}- {_PORT}{end})+|(?:(?P=t)[ ]{{4}}- {_PORT}{end})+)"
     return (rf"(?:\{{\}}{end}|(?=cidr:|ports:|protocol:)"
-            rf"(?:{cidr}(?:(?P=t)[ ][ ](?=ports:|protocol:))?)?"
-            rf"(?:ports:(?:{flow}|{block})(?:(?P=t)[ ][ ](?=protocol:))?)?"
+            rf"(?:{cidr}(?:(?P=t)[ ][ ](?=ports:|protocol:)|(?!ports:|protocol:)))?"
+            rf"(?:ports:(?:{flow}|{block})(?:(?P=t)[ ][ ](?=protocol:)|(?!protocol:)))?"
             rf"(?:protocol:[ ]+(?P<r>{_scalar('tcp|udp|any')}){end})?)")
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from guard import policy_fast
 from guard.compile import compile_policy
@@ -277,6 +277,8 @@ ALPHABET = " \n-:#'\"[]{},./0123456789abrnxy\t&*!|>"
 @given(st.integers(0, 50), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 3),
                                               st.sampled_from(ALPHABET)),
                                     min_size=1, max_size=3))
+# a blank line, then a target's `ports:` at the start of a line: not the target's
+@example(seed=0, edits=[(5191, 3, "\n")])
 def test_mutated_policies(seed, edits):
     text = varied_policy(seed)
     for position, length, character in edits:
