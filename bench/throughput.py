@@ -14,6 +14,8 @@ Rows (each a median over alternating rounds; the order flips every round,
 so drift and warm-up hit both sides alike):
 - iperf3 bulk TCP to a one-off `iperf3 -s -1` on 127.0.0.1, client in the
   cgroup, --seconds per run: received Gbit/s. Target ratio >= 0.97.
+  The same with client and server pinned to one CPU (iperf3 -A): the
+  guard's cost against one CPU's budget, with far less spread.
 - a benign flow's first payload: a Python client in the cgroup (one process
   for all --connections, so start-up is not measured) connects to a small
   loopback echo server, sends an HTTP GET and waits for the echo; connect
@@ -63,6 +65,11 @@ from guard.sandbox import TempCgroup  # noqa: E402
 from procstat import memory_kib  # noqa: E402
 
 HOST = "127.0.0.1"
+# Bulk runs again with iperf3's client and server both on this CPU: the
+# transfer is then bound by one CPU, so the guard's per-packet cost shows in
+# full, and the run-to-run spread (2 vCPU VM: 13-33 Gbit/s across CPUs) falls
+# to a few percent.
+ONE_CPU = 0
 
 #: A loopback echo server: echoes what each connection sends until it closes.
 ECHO_SERVER = r"""
@@ -217,10 +224,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def iperf3_gbits(cg: TempCgroup, seconds: int) -> float:
-    """One iperf3 run, client in cg, a fresh one-off server outside it."""
+def iperf3_gbits(cg: TempCgroup, seconds: int, cpu: int | None = None) -> float:
+    """One iperf3 run, client in cg, a fresh one-off server outside it; with
+    cpu, both pinned to that CPU (iperf3 -A)."""
     port = free_port()
-    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", HOST, "-p", str(port), "--forceflush"],
+    pinned = ["-A", str(cpu)] if cpu is not None else []
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", HOST, "-p", str(port), "--forceflush",
+                               *pinned],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = server.stdout.readline()
@@ -228,7 +238,7 @@ def iperf3_gbits(cg: TempCgroup, seconds: int) -> float:
             line = server.stdout.readline()
         if not line:
             raise RuntimeError("iperf3 server did not start")
-        result = cg.run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-J"],
+        result = cg.run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-J", *pinned],
                         timeout=seconds + 60, text=True)
         report = json.loads(result.stdout)
         if result.returncode or "error" in report:
@@ -357,6 +367,9 @@ def main() -> int:
             def bulk(cg):
                 return lambda: iperf3_gbits(cg, args.seconds)
 
+            def bulk_one_cpu(cg):
+                return lambda: iperf3_gbits(cg, args.seconds, cpu=ONE_CPU)
+
             client = workdir / "latency_client.py"
             client.write_text(LATENCY_CLIENT)
 
@@ -377,6 +390,7 @@ def main() -> int:
                 hooks, sibling_hooks = attached(guarded.path), attached(sibling.path)
                 rss_ready = agent.rss_kib()
                 bulk_gu = alternate(args.rounds, bulk(guarded), bulk(sibling))
+                one_cpu_gu = alternate(args.rounds, bulk_one_cpu(guarded), bulk_one_cpu(sibling))
                 lat_gu = alternate(args.rounds, latency_guarded_counted, latency(sibling))
                 try:
                     with agent.paused():
@@ -400,6 +414,7 @@ def main() -> int:
             # noise floor: the same two cgroups once the agent has detached
             # (measured second, so an agent that fails to start fails fast)
             floor_bulk = alternate(args.rounds, bulk(guarded), bulk(sibling))
+            floor_one_cpu = alternate(args.rounds, bulk_one_cpu(guarded), bulk_one_cpu(sibling))
             floor_lat = alternate(args.rounds, latency(guarded), latency(sibling))
     finally:
         if echo.poll() is None:
@@ -417,10 +432,13 @@ def main() -> int:
           f"{'ratio':>6} | {'target':>7} | {'paired ratio':>12} |")
     print(f"|{'-' * 42}|{'-' * 17}|{'-' * 16}|{'-' * 8}|{'-' * 9}|{'-' * 14}|")
     for label, (a, b), target in (("noise floor: no agent, A vs sibling", floor_bulk, "~1.00"),
-                                  ("A guarded vs sibling unguarded", bulk_gu, ">= 0.97")):
+                                  ("A guarded vs sibling unguarded", bulk_gu, ">= 0.97"),
+                                  ("one CPU: no agent, A vs sibling", floor_one_cpu, "~1.00"),
+                                  ("one CPU: A guarded vs sibling", one_cpu_gu, ">= 0.97")):
         print(f"| {label:<40} | {med(a):>15.2f} | {med(b):>14.2f} | {med(a) / med(b):>6.3f} | "
               f"{target:>7} | {med(x / y for x, y in zip(a, b)):>12.3f} |")
-    for label, (a, b) in (("no agent", floor_bulk), ("A guarded", bulk_gu)):
+    for label, (a, b) in (("no agent", floor_bulk), ("A guarded", bulk_gu),
+                          ("one CPU, no agent", floor_one_cpu), ("one CPU, A guarded", one_cpu_gu)):
         print(f"  rounds, {label}: A " + " ".join(f"{x:.1f}" for x in a)
               + " | sibling " + " ".join(f"{x:.1f}" for x in b))
 
