@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from guard.classify.ssh import classify_ssh_banner  # noqa: E402
 from guard.classify.stratum import classify_payload  # noqa: E402
 from guard.classify.tunnels import classify_tunnel_payload  # noqa: E402
+from guard.classify.tls import forget_client_hellos  # noqa: E402
 
 PAYLOADS = ROOT / "tests" / "fixtures" / "payloads"
 
@@ -163,6 +164,17 @@ def benign_corpus() -> list[Sample]:
     return [Sample(name, "benign", payload, port) for name, port, payload in samples]
 
 
+def fresh(fn: Callable[[bytes, int], list]) -> Callable[[bytes, int], list]:
+    """fn as it meets a flow's first payload: the agent never sees the same
+    ClientHello twice (its random differs per connection), so the hello
+    cache, which spares the second classifier a second parse of the same
+    payload, starts empty on every call here too."""
+    def call(payload: bytes, port: int) -> list:
+        forget_client_hellos()
+        return fn(payload, port)
+    return call
+
+
 def _all_three(payload: bytes, port: int) -> list:
     return (classify_payload(payload, dst_port=port) + classify_tunnel_payload(payload, port)
             + classify_ssh_banner(payload, port))
@@ -170,11 +182,13 @@ def _all_three(payload: bytes, port: int) -> list:
 
 #: name -> f(payload, port); the floor first, the agent's path last
 CLASSIFIERS: dict[str, Callable[[bytes, int], list]] = {
-    "floor: no-op call + clock": lambda payload, port: [],
-    "stratum.classify_payload": lambda payload, port: classify_payload(payload, dst_port=port),
-    "tunnels.classify_tunnel_payload": lambda payload, port: classify_tunnel_payload(payload, port),
-    "ssh.classify_ssh_banner": lambda payload, port: classify_ssh_banner(payload, port),
-    "all three (the agent's path)": _all_three,
+    "floor: no-op call + clock": fresh(lambda payload, port: []),
+    "stratum.classify_payload": fresh(lambda payload, port: classify_payload(payload,
+                                                                             dst_port=port)),
+    "tunnels.classify_tunnel_payload": fresh(lambda payload, port:
+                                             classify_tunnel_payload(payload, port)),
+    "ssh.classify_ssh_banner": fresh(lambda payload, port: classify_ssh_banner(payload, port)),
+    "all three (the agent's path)": fresh(_all_three),
 }
 
 

@@ -455,8 +455,8 @@ def main() -> int:
                   f"{pb:>11.1f} | {pa / pb:>6.3f} |")
 
     bulk_ns = sum(ns for ns, _ in bulk_costs.values())
-    print(f"\nkernel time in the guarded cgroup's programs (kernel.bpf_stats_enabled, one more "
-          f"run of each; timing adds a little):")
+    print("\nkernel time in the guarded cgroup's programs (kernel.bpf_stats_enabled, one more "
+          "run of each; timing adds a little):")
     print(f"- bulk TCP, {args.seconds} s at {bulk_timed:.1f} Gbit/s: {bulk_ns / 1e6:.1f} ms, "
           f"{bulk_ns / (args.seconds * 1e9) * 100:.2f}% of one CPU; "
           + ", ".join(f"{name} {runs} runs x {ns / runs:.0f} ns"

@@ -81,6 +81,8 @@ def doctor(as_json: bool) -> None:
             for key in ("egress", "raw_sockets", "packet_sockets", "exec_kill", "exec_hold",
                         "payloads", "socket_reset", "reverse_shell", "note"):
                 click.echo(f"  {key}: {report.enforcement[key]}")
+        mode = "background" if report.scheduling["background"] else "normal"
+        click.echo(f"scheduling     {mode}: {report.scheduling['detail']}")
         for reason in report.missing:
             click.echo(f"missing: {reason}", err=True)
         click.echo("ready: yes" if report.ok else "ready: no")

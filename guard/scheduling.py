@@ -46,7 +46,7 @@ class CpuShare:
         self._policy: int | None = None     # what this object last set
         # why background is off although asked for (None: it is on, or not asked)
         self.refused: str | None = None
-        if mode == "background" and not _can_leave_idle():
+        if mode == "background" and not can_leave_idle():
             # a thread without CAP_SYS_NICE could enter SCHED_IDLE but never
             # come back for a reload or when behind: better not to enter it
             self.refused = "no CAP_SYS_NICE to leave SCHED_IDLE again"
@@ -101,7 +101,7 @@ def lateness_s(ktime_boot_ns: int) -> float:
     return (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - ktime_boot_ns) / 1e9
 
 
-def _can_leave_idle() -> bool:
+def can_leave_idle() -> bool:
     try:
         with open("/proc/self/status", "rb") as status:
             for line in status:

@@ -14,6 +14,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 
 from ..cgroups import CgroupError, cgroup2_mount
+from ..scheduling import can_leave_idle
 from . import libbpf
 from .loader import BpfObject, LibbpfError, object_path
 
@@ -66,6 +67,8 @@ class Report:
     mechanisms: dict[str, Mechanism] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     enforcement: dict[str, object] = field(default_factory=dict)
+    # what `run --scheduling background` gets here (guard/scheduling.py)
+    scheduling: dict[str, object] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -137,9 +140,18 @@ def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
     }
 
 
+def _scheduling() -> dict[str, object]:
+    if can_leave_idle():
+        return {"background": True, "detail": "the agent's loop runs under SCHED_IDLE, "
+                                              "SCHED_OTHER for answers and when behind"}
+    return {"background": False, "detail": "no CAP_SYS_NICE: the agent's loop stays under "
+                                           "SCHED_OTHER (it could not leave SCHED_IDLE again)"}
+
+
 def probe() -> Report:
     report = Report(kernel=platform.release(), arch=platform.machine(), libbpf=None,
-                    btf=os.path.exists(BTF_PATH), cgroup2=None, root=os.geteuid() == 0)
+                    btf=os.path.exists(BTF_PATH), cgroup2=None, root=os.geteuid() == 0,
+                    scheduling=_scheduling())
     try:
         report.cgroup2 = str(cgroup2_mount())
     except CgroupError as exc:

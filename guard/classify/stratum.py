@@ -51,6 +51,7 @@ import orjson
 
 from guard.classify import Finding, http_head_fields
 from guard.classify.miner import Indicators, load_indicators
+from guard.classify.tls import parse_tls_client_hello
 
 #: Bytes of a sample looked at: first messages are small (XMRig's login is
 #: under 1 KiB), and the bound keeps a hostile payload cheap.
@@ -60,8 +61,6 @@ MAX_SAMPLE = 8 * 1024
 MAX_JSON_LINES = 8
 MAX_JSON_TOKENS = 1024
 EVIDENCE_CHARS = 200
-#: A ClientHello may be larger than MAX_SAMPLE (post-quantum key shares).
-MAX_TLS_SAMPLE = 4 * (5 + 16384)
 
 STRATUM_V1 = "stratum-v1"
 STRATUM_V1_BIP310 = "stratum-v1-bip310"
@@ -487,156 +486,7 @@ def _stratum_v2(data: bytes) -> list[Finding]:
 
 
 # --------------------------------------------------------------------------
-# TLS ClientHello
-
-
-@dataclass(frozen=True)
-class ClientHello:
-    """What a ClientHello says about where it goes."""
-    server_name: str | None         # SNI host name; None when absent or not seen
-    alpn: tuple[str, ...]
-    complete: bool                  # the extensions were seen whole: a missing SNI is really missing
-
-
-class _Reader:
-    """Bounds-checked reads from a byte string; None once data runs out."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.position = 0
-
-    def take(self, size: int) -> bytes | None:
-        chunk = self.data[self.position:self.position + size]
-        if len(chunk) < size:
-            return None
-        self.position += size
-        return chunk
-
-    def number(self, size: int) -> int | None:
-        chunk = self.take(size)
-        return None if chunk is None else int.from_bytes(chunk, "big")
-
-    def vector(self, length_size: int) -> bytes | None:
-        size = self.number(length_size)
-        return None if size is None else self.take(size)
-
-
-def _tls_handshake_bytes(data: bytes) -> bytes | None:
-    """Handshake bytes from consecutive TLS handshake records (a large
-    ClientHello may span records); None unless data starts with one."""
-    if len(data) < 6 or data[0] != 0x16 or data[1] != 0x03 or data[2] > 0x04:
-        return None
-    chunks = []
-    position = 0
-    for _ in range(4):
-        if position + 5 > len(data) or data[position] != 0x16 or data[position + 1] != 0x03:
-            break
-        size = int.from_bytes(data[position + 3:position + 5], "big")
-        if size == 0 or size > 16384 + 2048:
-            break
-        fragment = data[position + 5:position + 5 + size]
-        chunks.append(fragment)
-        position += 5 + size
-        if len(fragment) < size:
-            break
-    return b"".join(chunks) if chunks else None
-
-
-_PRINTABLE = re.compile(rb"[\x21-\x7e]{1,255}")
-
-
-def _host_text(raw: bytes) -> str:
-    """An SNI as text; odd bytes replaced so they can never match a domain list."""
-    if _PRINTABLE.fullmatch(raw):
-        return raw.decode("ascii").lower()
-    return "".join(chr(b).lower() if 0x21 <= b < 0x7F else "?" for b in raw[:255])
-
-
-def _server_name(body: bytes) -> str | None:
-    names = _Reader(body).vector(2)
-    reader = _Reader(names or b"")
-    while names is not None:
-        name_type = reader.number(1)
-        name = reader.vector(2)
-        if name_type is None or name is None:
-            return None
-        if name_type == 0:
-            return _host_text(name)
-    return None
-
-
-def _alpn(body: bytes) -> tuple[str, ...]:
-    # offsets rather than a _Reader: this runs for every TLS flow
-    if len(body) < 2:
-        return ()
-    end = min(len(body), 2 + (body[0] << 8 | body[1]))
-    found = []
-    position = 2
-    while position < end and len(found) < 16:
-        stop = position + 1 + body[position]
-        if stop > end:
-            break
-        found.append(body[position + 1:stop].decode("ascii", "replace"))
-        position = stop
-    return tuple(found)
-
-
-def parse_tls_client_hello(payload: bytes) -> ClientHello | None:
-    """The SNI and ALPN of a TLS ClientHello at the start of payload; None if
-    it does not start with one. A truncated hello yields what was seen, with
-    complete=False."""
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        return None
-    data = bytes(payload[:MAX_TLS_SAMPLE])
-    handshake = _tls_handshake_bytes(data)
-    if not handshake or handshake[0] != 0x01:
-        return None
-    if len(handshake) < 4:
-        return ClientHello(None, (), False)
-    length = int.from_bytes(handshake[1:4], "big")
-    body = handshake[4:4 + length]
-    if len(body) < 2:
-        return ClientHello(None, (), False)
-    if body[0] != 0x03:             # legacy_version 3.x
-        return None
-    extensions = _extensions_block(body)
-    if extensions is None:
-        return ClientHello(None, (), False)
-    server_name, alpn = None, ()
-    position, size = 0, len(extensions)
-    # a plain loop over the type/length headers: this runs for every TLS flow
-    while position + 4 <= size:
-        kind = extensions[position] << 8 | extensions[position + 1]
-        end = position + 4 + (extensions[position + 2] << 8 | extensions[position + 3])
-        if end > size:
-            break
-        if kind == 0x0000:
-            server_name = _server_name(extensions[position + 4:end])
-        elif kind == 0x0010:
-            alpn = _alpn(extensions[position + 4:end])
-        position = end
-    return ClientHello(server_name, alpn, len(body) == length and position == size)
-
-
-def _extensions_block(body: bytes) -> bytes | None:
-    """The extensions after legacy_version, random, session id, cipher
-    suites and compression methods; shorter than announced when the hello
-    was cut. Plain offsets: this runs for every TLS flow."""
-    size = len(body)
-    position = 2 + 32                                   # legacy_version, random
-    if position >= size:
-        return None
-    position += 1 + body[position]                      # session id
-    if position + 2 > size:
-        return None
-    position += 2 + (body[position] << 8 | body[position + 1])  # cipher suites
-    if position >= size:
-        return None
-    position += 1 + body[position]                      # compression methods
-    if position + 2 > size:
-        return None
-    total = body[position] << 8 | body[position + 1]
-    return body[position + 2:position + 2 + total]
+# TLS ClientHello (read by guard/classify/tls.py)
 
 
 _HTTP_ALPN = frozenset({"h2", "h3", "http/1.1", "http/1.0", "spdy/3.1"})
@@ -682,6 +532,29 @@ def _printable_host(raw: bytes) -> str | None:
     if not raw or not all(0x21 <= b < 0x7F for b in raw):
         return None
     return raw.decode("ascii")
+
+
+class _Reader:
+    """Bounds-checked reads from a byte string; None once data runs out."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.position = 0
+
+    def take(self, size: int) -> bytes | None:
+        chunk = self.data[self.position:self.position + size]
+        if len(chunk) < size:
+            return None
+        self.position += size
+        return chunk
+
+    def number(self, size: int) -> int | None:
+        chunk = self.take(size)
+        return None if chunk is None else int.from_bytes(chunk, "big")
+
+    def vector(self, length_size: int) -> bytes | None:
+        size = self.number(length_size)
+        return None if size is None else self.take(size)
 
 
 def _socks5_greeting_length(data: bytes) -> int | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from guard.classify import Finding, http_head_fields
+from guard.classify.tls import parse_tls_client_hello
 
 #: How much of a payload or a script is looked at: first flights are small,
 #: and a bound keeps hostile input from costing more than it is worth.
@@ -703,36 +704,8 @@ def classify_tunnel_exec(argv: Sequence[str]) -> list[Finding]:
 
 def _tls_client_hello_sni(data: bytes) -> str | None:
     """The server name of a TLS ClientHello at the start of data, or None."""
-    if len(data) < 9 or data[0] != 0x16 or data[1] != 0x03 or data[5] != 0x01:
-        return None
-    record = data[5:5 + int.from_bytes(data[3:5], "big")]
-    hello = record[4:4 + int.from_bytes(record[1:4], "big")]
-    pos = 2 + 32                                           # legacy_version, random
-    if pos >= len(hello):
-        return None
-    pos += 1 + hello[pos]                                  # session id
-    pos += 2 + int.from_bytes(hello[pos:pos + 2], "big")   # cipher suites
-    if pos >= len(hello):
-        return None
-    pos += 1 + hello[pos]                                  # compression methods
-    end = min(len(hello), pos + 2 + int.from_bytes(hello[pos:pos + 2], "big"))
-    pos += 2
-    while pos + 4 <= end:
-        kind = int.from_bytes(hello[pos:pos + 2], "big")
-        size = int.from_bytes(hello[pos + 2:pos + 4], "big")
-        body = hello[pos + 4:pos + 4 + size]
-        pos += 4 + size
-        if kind != 0:                                      # server_name
-            continue
-        at = 2
-        while at + 3 <= len(body):
-            name_type, length = body[at], int.from_bytes(body[at + 1:at + 3], "big")
-            name = body[at + 3:at + 3 + length]
-            at += 3 + length
-            if name_type == 0 and name and name.isascii():
-                return name.decode("ascii").lower()
-        return None
-    return None
+    hello = parse_tls_client_hello(data)
+    return hello.server_name if hello else None
 
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"DELETE ",

@@ -9,6 +9,7 @@ import os
 import subprocess
 
 import pytest
+import yaml
 
 from guard.cgroups import cgroup2_mount
 
@@ -16,9 +17,16 @@ from ..conftest import ROOT
 
 BASE = "localhost/egress-guard-test-debian-base:latest"
 IMAGE = "localhost/egress-guard-test:latest"
-# as in deploy/kubernetes/daemonset.yaml
-CAPABILITIES = ["BPF", "PERFMON", "SYS_ADMIN", "NET_ADMIN", "KILL", "SYS_PTRACE",
-                "DAC_READ_SEARCH", "SYS_RESOURCE"]
+
+
+def daemonset_capabilities() -> list[str]:
+    """What deploy/kubernetes/daemonset.yaml gives the agent's container."""
+    daemonset = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "daemonset.yaml").read_text())
+    container, = daemonset["spec"]["template"]["spec"]["containers"]
+    return container["securityContext"]["capabilities"]["add"]
+
+
+CAPABILITIES = daemonset_capabilities()
 
 
 def host_ca_arguments() -> list[str]:
@@ -71,6 +79,8 @@ def test_image_runs_doctor_with_the_host_mounts(image):
     assert report["ok"] is True
     assert report["btf"] is True and report["cgroup2"]
     assert report["mechanisms"]["cgroup_sock_addr"]["available"] is True
+    # the DaemonSet's capabilities let the agent's loop run in the background
+    assert report["scheduling"]["background"] is True, report["scheduling"]
     # the image carries no compiler: the objects were built into the package
     tools = subprocess.run(["podman", "run", "--rm", "--runtime", "runc", "--entrypoint",
                             "/bin/sh", image, "-c", "command -v clang clang-16 gcc || true"],

@@ -147,8 +147,11 @@ def test_doctor_reports_this_host():
         assert isinstance(report["mechanisms"][name]["available"], bool)
         assert report["mechanisms"][name]["detail"]
     assert report["enforcement"]["level"]
+    # root has CAP_SYS_NICE: the agent's loop can run in the background
+    assert report["scheduling"]["background"] is True, report["scheduling"]
     human = egress_guard("doctor")
     assert human.returncode == 0 and "ready: yes" in human.stdout
+    assert "scheduling     background: " in human.stdout
     assert guard_programs() == []
 
 

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from guard.classify import Finding
 from guard.classify.miner import load_indicators
 from guard.classify.stratum import (
-    ClientHello, ProxyTarget, after_proxy_handshake, classify_payload, parse_proxy_request,
-    parse_tls_client_hello,
+    ProxyTarget, after_proxy_handshake, classify_payload, parse_proxy_request,
 )
+from guard.classify.tls import ClientHello, parse_tls_client_hello
 from tests.conftest import FIXTURES, ROOT
 
 PAYLOADS = FIXTURES / "payloads"

@@ -12,7 +12,7 @@ import pytest
 from guard import scheduling
 from guard.scheduling import BEHIND_S, CpuShare, lateness_s
 
-root_only = pytest.mark.skipif(not scheduling._can_leave_idle(),
+root_only = pytest.mark.skipif(not scheduling.can_leave_idle(),
                                reason="needs CAP_SYS_NICE (run as root)")
 
 
@@ -83,7 +83,7 @@ def test_normal_never_leaves_sched_other():
 
 
 def test_without_cap_sys_nice_background_is_refused_and_never_entered(monkeypatch):
-    monkeypatch.setattr(scheduling, "_can_leave_idle", lambda: False)
+    monkeypatch.setattr(scheduling, "can_leave_idle", lambda: False)
 
     def work():
         share = CpuShare("background")
