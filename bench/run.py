@@ -68,7 +68,9 @@ def policy_with_cidrs(path: Path, count: int, default_action: str) -> None:
 class Agent:
     """`egress-guard run` as a subprocess writing its events to a file, as a
     deployment would (a pipe to a reader process would compete for the same
-    cores as the measured loop)."""
+    cores as the measured loop), in a cgroup of its own, as systemd and the
+    DaemonSet give it (its loop then runs in the background: README, "The
+    agent's share of the CPUs")."""
 
     def __init__(self, policy: Path | None, cgroup: Path):
         self.events = Path(tempfile.mkdtemp(prefix="egress-guard-bench-")) / "events.jsonl"
@@ -81,14 +83,18 @@ class Agent:
 
     def __enter__(self):
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT,
-                                     env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        deadline = self.started + 60
-        while not (self.events.exists() and b'"ready"' in self.events.read_bytes()[:4096]):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise RuntimeError("agent did not become ready")
-            time.sleep(0.005)
+        self.own_cgroup = TempCgroup("egress-guard-bench-agent").__enter__()
+        try:
+            self.proc = self.own_cgroup.popen(self.argv, cwd=ROOT,
+                                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            deadline = self.started + 60
+            while not (self.events.exists() and b'"ready"' in self.events.read_bytes()[:4096]):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("agent did not become ready")
+                time.sleep(0.005)
+        except BaseException:
+            self.own_cgroup.close()   # ends the agent too
+            raise
         self.startup_s = time.monotonic() - self.started
         return self
 
@@ -96,9 +102,12 @@ class Agent:
         return memory_kib(self.proc.pid, field)
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        shutil.rmtree(self.events.parent, ignore_errors=True)
+        try:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        finally:
+            self.own_cgroup.close()
+            shutil.rmtree(self.events.parent, ignore_errors=True)
 
 
 def per_op_ns(cg: TempCgroup, argv: list[str], ops: int) -> float:

@@ -141,7 +141,9 @@ WARMUP_CONNECTIONS = 20
 class Agent:
     """`egress-guard run` guarding one cgroup; ready once its first line,
     {"kind": "agent", "state": "ready"}, arrives. Its later lines are read
-    and counted by kind (never kept), so the pipe never fills."""
+    and counted by kind (never kept), so the pipe never fills. It runs in a
+    cgroup of its own, as systemd and the DaemonSet give it (its loop then
+    runs in the background: README, "The agent's share of the CPUs")."""
 
     def __init__(self, cgroup: Path, workdir: Path, policy: str | None = None):
         self.argv = [sys.executable, "-m", "guard", "run", "--cgroup", str(cgroup),
@@ -155,8 +157,15 @@ class Agent:
     def __enter__(self) -> "Agent":
         self.started = time.monotonic()
         self._stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        self.own_cgroup = TempCgroup("egress-guard-bench-agent").__enter__()
+        try:
+            self.proc = self.own_cgroup.popen(self.argv, stdout=subprocess.PIPE,
+                                              stderr=self._stderr, cwd=ROOT,
+                                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        except BaseException:
+            self.own_cgroup.close()
+            self._stderr.close()
+            raise
         threading.Thread(target=self._read, daemon=True).start()
         try:
             if not self._ready.wait(60) or (self.ready_event or {}).get("state") != "ready":
@@ -203,14 +212,17 @@ class Agent:
         self.close()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._stderr.close()
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
+        finally:
+            self.own_cgroup.close()
+            self._stderr.close()
 
 
 def free_port() -> int:
@@ -411,6 +423,7 @@ def main() -> int:
                 time.sleep(0.5)     # let the agent write out the last events before counting
                 counts = dict(agent.counts)
                 startup = agent.startup_s
+                scheduling = agent.ready_event.get("scheduling")
             # noise floor: the same two cgroups once the agent has detached
             # (measured second, so an agent that fails to start fails fast)
             floor_bulk = alternate(args.rounds, bulk(guarded), bulk(sibling))
@@ -472,6 +485,7 @@ def main() -> int:
     print(f"\nagent: ready after {startup * 1000:.0f} ms; resident memory "
           f"{rss_ready / 1024:.1f} MiB at ready, {rss_now / 1024:.1f} MiB after the runs, "
           f"peak {rss_peak / 1024:.1f} MiB")
+    print(f"agent scheduling: {scheduling}")
     print("agent events by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
     return 0
 

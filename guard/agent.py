@@ -50,7 +50,7 @@ from .policy import (Policy, PolicyError, Problem, Workload, default_policy, pol
                      select_policy)
 from .policy_fast import FastPolicy, gc_paused, load_policy_set, read_policy_set
 from .process import ProcessTable
-from .scheduling import CpuShare, lateness_s
+from .scheduling import CpuShare, cgroup_company, lateness_s
 
 # After a batch, let the next one gather before waiting again: the ring wakes
 # its reader only when the reader had caught up, so a busy cgroup costs one
@@ -123,7 +123,8 @@ class Agent:
         self.discover = not cgroup_specs
         self._ring_size = ring_size
         self._hold_timeout_ms = hold_timeout_ms
-        self._cpu = CpuShare(scheduling)   # the loop's scheduling policy (see scheduling.py)
+        # the loop's scheduling policy (see scheduling.py)
+        self._cpu = CpuShare(scheduling, company=cgroup_company)
         self.detector = Detector()
         self._responder: Responder | None = None
         self._detections_by: dict[tuple[str, str], int] = {}
@@ -666,6 +667,7 @@ class Agent:
                 if self._metrics:
                     self._metrics.loop_turned()
                 if now - last_tick >= TICK_S:
+                    self._cpu.recheck()   # background only while the cgroup is its own
                     if last_tick:
                         self._cpu.pace(now - last_tick - TICK_S)   # a late tick: starved
                     last_tick = now
@@ -1071,10 +1073,9 @@ class Agent:
         return snapshot
 
     def _scheduling_state(self) -> dict[str, Any]:
-        state = {"mode": self._cpu.mode, "in_force": "background" if self._cpu.enabled
-                 else "normal"}
-        if self._cpu.refused:
-            state["refused"] = self._cpu.refused
+        state = {"mode": self._cpu.mode, "in_force": self._cpu.in_force()}
+        if self._cpu.why_not:
+            state["refused"] = self._cpu.why_not
         return state
 
     def _agent_event(self, state: str) -> dict:

@@ -12,8 +12,12 @@ millisecond on one benign connection in a hundred (bench/throughput.py).
 "background" runs the event loop under SCHED_IDLE. A task of any other
 policy that wakes preempts it at once, and a CPU that runs only the agent
 counts as idle when the scheduler places a woken task. Its CPU share under
-load is still its cgroup's (SCHED_IDLE weighs only against tasks of the
-same cgroup), and it switches back to SCHED_OTHER:
+load is still its cgroup's, as long as it has its cgroup to itself
+(systemd's service, the DaemonSet's container): SCHED_IDLE weighs only
+against tasks of the same cgroup, where a busy neighbour would leave the
+agent a fraction of a percent of a CPU and its heartbeat late. So an agent
+that shares its cgroup with other processes keeps SCHED_OTHER (checked at
+every tick), and it switches back to SCHED_OTHER:
 - while it answers a control request (`policy reload`, `status`) or
   re-reads the policy file, so a reload is never slowed by the load;
 - while it is behind: when the oldest record of a batch was written more
@@ -26,7 +30,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .cgroups import CgroupError, cgroup2_mount, of_pid
 
 MODES = ("background", "normal")
 # Records older than this when the agent reads them mean it is not keeping
@@ -39,17 +46,24 @@ class CpuShare:
     """The scheduling policy of the calling thread (the agent's loop), set
     only when it changes. Every method acts on the thread that calls it."""
 
-    def __init__(self, mode: str = "background"):
+    def __init__(self, mode: str = "background",
+                 company: Callable[[], str | None] = lambda: None):
+        """company(): why the loop may not go to the background now (it
+        shares its cgroup: see cgroup_company), or None."""
         if mode not in MODES:
             raise ValueError(f"scheduling mode {mode!r}: expected one of {', '.join(MODES)}")
         self.mode = mode
+        self._company = company
         self._policy: int | None = None     # what this object last set
-        # why background is off although asked for (None: it is on, or not asked)
+        # why background is off for good although asked for (None: not off)
         self.refused: str | None = None
+        # why it is off for now (the cgroup is shared); looked at by recheck()
+        self.shared: str | None = None
         if mode == "background" and not can_leave_idle():
             # a thread without CAP_SYS_NICE could enter SCHED_IDLE but never
             # come back for a reload or when behind: better not to enter it
             self.refused = "no CAP_SYS_NICE to leave SCHED_IDLE again"
+        self.recheck()
 
     @property
     def active(self) -> str:
@@ -58,7 +72,25 @@ class CpuShare:
 
     @property
     def enabled(self) -> bool:
-        return self.mode == "background" and self.refused is None
+        return self.mode == "background" and self.refused is None and self.shared is None
+
+    def in_force(self) -> str:
+        """What the loop runs under between answers: background or normal."""
+        return "background" if self.enabled else "normal"
+
+    @property
+    def why_not(self) -> str | None:
+        """Why background was asked for and is not in force, or None."""
+        return self.refused or self.shared
+
+    def recheck(self) -> None:
+        """Look again at who shares the cgroup (every tick): background only
+        while the agent has it to itself."""
+        if self.mode != "background" or self.refused is not None:
+            return
+        self.shared = self._company()
+        if self.shared is not None and self._policy == os.SCHED_IDLE:
+            self._set(os.SCHED_OTHER)
 
     def pace(self, lateness_s: float) -> None:
         """Between batches: background when on time, normal when the work
@@ -99,6 +131,29 @@ class CpuShare:
 def lateness_s(ktime_boot_ns: int) -> float:
     """How long ago a record was written (its header's bpf_ktime_get_boot_ns)."""
     return (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - ktime_boot_ns) / 1e9
+
+
+def cgroup_company(pid: int | None = None, mount: Path | None = None) -> str | None:
+    """Why pid (default: this process) does not have its cgroup v2 to
+    itself: the other processes in it; None when it has (threads are not
+    processes: cgroup.procs lists thread groups)."""
+    pid = pid or os.getpid()
+    relative = of_pid(pid)
+    try:
+        mount = mount or cgroup2_mount()
+    except CgroupError as exc:
+        return str(exc)
+    if relative is None:
+        return "no cgroup v2 in /proc/self/cgroup"
+    try:
+        procs = (mount / relative.lstrip("/") / "cgroup.procs").read_text().split()
+    except OSError as exc:
+        return f"cannot read {relative}/cgroup.procs: {exc.strerror}"
+    others = [p for p in procs if p != str(pid)]
+    if not others:
+        return None
+    return (f"shares its cgroup {relative} with {len(others)} other process"
+            f"{'es' if len(others) > 1 else ''} (SCHED_IDLE would weigh against them)")
 
 
 def can_leave_idle() -> bool:

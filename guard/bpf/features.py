@@ -142,8 +142,9 @@ def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
 
 def _scheduling() -> dict[str, object]:
     if can_leave_idle():
-        return {"background": True, "detail": "the agent's loop runs under SCHED_IDLE, "
-                                              "SCHED_OTHER for answers and when behind"}
+        return {"background": True, "detail": "the agent's loop runs under SCHED_IDLE while "
+                                              "it has its cgroup to itself, SCHED_OTHER for "
+                                              "answers and when behind"}
     return {"background": False, "detail": "no CAP_SYS_NICE: the agent's loop stays under "
                                            "SCHED_OTHER (it could not leave SCHED_IDLE again)"}
 

@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class AgentProcess:
     def __init__(self, cgroups: list[str], policy: str | Path | None = None,
-                 extra: list[str] | None = None, control_socket: str | Path | None = None):
+                 extra: list[str] | None = None, control_socket: str | Path | None = None,
+                 own_cgroup=None):
+        """own_cgroup: a TempCgroup to start the agent in (as systemd or the
+        DaemonSet give it a cgroup of its own); default: the test's."""
         # a socket of its own, so tests never meet an agent running on the host
         self._socket_dir = tempfile.mkdtemp(prefix="egress-guard-ctl-")
         self.control_socket = str(control_socket or Path(self._socket_dir) / "agent.sock")
@@ -36,11 +39,13 @@ class AgentProcess:
         self._lines: queue.Queue = queue.Queue()
         self.proc: subprocess.Popen | None = None
         self.stderr = ""
+        self._own_cgroup = own_cgroup
 
     def __enter__(self) -> "AgentProcess":
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     cwd=ROOT, env=env)
+        spawn = self._own_cgroup.popen if self._own_cgroup is not None else subprocess.Popen
+        self.proc = spawn(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          cwd=ROOT, env=env)
         threading.Thread(target=self._read, daemon=True).start()
         try:
             self.ready = self.wait_for(lambda e: e.get("kind") == "agent", timeout=30)

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The agent handles events under SCHED_IDLE by default and competes
-normally while it answers (guard/scheduling.py); --scheduling normal keeps
-SCHED_OTHER. The agent's main thread runs the loop: its policy is the
+"""The agent handles events under SCHED_IDLE by default when it has its
+cgroup to itself, and competes normally while it answers
+(guard/scheduling.py); in a shared cgroup, or with --scheduling normal, it
+keeps SCHED_OTHER. The agent's main thread runs the loop: its policy is the
 process's as sched_getscheduler(pid) reads it."""
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from guard.control import request
+from guard.sandbox import TempCgroup
 
 from .agentproc import ROOT, AgentProcess
+
+
+@pytest.fixture
+def agent_cgroup():
+    """A cgroup of the agent's own, as systemd and the DaemonSet give it."""
+    with TempCgroup("egress-guard-agent") as cg:
+        yield cg
 
 
 def settles_to(pid: int, policy: int, timeout: float = 10.0) -> bool:
@@ -24,8 +35,8 @@ def settles_to(pid: int, policy: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_the_agent_handles_events_in_the_background(guarded_cgroup, tmp_path):
-    with AgentProcess([str(guarded_cgroup.path)]) as agent:
+def test_the_agent_handles_events_in_the_background(guarded_cgroup, agent_cgroup, tmp_path):
+    with AgentProcess([str(guarded_cgroup.path)], own_cgroup=agent_cgroup) as agent:
         assert settles_to(agent.proc.pid, os.SCHED_IDLE)
         # events from the guarded cgroup are handled, and the loop stays idle-class
         assert guarded_cgroup.run(["/bin/true"]).returncode == 0
@@ -48,8 +59,29 @@ def test_the_agent_handles_events_in_the_background(guarded_cgroup, tmp_path):
         assert "scheduling   background" in human.stdout, human.stdout
 
 
-def test_normal_scheduling_keeps_sched_other(guarded_cgroup):
-    with AgentProcess([str(guarded_cgroup.path)], extra=["--scheduling", "normal"]) as agent:
+def test_an_agent_sharing_its_cgroup_stays_in_the_foreground(guarded_cgroup, agent_cgroup):
+    with AgentProcess([str(guarded_cgroup.path)], own_cgroup=agent_cgroup) as agent:
+        assert settles_to(agent.proc.pid, os.SCHED_IDLE)
+        # another process joins the agent's cgroup: at the next tick it competes
+        neighbour = agent_cgroup.popen(["sleep", "30"])
+        try:
+            assert settles_to(agent.proc.pid, os.SCHED_OTHER)
+            status = request(agent.control_socket, {"op": "status"})
+            assert status["scheduling"]["in_force"] == "normal"
+            assert "shares its cgroup" in status["scheduling"]["refused"]
+            assert "1 other process " in status["scheduling"]["refused"]
+        finally:
+            neighbour.kill()
+            neighbour.wait(timeout=10)
+        # alone again: back to the background
+        assert settles_to(agent.proc.pid, os.SCHED_IDLE)
+        status = request(agent.control_socket, {"op": "status"})
+        assert status["scheduling"] == {"mode": "background", "in_force": "background"}
+
+
+def test_normal_scheduling_keeps_sched_other(guarded_cgroup, agent_cgroup):
+    with AgentProcess([str(guarded_cgroup.path)], extra=["--scheduling", "normal"],
+                      own_cgroup=agent_cgroup) as agent:
         status = request(agent.control_socket, {"op": "status"})
         assert status["scheduling"] == {"mode": "normal", "in_force": "normal"}
         assert guarded_cgroup.run(["/bin/true"]).returncode == 0

@@ -102,3 +102,45 @@ def test_an_unknown_mode_is_refused():
 def test_lateness_is_measured_on_the_kernel_records_clock():
     written = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - 250_000_000
     assert 0.25 <= lateness_s(written) < 5.0
+
+
+@root_only
+def test_a_shared_cgroup_keeps_the_loop_in_the_foreground_until_it_is_alone():
+    company = ["shares its cgroup /x with 2 other processes"]
+
+    def work():
+        share = CpuShare("background", company=lambda: company[0])
+        seen = []
+        share.pace(0.0)
+        seen.append((policy(), share.in_force()))          # shared from the start
+        company[0] = None
+        share.recheck()
+        share.pace(0.0)
+        seen.append((policy(), share.in_force()))          # alone: background
+        company[0] = "shares its cgroup /x with 1 other process"
+        share.recheck()
+        seen.append((policy(), share.in_force()))          # a neighbour came: at once
+        with share.foreground():
+            pass
+        share.pace(0.0)
+        seen.append((policy(), share.in_force()))          # and it stays so
+        return seen, share.why_not
+    seen, why_not = in_thread(work)
+    assert seen == [(os.SCHED_OTHER, "normal"), (os.SCHED_IDLE, "background"),
+                    (os.SCHED_OTHER, "normal"), (os.SCHED_OTHER, "normal")]
+    assert why_not == "shares its cgroup /x with 1 other process"
+
+
+def test_cgroup_company_counts_the_other_processes(tmp_path, monkeypatch):
+    procs = tmp_path / "a" / "b" / "cgroup.procs"
+    procs.parent.mkdir(parents=True)
+    monkeypatch.setattr(scheduling, "of_pid", lambda pid: "/a/b")
+    procs.write_text("4242\n")
+    assert scheduling.cgroup_company(4242, tmp_path) is None
+    procs.write_text("4242\n17\n")
+    assert scheduling.cgroup_company(4242, tmp_path) == (
+        "shares its cgroup /a/b with 1 other process (SCHED_IDLE would weigh against them)")
+    procs.write_text("17\n4242\n18\n")
+    assert "with 2 other processes" in scheduling.cgroup_company(4242, tmp_path)
+    procs.unlink()
+    assert "cannot read /a/b/cgroup.procs" in scheduling.cgroup_company(4242, tmp_path)
