@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -140,7 +141,7 @@ def cgroup_company(pid: int | None = None, mount: Path | None = None) -> str | N
     pid = pid or os.getpid()
     relative = of_pid(pid)
     try:
-        mount = mount or cgroup2_mount()
+        mount = mount or _cgroup2_mount()
     except CgroupError as exc:
         return str(exc)
     if relative is None:
@@ -154,6 +155,12 @@ def cgroup_company(pid: int | None = None, mount: Path | None = None) -> str | N
         return None
     return (f"shares its cgroup {relative} with {len(others)} other process"
             f"{'es' if len(others) > 1 else ''} (SCHED_IDLE would weigh against them)")
+
+
+@lru_cache(maxsize=1)
+def _cgroup2_mount() -> Path:
+    """The cgroup2 mount, read from /proc/mounts once (every tick asks)."""
+    return cgroup2_mount()
 
 
 def can_leave_idle() -> bool:
