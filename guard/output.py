@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import functools
+import io
+import os
+import select
 import socket
+import stat
 import time
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import orjson
 
@@ -118,11 +122,17 @@ def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], 
 
 class EventWriter:
     """Writes one JSON object per line. Lines are kept until flush() (after
-    each batch of records, each answer, each tick) and go out in one write:
-    a reader of the stream (a pipe to a log collector, a terminal) wakes once
+    each batch of records, each answer, each tick) and go out together: a
+    reader of the stream (a pipe to a log collector, a terminal) wakes once
     per batch, not once per event, whatever buffering the stream has
     (PYTHONUNBUFFERED is common in container images). A batch that grows
-    past FLUSH_BYTES goes out at once."""
+    past FLUSH_BYTES goes out at once.
+
+    Into a pipe or socket the lines go in writes of at most PIPE_BUF bytes,
+    cut between lines: the kernel writes each of those whole or not at all,
+    so an agent killed halfway through a batch (SIGKILL, the OOM killer)
+    never leaves half a line for the reader (a single line longer than
+    PIPE_BUF excepted)."""
 
     FLUSH_BYTES = 1 << 16
 
@@ -130,6 +140,7 @@ class EventWriter:
         self._stream = stream
         self._lines: list[bytes] = []
         self._size = 0
+        self._atomic = _atomic_write_size(stream)
 
     def write(self, event: dict[str, Any]) -> None:
         line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
@@ -141,10 +152,44 @@ class EventWriter:
     def flush(self) -> None:
         if self._lines:
             lines, self._lines, self._size = self._lines, [], 0
-            data = memoryview(b"".join(lines))
-            while data:
-                # a raw (unbuffered) stream may take part of it, e.g. a pipe
-                # write cut short by a signal; a buffered one returns it all
-                written = self._stream.write(data)
-                data = data[written if written is not None else len(data):]
+            for chunk in _chunks(lines, self._atomic):
+                self._write_all(chunk)
         self._stream.flush()
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            # a raw (unbuffered) stream may take part of it, e.g. a pipe
+            # write cut short by a signal; a buffered one returns it all
+            written = self._stream.write(view)
+            view = view[written if written is not None else len(view):]
+        if self._atomic:
+            self._stream.flush()   # each chunk its own write(2), buffered or not
+
+
+def _atomic_write_size(stream: IO[bytes]) -> int | None:
+    """PIPE_BUF for a pipe or socket (writes up to it are never split),
+    None for anything else (a file, an in-memory buffer)."""
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return select.PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
+
+
+def _chunks(lines: list[bytes], limit: int | None) -> Iterator[bytes]:
+    """lines joined into runs of at most limit bytes (a longer line alone),
+    or all of them in one run without a limit."""
+    if limit is None:
+        yield b"".join(lines)
+        return
+    run: list[bytes] = []
+    size = 0
+    for line in lines:
+        if run and size + len(line) > limit:
+            yield b"".join(run)
+            run, size = [], 0
+        run.append(line)
+        size += len(line)
+    if run:
+        yield b"".join(run)
