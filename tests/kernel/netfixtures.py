@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import select
 import shutil
 import signal
@@ -33,12 +34,37 @@ from .netclient import (
 __all__ = [
     "RecordingServer", "Socks5Proxy", "Socks4Proxy", "HttpConnectProxy", "Spawned", "end_tree",
     "descendants",
-    "require_tools",
+    "require_tools", "bind_unused_port", "TEST_PORT_RANGE", "issued_ports",
     # the client side of the proxies, from .netclient
     "SOCKS5_REPLIES", "ProxyError", "http_connect", "is_test_address", "socks5_connect",
 ]
 
 _POLL_S = 0.2
+
+#: Ports the servers here take when asked for port 0 (and sshd.free_port too):
+#: below the ephemeral range (32768-60999), where no client socket in
+#: TIME_WAIT holds them, and clear of the 29xxx ports tests name outright.
+TEST_PORT_RANGE = (24000, 28000)
+#: Every port handed out in this test run. The agents of a test module keep
+#: every event, and tests find theirs by destination port: a port handed out
+#: twice would let a test match an earlier test's flow (a CI run did exactly
+#: that, and read a cryptonote detection as the getwork client's).
+issued_ports: set[int] = set()
+
+
+def bind_unused_port(sock: socket.socket, host: str) -> int:
+    """Bind sock to host on a port of TEST_PORT_RANGE that no fixture of this
+    test run has used before; returns the port."""
+    low, high = TEST_PORT_RANGE
+    unused = [port for port in range(low, high) if port not in issued_ports]
+    for port in random.sample(unused, min(200, len(unused))):
+        try:
+            sock.bind((host, port))
+        except OSError:
+            continue
+        issued_ports.add(port)
+        return port
+    raise RuntimeError(f"no unused port left in {low}-{high} on {host}")
 
 
 def require_tools(*names: str) -> dict[str, str]:
@@ -192,7 +218,10 @@ class _TcpServer:
         listener = socket.socket(_family(self.host), socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self.host, self.port))
+            if self.port == 0:
+                bind_unused_port(listener, self.host)
+            else:
+                listener.bind((self.host, self.port))
             listener.listen(64)
             listener.settimeout(_POLL_S)
         except BaseException:
@@ -295,7 +324,10 @@ class RecordingServer(_TcpServer):
         sock = socket.socket(_family(self.host), socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
+            if self.port == 0:
+                bind_unused_port(sock, self.host)
+            else:
+                sock.bind((self.host, self.port))
             sock.settimeout(_POLL_S)
         except BaseException:
             sock.close()

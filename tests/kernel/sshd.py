@@ -8,7 +8,6 @@ per-connection processes it forked, by pid, then removes the directory.
 """
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 import struct
@@ -17,14 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .netfixtures import end_tree
+from .netfixtures import TEST_PORT_RANGE, bind_unused_port, end_tree
 
 SSHD = "/usr/sbin/sshd"
 #: What a test needs installed to use Sshd (see netfixtures.require_tools).
 TOOLS = (SSHD, "ssh", "ssh-keygen")
-#: Ports free_port() picks from: below the ephemeral range (32768-60999), where
-#: no client socket in TIME_WAIT holds them, and clear of the 29xxx test ports.
-FREE_PORT_RANGE = (24000, 28000)
 
 _LISTEN = "0A"
 
@@ -66,19 +62,16 @@ def is_listening(port: int, host: str | None = "127.0.0.1") -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on and that host:port can be bound now."""
-    low, high = FREE_PORT_RANGE
-    for port in random.sample(range(low, high), 200):
-        if is_listening(port, None):
-            continue
+    """A TCP port nothing listens on, that host:port can be bound now, and
+    that no fixture of this test run has handed out before (the tests find
+    their events by this port)."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError(f"no free port in {low}-{high}")
+            port = bind_unused_port(probe, host)
+        if not is_listening(port, None):
+            return port
+    raise RuntimeError(f"no free port in {TEST_PORT_RANGE} on {host}")
 
 
 def wait_listening(port: int, host: str | None = "127.0.0.1", timeout: float = 5.0,

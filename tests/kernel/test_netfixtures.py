@@ -21,8 +21,8 @@ from guard.classify.tunnels import (
 
 from .netclient import client_argv, parse_report
 from .netfixtures import (
-    HttpConnectProxy, ProxyError, RecordingServer, Socks4Proxy, Socks5Proxy, Spawned, http_connect,
-    require_tools, socks5_connect,
+    TEST_PORT_RANGE, HttpConnectProxy, ProxyError, RecordingServer, Socks4Proxy, Socks5Proxy,
+    Spawned, http_connect, issued_ports, require_tools, socks5_connect,
 )
 from .sshd import TOOLS as SSH_TOOLS, Sshd, free_port, is_listening, wait_listening
 from .tunnelstandins import (
@@ -105,6 +105,21 @@ def test_recording_server_ipv6_and_port_443():
             client.sendall(b"\x16\x03\x01")
         assert server.wait_for_bytes(3) == b"\x16\x03\x01"
     assert not is_listening(443)
+
+
+def test_a_port_is_handed_out_once_per_test_run():
+    """Tests find their events by destination port in agents that keep every
+    event, so no two servers (nor free_port) of one run may share a port."""
+    ports = []
+    for udp in (False, True, False):
+        with RecordingServer(udp=udp) as server:
+            ports.append(server.port)
+    ports.append(free_port())
+    with Socks5Proxy() as proxy:
+        ports.append(proxy.port)
+    assert len(set(ports)) == len(ports), ports
+    assert all(TEST_PORT_RANGE[0] <= port < TEST_PORT_RANGE[1] for port in ports), ports
+    assert set(ports) <= issued_ports
 
 
 # --------------------------------------------------------------------------
