@@ -6,7 +6,8 @@ and the agent's memory.
     sudo .venv/bin/python bench/reload.py [--rules 10000] [--rounds 3]
 
 The command is run as installed: bin/egress-guard (the script pip installs)
-with this interpreter, the package's bytecode compiled first as pip does at
+with this interpreter (named in the output: a default source build, such as
+pyenv's, starts and parses about a fifth slower than the distribution's), the package's bytecode compiled first as pip does at
 install (an interpreter that may not write bytecode would otherwise compile
 every module on every call).
 
@@ -28,6 +29,7 @@ import compileall
 import ipaddress
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -148,7 +150,8 @@ def main() -> int:
         finally:
             agent.terminate()
             agent.wait(timeout=30)
-    print(f"\nlive reload ({args.rounds} reloads each, medians; {generation} generations)\n")
+    print(f"\nlive reload ({args.rounds} reloads each, medians; {generation} generations; "
+          f"Python {platform.python_version()}, {os.path.realpath(sys.executable)})\n")
     print(f"| {'policy':<14} | {'CLI start -> switch ms':>22} | {'CLI call ms':>11} "
           f"| {'agent ms':>8} | {'agent RSS MiB':>13} | target")
     print(f"|{'-' * 16}|{'-' * 24}|{'-' * 13}|{'-' * 10}|{'-' * 15}|---------")

@@ -1014,6 +1014,8 @@ class Agent:
             for cgroup_id in list(self._guarded):
                 self._maps.unguard(cgroup_id)
         self._guarded.clear()
+        if self._maps is not None:
+            self._maps.close()
         if self._objects is not None:
             # pinned: enforcement goes on without the agent until a new agent
             # adopts it or `egress-guard uninstall` removes it

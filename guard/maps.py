@@ -10,6 +10,7 @@ map entries and takes them out again.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import struct
 import threading
 import time
@@ -103,6 +104,18 @@ def _exec_key(policy_id: int, match: abi.ExecMatch, text: str) -> abi.ExecKey:
     return key
 
 
+def _mapped(fd: int | None, size: int) -> mmap.mmap | None:
+    """An array map's values as this process's memory (BPF_F_MMAPABLE), or
+    None: no such map, or one made without the flag (pinned by an agent
+    from before it had it), which is then written through bpf()."""
+    if fd is None:
+        return None
+    try:
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, ValueError):
+        return None
+
+
 class Maps:
     """Writes policies, guarded cgroups and config; reads counters."""
 
@@ -114,6 +127,14 @@ class Maps:
         self._config = abi.Config()
         self._batches: dict[str, bool] = {}  # map -> does this kernel batch it
         self._prestaged: _Prestaged | None = None
+        self._port_rules = _mapped(map_fds.get("eg_port_rules"),
+                                   PORT_RULE_SLOTS * abi.PORT_RULE.size)
+
+    def close(self) -> None:
+        """Let go of the mapped port rules (the mapping holds the map too)."""
+        if self._port_rules is not None:
+            self._port_rules.close()
+            self._port_rules = None
 
     # -- policies ---------------------------------------------------------
     def install_policy(self, policy_id: int, policy: CompiledPolicy) -> None:
@@ -125,10 +146,11 @@ class Maps:
         self._installed[policy_id] = record
         try:
             early = self._take_prestaged(policy_id, policy.ipv4, record)
-            writes = ((early or self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", record))
+            writes = ((early if early is not None
+                       else self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", record))
                       + self._write_prefixes(policy_id, policy.ipv6, "eg_cidr6", record))
             self._write_all(writes)
-            if early:
+            if early is not None:
                 self._prestaged_written(record)
             exec_keys = []
             for match, table in ((abi.ExecMatch.NAME, policy.exec_names),
@@ -204,8 +226,9 @@ class Maps:
 
     def _take_prestaged(self, policy_id: int, table: PrefixTable,
                         record: _Installed) -> list[tuple] | None:
-        """The remaining writes of table (its port rules) if the prestaged
-        entries are exactly its LPM entries; else drop them, None."""
+        """The remaining writes of table (its port rules, unless they could
+        be copied in here) if the prestaged entries are exactly its LPM
+        entries; else drop them, None."""
         staged = self._prestaged
         if staged is None:
             return None
@@ -219,8 +242,7 @@ class Maps:
         record.spans.append((staged.first, staged.count))
         record.keys["eg_cidr4"] = [staged.keys]
         record.prestaged = staged
-        return [("eg_port_rules", array("I", range(staged.first, staged.first + staged.count))
-                 .tobytes(), table.rules, staged.count)]
+        return self._port_rule_writes(staged.first, table.rules, staged.count)
 
     @staticmethod
     def _prestaged_written(record: _Installed) -> None:
@@ -244,8 +266,19 @@ class Maps:
         keys, spans = self._lpm_entries(policy_id, table.version, table.addresses,
                                         table.prefixlens, first, table.counts, total)
         record.keys[map_name] = [keys]
-        return [("eg_port_rules", array("I", range(first, first + total)).tobytes(), table.rules,
-                 total), (map_name, keys, spans, count)]
+        return self._port_rule_writes(first, table.rules, total) + [(map_name, keys, spans, count)]
+
+    def _port_rule_writes(self, first: int, rules: bytes, count: int) -> list[tuple]:
+        """Port rules for slots first .. first + count - 1, none of which a
+        prefix in force points at: copied into the mapped array here and now
+        (nothing left to write), or one batched write for _write_all. Either
+        way they are in before the LPM entries that point at them are written,
+        and those before the slot update that puts them in force."""
+        if self._port_rules is not None:
+            at = first * abi.PORT_RULE.size
+            self._port_rules[at:at + len(rules)] = rules
+            return []
+        return [("eg_port_rules", array("I", range(first, first + count)).tobytes(), rules, count)]
 
     @staticmethod
     def _lpm_entries(policy_id: int, version: int, addresses: bytes, prefixlens: array,

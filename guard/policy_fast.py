@@ -47,7 +47,7 @@ import struct
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from itertools import accumulate, repeat
-from operator import and_, itemgetter
+from operator import and_
 from typing import Callable, Iterable, Iterator, Sequence
 
 import yaml
@@ -401,13 +401,16 @@ def _rules(text: str, start: int, key_indent: int, indent: int,
         if not trivia and first["pb"] is None and not first["more"]:
             shape = (first["c"] is not None, first["p"] is not None, first["r"] is not None)
             template = _template(indent, action_first, len(first["t"]), *shape)
-            run = (_constant_run(template, tail, key_indent, indent)
-                   or _run(template, tail, key_indent, indent))
+            run = _constant_run(template, tail, key_indent, indent, early)
+            if run is None:
+                loose = _run(template, tail, key_indent, indent)
+                run = loose and (*loose, None)
             if run is not None:
+                columns, size, networks = run
                 try:
-                    rules = _uniform_rules(template, run[0], first_line,
-                                           3 + max(sum(shape), 1), early)
-                    return min(start + run[1], len(text)), rules
+                    rules = _uniform_rules(template, columns, first_line,
+                                           3 + max(sum(shape), 1), early, networks)
+                    return min(start + size, len(text)), rules
                 except _NotMine:
                     pass  # a value the loose template let through: read it strictly
         run = _run(grammar.items, tail, key_indent, indent)
@@ -462,15 +465,19 @@ def _run(pattern: re.Pattern, tail: str, key_indent: int,
     return [parts[k::stride] for k in range(1, stride)], size
 
 
-def _constant_run(template: re.Pattern, tail: str, key_indent: int,
-                  indent: int) -> tuple[list, int] | None:
+def _constant_run(template: re.Pattern, tail: str, key_indent: int, indent: int,
+                  early: Early | None = None) -> tuple[list, int, tuple | None] | None:
     """_run(template, ...) for the usual list of a program: every rule the
     first one's lines, but for its name and its cidr (the same action, ports
     and protocol). Then the list is read a line at a time, by columns: one
     str.split at the line breaks, each line checked against the first
     rule's (whole, or up to where its value starts), the values sliced off.
     The template's regular expression does the same a match per rule, at
-    about twice the cost. Anything else: None (the template's run)."""
+    about twice the cost. Anything else: None (the template's run).
+
+    The cidr line is read first, and its networks (the third value, or None)
+    go to early() before the other lines are checked: the kernel's share of
+    a large reload is writing these, and it can start that much sooner."""
     first = template.match(tail)
     if first is None:
         return None
@@ -493,28 +500,46 @@ def _constant_run(template: re.Pattern, tail: str, key_indent: int,
     if not count or used >= len(lines):
         return None
     end = len(tail) - len("\n".join(lines[used:]))   # where the line after the list starts
-    values = {}
-    for line, expected in enumerate(model):
+    cidr_line = max(cut) if "c" in group else None   # the name's line comes before it
+    names, cidrs, networks = None, None, None
+    for line in sorted(range(per_rule), key=lambda line: line != cidr_line):
+        expected = model[line]
         column = lines[line:used:per_rule]
         if line in cut:
-            at = cut[line]
-            if _lines_beginning(column, expected[:at]) != count:
+            values = _cut_heads(column, expected[:cut[line]])
+            if values is None:
                 return None
-            values[line] = list(map(itemgetter(slice(at, None)), column))
+            if line == cidr_line:
+                cidrs = _cidr_columns(values, count, first["l"])
+                networks = _early_networks(cidrs, early)
+            else:
+                names = values.split("\n")
         elif column.count(expected) != count:
             return None
     if not _ends_list(key_indent, indent == key_indent).match(tail, end):
         return None  # a rule of another shape follows
     columns: list = []
-    by_group = dict(zip(("n", "c"), (values[line] for line in sorted(cut))))
     for name in sorted(group, key=group.__getitem__):
         if name == "n":
-            columns.append(by_group["n"])
+            columns.append(names)
         elif name == "c":
-            columns += _cidr_columns(by_group["c"], first["l"])
+            columns += cidrs
         elif name != "l":
             columns.append([first[name]] * count)   # the same object: a fast count()
-    return columns, end
+    return columns, end, networks
+
+
+def _early_networks(cidrs: list[list], early: Early | None) -> tuple | None:
+    """The networks of a cidr column (_cidr_columns), passed on to early()
+    if they are IPv4; None where _networks_column objects (_uniform_rules
+    then finds the same objection in its place)."""
+    try:
+        networks = _networks_column(cidrs[0], cidrs[1], None)
+    except _NotMine:
+        return None
+    if early is not None and networks[0] == "v4":
+        early(networks[1], networks[2])
+    return networks
 
 
 def _lines_beginning(lines: list[str], prefix: str) -> int:
@@ -522,19 +547,31 @@ def _lines_beginning(lines: list[str], prefix: str) -> int:
     return ("\n" + "\n".join(lines)).count("\n" + prefix)
 
 
-def _cidr_columns(cidrs: list[str], first_length: str | None) -> list[list]:
-    """The template's c and l columns: each cidr value cut at its first /."""
-    count = len(cidrs)
-    joined = "\n".join(cidrs) + "\n"
+def _cut_heads(lines: list[str], head: str) -> str | None:
+    """lines joined by line breaks, head cut off the start of each; None
+    unless every line begins with head and none holds it anywhere else (then
+    one replace cuts exactly the heads: one pass in C instead of a slice per
+    line)."""
+    joined = "\n".join(lines)
+    if joined.count(head) != len(lines) or ("\n" + joined).count("\n" + head) != len(lines):
+        return None
+    return joined.replace(head, "")
+
+
+def _cidr_columns(joined: str, count: int, first_length: str | None) -> list[list]:
+    """The template's c and l columns from the count cidr values joined by
+    line breaks: each value cut at its first /."""
     slashes = joined.count("/")
     if slashes == 0:
-        return [cidrs, [None] * count]
+        return [joined.split("\n"), [None] * count]
     if first_length is not None and slashes == count:
         suffix = f"/{first_length}\n"
+        joined += "\n"
         if joined.count(suffix) == count:   # one length, the only / of every value
             return [joined.replace(suffix, "\n").split("\n")[:-1], [first_length] * count]
+        joined = joined[:-1]
     addresses, lengths = [], []
-    for value in cidrs:
+    for value in joined.split("\n"):
         address, slash, length = value.partition("/")
         addresses.append(address)
         lengths.append(length if slash else None)
@@ -560,20 +597,22 @@ _FLOW_PORTS = re.compile(rf"\[[ ]*({_PORT}(?:[ ]*,[ ]*{_PORT})*)[ ]*\]")
 
 
 def _uniform_rules(template: re.Pattern, columns: list, first_line: int,
-                   lines_per_rule: int, early: Early | None = None) -> _Rules:
+                   lines_per_rule: int, early: Early | None = None,
+                   networks: tuple | None = None) -> _Rules:
     """The rules from the template's loose columns, each value checked as
-    the grammar checks it. The networks first, for early()."""
+    the grammar checks it. The networks first, for early(), unless they
+    are given (read from these columns and passed to early() already)."""
     group = template.groupindex
 
     def column(name: str) -> list | None:
         return columns[group[name] - 1] if name in group else None
 
     count = len(columns[0])
-    if "c" in group:
-        networks = _networks_column(column("c"), column("l"), None)
-        if early is not None and networks[0] == "v4":
-            early(networks[1], networks[2])
-    else:
+    if networks is None and "c" in group:
+        networks = _early_networks([column("c"), column("l")], early)
+        if networks is None:
+            raise _NotMine
+    elif networks is None:
         networks = ("networks", [ANY_ADDRESS] * count)
     names = column("n")
     joined = _all_strings(names)

@@ -189,6 +189,13 @@ ONE_SHAPE = {
                                          "        - cidr: 10.9.0.1/32\n          ports: [443]\n"),
     "a host bit set": one_shape(300, r6="    - name: x\n      action: block\n      to:\n"
                                         "        - cidr: 10.9.0.1/24\n          ports: [443]\n"),
+    # a line's head again inside its value: the column is not cut by one replace
+    "a name's head in a name": one_shape(300, r4="    - name: x    - name: y\n      action: block\n"
+                                                 "      to:\n        - cidr: 10.9.0.1/32\n"
+                                                 "          ports: [443]\n"),
+    "a cidr's head in a cidr": one_shape(300, r4="    - name: x\n      action: block\n      to:\n"
+                                                 "        - cidr: 10.9.0.1        - cidr: 1\n"
+                                                 "          ports: [443]\n"),
 }
 
 
@@ -383,3 +390,13 @@ def test_early_gets_the_first_lists_ipv4_networks():
     seen.clear()
     policy_fast.read(ONE_SHAPE["without a cidr"], "p.yaml", early=lambda *column: seen.append(1))
     assert seen == []
+
+
+def test_early_comes_before_the_other_columns_are_checked():
+    """The kernel's writes start as soon as the networks are read: a list
+    whose names turn out to clash still gave the hint (the agent then drops
+    what it wrote, tests/kernel/test_maps_batch.py), and is read carefully."""
+    seen = []
+    assert policy_fast.read(ONE_SHAPE["duplicate names"], "p.yaml",
+                            early=lambda *column: seen.append(column)) is None
+    assert len(seen) == 1 and len(seen[0][0]) == 300
