@@ -7,7 +7,7 @@ and the agent's memory.
 
 The command is run as installed: bin/egress-guard (the script pip installs)
 with this interpreter (named in the output: a default source build, such as
-pyenv's, starts and parses about a fifth slower than the distribution's), the package's bytecode compiled first as pip does at
+pyenv's, starts about a fifth slower than the distribution's), the package's bytecode compiled first as pip does at
 install (an interpreter that may not write bytecode would otherwise compile
 every module on every call).
 

@@ -55,9 +55,9 @@ install_apt() {
 
 # The venv is made with the python3 apt installed above, not whichever python3
 # comes first in PATH (pyenv and the like): that is the interpreter the agent's
-# container image runs, and the distribution's optimised build (PGO, LTO, no
-# shared libpython) starts and reads large policies about a fifth faster than
-# a default source build, which a reload's latency shows.
+# container image runs, and the distribution's optimised build starts about
+# a fifth faster than a default source build (20 against 24 ms on the
+# reference VM), which every CLI call and so a reload's latency shows.
 system_python=/usr/bin/python3
 
 install_python() {
