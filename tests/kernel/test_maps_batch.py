@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
+import subprocess
 from ipaddress import IPv4Network, IPv6Network
 
 import pytest
 
 from guard import abi
 from guard.bpf import libbpf
-from guard.bpf.loader import GuardObjects
+from guard.bpf.loader import GuardObjects, PinLayout, remove_pins
 from guard.compile import PortRule, compile_policy
 from guard.maps import PORT_RULE_SLOTS, Maps
 from guard.policy import parse_policies
@@ -168,3 +170,58 @@ def test_prestaged_prefixes_no_install_takes_are_dropped(objects):
     assert entries_of(objects.map_fds, 0x0b00) == 0 and free_slots(maps)
     maps.prestage(0x0b00, values[:100], prefixlens[:100])   # small lists: not worth a thread
     assert maps._prestaged is None
+
+
+# --- eg_port_rules pinned by an agent from before it was mappable --------------------
+
+def _array_map_without_mmap(name: str, value_size: int, max_entries: int) -> int:
+    """A map as an older agent pinned it: eg_port_rules without BPF_F_MMAPABLE
+    (libbpf's bpf_map_create, its public low-level API)."""
+    create = libbpf.lib().bpf_map_create
+    create.restype = ctypes.c_int
+    create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
+                       ctypes.c_uint32, ctypes.c_void_p]
+    fd = create(2, name.encode(), 4, value_size, max_entries, None)   # BPF_MAP_TYPE_ARRAY
+    if fd < 0:
+        raise libbpf.LibbpfError(-fd, f"create {name}")
+    return fd
+
+
+@pytest.fixture
+def private_bpffs(tmp_path):
+    """A bpf file system of this test's own, unmounted after."""
+    mount_point = tmp_path / "bpffs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        remove_pins(mount_point / "egress-guard")
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_port_rules_pinned_unmappable_are_written_through_bpf(private_bpffs):
+    """An agent adopting an older installation's eg_port_rules (made without
+    BPF_F_MMAPABLE) cannot map it, and writes its rules through bpf()."""
+    pin_dir = private_bpffs / "egress-guard"
+    PinLayout(pin_dir).make()
+    fd = _array_map_without_mmap("eg_port_rules", abi.PORT_RULE.size, PORT_RULE_SLOTS)
+    try:
+        assert libbpf.lib().bpf_obj_pin(fd, str(pin_dir / "maps" / "eg_port_rules").encode()) == 0
+    finally:
+        os.close(fd)
+    adopted = GuardObjects(pin_dir=pin_dir)
+    try:
+        assert adopted.adopted
+        maps = Maps(adopted.map_fds)
+        assert maps._port_rules is None
+        [policy] = parse_policies(policy_text(), "batch.yaml")
+        compiled = compile_policy(policy)
+        maps.install_policy(0x0c00, compiled)
+        try:
+            assert read_back(adopted.map_fds, 0x0c00) == {**compiled.v4, **compiled.v6}
+        finally:
+            maps.remove_policy(0x0c00)
+        assert entries_of(adopted.map_fds, 0x0c00) == 0
+    finally:
+        adopted.close()
