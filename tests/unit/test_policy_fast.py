@@ -189,7 +189,7 @@ ONE_SHAPE = {
                                          "        - cidr: 10.9.0.1/32\n          ports: [443]\n"),
     "a host bit set": one_shape(300, r6="    - name: x\n      action: block\n      to:\n"
                                         "        - cidr: 10.9.0.1/24\n          ports: [443]\n"),
-    # a line's head again inside its value: the column is not cut by one replace
+    # a line's head again inside its value (names and cidrs are cut after the head)
     "a name's head in a name": one_shape(300, r4="    - name: x    - name: y\n      action: block\n"
                                                  "      to:\n        - cidr: 10.9.0.1/32\n"
                                                  "          ports: [443]\n"),
