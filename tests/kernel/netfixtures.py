@@ -52,9 +52,12 @@ TEST_PORT_RANGE = (24000, 28000)
 issued_ports: set[int] = set()
 
 
-def bind_unused_port(sock: socket.socket, host: str) -> int:
-    """Bind sock to host on a port of TEST_PORT_RANGE that no fixture of this
-    test run has used before; returns the port."""
+def bind_unused_port(sock: socket.socket, host: str, port: int = 0) -> int:
+    """Bind sock to host:port; port 0: a port of TEST_PORT_RANGE that no
+    fixture of this test run has used before. Returns the port."""
+    if port:
+        sock.bind((host, port))
+        return port
     low, high = TEST_PORT_RANGE
     unused = [port for port in range(low, high) if port not in issued_ports]
     for port in random.sample(unused, min(200, len(unused))):
@@ -218,10 +221,7 @@ class _TcpServer:
         listener = socket.socket(_family(self.host), socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.port == 0:
-                bind_unused_port(listener, self.host)
-            else:
-                listener.bind((self.host, self.port))
+            bind_unused_port(listener, self.host, self.port)
             listener.listen(64)
             listener.settimeout(_POLL_S)
         except BaseException:
@@ -324,10 +324,7 @@ class RecordingServer(_TcpServer):
         sock = socket.socket(_family(self.host), socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.port == 0:
-                bind_unused_port(sock, self.host)
-            else:
-                sock.bind((self.host, self.port))
+            bind_unused_port(sock, self.host, self.port)
             sock.settimeout(_POLL_S)
         except BaseException:
             sock.close()
