@@ -1164,13 +1164,17 @@ def _file_state(path: str | None) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-_WRITTEN_NS = struct.Struct("=Q")   # guard_event_header.ktime_ns, after kind and size
+_WRITTEN_NS = struct.Struct("=Q")   # guard_event_header.ktime_ns
+_WRITTEN_AT = abi.EventHeader.ktime_ns.offset
+assert abi.EventHeader.ktime_ns.size == _WRITTEN_NS.size
 
 
 def _written_ns(raw: bytes) -> int:
     """When the kernel wrote a record (CLOCK_BOOTTIME); 0 if it is too short
     to say (decode reports it)."""
-    return _WRITTEN_NS.unpack_from(raw, 8)[0] if len(raw) >= 16 else 0
+    if len(raw) < _WRITTEN_AT + _WRITTEN_NS.size:
+        return 0
+    return _WRITTEN_NS.unpack_from(raw, _WRITTEN_AT)[0]
 
 
 def start_and_run_until_signalled(agent: Agent) -> None:

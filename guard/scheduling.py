@@ -67,11 +67,6 @@ class CpuShare:
         self.recheck()
 
     @property
-    def active(self) -> str:
-        """What the loop runs under now: background or normal."""
-        return "background" if self._policy == os.SCHED_IDLE else "normal"
-
-    @property
     def enabled(self) -> bool:
         return self.mode == "background" and self.refused is None and self.shared is None
 

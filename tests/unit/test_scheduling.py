@@ -78,7 +78,7 @@ def test_normal_never_leaves_sched_other():
         with share.foreground():
             inside = policy()
         share.pace(BEHIND_S * 2)
-        return inside, policy(), share.enabled, share.active
+        return inside, policy(), share.enabled, share.in_force()
     assert in_thread(work) == (os.SCHED_OTHER, os.SCHED_OTHER, False, "normal")
 
 
