@@ -41,6 +41,7 @@ const volatile struct guard_abi_anchor {
 	struct guard_policy_config policy_config;
 	struct guard_config config;
 	struct guard_lpm4_key lpm4_key;
+	struct guard_host4_key host4_key;
 	struct guard_lpm6_key lpm6_key;
 	struct guard_rule_span rule_span;
 	struct guard_port_rule port_rule;

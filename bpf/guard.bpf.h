@@ -59,7 +59,7 @@ struct {
 	__type(value, struct guard_config);
 } eg_config SEC(".maps");
 
-/* (policy id, IPv4 prefix) -> span of eg_port_rules */
+/* (policy id, IPv4 prefix shorter than /32) -> span of eg_port_rules */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 65536);
@@ -67,6 +67,18 @@ struct {
 	__type(key, struct guard_lpm4_key);
 	__type(value, struct guard_rule_span);
 } eg_cidr4 SEC(".maps");
+
+/*
+ * (policy id, IPv4 host) -> span of eg_port_rules: the /32s, which never go
+ * into eg_cidr4 (a lookup tries this first; see struct guard_host4_key).
+ * Preallocated: a reload's writes then take no allocation.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct guard_host4_key);
+	__type(value, struct guard_rule_span);
+} eg_host4 SEC(".maps");
 
 /* (policy id, IPv6 prefix) -> span of eg_port_rules */
 struct {

@@ -53,10 +53,17 @@ static __always_inline struct guard_rule_span *lookup_prefix(__u32 policy_id,
 							     const struct destination *dst)
 {
 	if (dst->family == 4) {
+		struct guard_host4_key host = { .policy_id = policy_id };
 		struct guard_lpm4_key key = {
 			.prefixlen = 32 + 32,
 			.policy_id = policy_id,
 		};
+		struct guard_rule_span *span;
+
+		__builtin_memcpy(host.addr, &dst->addr[0], 4);
+		span = bpf_map_lookup_elem(&eg_host4, &host);
+		if (span)
+			return span;
 		__builtin_memcpy(key.addr, &dst->addr[0], 4);
 		return bpf_map_lookup_elem(&eg_cidr4, &key);
 	} else {

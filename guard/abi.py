@@ -296,6 +296,12 @@ class Lpm6Key(ctypes.Structure):
     _fields_ = [("prefixlen", u32), ("policy_id", u32), ("addr", u8 * 16)]
 
 
+class Host4Key(ctypes.Structure):
+    """struct guard_host4_key"""
+    c_name = "guard_host4_key"
+    _fields_ = [("policy_id", u32), ("addr", u8 * 4)]
+
+
 class RuleSpan(ctypes.Structure):
     """struct guard_rule_span"""
     c_name = "guard_rule_span"
@@ -318,6 +324,7 @@ class PortRule(ctypes.Structure):
 # (batched map updates); tests/unit/test_abi.py checks them against the above.
 LPM4_KEY = struct.Struct("=II4s")       # guard_lpm4_key: prefixlen, policy_id, addr
 LPM6_KEY = struct.Struct("=II16s")      # guard_lpm6_key
+HOST4_KEY = struct.Struct("=I4s")       # guard_host4_key: policy_id, addr
 RULE_SPAN = struct.Struct("=II")        # guard_rule_span: first, count
 PORT_RULE = struct.Struct("=HHBBH")     # guard_port_rule: port_lo, port_hi, proto, action, rule_id
 U32 = struct.Struct("=I")               # array indexes and policy ids as map keys
@@ -351,7 +358,7 @@ class SendmsgKey(ctypes.Structure):
 SHARED_STRUCTS = (
     EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupEvent, PayloadEvent,
     StdioSocketEvent, FlowVerdict, ProcVerdict, CgroupInfo, Slot, PolicyConfig,
-    Config, Lpm4Key, Lpm6Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
+    Config, Lpm4Key, Lpm6Key, Host4Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
 )
 
 #: Every enum that crosses the boundary: C enum name -> (Python enum, C prefix).

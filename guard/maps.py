@@ -17,8 +17,8 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from typing import Sequence
-from itertools import accumulate, repeat
-from operator import add
+from itertools import accumulate, compress, repeat
+from operator import add, eq, not_
 
 from . import abi
 from .bpf import libbpf
@@ -27,7 +27,7 @@ from .compile import CompiledPolicy, PrefixTable
 PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/guard.bpf.h
 SPLIT_WRITES_FROM = 1024  # LPM writes this large are shared between two threads
 _KEY_SIZES = {"eg_cidr4": abi.LPM4_KEY.size, "eg_cidr6": abi.LPM6_KEY.size,
-              "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}
+              "eg_host4": abi.HOST4_KEY.size, "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}
 
 
 class MapCapacityError(Exception):
@@ -44,8 +44,9 @@ class _Installed:
 
 @dataclass
 class _Prestaged:
-    """IPv4 LPM entries written ahead of their generation (Maps.prestage)."""
+    """IPv4 prefix entries written ahead of their generation (Maps.prestage)."""
     policy_id: int
+    map_name: str            # eg_host4 (hosts) or eg_cidr4
     first: int               # eg_port_rules slots first .. first + count - 1, taken
     count: int
     prefixlen: int
@@ -147,8 +148,8 @@ class Maps:
         try:
             early = self._take_prestaged(policy_id, policy.ipv4, record)
             writes = ((early if early is not None
-                       else self._write_prefixes(policy_id, policy.ipv4, "eg_cidr4", record))
-                      + self._write_prefixes(policy_id, policy.ipv6, "eg_cidr6", record))
+                       else self._write_prefixes(policy_id, policy.ipv4, record))
+                      + self._write_prefixes(policy_id, policy.ipv6, record))
             self._write_all(writes)
             if early is not None:
                 self._prestaged_written(record)
@@ -181,7 +182,7 @@ class Maps:
 
     # -- IPv4 prefixes written ahead ------------------------------------------
     def prestage(self, policy_id: int, values: Sequence[int], prefixlens: Sequence[int]) -> None:
-        """Start writing the IPv4 LPM entries that policy_id will have if its
+        """Start writing the IPv4 prefix entries that policy_id will have if its
         table is these networks (integers) in this order, each its own
         prefix with one port rule (what large policies compile to), while
         the caller goes on reading and compiling the policy. install_policy()
@@ -201,18 +202,22 @@ class Maps:
             return
         prefixlen = prefixlens[0]
         addresses = struct.pack(f">{count}I", *values)
-        keys, spans = self._lpm_entries(policy_id, 4, addresses, array("I", [prefixlen]) * count,
-                                        first, array("I", [1]) * count)
+        spans = self._spans(first, array("I", [1]) * count, count)
+        if prefixlen == 32:
+            map_name, keys = "eg_host4", self._host_keys(policy_id, addresses)
+        else:
+            map_name = "eg_cidr4"
+            keys = self._lpm_keys(policy_id, 4, addresses, array("I", [prefixlen]) * count)
         failed: list[BaseException] = []
 
         def write() -> None:
             try:
-                self._write_many("eg_cidr4", keys, spans, count)
+                self._write_many(map_name, keys, spans, count)
             except BaseException as exc:  # raised by whoever takes or drops them
                 failed.append(exc)
         writer = threading.Thread(target=write, name="egress-guard-prestage")
-        self._prestaged = _Prestaged(policy_id, first, count, prefixlen, addresses, keys,
-                                     writer, failed)
+        self._prestaged = _Prestaged(policy_id, map_name, first, count, prefixlen, addresses,
+                                     keys, writer, failed)
         writer.start()
 
     def drop_prestaged(self) -> None:
@@ -221,13 +226,13 @@ class Maps:
         if staged is None:
             return
         staged.writer.join()
-        self._delete_many("eg_cidr4", staged.keys)
+        self._delete_many(staged.map_name, staged.keys)
         self._slots.give(staged.first, staged.count)
 
     def _take_prestaged(self, policy_id: int, table: PrefixTable,
                         record: _Installed) -> list[tuple] | None:
         """The remaining writes of table (its port rules, unless they could
-        be copied in here) if the prestaged entries are exactly its LPM
+        be copied in here) if the prestaged entries are exactly its prefix
         entries; else drop them, None."""
         staged = self._prestaged
         if staged is None:
@@ -240,7 +245,7 @@ class Maps:
             return None
         self._prestaged = None
         record.spans.append((staged.first, staged.count))
-        record.keys["eg_cidr4"] = [staged.keys]
+        record.keys[staged.map_name] = [staged.keys]
         record.prestaged = staged
         return self._port_rule_writes(staged.first, table.rules, staged.count)
 
@@ -252,21 +257,45 @@ class Maps:
         if staged.failed:
             raise staged.failed[0]
 
-    def _write_prefixes(self, policy_id: int, table: PrefixTable, map_name: str,
+    def _write_prefixes(self, policy_id: int, table: PrefixTable,
                         record: _Installed) -> list[tuple]:
         """One family's writes: its port rules as one run of eg_port_rules,
-        and its LPM entries pointing into that run; packed a column at a
+        and its prefix entries pointing into that run; packed a column at a
         time."""
         if not table:
             return []
-        count = len(table)
         total = len(table.rules) // abi.PORT_RULE.size
         first = self._slots.take(total)
         record.spans.append((first, total))
-        keys, spans = self._lpm_entries(policy_id, table.version, table.addresses,
-                                        table.prefixlens, first, table.counts, total)
-        record.keys[map_name] = [keys]
-        return self._port_rule_writes(first, table.rules, total) + [(map_name, keys, spans, count)]
+        writes = self._prefix_writes(policy_id, table, self._spans(first, table.counts, total))
+        for map_name, keys, _spans, _count in writes:
+            record.keys[map_name] = [keys]
+        return self._port_rule_writes(first, table.rules, total) + writes
+
+    @classmethod
+    def _prefix_writes(cls, policy_id: int, table: PrefixTable, spans: bytes) -> list[tuple]:
+        """(map, keys, spans, count) of a family's prefixes: IPv4 hosts go to
+        eg_host4, every other prefix to its family's LPM trie."""
+        count = len(table)
+        if table.version == 6:
+            keys = cls._lpm_keys(policy_id, 6, table.addresses, table.prefixlens)
+            return [("eg_cidr6", keys, spans, count)]
+        hosts = table.prefixlens.count(32)
+        if hosts == count:
+            return [("eg_host4", cls._host_keys(policy_id, table.addresses), spans, count)]
+        if hosts == 0:
+            keys = cls._lpm_keys(policy_id, 4, table.addresses, table.prefixlens)
+            return [("eg_cidr4", keys, spans, count)]
+        is_host = list(map(eq, table.prefixlens, repeat(32)))
+        is_net = list(map(not_, is_host))
+        addresses, span_words = array("I", table.addresses), array("Q", spans)
+        net_prefixlens = array("I", compress(table.prefixlens, is_net))
+        return [
+            ("eg_host4", cls._host_keys(policy_id, array("I", compress(addresses, is_host))),
+             array("Q", compress(span_words, is_host)).tobytes(), hosts),
+            ("eg_cidr4", cls._lpm_keys(policy_id, 4, array("I", compress(addresses, is_net)),
+                                       net_prefixlens),
+             array("Q", compress(span_words, is_net)).tobytes(), count - hosts)]
 
     def _port_rule_writes(self, first: int, rules: bytes, count: int) -> list[tuple]:
         """Port rules for slots first .. first + count - 1, none of which a
@@ -281,26 +310,32 @@ class Maps:
         return [("eg_port_rules", array("I", range(first, first + count)).tobytes(), rules, count)]
 
     @staticmethod
-    def _lpm_entries(policy_id: int, version: int, addresses: bytes, prefixlens: array,
-                     first: int, counts: array, total: int | None = None) -> tuple[bytes, bytes]:
-        """(packed keys, packed spans) of one family's LPM entries, a column
-        at a time: prefix i of addresses/prefixlens, its counts[i] port rules
-        after those of prefix i - 1 from slot first on."""
-        count = len(prefixlens)
+    def _spans(first: int, counts: array, total: int) -> bytes:
+        """Packed struct guard_rule_span of each prefix: its counts[i] port
+        rules after those of prefix i - 1, from slot first on."""
+        count = len(counts)
         spans = bytearray(abi.RULE_SPAN.size * count)
         words = memoryview(spans).cast("I")                     # first, count
-        if (total if total is not None else sum(counts)) == count:  # one rule per prefix
+        if total == count:  # one rule per prefix
             words[0::2] = array("I", range(first, first + count))
         else:
             words[0::2] = array("I", accumulate(counts[:-1], initial=first))
         words[1::2] = counts
         words.release()
+        return bytes(spans)
+
+    @staticmethod
+    def _lpm_keys(policy_id: int, version: int, addresses: bytes | array,
+                  prefixlens: array) -> bytes:
+        """Packed LPM keys of one family's prefixes, a column at a time:
+        prefix i is the i-th address of addresses over prefixlens[i]."""
+        count = len(prefixlens)
         layout = abi.LPM4_KEY if version == 4 else abi.LPM6_KEY
         stride = layout.size // 4
         keys = bytearray(layout.size * count)
         words = memoryview(keys).cast("I")         # prefixlen, policy_id, address words
         # prefixlen counts the 32 bits of policy_id that precede the address
-        if prefixlens.count(prefixlens[0]) == count:  # one length (hosts, say)
+        if prefixlens.count(prefixlens[0]) == count:  # one length
             words[0::stride] = array("I", [prefixlens[0] + 32]) * count
         else:
             words[0::stride] = array("I", map(add, prefixlens, repeat(32)))
@@ -309,7 +344,15 @@ class Maps:
         for word in range(stride - 2):
             words[2 + word::stride] = address_words[word::stride - 2]
         words.release()
-        return bytes(keys), bytes(spans)
+        return bytes(keys)
+
+    @staticmethod
+    def _host_keys(policy_id: int, addresses: bytes | array) -> bytes:
+        """Packed struct guard_host4_key of IPv4 hosts (4 bytes each)."""
+        address_words = array("I", addresses)   # the bytes as they are
+        keys = array("I", [policy_id]) * (2 * len(address_words))
+        keys[1::2] = address_words
+        return keys.tobytes()
 
     def _write_all(self, writes: list[tuple]) -> None:
         """(map, keys, values, count) writes, on two threads: a bpf() call
@@ -423,7 +466,8 @@ class Maps:
             return records.setdefault(policy_id, _Installed())
         for pid in libbpf.map_keys(self._fd["eg_policies"], ctypes.c_uint32):
             record(pid.value)
-        for name, key_type in (("eg_cidr4", abi.Lpm4Key), ("eg_cidr6", abi.Lpm6Key)):
+        for name, key_type in (("eg_cidr4", abi.Lpm4Key), ("eg_cidr6", abi.Lpm6Key),
+                               ("eg_host4", abi.Host4Key)):
             for key in libbpf.map_keys(self._fd[name], key_type):
                 span = abi.RuleSpan()
                 if libbpf.map_lookup(self._fd[name], key, span):

@@ -284,7 +284,19 @@ struct guard_lpm6_key {
 	__u8 addr[16];
 };
 
-/* LPM value: the rules for this prefix, in precedence order, in eg_port_rules. */
+/*
+ * eg_host4 key: an IPv4 host (a /32) of one policy generation. Hosts are most
+ * of a large policy's prefixes, and a hash map takes them in half the time an
+ * LPM trie does; a /32 is the longest prefix there is, so a hit here is what
+ * the trie would have answered.
+ */
+struct guard_host4_key {
+	__u32 policy_id;
+	__u8 addr[4];
+};
+
+/* eg_host4, eg_cidr4 and eg_cidr6 value: the rules for this prefix, in
+ * precedence order, in eg_port_rules. */
 struct guard_rule_span {
 	__u32 first;
 	__u32 count;

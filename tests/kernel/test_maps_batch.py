@@ -42,11 +42,14 @@ def objects():
     objs.close()
 
 
+PREFIX_MAPS = (("eg_cidr4", abi.Lpm4Key, IPv4Network), ("eg_cidr6", abi.Lpm6Key, IPv6Network),
+               ("eg_host4", abi.Host4Key, IPv4Network))
+
+
 def read_back(fds: dict[str, int], policy_id: int):
     """network -> port rules of one generation, from the kernel's maps."""
     tables = {}
-    for name, key_type, network in (("eg_cidr4", abi.Lpm4Key, IPv4Network),
-                                    ("eg_cidr6", abi.Lpm6Key, IPv6Network)):
+    for name, key_type, network in PREFIX_MAPS:
         for key in libbpf.map_keys(fds[name], key_type):
             if key.policy_id != policy_id:
                 continue
@@ -59,16 +62,20 @@ def read_back(fds: dict[str, int], policy_id: int):
                 rules.append(PortRule(rule.port_lo, rule.port_hi, abi.Proto(rule.proto),
                                       abi.Action(rule.action), rule.rule_id))
             address = int.from_bytes(bytes(key.addr), "big")
-            tables[network((address, key.prefixlen - 32))] = tuple(rules)
+            prefixlen = key.prefixlen - 32 if name != "eg_host4" else 32
+            tables[network((address, prefixlen))] = tuple(rules)
     return tables
 
 
+def entries_by_map(fds: dict[str, int], policy_id: int) -> dict[str, int]:
+    """map -> entries of one generation, for the prefix and exec maps."""
+    return {name: sum(key.policy_id == policy_id for key in libbpf.map_keys(fds[name], key_type))
+            for name, key_type in [(name, key_type) for name, key_type, _ in PREFIX_MAPS]
+            + [("eg_exec_rules", abi.ExecKey)]}
+
+
 def entries_of(fds: dict[str, int], policy_id: int) -> int:
-    count = 0
-    for name, key_type in (("eg_cidr4", abi.Lpm4Key), ("eg_cidr6", abi.Lpm6Key),
-                           ("eg_exec_rules", abi.ExecKey)):
-        count += sum(key.policy_id == policy_id for key in libbpf.map_keys(fds[name], key_type))
-    return count
+    return sum(entries_by_map(fds, policy_id).values())
 
 
 @pytest.mark.parametrize("mapped", [True, False], ids=["rules copied in", "rules via bpf()"])
@@ -91,7 +98,9 @@ def test_a_generation_reads_back_as_compiled(objects, monkeypatch, batched, mapp
     maps.install_policy(policy_id, compiled)
     try:
         assert read_back(objects.map_fds, policy_id) == {**compiled.v4, **compiled.v6}
-        assert entries_of(objects.map_fds, policy_id) == len(compiled.v4) + len(compiled.v6) + 1
+        # the hosts in the hash map, 10.0.0.0/8 and 2001:db8::/32 in the tries
+        assert entries_by_map(objects.map_fds, policy_id) == {
+            "eg_host4": RULES, "eg_cidr4": 1, "eg_cidr6": 1, "eg_exec_rules": 1}
     finally:
         maps.remove_policy(policy_id)
     assert entries_of(objects.map_fds, policy_id) == 0
@@ -102,9 +111,9 @@ def test_removal_steps_over_entries_already_gone(objects):
     [policy] = parse_policies(policy_text(), "batch.yaml")
     maps = Maps(objects.map_fds)
     maps.install_policy(0x0800, compile_policy(policy))
-    key = abi.Lpm4Key(prefixlen=32 + 32, policy_id=0x0800)
+    key = abi.Host4Key(policy_id=0x0800)
     key.addr[:] = bytes([10, 0, 7, 1])
-    assert libbpf.map_delete(objects.map_fds["eg_cidr4"], key)  # someone else took one
+    assert libbpf.map_delete(objects.map_fds["eg_host4"], key)  # someone else took one
     maps.remove_policy(0x0800)
     assert entries_of(objects.map_fds, 0x0800) == 0
 
@@ -114,13 +123,15 @@ def test_removal_steps_over_entries_already_gone(objects):
 HOSTS = 1500
 
 
-def hosts_policy(first_octet: int = 10):
-    """A program's policy: HOSTS host rules of one shape, read by the fast reader."""
+def hosts_policy(first_octet: int = 10, prefixlen: int = 32):
+    """A program's policy: HOSTS host rules of one shape, read by the fast
+    reader (or as many /24 networks)."""
     lines = ["apiVersion: egress-guard/v1", "kind: EgressPolicy", "metadata:", "  name: hosts",
              "spec:", "  egress:"]
     for i in range(HOSTS):
         lines += [f"    - name: h{i}", "      action: block", "      to:",
-                  f"        - cidr: {first_octet}.4.{i // 256}.{i % 256}/32", "          ports: [443]"]
+                  f"        - cidr: {first_octet}.{i // 256}.{i % 256}.{int(prefixlen == 32)}/{prefixlen}",
+                  "          ports: [443]"]
     seen = []
     [draft] = read_policy_set("\n".join(lines) + "\n", "hosts.yaml",
                               early=lambda values, prefixlens: seen.append((values, prefixlens)))
@@ -134,14 +145,17 @@ def free_slots(maps: Maps) -> bool:
     return True
 
 
-def test_prestaged_prefixes_are_what_the_install_writes(objects):
-    compiled, [(values, prefixlens)] = hosts_policy()
+@pytest.mark.parametrize("prefixlen, map_name", [(32, "eg_host4"), (24, "eg_cidr4")])
+def test_prestaged_prefixes_are_what_the_install_writes(objects, prefixlen, map_name):
+    compiled, [(values, prefixlens)] = hosts_policy(prefixlen=prefixlen)
     maps = Maps(objects.map_fds)
     maps.prestage(0x0900, values, prefixlens)
+    assert maps._prestaged.map_name == map_name
     maps.install_policy(0x0900, compiled)
     try:
         assert maps._prestaged is None   # taken, not written again
         assert read_back(objects.map_fds, 0x0900) == {**compiled.v4, **compiled.v6}
+        assert entries_by_map(objects.map_fds, 0x0900)[map_name] == HOSTS
         assert entries_of(objects.map_fds, 0x0900) == HOSTS
     finally:
         maps.remove_policy(0x0900)

@@ -31,10 +31,10 @@ def big_policy(path, name: str):
 
 
 def generations_in_maps(pins: PinLayout) -> Counter:
-    """policy id >> 8 (the generation) -> entries, over the LPM and exec maps."""
+    """policy id >> 8 (the generation) -> entries, over the prefix and exec maps."""
     seen: Counter = Counter()
     for name, key_type in (("eg_cidr4", abi.Lpm4Key), ("eg_cidr6", abi.Lpm6Key),
-                           ("eg_exec_rules", abi.ExecKey)):
+                           ("eg_host4", abi.Host4Key), ("eg_exec_rules", abi.ExecKey)):
         fd = libbpf.lib().bpf_obj_get(str(pins.maps / name).encode())
         assert fd >= 0
         try:

@@ -58,6 +58,9 @@ def test_packed_layouts_are_the_ctypes_layouts():
     key6 = abi.Lpm6Key(prefixlen=160, policy_id=7)
     key6.addr[:] = bytes(range(16))
     assert abi.LPM6_KEY.pack(160, 7, bytes(range(16))) == bytes(key6)
+    host4 = abi.Host4Key(policy_id=0x0102_0304)
+    host4.addr[:] = b"\xc6\x12\x00\x07"
+    assert abi.HOST4_KEY.pack(0x0102_0304, b"\xc6\x12\x00\x07") == bytes(host4)
     assert abi.RULE_SPAN.pack(9, 3) == bytes(abi.RuleSpan(first=9, count=3))
     rule = abi.PortRule(port_lo=80, port_hi=443, proto=abi.Proto.TCP, action=abi.Action.BLOCK,
                         rule_id=513)
