@@ -249,6 +249,7 @@ class FastPolicy:
         if self._rules is None:
             return self.shell
         with gc_paused():
+            self._rules.scrap = None
             return dataclasses.replace(self.shell, egress=self._rules.model())
 
     def compiled(self) -> CompiledPolicy:
@@ -342,6 +343,11 @@ class _Rules:
         # else ("networks", per rule the first target's networks)
         self.first_networks = first_networks
         self.extra_targets: dict[int, tuple[Target, ...]] = extra_targets
+        # What reading made and these rules no longer need (the lines the
+        # columns were cut from: tens of thousands of strings), kept until
+        # the model is built, after the switch: freeing them is a
+        # millisecond of deallocations the switch need not wait for.
+        self.scrap: tuple | None = None
 
     def table(self) -> EgressTable:
         """The compiler's columns: one row per network of a target."""
@@ -404,12 +410,13 @@ def _rules(text: str, start: int, key_indent: int, indent: int,
             run = _constant_run(template, tail, key_indent, indent, early)
             if run is None:
                 loose = _run(template, tail, key_indent, indent)
-                run = loose and (*loose, None)
+                run = loose and (*loose, None, None)
             if run is not None:
-                columns, size, networks = run
+                columns, size, networks, lines = run
                 try:
                     rules = _uniform_rules(template, columns, first_line,
                                            3 + max(sum(shape), 1), early, networks)
+                    rules.scrap = (lines, columns)
                     return min(start + size, len(text)), rules
                 except _NotMine:
                     pass  # a value the loose template let through: read it strictly
@@ -466,7 +473,8 @@ def _run(pattern: re.Pattern, tail: str, key_indent: int,
 
 
 def _constant_run(template: re.Pattern, tail: str, key_indent: int, indent: int,
-                  early: Early | None = None) -> tuple[list, int, tuple | None] | None:
+                  early: Early | None = None
+                  ) -> tuple[list, int, tuple | None, list[str]] | None:
     """_run(template, ...) for the usual list of a program: every rule the
     first one's lines, but for its name and its cidr (the same action, ports
     and protocol). Then the list is read a line at a time, by columns: one
@@ -477,7 +485,8 @@ def _constant_run(template: re.Pattern, tail: str, key_indent: int, indent: int,
 
     The cidr line is read first, and its networks (the third value, or None)
     go to early() before the other lines are checked: the kernel's share of
-    a large reload is writing these, and it can start that much sooner."""
+    a large reload is writing these, and it can start that much sooner. The
+    fourth value is the lines (see _Rules.scrap)."""
     first = template.match(tail)
     if first is None:
         return None
@@ -505,15 +514,15 @@ def _constant_run(template: re.Pattern, tail: str, key_indent: int, indent: int,
     for line in sorted(range(per_rule), key=lambda line: line != cidr_line):
         expected = model[line]
         column = lines[line:used:per_rule]
-        if line in cut:
-            values = _cut_heads(column, expected[:cut[line]])
-            if values is None:
+        if line == cidr_line:
+            cidrs = _cut_cidrs(column, expected[:cut[line]], first["l"])
+            if cidrs is None:
                 return None
-            if line == cidr_line:
-                cidrs = _cidr_columns(values, first["l"])
-                networks = _early_networks(cidrs, early)
-            else:
-                names = values
+            networks = _early_networks(cidrs, early)
+        elif line in cut:
+            names = _cut_heads(column, expected[:cut[line]])
+            if names is None:
+                return None
         elif column.count(expected) != count:
             return None
     if not _ends_list(key_indent, indent == key_indent).match(tail, end):
@@ -526,7 +535,7 @@ def _constant_run(template: re.Pattern, tail: str, key_indent: int, indent: int,
             columns += cidrs
         elif name != "l":
             columns.append([first[name]] * count)   # the same object: a fast count()
-    return columns, end, networks
+    return columns, end, networks, lines
 
 
 def _early_networks(cidrs: list[list], early: Early | None) -> tuple | None:
@@ -554,6 +563,25 @@ def _cut_heads(lines: list[str], head: str) -> list[str] | None:
     if _lines_beginning(lines, head) != len(lines):
         return None
     return list(map(itemgetter(slice(len(head), None)), lines))
+
+
+def _cut_cidrs(lines: list[str], head: str, first_length: str | None) -> list[list] | None:
+    """The template's c and l columns from the cidr lines (_cut_heads, then
+    _cidr_columns), or None unless every line begins with head. Where
+    every value has the first rule's prefix length (hosts, say) and no other
+    /, the addresses are sliced out of the lines directly."""
+    count = len(lines)
+    joined = "\n" + "\n".join(lines) + "\n"
+    if joined.count("\n" + head) != count:
+        return None
+    if first_length is not None:
+        suffix = f"/{first_length}\n"
+        if (joined.count("/") == count * (1 + head.count("/"))
+                and joined.count(suffix) == count):
+            # each line ends in the suffix, and holds no other /
+            address = slice(len(head), 1 - len(suffix))
+            return [list(map(itemgetter(address), lines)), [first_length] * count]
+    return _cidr_columns(list(map(itemgetter(slice(len(head), None)), lines)), first_length)
 
 
 def _cidr_columns(cidrs: list[str], first_length: str | None) -> list[list]:
