@@ -9,12 +9,14 @@ When several egress rules match a destination, the project's rule is:
 3. then the rule earlier in the file wins;
 4. if nothing matches, the policy's defaultAction applies.
 
-The kernel does one longest-prefix lookup per address family and takes the
-first port rule of that prefix whose port range and protocol match. So the
-compiler flattens: every network gets its own rules in precedence order,
-followed by the rules of every wider network of the policy that contains it,
-most specific first. A destination whose own prefix has no matching port rule
-then falls through to the wider prefixes exactly as rule 1 says.
+The kernel finds one prefix per destination, the longest of the policy that
+contains it (an IPv4 host is looked up by its address first, eg_host4, and
+the rest in an LPM trie per family), and takes the first port rule of that
+prefix whose port range and protocol match. So the compiler flattens: every
+network gets its own rules in precedence order, followed by the rules of
+every wider network of the policy that contains it, most specific first. A
+destination whose own prefix has no matching port rule then falls through to
+the wider prefixes exactly as rule 1 says.
 
 The compiler reads the egress rules as columns (EgressTable: one row per
 network a target names) and answers in the kernel's own layout (PrefixTable:

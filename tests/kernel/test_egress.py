@@ -41,6 +41,11 @@ spec:
       action: allow
       to:
         - cidr: 127.0.0.2/32
+    - name: block-one-port-of-a-host
+      action: block
+      to:
+        - cidr: 127.0.0.4/32
+          ports: [29040]
     - name: quiet-port
       action: allow
       to:
@@ -131,8 +136,12 @@ def test_port_range(setup):
 def test_precedence_matches_the_compiler_and_the_kernel(setup):
     guarded, _, agent, policy_path = setup
     compiled = compile_policy(load_policy(policy_path))
+    # hosts (/32) are in eg_host4, wider IPv4 prefixes in eg_cidr4: a host's
+    # entry carries the rules of every prefix around it (127.0.0.4 on 29001
+    # is refused by the /8's rule, on 29030 allowed by the rule for any address)
     cases = [("127.0.0.2", 29001), ("127.0.0.3", 29001), ("127.0.0.2", 29030),
-             ("127.0.0.1", 29030), ("127.0.0.1", 29040)]
+             ("127.0.0.1", 29030), ("127.0.0.1", 29040), ("127.0.0.4", 29040),
+             ("127.0.0.4", 29001), ("127.0.0.4", 29030), ("127.0.0.4", 29021)]
     for ip, port in cases:
         expected, _rule = simulate(compiled, ip, port, Proto.TCP)
         outcome = try_connect(guarded, ip, port)
@@ -140,6 +149,8 @@ def test_precedence_matches_the_compiler_and_the_kernel(setup):
     # the most specific prefix wins: the /32 allow beats the /8 block
     assert try_connect(guarded, "127.0.0.2", 29001) == "ok"
     assert try_connect(guarded, "127.0.0.3", 29001) == "EPERM"
+    assert [try_connect(guarded, "127.0.0.4", port) for port in (29040, 29001, 29030, 29021)] \
+        == ["EPERM", "EPERM", "ok", "ok"]
 
 
 def test_allow_rules_are_silent_and_log_is_reported(setup):
