@@ -239,3 +239,48 @@ def test_port_rules_pinned_unmappable_are_written_through_bpf(private_bpffs):
         assert entries_of(adopted.map_fds, 0x0c00) == 0
     finally:
         adopted.close()
+
+
+# --- generations written before eg_host4 --------------------------------------------
+
+def test_hosts_an_older_agent_wrote_into_the_trie_are_still_enforced(objects, monkeypatch):
+    """An agent from before eg_host4 put hosts (/32) in eg_cidr4. Adopted, such
+    a generation stays in force until the next switch; the programs try
+    eg_host4 first and then the trie, so its hosts are still judged."""
+    from guard.sandbox import TempCgroup
+
+    from .conftest import try_connect
+
+    def into_the_trie(policy_id, table, spans):
+        keys = Maps._lpm_keys(policy_id, table.version, table.addresses, table.prefixlens)
+        return [(f"eg_cidr{table.version}", keys, spans, len(table))]
+    monkeypatch.setattr(Maps, "_prefix_writes", staticmethod(into_the_trie))
+    [policy] = parse_policies(
+        "apiVersion: egress-guard/v1\nkind: EgressPolicy\nmetadata: {name: older}\n"
+        "spec:\n  defaultAction: allow\n  egress:\n"
+        "    - {name: host, action: block, to: [{cidr: 127.0.0.7/32, ports: [29071]}]}\n"
+        "    - {name: net, action: block, to: [{cidr: 127.0.0.0/8, ports: [29072]}]}\n",
+        "older.yaml")
+    maps = Maps(objects.map_fds)
+    policy_id = 0x0d00
+    maps.install_policy(policy_id, compile_policy(policy))
+    slot = 3
+    try:
+        assert entries_by_map(objects.map_fds, policy_id) == {
+            "eg_cidr4": 2, "eg_cidr6": 0, "eg_host4": 0, "eg_exec_rules": 0}
+        maps.set_slot(slot, policy_id)
+        with TempCgroup("egress-guard-test") as cg:
+            objects.attach_cgroup(str(cg.path), cg.id)
+            try:
+                maps.guard(cg.id, cg.cgroup.level, slot)
+                # the host's own rule, and the /8's rule through the host's entry
+                assert try_connect(cg, "127.0.0.7", 29071) == "EPERM"
+                assert try_connect(cg, "127.0.0.7", 29072) == "EPERM"
+                assert try_connect(cg, "127.0.0.8", 29071) != "EPERM"
+            finally:
+                maps.unguard(cg.id)
+                objects.detach_cgroup(cg.id)
+    finally:
+        maps.set_slot(slot, 0)
+        maps.remove_policy(policy_id)
+    assert entries_of(objects.map_fds, policy_id) == 0
