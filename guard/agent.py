@@ -48,7 +48,7 @@ from .metrics import MetricsServer
 from .output import Clock, EventWriter, describe, describe_detection
 from .policy import (Policy, PolicyError, Problem, Workload, default_policy, policy_text,
                      select_policy)
-from .policy_fast import FastPolicy, gc_paused, load_policy_set, read_policy_set
+from .policy_fast import FastPolicy, gc_paused, load_policy_set, read_policy_set, warm_up
 from .process import ProcessTable
 from .scheduling import CpuShare, cgroup_company, lateness_s
 
@@ -232,6 +232,7 @@ class Agent:
         except BaseException:
             self.stop()  # whatever failed half-way, nothing new stays attached
             raise
+        warm_up()   # the fast reader's patterns, before a reload needs them
         self.writer.write(self._agent_event("ready"))
         self.writer.flush()
         self._ready = True

@@ -400,3 +400,24 @@ def test_early_comes_before_the_other_columns_are_checked():
     assert policy_fast.read(ONE_SHAPE["duplicate names"], "p.yaml",
                             early=lambda *column: seen.append(column)) is None
     assert len(seen) == 1 and len(seen[0][0]) == 300
+
+
+def test_warm_up_compiles_what_a_large_list_in_a_usual_layout_needs(tmp_path):
+    """After warm_up() (the agent's start), reading the benchmark's file
+    compiles no pattern: its first reload pays for none."""
+    caches = (policy_fast._grammar, policy_fast._template, policy_fast._ends_list,
+              policy_fast._list_end)
+    for cache in caches:
+        cache.cache_clear()
+    policy_fast.warm_up()
+    assert all(cache.cache_info().currsize for cache in caches[:3])
+    misses = [cache.cache_info().misses for cache in caches]
+    text = write_policy(tmp_path / "big.yaml", 200, "big").read_text()
+    assert policy_fast.read(text, "big.yaml") is not None
+    assert [cache.cache_info().misses for cache in caches] == misses
+    # and the indentless layout, as PyYAML dumps lists
+    indentless = text.split("  egress:\n")[0] + "  egress:\n" + "".join(
+        f"  - name: r{i}\n    action: block\n    to:\n    - cidr: 198.18.{i // 256}.{i % 256}/32\n"
+        "      ports: [443]\n" for i in range(200))
+    assert policy_fast.read(indentless, "big.yaml") is not None
+    assert [cache.cache_info().misses for cache in caches] == misses
