@@ -26,7 +26,7 @@ from .bpf import libbpf
 from .compile import CompiledPolicy, PrefixTable
 
 PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/guard.bpf.h
-SPLIT_WRITES_FROM = 1024  # LPM writes this large are shared between two threads
+SPLIT_WRITES_FROM = 1024  # prefix writes this large are shared between two threads
 _KEY_SIZES = {"eg_cidr4": abi.LPM4_KEY.size, "eg_cidr6": abi.LPM6_KEY.size,
               "eg_host4": abi.HOST4_KEY.size, "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}
 
@@ -369,9 +369,11 @@ class Maps:
 
     def _write_all(self, writes: list[tuple]) -> None:
         """(map, keys, values, count) writes, on two threads: a bpf() call
-        runs without the GIL, and the kernel's LPM inserts (most of a large
-        policy's install: a walk down the trie each) are then split between
-        the caller and a helper, the helper also filling eg_port_rules."""
+        runs without the GIL, and the kernel's prefix inserts (most of a
+        large policy's install) are then split between the caller and a
+        helper, the helper also filling eg_port_rules. eg_host4 locks a
+        bucket per insert, so its halves run side by side; an LPM trie
+        takes one lock for the whole trie, and its halves take turns."""
         if not writes:
             return
         own: list[tuple] = []

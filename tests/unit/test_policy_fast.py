@@ -174,6 +174,11 @@ ONE_SHAPE = {
                                           "        - cidr: 10.9.0.0/24\n          ports: [443]\n"),
     "two slashes": one_shape(300, r9="    - name: x\n      action: block\n      to:\n"
                                      "        - cidr: 10.9.0.1/32/32\n          ports: [443]\n"),
+    "a quoted cidr": one_shape(300, r9="    - name: x\n      action: block\n      to:\n"
+                                       "        - cidr: \"10.9.0.1/32\"\n          ports: [443]\n"),
+    "a slash before the length": one_shape(300, r9="    - name: x\n      action: block\n"
+                                                   "      to:\n        - cidr: 10.9.0/1/32\n"
+                                                   "          ports: [443]\n"),
     "a name on the cidr line's column": one_shape(300, r2="    - name: x\n      action: block\n"
                                                           "      to:\n        - name: 10.9.0.1/32\n"
                                                           "          ports: [443]\n"),
@@ -214,6 +219,18 @@ def test_a_list_of_one_shape_is_read_by_columns(monkeypatch):
     assert runs == []   # no regular expression per rule
     assert policy_fast.read(ONE_SHAPE["another action"], "p.yaml") is not None
     assert runs   # the template's run read it
+
+
+def test_the_lines_read_are_freed_when_the_model_is_built():
+    """The 1,500 lines read stay referenced until the model is built (after
+    the switch), not freed while the agent reads and switches."""
+    [draft] = policy_fast.read(ONE_SHAPE["one shape"], "p.yaml")
+    lines, _columns = draft._rules.scrap
+    assert len(lines) >= 300 * 5 and lines[0] == "    - name: h0"
+    draft.compiled()
+    assert draft._rules.scrap is not None
+    assert draft.policy.egress[0].name == "h0"
+    assert draft._rules.scrap is None
 
 
 NOT_MINE = {
