@@ -4,9 +4,11 @@
 The objects (guard/objects/*.bpf.o) all include bpf/guard.bpf.h and so all
 declare the same eg_* maps. The first object loaded creates them; every later
 object is handed the same fds before it loads (bpf_map__reuse_fd), so the
-kernel holds one instance of each map. Links are not pinned: if the agent dies,
-the kernel drops its programs with it (issue 6 will add pinned, fail-closed
-mode).
+kernel holds one instance of each map. Without a pin directory nothing is
+pinned: if the agent dies, the kernel drops its programs with it. With one
+(`run --pin`), maps and links are pinned under it (PinLayout), and the next
+agent adopts them: it reuses the pinned maps and swaps its programs into the
+pinned links, so enforcement has no gap.
 """
 from __future__ import annotations
 
