@@ -148,11 +148,17 @@ def test_layouts_it_reads(text):
     assert same_as_careful(text)
 
 
+def rule_of_the_shape(cidr: str = "10.9.0.1/32", name: str = "x", action: str = "block",
+                      ports: str = "[443]") -> str:
+    """One rule in one_shape()'s layout, with the values given."""
+    return (f"    - name: {name}\n      action: {action}\n      to:\n"
+            f"        - cidr: {cidr}\n          ports: {ports}\n")
+
+
 def one_shape(count: int, **changes) -> str:
     """A program's list: every rule like the first but for name and cidr;
     changes: rule index -> its text instead."""
-    rules = [f"    - name: h{i}\n      action: block\n      to:\n"
-             f"        - cidr: 10.2.{i // 256}.{i % 256}/32\n          ports: [443]\n"
+    rules = [rule_of_the_shape(f"10.2.{i // 256}.{i % 256}/32", name=f"h{i}")
              for i in range(count)]
     for index, text in changes.items():
         rules[int(index[1:])] = text
@@ -161,24 +167,14 @@ def one_shape(count: int, **changes) -> str:
 
 ONE_SHAPE = {
     "one shape": one_shape(300),
-    "another action": one_shape(300, r7="    - name: x\n      action: log\n      to:\n"
-                                        "        - cidr: 10.9.0.1/32\n          ports: [443]\n"),
-    "another port, last": one_shape(300, r299="    - name: x\n      action: block\n      to:\n"
-                                              "        - cidr: 10.9.0.1/32\n          ports: [80]\n"),
-    "a second target": one_shape(300, r5="    - name: x\n      action: block\n      to:\n"
-                                         "        - cidr: 10.9.0.1/32\n          ports: [443]\n"
-                                         "        - cidr: 10.9.0.2/32\n"),
-    "no length, or another": one_shape(300, r3="    - name: x\n      action: block\n      to:\n"
-                                               "        - cidr: 10.9.0.1\n          ports: [443]\n",
-                                       r4="    - name: y\n      action: block\n      to:\n"
-                                          "        - cidr: 10.9.0.0/24\n          ports: [443]\n"),
-    "two slashes": one_shape(300, r9="    - name: x\n      action: block\n      to:\n"
-                                     "        - cidr: 10.9.0.1/32/32\n          ports: [443]\n"),
-    "a quoted cidr": one_shape(300, r9="    - name: x\n      action: block\n      to:\n"
-                                       "        - cidr: \"10.9.0.1/32\"\n          ports: [443]\n"),
-    "a slash before the length": one_shape(300, r9="    - name: x\n      action: block\n"
-                                                   "      to:\n        - cidr: 10.9.0/1/32\n"
-                                                   "          ports: [443]\n"),
+    "another action": one_shape(300, r7=rule_of_the_shape(action="log")),
+    "another port, last": one_shape(300, r299=rule_of_the_shape(ports="[80]")),
+    "a second target": one_shape(300, r5=rule_of_the_shape() + "        - cidr: 10.9.0.2/32\n"),
+    "no length, or another": one_shape(300, r3=rule_of_the_shape("10.9.0.1"),
+                                       r4=rule_of_the_shape("10.9.0.0/24", name="y")),
+    "two slashes": one_shape(300, r9=rule_of_the_shape("10.9.0.1/32/32")),
+    "a quoted cidr": one_shape(300, r9=rule_of_the_shape('"10.9.0.1/32"')),
+    "a slash before the length": one_shape(300, r9=rule_of_the_shape("10.9.0/1/32")),
     "a name on the cidr line's column": one_shape(300, r2="    - name: x\n      action: block\n"
                                                           "      to:\n        - name: 10.9.0.1/32\n"
                                                           "          ports: [443]\n"),
@@ -190,17 +186,11 @@ ONE_SHAPE = {
                                      f"        - ports: [{i + 1}]\n" for i in range(300))),
     "action first": egress("".join(f"    - action: allow\n      name: a{i}\n      to:\n"
                                    f"        - cidr: 10.3.0.{i}\n" for i in range(200))),
-    "duplicate names": one_shape(300, r8="    - name: h7\n      action: block\n      to:\n"
-                                         "        - cidr: 10.9.0.1/32\n          ports: [443]\n"),
-    "a host bit set": one_shape(300, r6="    - name: x\n      action: block\n      to:\n"
-                                        "        - cidr: 10.9.0.1/24\n          ports: [443]\n"),
+    "duplicate names": one_shape(300, r8=rule_of_the_shape(name="h7")),
+    "a host bit set": one_shape(300, r6=rule_of_the_shape("10.9.0.1/24")),
     # a line's head again inside its value (names and cidrs are cut after the head)
-    "a name's head in a name": one_shape(300, r4="    - name: x    - name: y\n      action: block\n"
-                                                 "      to:\n        - cidr: 10.9.0.1/32\n"
-                                                 "          ports: [443]\n"),
-    "a cidr's head in a cidr": one_shape(300, r4="    - name: x\n      action: block\n      to:\n"
-                                                 "        - cidr: 10.9.0.1        - cidr: 1\n"
-                                                 "          ports: [443]\n"),
+    "a name's head in a name": one_shape(300, r4=rule_of_the_shape(name="x    - name: y")),
+    "a cidr's head in a cidr": one_shape(300, r4=rule_of_the_shape("10.9.0.1        - cidr: 1")),
 }
 
 
