@@ -34,7 +34,7 @@ import struct
 import types
 from array import array
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from itertools import accumulate, compress, repeat
 from operator import eq, itemgetter
 from typing import Callable, Mapping, Sequence
@@ -44,9 +44,6 @@ from .cidr import host_mask, network_v4
 from .policy import EgressRule, ExecRule, Network, Policy, PolicyError, Problem
 
 RULE_ID_MAX = 0xFFFF            # rule ids travel as u16 in events and verdicts
-# Every rule id in order: a run of ids (the usual rule_ids column, a range)
-# is a slice of it, where converting a range costs about 70 ns an id.
-_RULE_ID_RAMP = array("H", range(RULE_ID_MAX + 1))
 
 # Higher wins at equal prefix length (egress) or for the same executable (exec).
 SEVERITY = {Action.ALLOW: 0, Action.LOG: 1, Action.BLOCK: 2, Action.KILL: 3}
@@ -313,12 +310,24 @@ def _pack_rules(rule_ids, actions, protos, ports) -> bytes:
         halves[1::4] = array("H", map(itemgetter(1), ranges))
     packed[4::8] = _bytes_column(protos, count)
     packed[5::8] = _bytes_column(actions, count)
-    halves[3::4] = (_RULE_ID_RAMP[rule_ids.start:rule_ids.stop]
-                    if isinstance(rule_ids, range) and rule_ids.step == 1
-                    and 0 <= rule_ids.start <= rule_ids.stop <= len(_RULE_ID_RAMP)
-                    else array("H", rule_ids))
+    halves[3::4] = _rule_id_column(rule_ids)
     halves.release()
     return bytes(packed)
+
+
+@cache
+def _rule_id_ramp() -> array:
+    """Every rule id in order (128 KiB, made once)."""
+    return array("H", range(RULE_ID_MAX + 1))
+
+
+def _rule_id_column(rule_ids: Sequence[int]) -> array:
+    """rule_ids as u16s; a run of ids (the usual column, a range) is a slice
+    of the ramp, where converting a range costs about 70 ns an id."""
+    if isinstance(rule_ids, range) and rule_ids.step == 1 \
+            and 0 <= rule_ids.start <= rule_ids.stop <= RULE_ID_MAX + 1:
+        return _rule_id_ramp()[rule_ids.start:rule_ids.stop]
+    return array("H", rule_ids)
 
 
 def _bytes_column(values: Sequence[int], count: int) -> bytes:

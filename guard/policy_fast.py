@@ -581,7 +581,7 @@ def _cut_cidrs(lines: list[str], head: str, first_length: str | None) -> list[li
             # each line ends in the suffix, and holds no other /
             address = slice(len(head), 1 - len(suffix))
             return [list(map(itemgetter(address), lines)), [first_length] * count]
-    return _cidr_columns(list(map(itemgetter(slice(len(head), None)), lines)), first_length)
+    return _cidr_columns(_cut_heads(lines, head), first_length)
 
 
 def _cidr_columns(cidrs: list[str], first_length: str | None) -> list[list]:
