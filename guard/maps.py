@@ -215,12 +215,11 @@ class Maps:
             return
         prefixlen = prefixlens[0]
         addresses = struct.pack(f">{count}I", *values)
-        spans = self._spans(first, array("I", [1]) * count, count)
-        if prefixlen == 32:
-            map_name, keys = "eg_host4", self._host_keys(policy_id, addresses)
-        else:
-            map_name = "eg_cidr4"
-            keys = self._lpm_keys(policy_id, 4, addresses, array("I", [prefixlen]) * count)
+        # the entries install_policy() would write for this table (one map:
+        # every prefix has the same length)
+        [(map_name, keys, spans, _count)] = self._prefix_writes(
+            policy_id, PrefixTable(4, array("I", [prefixlen]) * count, addresses),
+            self._spans(first, array("I", [1]) * count, count))
         failed: list[BaseException] = []
 
         def write() -> None:
