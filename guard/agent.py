@@ -21,6 +21,7 @@ import selectors
 import signal
 import struct
 import time
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from .containers import container_of, is_container_cgroup
 from .actions import Responder, cgroup_path_of
 from .classify import CONFIDENCES
 from .detect import Detection, Detector, ProcessFiles, anchor_table, decide, strongest
+from .holds import HoldWatchdog
 from .events import (CgroupRecord, DecodeError, ExecRecord, PayloadRecord, StdioSocketRecord,
                      decode)
 from .maps import MapCapacityError, Maps
@@ -59,6 +61,7 @@ from .scheduling import CpuShare, cgroup_company, lateness_s
 BATCH_WINDOW_S = 0.01
 TICK_S = 0.25               # heartbeat, loss and policy-file checks
 LOSS_REPORT_INTERVAL_S = 1.0
+LOOP_ERROR_PAUSE_S = 0.05   # after a turn of the loop failed
 # A retired generation's map entries stay this long after the switch, so a
 # hook that read the old generation an instant before it can still finish
 # with the old rules (BPF programs run inside an RCU read section; this is
@@ -94,6 +97,8 @@ class AgentError(Exception):
 class AgentStats:
     events: int = 0
     decode_errors: int = 0
+    handler_errors: int = 0     # records whose handling raised (reported, never fatal)
+    loop_errors: int = 0        # loop turns and tick chores that raised (likewise)
     lost_reported: int = 0
     reloads: int = 0
     samples: int = 0
@@ -126,7 +131,10 @@ class Agent:
         # the loop's scheduling policy (see scheduling.py)
         self._cpu = CpuShare(scheduling, company=cgroup_company)
         self.detector = Detector()
+        # a process's files as it sees them (a seam: tests give a fake root)
+        self.files_of: Callable[[int], ProcessFiles] = ProcessFiles
         self._responder: Responder | None = None
+        self._holds: HoldWatchdog | None = None
         self._detections_by: dict[tuple[str, str], int] = {}
         # cookie -> (first payload, port, reported (type, dialect) -> confidence rank)
         self._first_samples: OrderedDict[int, tuple[bytes, int, dict]] = OrderedDict()
@@ -135,6 +143,8 @@ class Agent:
         # pinned generations outlive the agent; so must their names
         self._names_file = (Path(state_dir) / "generations.json"
                             if pin_dir and state_dir else None)
+        self._state_file = Path(state_dir) / "agent.json" if pin_dir and state_dir else None
+        self._crash: str | None = None
         self.adopted = False
         self._heartbeat_timeout_ms = 0
         self._control: ControlServer | None = None
@@ -197,6 +207,11 @@ class Agent:
             self._maps.heartbeat(self._heartbeat_timeout_ms)
             self._maps.set_hold_timeout(self._hold_timeout_ms)
             self._responder = Responder(self._maps, self._objects)
+            # its own responder and detector: it runs beside the loop
+            self._holds = HoldWatchdog(
+                self._maps, Responder(self._maps, self._objects),
+                Detector(self.detector.indicators), self._hold_timeout_ms,
+                self._held_policy, files_of=self.files_of, process_of=ProcessTable.from_proc)
             self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
             previously_guarded = self._adopt() if self._objects.adopted else []
             self._switch_to(self.policies, compiled)
@@ -233,9 +248,15 @@ class Agent:
             self.stop()  # whatever failed half-way, nothing new stays attached
             raise
         warm_up()   # the fast reader's patterns, before a reload needs them
-        self.writer.write(self._agent_event("ready"))
+        ready = self._agent_event("ready")
+        previous = self._previous_agent()
+        if previous is not None:
+            ready["previous_agent"] = previous
+        self.writer.write(ready)
+        self._record_state("running")
         self.writer.flush()
         self._ready = True
+        self._holds.start()
 
     def guard(self, cg: Cgroup) -> None:
         """Attach first, then mark guarded: a cgroup is never marked without
@@ -648,47 +669,65 @@ class Agent:
         selector.register(self._ring.epoll_fd(), selectors.EVENT_READ, "ring")
         if self._control:
             selector.register(self._control.fileno(), selectors.EVENT_READ, "control")
-        last_tick = last_losses = 0.0
+        self._last_tick = self._last_losses = 0.0
         self._cpu.pace(0.0)
         try:
             while not (self._stopping or should_stop()):
-                batched = False
-                for key, _ in selector.select(timeout=TICK_S):
-                    if key.data == "ring":
-                        self._ring.consume()
-                        written = _written_ns(self._pending[0]) if self._pending else 0
-                        if written:
-                            self._cpu.pace(lateness_s(written))
-                        batched = self._drain() > 0
-                    else:
-                        with self._cpu.foreground():
-                            self._control.handle(self._answer)
-                            self._finish_pending()
-                now = time.monotonic()
-                if self._metrics:
-                    self._metrics.loop_turned()
-                if now - last_tick >= TICK_S:
-                    self._cpu.recheck()   # background only while the cgroup is its own
-                    if last_tick:
-                        self._cpu.pace(now - last_tick - TICK_S)   # a late tick: starved
-                    last_tick = now
-                    with self._cpu.foreground():
-                        self._tick(now)
-                if now - last_losses >= LOSS_REPORT_INTERVAL_S:
-                    last_losses = now
-                    self._report_losses()
-                self.writer.flush()   # what the tick or an answer wrote, if anything
-                if batched:
-                    time.sleep(BATCH_WINDOW_S)
+                try:
+                    self._turn(selector)
+                except Exception as exc:  # noqa: BLE001 - the loop outlives any one turn
+                    self.stats.loop_errors += 1
+                    self._error(f"agent loop: {_cause(exc)}")
+                    self.writer.flush()
+                    time.sleep(LOOP_ERROR_PAUSE_S)   # a failure that repeats must not spin
         finally:
             selector.close()
             self._cpu.restore()
 
+    def _turn(self, selector: selectors.BaseSelector) -> None:
+        """One turn of the loop: records, control answers, the tick."""
+        batched = False
+        for key, _ in selector.select(timeout=TICK_S):
+            if key.data == "ring":
+                self._ring.consume()
+                written = _written_ns(self._pending[0]) if self._pending else 0
+                if written:
+                    self._cpu.pace(lateness_s(written))
+                batched = self._drain() > 0
+            else:
+                with self._cpu.foreground():
+                    self._control.handle(self._answer)
+                    self._finish_pending()
+        now = time.monotonic()
+        if self._metrics:
+            self._metrics.loop_turned()
+        if now - self._last_tick >= TICK_S:
+            self._cpu.recheck()   # background only while the cgroup is its own
+            if self._last_tick:
+                self._cpu.pace(now - self._last_tick - TICK_S)   # a late tick: starved
+            self._last_tick = now
+            with self._cpu.foreground():
+                self._tick(now)
+        if now - self._last_losses >= LOSS_REPORT_INTERVAL_S:
+            self._last_losses = now
+            self._report_losses()
+        self.writer.flush()   # what the tick or an answer wrote, if anything
+        if batched:
+            time.sleep(BATCH_WINDOW_S)
+
     def _tick(self, now: float) -> None:
+        """The heartbeat first; then each chore on its own, so one that
+        fails (and is reported) never keeps the others from running."""
         self._maps.heartbeat(self._heartbeat_timeout_ms)
-        self._release_stale_holds()
-        self._reselect_if_news()
-        self._retire_due(now)
+        for chore in (self._report_watchdog, self._reselect_if_news,
+                      lambda: self._retire_due(now), self._reload_if_asked):
+            try:
+                chore()
+            except Exception as exc:  # noqa: BLE001
+                self.stats.loop_errors += 1
+                self._error(f"agent tick: {_cause(exc)}")
+
+    def _reload_if_asked(self) -> None:
         if self._reload_requested:
             self._reload_requested = False
             self._reload_from(None)
@@ -724,11 +763,25 @@ class Agent:
             return 0
         batch, self._pending[:] = list(self._pending), []
         for raw in batch:
-            self.handle(raw)
+            self._handle_safely(raw)
         self._responder.flush_allowed()
         self._report_action_errors()
         self.writer.flush()
         return len(batch)
+
+    def _handle_safely(self, raw: bytes) -> None:
+        """One record: whatever a workload's bytes make a handler do, the
+        loop goes on. A failure is counted and reported with its cause;
+        the enforcement the kernel already did stands, and a program held
+        at exec is never left stopped (see _judge_exec)."""
+        try:
+            self.handle(raw)
+        except Exception as exc:  # noqa: BLE001 - MemoryError, RecursionError included
+            self.stats.handler_errors += 1
+            self._error(f"record not handled: {_cause(exc)}", record_kind=_kind_of(raw))
+
+    def _error(self, message: str, **fields: Any) -> None:
+        self.writer.write({"ts": self.clock.now(), "kind": "error", "error": message, **fields})
 
     def handle(self, raw: bytes) -> None:
         try:
@@ -770,8 +823,9 @@ class Agent:
 
     def _report_action_errors(self) -> None:
         for error in self._responder.take_errors():
-            self.writer.write({"ts": self.clock.now(), "kind": "error",
-                               "error": f"action failed: {error}"})
+            self._error(f"action failed: {error}")
+        for error in self.detector.take_errors():
+            self._error(f"classifier failed: {error}")
 
     def _emit(self, event: dict[str, Any], policy_id: int) -> None:
         self.stats.events += 1
@@ -806,66 +860,57 @@ class Agent:
         self._emit(event, header.policy_id)
 
     def _judge_exec(self, record: ExecRecord, process) -> list[Detection]:
-        """Classify an exec; act before a held program runs its first instruction."""
+        """Classify an exec; act before a held program runs its first instruction.
+        Whatever happens on the way, a held program is settled: resumed, or
+        killed when the agent could not judge it (the kernel held it because
+        an enforcing detection wanted a verdict: no verdict fails closed)."""
         header = record.header
-        policy = self._policy_of(header.policy_id)
-        cgroup_path = self.cgroup_names.name(header.cgroup_id)
         detections: list[Detection] = []
-        if policy is not None and header.action != abi.Action.KILL:
-            try:
-                files = ProcessFiles(header.pid)
+        action: str | None = "kill"     # until judged
+        cgroup_path = None
+        try:
+            policy = self._policy_of(header.policy_id)
+            cgroup_path = self.cgroup_names.name(header.cgroup_id)
+            if policy is not None and header.action != abi.Action.KILL:
+                # the classifiers are isolated from each other (Detector)
                 detections = decide(self.detector.exec_findings(
-                    policy, record.argv, record.exe or record.filename, files), policy)
-            except Exception as exc:  # a classifier bug must not leave a program stopped
-                self.writer.write({"ts": self.clock.now(), "kind": "error",
-                                   "error": f"exec classification failed: {exc!r}"})
-        process.detections = {d.finding.type for d in detections}
-        action = strongest(detections)
-        if action == "kill":
-            self._responder.kill(header.pid, cgroup_path)
-        elif action == "block":
-            self._responder.block_process(header.pid, header.start_ns)
-        if record.held:
-            if action != "kill":
-                self._responder.resume(header.pid, cgroup_path)
-            self._maps.release_held(header.pid)
+                    policy, record.argv, record.exe or record.filename,
+                    self.files_of(header.pid)), policy)
+            process.detections = {d.finding.type for d in detections}
+            action = strongest(detections)
+            if action == "kill":
+                self._responder.kill(header.pid, cgroup_path)
+            elif action == "block":
+                self._responder.block_process(header.pid, header.start_ns)
+        finally:
+            if record.held:
+                self._settle_held(header.pid, action, cgroup_path)
         return detections
 
-    def _release_stale_holds(self) -> None:
-        """Programs the kernel stopped at exec whose exec event never came
-        (a full ring): judge them from /proc, then resume or kill them. A
-        verdict of block is carried out as kill here: without the exec event
-        the process's start time, which block needs, is unknown."""
-        if not self._hold_timeout_ms:
-            return
-        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        for pid, since in self._maps.held_execs().items():
-            if now - since < self._hold_timeout_ms * 1_000_000:
-                continue
-            self._maps.release_held(pid)
-            cgroup_path = cgroup_path_of(pid)
-            policy = self._policy_for_path(cgroup_path) if cgroup_path else None
-            if policy is None:
-                continue
-            process = ProcessTable.from_proc(pid)
-            detections = decide(self.detector.exec_findings(
-                policy, process.argv, process.exe, ProcessFiles(pid)), policy)
-            action = strongest(detections)
-            if action in ("block", "kill"):
-                self._responder.kill(pid, cgroup_path)
-            else:
-                self._responder.resume(pid, cgroup_path)
-            self.writer.write({"ts": self.clock.now(), "kind": "error",
-                               "error": f"pid {pid} stopped at exec without an exec event: "
-                                        f"judged from /proc ({action or 'nothing found'}), "
-                                        f"{'killed' if action in ('block', 'kill') else 'resumed'}"})
-        self._report_action_errors()
+    def _settle_held(self, pid: int, action: str | None, cgroup_path: str | None) -> None:
+        if action == "kill":
+            self._responder.kill(pid, cgroup_path)
+        else:
+            self._responder.resume(pid, cgroup_path)
+        self._maps.release_held(pid)   # False: the hold watchdog was first (a late loop)
+
+    def _held_policy(self, pid: int) -> tuple[Policy | None, str | None]:
+        """(policy, cgroup path) of a program the kernel holds (hold watchdog)."""
+        cgroup_path = cgroup_path_of(pid)
+        return (self._policy_for_path(cgroup_path) if cgroup_path else None), cgroup_path
+
+    def _report_watchdog(self) -> None:
+        reports = self._holds.reports if self._holds else ()
+        while reports:
+            report = reports.popleft()
+            self._error(report.pop("error"), **report)
 
     def _policy_for_path(self, cgroup_path: str) -> Policy | None:
         """The policy of the guarded cgroup at or above a cgroup path."""
         path = cgroup_path
+        guarded = list(self._guarded.values())   # the hold watchdog asks from its thread
         while True:
-            for cg in self._guarded.values():
+            for cg in guarded:
                 if cg.relative == path:
                     return self.policies[self._slot_of[cg.id]]
             if path in ("/", ""):
@@ -984,6 +1029,9 @@ class Agent:
     # -- stop ----------------------------------------------------------------
     def stop(self) -> None:
         """Drain what the kernel already sent, then detach and free everything."""
+        if self._holds is not None:
+            self._holds.stop()
+            self._report_watchdog()
         self._finish_pending()
         if self._metrics is not None:
             self._metrics.close()
@@ -1011,6 +1059,7 @@ class Agent:
             event["pinned"] = keep_pins
             self.writer.write(event)
             self.writer.flush()
+            self._record_state("crashed" if self._crash else "stopped")
         if not keep_pins:
             for cgroup_id in list(self._guarded):
                 self._maps.unguard(cgroup_id)
@@ -1023,6 +1072,50 @@ class Agent:
             self._objects.close(keep_pins=keep_pins)
             self._objects = None
         self._maps = None
+
+    def crashed(self, exc: BaseException) -> None:
+        """Say why the agent stops on an error, and what stays enforced."""
+        pinned = self._pin_dir is not None and self._ready
+        frames = traceback.extract_tb(exc.__traceback__)[-6:]
+        self._crash = _cause(exc)
+        self.writer.write({
+            "ts": self.clock.now(), "kind": "agent", "state": "crashed", "error": self._crash,
+            "traceback": [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames],
+            "enforcement": ("kept: pinned in the kernel until the next agent adopts it"
+                            if pinned else "removed: the agent was not pinned (--pin)")})
+        self.writer.flush()
+
+    def _record_state(self, state: str) -> None:
+        """The agent's own state file (with --pin: the next agent reads it
+        to say whether this one stopped cleanly)."""
+        if self._state_file is None:
+            return
+        record = {"pid": os.getpid(), "state": state, "ts": self.clock.now()}
+        if self._crash:
+            record["error"] = self._crash
+        try:
+            self._state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            staged = self._state_file.with_suffix(".tmp")
+            staged.write_bytes(orjson.dumps(record))
+            os.replace(staged, self._state_file)
+        except OSError as exc:
+            self._error(f"cannot record the agent's state in {self._state_file}: {exc}")
+
+    def _previous_agent(self) -> dict[str, Any] | None:
+        """How the agent before this one ended, when it did not end cleanly."""
+        try:
+            record = orjson.loads(self._state_file.read_bytes()) if self._state_file else None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("state") == "stopped":
+            return None
+        pid = record.get("pid")
+        if (record.get("state") == "running" and isinstance(pid, int) and pid != os.getpid()
+                and _alive(pid)):
+            return None   # not ours to judge: it still runs (start() refuses a second agent)
+        how = ("crashed: " + str(record.get("error")) if record.get("state") == "crashed"
+               else "ended without a word (SIGKILL, the OOM killer, a host crash)")
+        return {"pid": pid, "state": record.get("state"), "how": how, "since": record.get("ts")}
 
     # -- reporting -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -1165,6 +1258,32 @@ def _file_state(path: str | None) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _cause(exc: BaseException) -> str:
+    """An exception in one line: its type, message, and where it was
+    raised (the innermost frame), so a report names the cause."""
+    text = f"{type(exc).__name__}: {str(exc)[:300]}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return text
+
+
+def _kind_of(raw: bytes) -> int | None:
+    """The kind field of a record's header, when there is one."""
+    return int.from_bytes(raw[:4], "little") if len(raw) >= 4 else None
+
+
 _WRITTEN_NS = struct.Struct("=Q")   # guard_event_header.ktime_ns
 _WRITTEN_AT = abi.EventHeader.ktime_ns.offset
 assert abi.EventHeader.ktime_ns.size == _WRITTEN_NS.size
@@ -1178,11 +1297,20 @@ def _written_ns(raw: bytes) -> int:
     return _WRITTEN_NS.unpack_from(raw, _WRITTEN_AT)[0]
 
 
+class AgentCrashed(Exception):
+    """The loop stopped on an unexpected error; the crashed event says why."""
+
+
 def start_and_run_until_signalled(agent: Agent) -> None:
     """SIGINT and SIGTERM end the loop cleanly; SIGHUP re-reads the policy file.
     The handlers are in place before start, so a signal that arrives while the
     agent attaches (or right after its ready line) is never lost: the loop
-    sees it at once and the agent stops cleanly."""
+    sees it at once and the agent stops cleanly.
+
+    An error that escapes the loop (the loop itself catches what a record or a
+    tick raises, so this is a bug) is written as {"kind": "agent", "state":
+    "crashed"} with its cause and what became of enforcement, then raised as
+    AgentCrashed for the caller's exit code."""
     handlers = {signal.SIGINT: agent.request_stop, signal.SIGTERM: agent.request_stop,
                 signal.SIGHUP: agent.request_reload}
     previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
@@ -1190,6 +1318,9 @@ def start_and_run_until_signalled(agent: Agent) -> None:
         agent.start()
         try:
             agent.run()
+        except Exception as exc:
+            agent.crashed(exc)
+            raise AgentCrashed(_cause(exc)) from exc
         finally:
             agent.stop()
     finally:

@@ -135,11 +135,15 @@ def doctor(as_json: bool) -> None:
                    "wakes up gets the CPU at once (enforcement is in the kernel and does not "
                    "wait); it competes normally while it answers a reload or status and "
                    "whenever it falls behind. normal: SCHED_OTHER throughout.")
+@click.option("--supervise", is_flag=True,
+              help="Run the agent as a child process and start it again whenever it crashes "
+                   "or is killed (with --pin, enforcement holds across the gap and the new "
+                   "agent adopts it). Each restart is an event.")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
         metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
         kube_api: str | None, node_name: str | None, hold_timeout_ms: int,
-        scheduling: str) -> None:
+        scheduling: str, supervise: bool) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -148,9 +152,13 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     SIGHUP, `egress-guard policy reload`, or a change of the policy file
     switch to the new policy without a gap.
     """
-    from .agent import Agent, AgentError, start_and_run_until_signalled
+    from .agent import Agent, AgentCrashed, AgentError, start_and_run_until_signalled
     from .output import EventWriter
 
+    if supervise:
+        from .supervise import supervise_agent
+        sys.exit(supervise_agent([a for a in sys.argv[1:] if a != "--supervise"],
+                                 events_path))
     if ring_size < 4096 or ring_size & (ring_size - 1):
         fail(f"--ring-size {ring_size}: must be a power of two of at least 4096", ExitCode.USAGE)
     metrics = _host_port(metrics_address) if metrics_address else None
@@ -171,6 +179,10 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     except AgentError as exc:
         code = ExitCode.PERMISSION if "needs root" in str(exc) else ExitCode.RUNTIME
         fail(str(exc), code)
+    except AgentCrashed as exc:
+        fail(f"the agent crashed: {exc}", ExitCode.CRASHED)
+    except Exception as exc:  # noqa: BLE001 - a bug outside the loop: say so, then exit
+        fail(f"the agent crashed: {type(exc).__name__}: {exc}", ExitCode.CRASHED)
     sys.exit(int(ExitCode.OK))
 
 

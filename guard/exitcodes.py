@@ -9,3 +9,4 @@ class ExitCode(enum.IntEnum):
     USAGE = 2          # bad command line (click's own code for usage errors)
     RUNTIME = 3        # the agent could not load, attach or run
     PERMISSION = 4     # needs root
+    CRASHED = 5        # run: the agent stopped on an unexpected error (its "crashed" event says why)

@@ -569,9 +569,10 @@ class Maps:
         libbpf.map_update(self._fd["eg_proc_verdicts"], ctypes.c_uint32(tgid),
                           abi.ProcVerdict(start_ns=start_ns, action=abi.Action.BLOCK))
 
-    def release_held(self, tgid: int) -> None:
-        """A program stopped at exec has been judged."""
-        libbpf.map_delete(self._fd["eg_held_execs"], ctypes.c_uint32(tgid))
+    def release_held(self, tgid: int) -> bool:
+        """A program stopped at exec has been judged. False when it was not
+        held (any more): whoever deletes the entry settles the program."""
+        return libbpf.map_delete(self._fd["eg_held_execs"], ctypes.c_uint32(tgid))
 
     def held_execs(self) -> dict[int, int]:
         """tgid -> CLOCK_BOOTTIME ns at which the kernel stopped it."""

@@ -13,9 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Any, Iterator
 
-import orjson
-
-from . import abi
+from . import abi, safejson
 from .containers import container_of
 from .events import ConnectRecord, ExecRecord, Header, SocketRecord
 from .process import ProcessInfo
@@ -135,26 +133,66 @@ class EventWriter:
     PIPE_BUF excepted)."""
 
     FLUSH_BYTES = 1 << 16
+    #: Lines kept while the stream refuses them (a full disk, a collector
+    #: that stopped reading): past this they are counted and dropped, never
+    #: held without bound.
+    BACKLOG_BYTES = 4 << 20
 
     def __init__(self, stream: IO[bytes]):
         self._stream = stream
         self._lines: list[bytes] = []
         self._size = 0
         self._atomic = _atomic_write_size(stream)
+        self.unwritable = 0      # events that could not be made into JSON
+        self.lost_lines = 0      # lines dropped because the stream failed
+        self._failure: str | None = None   # the stream's last error, until it recovers
+        self._lost_since = 0     # lines dropped since the stream last worked
 
     def write(self, event: dict[str, Any]) -> None:
-        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        """Queue one event. Never raises: a workload's bytes are escaped
+        (safejson), and an event that still cannot be written is counted
+        and replaced by an error event that says why."""
+        try:
+            line = safejson.dumps(event)
+        except Exception as exc:  # noqa: BLE001 - the agent must outlive any event
+            self.unwritable += 1
+            line = safejson.dumps({"ts": rfc3339(time.time_ns()), "kind": "error",
+                                   "error": f"an event could not be written: "
+                                            f"{type(exc).__name__}: {exc}",
+                                   "unwritable_total": self.unwritable})
         self._lines.append(line)
         self._size += len(line)
         if self._size >= self.FLUSH_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        if self._lines:
-            lines, self._lines, self._size = self._lines, [], 0
-            for chunk in _chunks(lines, self._atomic):
+        """Write what is queued. A stream that fails (EPIPE, ENOSPC, EIO) is
+        not the agent's end: the lines are kept up to BACKLOG_BYTES, then
+        counted as lost, and the next write that works says so first."""
+        try:
+            if self._failure is not None and self._lines:
+                self._write_all(safejson.dumps({
+                    "ts": rfc3339(time.time_ns()), "kind": "error",
+                    "error": f"the event stream failed ({self._failure}); "
+                             f"{self._lost_since} event lines were lost",
+                    "lost_lines_total": self.lost_lines}))
+                self._failure, self._lost_since = None, 0
+            while self._lines:
+                count, chunk = next(_chunks(self._lines, self._atomic))
                 self._write_all(chunk)
-        self._stream.flush()
+                del self._lines[:count]
+                self._size -= len(chunk)
+            self._size = 0
+            self._stream.flush()
+        except (OSError, ValueError) as exc:   # ValueError: the stream was closed
+            self._stream_failed(exc)
+
+    def _stream_failed(self, exc: Exception) -> None:
+        self._failure = f"{type(exc).__name__}: {exc}"
+        while self._lines and self._size > self.BACKLOG_BYTES:
+            self._size -= len(self._lines.pop(0))
+            self.lost_lines += 1
+            self._lost_since += 1
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -177,19 +215,20 @@ def _atomic_write_size(stream: IO[bytes]) -> int | None:
     return select.PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
 
 
-def _chunks(lines: list[bytes], limit: int | None) -> Iterator[bytes]:
-    """lines joined into runs of at most limit bytes (a longer line alone),
-    or all of them in one run without a limit."""
+def _chunks(lines: list[bytes], limit: int | None) -> Iterator[tuple[int, bytes]]:
+    """(how many lines, their bytes): lines joined into runs of at most
+    limit bytes (a longer line alone), or all of them in one run without
+    a limit."""
     if limit is None:
-        yield b"".join(lines)
+        yield len(lines), b"".join(lines)
         return
     run: list[bytes] = []
     size = 0
     for line in lines:
         if run and size + len(line) > limit:
-            yield b"".join(run)
+            yield len(run), b"".join(run)
             run, size = [], 0
         run.append(line)
         size += len(line)
     if run:
-        yield b"".join(run)
+        yield len(run), b"".join(run)

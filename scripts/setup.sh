@@ -3,7 +3,10 @@
 # One-command set-up for a fresh Debian or Ubuntu host (run as root).
 #   scripts/setup.sh run    install, check the host, then guard every container on
 #                           this host (embedded default policy) until Ctrl-C;
-#                           extra arguments go to `egress-guard run`
+#                           extra arguments go to `egress-guard run`. Pinned and
+#                           supervised: a crashed or killed agent is restarted and
+#                           enforcement never lapses; it stays after Ctrl-C until
+#                           `egress-guard uninstall`
 #   scripts/setup.sh demo   install, then the self-contained demo sandbox
 #   scripts/setup.sh test   install, then run the whole test suite
 #   scripts/setup.sh install  only install: apt packages, .venv, BPF objects
@@ -84,7 +87,10 @@ case "$cmd" in
     need_root; install_apt; install_python
     "$venv/bin/egress-guard" doctor
     shift
-    exec "$venv/bin/egress-guard" run "$@" ;;
+    status=0
+    "$venv/bin/egress-guard" run --pin --supervise "$@" || status=$?
+    log "enforcement stays pinned in the kernel; remove it with: $venv/bin/egress-guard uninstall"
+    exit "$status" ;;
   demo)
     need_root; install_apt; install_python
     exec "$venv/bin/egress-guard" demo ;;
