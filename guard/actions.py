@@ -19,22 +19,11 @@ from typing import Callable
 
 from . import abi
 from .bpf.loader import GuardObjects
+from .cgroups import of_pid as cgroup_path_of
 from .maps import Maps
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def cgroup_path_of(pid: int) -> str | None:
-    """The cgroup v2 path of a process ("/a/b"), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/cgroup", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"0::"):
-                    return line[3:].strip().decode("utf-8", "replace")
-    except OSError:
-        pass
-    return None
 
 
 def _setns(fd: int) -> None:

@@ -159,6 +159,7 @@ class Agent:
         self._maps: Maps | None = None
         self._ring: libbpf.RingBuffer | None = None
         self._guarded: dict[int, Cgroup] = {}
+        self.cgroup_names: CgroupNames | None = None    # set at start (the mount is known then)
         self._compiled: dict[int, CompiledPolicy] = {}
         self._generation = 0
         self._switched_ns = 0                   # CLOCK_MONOTONIC of the last switch
@@ -1064,6 +1065,8 @@ class Agent:
             for cgroup_id in list(self._guarded):
                 self._maps.unguard(cgroup_id)
         self._guarded.clear()
+        if self.cgroup_names is not None:
+            self.cgroup_names.close()
         if self._maps is not None:
             self._maps.close()
         if self._objects is not None:
