@@ -879,21 +879,24 @@ class Agent:
                     self.files_of(header.pid)), policy)
             process.detections = {d.finding.type for d in detections}
             action = strongest(detections)
-            if action == "kill":
-                self._responder.kill(header.pid, cgroup_path)
-            elif action == "block":
+            if action == "block":
                 self._responder.block_process(header.pid, header.start_ns)
+            elif action == "kill" and not record.held:
+                self._responder.kill(header.pid, cgroup_path)
         finally:
             if record.held:
                 self._settle_held(header.pid, action, cgroup_path)
         return detections
 
     def _settle_held(self, pid: int, action: str | None, cgroup_path: str | None) -> None:
+        """Kill or resume a program the kernel stopped at exec. Deleting its
+        hold is the claim: when the hold watchdog got there first (the loop
+        was late), only a kill is still worth carrying out."""
+        claimed = self._maps.release_held(pid)
         if action == "kill":
             self._responder.kill(pid, cgroup_path)
-        else:
+        elif claimed:
             self._responder.resume(pid, cgroup_path)
-        self._maps.release_held(pid)   # False: the hold watchdog was first (a late loop)
 
     def _held_policy(self, pid: int) -> tuple[Policy | None, str | None]:
         """(policy, cgroup path) of a program the kernel holds (hold watchdog)."""

@@ -14,22 +14,28 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import itertools
 import os
 import posixpath
 import stat
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from . import abi
 from .abi import Action, AnchorKind, DetectFlags, ExecHold, SampleKind
-from .classify import Finding
+from .classify import FileContent, Finding
 from .classify import miner, ssh, stratum, tunnels
 from .events import PayloadRecord, StdioSocketRecord
 from .policy import Policy
 
 ENFORCING = ("block", "kill")
 ACTION_RANK = {"log": 1, "block": 2, "kill": 3}
+#: Bytes of a file the classifiers get; a longer file comes back marked
+#: truncated, and they report it unread (ssh_config, miner configs).
 CONFIG_READ_MAX = 1 << 20
+#: Names of a directory listed; one more is returned when there are more,
+#: which tells the caller the listing was cut (an Include glob fails closed).
+DIR_LIST_MAX = 4096
 
 # --------------------------------------------------------------------------
 # What the kernel holds
@@ -236,6 +242,9 @@ class ProcessFiles:
             os.close(root_fd)
 
     def read_file(self, path: str) -> bytes | None:
+        """The file's first CONFIG_READ_MAX bytes; a FileContent with
+        truncated=True when there was more. None when it cannot be read
+        or is not a regular file."""
         try:
             fd = self._open(self._absolute(path), os.O_RDONLY | os.O_NONBLOCK)
         except (OSError, ValueError):
@@ -247,25 +256,39 @@ class ProcessFiles:
                     return b""          # ssh -F /dev/null: an empty config
                 if not stat.S_ISREG(mode):
                     return None         # never block on a FIFO or read a device
-                return fh.read(CONFIG_READ_MAX)
+                data = fh.read(CONFIG_READ_MAX + 1)
+                if len(data) > CONFIG_READ_MAX:
+                    return FileContent(data[:CONFIG_READ_MAX], truncated=True)
+                return data
         except OSError:
             return None
 
     def list_dir(self, path: str) -> list[str] | None:
+        """The directory's names, sorted; DIR_LIST_MAX + 1 of them (not all,
+        not sorted) when it holds more, so a huge directory costs no more
+        than that to look at."""
         try:
             fd = self._open(self._absolute(path), os.O_RDONLY | os.O_DIRECTORY)
         except (OSError, ValueError):
             return None
         try:
-            return sorted(os.listdir(fd))
+            with os.scandir(fd) as entries:
+                names = [entry.name for entry in itertools.islice(entries, DIR_LIST_MAX + 1)]
         except OSError:
             return None
         finally:
             os.close(fd)
+        return sorted(names) if len(names) <= DIR_LIST_MAX else names
 
 
 # --------------------------------------------------------------------------
-# The classifiers a policy asks for
+# The classifiers a policy asks for, each on its own
+
+
+#: Dialect of the finding a classifier gives when it raised instead of answering.
+CLASSIFIER_ERROR = "classifier-error"
+#: Errors kept for the agent between two take_errors() calls.
+ERRORS_KEPT = 256
 
 
 def _seen_in(where: str, findings: list[Finding]) -> list[Finding]:
@@ -274,30 +297,76 @@ def _seen_in(where: str, findings: list[Finding]) -> list[Finding]:
             for f in findings]
 
 
+def _describe(error: BaseException) -> str:
+    """`Type: message`, short: the message may quote the hostile input."""
+    try:
+        text = str(error)
+    except Exception:                      # a __str__ that fails on its own input
+        text = "(no message)"
+    text = " ".join(text.split())
+    return f"{type(error).__name__}: {text[:160] + '...' if len(text) > 160 else text}"
+
+
 class Detector:
+    """Runs the classifiers a policy asks for, each one isolated: a
+    classifier that raises (RecursionError and MemoryError included) costs
+    only its own answer. In its place comes a high finding of the type it is
+    responsible for, dialect "classifier-error", so an enforcing policy fails
+    closed, and an error string for the agent to report (take_errors)."""
+
     def __init__(self, indicators: miner.Indicators | None = None):
         self.indicators = indicators or miner.load_indicators()
+        self.errors: list[str] = []
+
+    def take_errors(self) -> list[str]:
+        """The classifier failures since the last call, oldest first, as
+        `CLASSIFIER: ExceptionType: message` (e.g. `miner exec: RecursionError: ...`)."""
+        errors, self.errors = self.errors, []
+        return errors
+
+    def _run(self, name: str, fails_as: str, classify: Callable[[], Iterable[Finding]]
+             ) -> list[Finding]:
+        try:
+            return list(classify())
+        # RecursionError and MemoryError are Exceptions; they are named because
+        # hostile input is how they happen. KeyboardInterrupt and SystemExit pass.
+        except (RecursionError, MemoryError, Exception) as error:
+            described = _describe(error)
+            if len(self.errors) < ERRORS_KEPT:
+                self.errors.append(f"{name}: {described}")   # the agent says "classifier failed"
+            return [Finding(type=fails_as, confidence="high", dialect=CLASSIFIER_ERROR,
+                            evidence={"note": f"{name} failed: {described}"})]
 
     def exec_findings(self, policy: Policy, argv: list[str], exe: str | None,
                       files: ProcessFiles | None) -> list[Finding]:
-        read_file = files.read_file if files else None
         findings: list[Finding] = []
-        names = {posixpath.basename(exe or ""), posixpath.basename(argv[0] if argv else "")}
+        names = {posixpath.basename(exe if isinstance(exe, str) else ""),
+                 posixpath.basename(argv[0] if argv and isinstance(argv[0], str) else "")}
         program = next((ssh.SSH_PROGRAMS[n] for n in names if n in ssh.SSH_PROGRAMS), None)
-        if program and (policy.detection("sshReverseTunnel") != "off"
-                        or policy.detection("sshOutbound") != "off"):
-            findings += ssh.classify_ssh(
-                argv, read_file, home=files.home if files else "/root",
-                user=files.user if files else "root", allowlist=policy.ssh_allow,
-                list_dir=files.list_dir if files else None,
-                cwd=files.cwd if files else None, program=program)
+        reverse_tunnel = policy.detection("sshReverseTunnel") != "off"
+        if program and (reverse_tunnel or policy.detection("sshOutbound") != "off"):
+            findings += self._run(
+                "ssh", "ssh_reverse_tunnel" if reverse_tunnel else "ssh_outbound",
+                lambda: self._ssh(policy, argv, files, program))
         if policy.detection("tunnelTool") != "off":
-            findings += tunnels.classify_tunnel_exec(argv)
+            findings += self._run("tunnel exec", "tunnel_tool",
+                                  lambda: tunnels.classify_tunnel_exec(argv))
         if policy.detection("reverseShell") != "off":
-            findings += tunnels.classify_reverse_shell(argv)
+            findings += self._run("reverse shell", "reverse_shell",
+                                  lambda: tunnels.classify_reverse_shell(argv))
         if policy.detection("minerExec") != "off":
-            findings += miner.classify_exec(argv, exe, read_file, indicators=self.indicators)
+            findings += self._run("miner exec", "miner_exec", lambda: miner.classify_exec(
+                argv, exe, files.read_file if files else None, indicators=self.indicators))
         return findings
+
+    @staticmethod
+    def _ssh(policy: Policy, argv: list[str], files: ProcessFiles | None,
+             program: str) -> list[Finding]:
+        if files is None:
+            return ssh.classify_ssh(argv, None, allowlist=policy.ssh_allow, program=program)
+        return ssh.classify_ssh(argv, files.read_file, home=files.home, user=files.user,
+                                allowlist=policy.ssh_allow, list_dir=files.list_dir,
+                                cwd=files.cwd, program=program)
 
     def payload_findings(self, policy: Policy, record: PayloadRecord, *,
                          miner_traits: bool = False, ssh_judged: bool = False,
@@ -306,25 +375,35 @@ class Detector:
         findings: list[Finding] = []
         if kind in (SampleKind.FIRST, SampleKind.PROXY):
             if policy.detection("stratum") != "off":
-                findings += stratum.classify_payload(sample, dst_port=port,
-                                                     miner_traits=miner_traits,
-                                                     indicators=self.indicators)
+                findings += self._run("stratum", "stratum", lambda: stratum.classify_payload(
+                    sample, dst_port=port, miner_traits=miner_traits,
+                    indicators=self.indicators))
             if kind == SampleKind.FIRST:
                 if policy.detection("tunnelTool") != "off":
-                    findings += tunnels.classify_tunnel_payload(sample, port)
+                    findings += self._run("tunnel payload", "tunnel_tool",
+                                          lambda: tunnels.classify_tunnel_payload(sample, port))
                 findings += self._banner(policy, sample, port, ssh_judged, argv)
         elif kind == SampleKind.UDP and port == 53:
-            for name in miner.parse_dns_query(sample) or []:
-                findings += _seen_in("query", miner.classify_dns(name, indicators=self.indicators))
+            findings += self._run("dns", "miner_dns", lambda: self._dns_query(sample))
         elif kind == SampleKind.DNS_ANSWER:
-            answer = miner.parse_dns_answer(sample)
-            for name in answer.names() if answer else []:
-                findings += _seen_in("answer", miner.classify_dns(name,
-                                                                  indicators=self.indicators))
+            findings += self._run("dns", "miner_dns", lambda: self._dns_answer(sample))
         if kind in (SampleKind.UDP, SampleKind.DNS_ANSWER) and \
                 policy.detection("stratum") == "off":
             findings = [f for f in findings if f.type != "miner_dns"]
         return tunnels.dedupe_findings(findings)
+
+    def _dns_query(self, sample: bytes) -> list[Finding]:
+        findings: list[Finding] = []
+        for name in miner.parse_dns_query(sample) or []:
+            findings += _seen_in("query", miner.classify_dns(name, indicators=self.indicators))
+        return findings
+
+    def _dns_answer(self, sample: bytes) -> list[Finding]:
+        findings: list[Finding] = []
+        answer = miner.parse_dns_answer(sample)
+        for name in answer.names() if answer else []:
+            findings += _seen_in("answer", miner.classify_dns(name, indicators=self.indicators))
+        return findings
 
     def inbound_findings(self, policy: Policy, first: bytes, port: int, reply: bytes, *,
                          miner_traits: bool = False) -> list[Finding]:
@@ -333,22 +412,24 @@ class Detector:
         confirms or reveals."""
         if policy.detection("stratum") == "off":
             return []
-        return stratum.classify_payload(first, dst_port=port, inbound=reply,
-                                        miner_traits=miner_traits, indicators=self.indicators)
+        return self._run("stratum", "stratum", lambda: stratum.classify_payload(
+            first, dst_port=port, inbound=reply, miner_traits=miner_traits,
+            indicators=self.indicators))
 
-    @staticmethod
-    def _banner(policy: Policy, sample: bytes, port: int, ssh_judged: bool,
+    def _banner(self, policy: Policy, sample: bytes, port: int, ssh_judged: bool,
                 argv: list[str] | None) -> list[Finding]:
         """An SSH banner from a program not judged as ssh at exec (a renamed
         or unknown client): the banner names it, and its argv is read as an
         ssh command line in case it asks for forwards."""
         if ssh_judged or not sample.startswith(b"SSH-"):
             return []
-        findings = ssh.classify_ssh_banner(sample, port)
+        findings = self._run("ssh banner", "ssh_outbound",
+                             lambda: ssh.classify_ssh_banner(sample, port))
         if argv and policy.detection("sshReverseTunnel") != "off":
-            findings += [f for f in ssh.classify_ssh(argv, None, allowlist=policy.ssh_allow,
-                                                     program="ssh")
-                         if f.type == "ssh_reverse_tunnel"]
+            findings += self._run("ssh argv", "ssh_reverse_tunnel", lambda: [
+                f for f in ssh.classify_ssh(argv, None, allowlist=policy.ssh_allow,
+                                            program="ssh")
+                if f.type == "ssh_reverse_tunnel"])
         return findings
 
     @staticmethod
@@ -358,4 +439,4 @@ class Detector:
                         evidence={"fd": record.newfd, "stream": stream,
                                   "socket_fd": record.oldfd,
                                   "remote": {"ip": record.ip, "port": record.port},
-                                  "argv": list(argv[:16])})]
+                                  "argv": list(argv[:16]) if argv else []})]

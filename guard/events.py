@@ -126,7 +126,10 @@ Record = (ExecRecord | ConnectRecord | SocketRecord | CgroupRecord | PayloadReco
 
 
 def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    """A NUL-terminated kernel string (comm, a path) as str: bytes that are
+    not UTF-8 kept with surrogateescape, as argv is, so nothing is lost on
+    the way to the event (guard/safejson.py escapes them there)."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", errors="surrogateescape")
 
 
 def _header(data: bytes) -> Header:

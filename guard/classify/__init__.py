@@ -5,6 +5,11 @@ Pure functions from observed data to findings: no BPF, no I/O besides
 reading files a caller names (config files inside a container's root).
 One module per threat family; each returns a list of Finding, empty when
 nothing is recognised, and never raises on hostile input.
+
+Everything a classifier reads is the workload's and may be built to hurt:
+work is linear in what is read, nesting is bounded without recursion, and
+what a budget keeps a classifier from reading is reported as unread rather
+than taken as harmless (a finding with dialect UNREAD).
 """
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 CONFIDENCES = ("low", "medium", "high")
+#: Dialect of a finding for what a classifier could not read in full (a
+#: config cut by a byte, file, depth or work budget): the detection the
+#: unread part could have hidden, at high confidence, so enforcing policies
+#: fail closed.
+UNREAD = "unread-config"
 
 
 @dataclass(frozen=True)
@@ -42,3 +52,20 @@ def http_head_fields(head: str, max_headers: int = 63) -> tuple[str, dict[str, s
         if sep:
             headers.setdefault(name.strip().lower(), value.strip())
     return lines[0], headers
+
+
+class FileContent(bytes):
+    """What a read_file callback may return: the bytes read, and whether the
+    file went on past them (truncated). Plain bytes mean the whole file."""
+    truncated: bool
+
+    def __new__(cls, data: bytes, truncated: bool = False) -> "FileContent":
+        content = super().__new__(cls, data)
+        content.truncated = truncated
+        return content
+
+
+def was_cut(content: bytes, limit: int) -> bool:
+    """Whether content is not the whole file within limit bytes: the reader
+    said it stopped early, or there is more than limit to read."""
+    return bool(getattr(content, "truncated", False)) or len(content) > limit

@@ -5,10 +5,12 @@
   XMRig/cpuminer flags, wallet-shaped users, the MSR tweak), from `sh -c`
   strings, and from the config file the miner would read: the one named by
   -c/--config, or config.json beside the binary, fetched through the caller's
-  read_file callback (the agent binds it to the container's root).
+  read_file callback (the agent binds it to the container's root); one it
+  could not read in full is reported rather than trusted (_with_config).
 - classify_dns: is this DNS name a pool or an XMRig donation host?
-- parse_dns_query / parse_dns_answer: the names (and addresses) in a UDP DNS
-  message, for callers that only have the packet.
+- parse_dns_query / parse_dns_answer (guard/classify/dns.py, re-exported):
+  the names (and addresses) in a UDP DNS message, for callers that only
+  have the packet.
 
 The pool and donation domains, binary names and pool ports live in
 guard/data/miners.yaml (load_indicators), with their sources and date, so
@@ -27,8 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import ipaddress
-import json
 import posixpath
 import re
 import shlex
@@ -39,17 +39,25 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from guard.classify import Finding
+from guard.classify import UNREAD, Finding, jsonc, was_cut
+from guard.classify.dns import (  # noqa: F401  (re-exported: the DNS half of this module's API)
+    DnsAnswer, DnsRecord, parse_dns_answer, parse_dns_query,
+)
 
 #: Evidence strings are cut here so an event stays small.
 EVIDENCE_CHARS = 200
-#: Bytes of a config file parsed; XMRig's full config.json is about 4 KiB.
-MAX_CONFIG_BYTES = 256 * 1024
+#: Bytes of a config file read. XMRig's full config.json is about 4 KiB, but
+#: config.json beside a binary is read for every exec of every program, so
+#: the limit leaves room for the big benign ones (the agent reads 1 MiB).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Bytes of all the config files named on one command line together.
+MAX_NAMED_CONFIG_BYTES = 1024 * 1024
 #: Characters of an argv element or shell script looked at.
 MAX_ARG_CHARS = 16 * 1024
 #: Nesting followed: `sh -c "nohup sh -c '...'"`, base64 inside a script.
 MAX_DEPTH = 3
-#: Config files read per exec (named ones plus config.json beside the binary).
+#: Config files named on one command line that are read (config.json
+#: beside the binary comes on top); more are reported unread.
 MAX_CONFIG_FILES = 3
 
 _RANK = {"low": 0, "medium": 1, "high": 2}
@@ -215,174 +223,6 @@ def classify_dns(name: str, *, indicators: Indicators | None = None) -> list[Fin
                               "list": match.list})]
 
 
-@dataclass(frozen=True)
-class DnsRecord:
-    """One answer record the guard cares about."""
-    name: str
-    type: str       # "A" | "AAAA" | "CNAME"
-    value: str      # address, or the CNAME target
-
-
-@dataclass(frozen=True)
-class DnsAnswer:
-    questions: tuple[str, ...]
-    records: tuple[DnsRecord, ...]
-    rcode: int
-
-    def names(self) -> list[str]:
-        """Every name the answer mentions, questions and CNAME targets, in order."""
-        seen: list[str] = []
-        for name in (*self.questions, *(r.name for r in self.records),
-                     *(r.value for r in self.records if r.type == "CNAME")):
-            if name not in seen:
-                seen.append(name)
-        return seen
-
-
-_DNS_HEADER = 12
-#: Compression pointers followed per name; each must point backwards, so a
-#: loop is impossible anyway, this only bounds the work.
-_MAX_POINTERS = 32
-_MAX_QUESTIONS = 8
-_MAX_RECORDS = 64
-
-
-def _dns_label_text(label: bytes) -> str:
-    """A label as presentation text; dots and odd bytes escaped as dig does."""
-    out = []
-    for byte in label:
-        char = chr(byte)
-        if char in ".\\":
-            out.append("\\" + char)
-        elif 0x21 <= byte < 0x7F:
-            out.append(char.lower())
-        else:
-            out.append(f"\\{byte:03d}")
-    return "".join(out)
-
-
-def _dns_name(message: bytes, offset: int) -> tuple[str, int] | None:
-    """The name at offset and the offset just past it in the record, or None."""
-    labels: list[str] = []
-    length_seen = 0
-    end: int | None = None
-    position = offset
-    for _ in range(_MAX_POINTERS + 128):
-        if position >= len(message):
-            return None
-        size = message[position]
-        if size == 0:
-            name = ".".join(labels)
-            return name, (end if end is not None else position + 1)
-        if size & 0xC0 == 0xC0:
-            if position + 1 >= len(message):
-                return None
-            target = ((size & 0x3F) << 8) | message[position + 1]
-            if target >= position:          # forward or self pointers are how loops are built
-                return None
-            if end is None:
-                end = position + 2
-            position = target
-            continue
-        if size & 0xC0:
-            return None                     # 0x40 and 0x80 label types are unused
-        label = message[position + 1:position + 1 + size]
-        if len(label) < size:
-            return None
-        length_seen += size + 1
-        if length_seen > 255:
-            return None
-        labels.append(_dns_label_text(label))
-        position += 1 + size
-    return None
-
-
-def _dns_message(payload: Any, tcp: bool) -> bytes | None:
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        return None
-    data = bytes(payload[:65537])
-    if tcp:
-        if len(data) < 2:
-            return None
-        data = data[2:2 + int.from_bytes(data[:2], "big")]
-    return data if len(data) >= _DNS_HEADER else None
-
-
-def _dns_questions(message: bytes, count: int) -> tuple[list[str], int] | None:
-    names = []
-    position = _DNS_HEADER
-    for _ in range(count):
-        parsed = _dns_name(message, position)
-        if parsed is None or parsed[1] + 4 > len(message):
-            return None
-        names.append(parsed[0])
-        position = parsed[1] + 4            # qtype, qclass
-    return names, position
-
-
-def parse_dns_query(payload: bytes, *, tcp: bool = False) -> list[str] | None:
-    """The question names of a DNS query (UDP; tcp=True strips the TCP length
-    prefix), lower-case without the trailing dot; None if it is not one."""
-    message = _dns_message(payload, tcp)
-    if message is None:
-        return None
-    flags = int.from_bytes(message[2:4], "big")
-    questions = int.from_bytes(message[4:6], "big")
-    if flags & 0x8000 or (flags >> 11) & 0xF not in (0, 2) or not 1 <= questions <= _MAX_QUESTIONS:
-        return None                         # a response, an odd opcode, or not DNS at all
-    parsed = _dns_questions(message, questions)
-    return parsed[0] if parsed is not None else None
-
-
-def _dns_record(message: bytes, position: int) -> tuple[DnsRecord | None, int] | None:
-    parsed = _dns_name(message, position)
-    if parsed is None or parsed[1] + 10 > len(message):
-        return None
-    name, position = parsed
-    kind = int.from_bytes(message[position:position + 2], "big")
-    size = int.from_bytes(message[position + 8:position + 10], "big")
-    start = position + 10
-    data = message[start:start + size]
-    if len(data) < size:
-        return None
-    record = None
-    if kind == 1 and size == 4:
-        record = DnsRecord(name, "A", str(ipaddress.IPv4Address(data)))
-    elif kind == 28 and size == 16:
-        record = DnsRecord(name, "AAAA", str(ipaddress.IPv6Address(data)))
-    elif kind == 5:
-        target = _dns_name(message, start)
-        if target is not None:
-            record = DnsRecord(name, "CNAME", target[0])
-    return record, start + size
-
-
-def parse_dns_answer(payload: bytes, *, tcp: bool = False) -> DnsAnswer | None:
-    """Questions plus A/AAAA/CNAME answer records of a DNS response; records
-    cut off by truncation are left out. None if it is not a DNS response."""
-    message = _dns_message(payload, tcp)
-    if message is None:
-        return None
-    flags = int.from_bytes(message[2:4], "big")
-    questions = int.from_bytes(message[4:6], "big")
-    answers = int.from_bytes(message[6:8], "big")
-    if not flags & 0x8000 or questions > _MAX_QUESTIONS:
-        return None
-    parsed = _dns_questions(message, questions)
-    if parsed is None:
-        return None
-    names, position = parsed
-    records = []
-    for _ in range(min(answers, _MAX_RECORDS)):
-        step = _dns_record(message, position)
-        if step is None:
-            break
-        record, position = step
-        if record is not None:
-            records.append(record)
-    return DnsAnswer(tuple(names), tuple(records), flags & 0xF)
-
-
 # --------------------------------------------------------------------------
 # Exec: what in an argv or a config says "miner"
 
@@ -390,7 +230,10 @@ def parse_dns_answer(payload: bytes, *, tcp: bool = False) -> DnsAnswer | None:
 #: ethminer's stratum1+ssl, stratums://, stratum+tls12://.
 _STRATUM_URL = re.compile(r"(?i)\bstratum[0-9]?s{0,2}(?:\+[a-z0-9]{2,6})?://[^\s'\"<>`;|&]{0,255}")
 _STRATUM_SCHEME = re.compile(r"(?i)\bstratum[0-9]?\+(?:tcp|ssl|tls|udp)\b")
-_MSR_TWEAK = re.compile(r"\bmodprobe\b[^;&|\n]*\bmsr\b[^;&|\n]*\ballow_writes=on\b")
+#: `modprobe msr allow_writes=on`, its words in this order within one command.
+_COMMAND_BREAK = re.compile(r"[;&|\n]")
+_MSR_WORDS = (re.compile(r"\bmodprobe\b"), re.compile(r"\bmsr\b"),
+              re.compile(r"\ballow_writes=on\b"))
 _DONATE_TEXT = re.compile(r"--donate-level\b")
 
 _XMRIG_FLAGS = frozenset({
@@ -551,6 +394,8 @@ class _Context:
     """State shared by the commands of one exec."""
     indicators: Indicators
     configs: list[str] = field(default_factory=list)    # config files named anywhere
+    named_bytes_left: int = MAX_NAMED_CONFIG_BYTES
+    unread: list[str] = field(default_factory=list)     # configs not read in full
 
 
 def _url_host(url: str) -> tuple[str | None, int | None]:
@@ -599,6 +444,24 @@ def _judge_pool_url(value: str, signals: _Signals, indicators: Indicators, *, na
         signals.add("weak", f"pool port {port}")
 
 
+def _msr_tweak(text: str) -> bool:
+    """The MSR tweak in one command of text: each word searched from where
+    the one before it ended. (As one expression, `modprobe[^;]*msr[^;]*allow`,
+    it took 50 s on 16 KiB of `modprobe msr `: every start retried every split.)"""
+    if "allow_writes=on" not in text:
+        return False
+    for command in _COMMAND_BREAK.split(text):
+        position = 0
+        for word in _MSR_WORDS:
+            found = word.search(command, position)
+            if found is None:
+                break
+            position = found.end()
+        else:
+            return True
+    return False
+
+
 def _scan_text(text: str, signals: _Signals, indicators: Indicators) -> None:
     """Strings that mean mining wherever they appear: stratum URLs (the scheme
     alone is medium), `--donate-level`, the XMRig MSR tweak."""
@@ -611,7 +474,7 @@ def _scan_text(text: str, signals: _Signals, indicators: Indicators) -> None:
         scheme = _STRATUM_SCHEME.search(text)
         if scheme is not None:
             signals.add("medium", scheme.group(0))
-    if _MSR_TWEAK.search(text):
+    if _msr_tweak(text):
         signals.add("strong", "modprobe msr allow_writes=on")
         signals.hints.append("xmrig")
     if not text.startswith("--donate-level") and _DONATE_TEXT.search(text):
@@ -817,21 +680,6 @@ def _command_signals(argv: list[str], ctx: _Context, depth: int) -> _Signals:
 # -- config files
 
 
-def _relaxed_json(text: str) -> Any:
-    """JSON as XMRig reads it: comments and trailing commas allowed."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    cleaned = re.sub(r'("(?:[^"\\]|\\.)*")|/\*.*?\*/|//[^\n]*', lambda m: m.group(1) or "", text,
-                     flags=re.S)
-    cleaned = re.sub(r",(\s*[}\]])", r"\1", cleaned)
-    try:
-        return json.loads(cleaned)
-    except ValueError:
-        return None
-
-
 #: Keys only an XMRig pool object has (src/base/net/stratum/Pool.cpp); url,
 #: user and pass alone could be any connection pool.
 _XMRIG_POOL_KEYS = frozenset({"rig-id", "nicehash", "keepalive", "algo", "coin", "tls-fingerprint",
@@ -892,32 +740,67 @@ def _config_signals(document: Any, indicators: Indicators) -> _Signals:
     return signals
 
 
-def _read_config(path: str, read_file: Callable[[str], bytes | None]) -> Any:
+@dataclass
+class _ConfigFile:
+    """One config file as read: its document, why it was not read in full
+    (None when it was), its text and the bytes it cost."""
+    document: Any = None
+    unread: str | None = None
+    text: str = ""
+    size: int = 0
+
+
+def _read_config(path: str, read_file: Callable[[str], bytes | None], limit: int) -> _ConfigFile:
     try:
         content = read_file(path)
     except Exception:                       # the agent's callback; its failure is no finding
-        return None
+        return _ConfigFile()
     if not isinstance(content, (bytes, bytearray)) or not content:
-        return None
-    text = bytes(content[:MAX_CONFIG_BYTES]).decode("utf-8", "replace")
+        return _ConfigFile()
+    cut = was_cut(content, limit)
+    raw = bytes(content[:limit])
+    text = raw.decode("utf-8", "replace")
+    unread = f"{path}: more than {limit} bytes; the rest was not read" if cut else None
     if not text.lstrip().startswith(("{", "/")):
-        return None                         # not JSON (nginx.conf, gunicorn.py...)
-    return _relaxed_json(text)
+        if cut and not text.strip():
+            return _ConfigFile(None, unread, text, len(raw))    # too little read to judge
+        # not JSON (nginx.conf, gunicorn.py...): no miner could read it either
+        return _ConfigFile(size=len(raw))
+    try:
+        document = jsonc.loads(text)        # a cut text mostly fails to parse: nothing lost
+    except jsonc.OverBudget as error:
+        return _ConfigFile(None, unread or f"{path}: not parsed, {error}", text, len(raw))
+    return _ConfigFile(document, unread, text, len(raw))
 
 
-def _config_paths(argv: list[str], exe: str | None, named: list[str]) -> list[str]:
-    """Config files to read: those named on the command line, then the
-    config.json XMRig loads from beside its binary."""
-    paths = list(named)
+#: Words that only mining configs carry, looked for (with the pool and
+#: donation domains) in a config.json beside a binary that could not be read
+#: in full. Substring searches: about 10 ms on 1 MiB.
+_CONFIG_HINTS = ("donate-level", "donate-over-proxy", "randomx", "rig-id", "nicehash",
+                 "cryptonight", "xmrig", "coinbase-addr", "kawpow", "ghostrider", "stratum+",
+                 "stratum1+", "stratum2+", "stratums:")
+
+
+def _mining_hint(text: str, indicators: Indicators) -> str | None:
+    lowered = text.lower()
+    for word in (*_CONFIG_HINTS, *sorted(indicators.pool_domains | indicators.donation_domains)):
+        if word in lowered:
+            return word
+    return None
+
+
+def _config_paths(argv: list[str], exe: str | None, named: list[str]) -> list[tuple[str, bool]]:
+    """(path, named) of the config files to read: those named on the command
+    line, then the config.json XMRig loads from beside its binary."""
+    paths = [(path, True) for path in named]
     binary = exe if isinstance(exe, str) and exe.startswith("/") else (
         argv[0] if argv and argv[0].startswith("/") else None)
     if binary:
-        paths.append(posixpath.join(posixpath.dirname(binary), "config.json"))
-    unique: list[str] = []
-    for path in paths:
-        if path not in unique:
-            unique.append(path)
-    return unique[:MAX_CONFIG_FILES]
+        paths.append((posixpath.join(posixpath.dirname(binary), "config.json"), False))
+    unique: dict[str, bool] = {}
+    for path, is_named in paths:
+        unique.setdefault(path, is_named)
+    return list(unique.items())
 
 
 def _dialect(signals: _Signals) -> str:
@@ -950,7 +833,11 @@ def classify_exec(argv: list[str], exe: str | None = None,
     name counts like argv[0]'s, and XMRig's config.json is looked for beside
     it. read_file(path) reads a file inside the container and is the only
     way a config is read; relative paths are passed as they were written,
-    for the callback to resolve against the process's working directory."""
+    for the callback to resolve against the process's working directory.
+
+    A config that could not be read in full (too big, nested too deep, too
+    costly to strip) adds a high miner_exec finding with dialect
+    "unread-config" (see _with_config for when)."""
     ctx = _Context(indicators or load_indicators())
     args = _as_argv(argv)
     if isinstance(exe, str) and exe.endswith(" (deleted)"):
@@ -964,20 +851,47 @@ def classify_exec(argv: list[str], exe: str | None = None,
         signals.binary = ctx.indicators.miner_binary(exe)
     if read_file is not None and callable(read_file) and top_program not in _TEXT_TOOLS:
         signals = _with_config(signals, args, exe, ctx, read_file)
+    findings = []
     confidence = signals.confidence()
-    if confidence is None:
-        return []
-    return [Finding(type="miner_exec", confidence=confidence, dialect=_dialect(signals),
-                    evidence=_evidence(args, exe, signals))]
+    if confidence is not None:
+        findings.append(Finding(type="miner_exec", confidence=confidence,
+                                dialect=_dialect(signals), evidence=_evidence(args, exe, signals)))
+    if ctx.unread:
+        findings.append(_unread_finding(args, exe, ctx.unread))
+    return findings
 
 
 def _with_config(signals: _Signals, argv: list[str], exe: str | None, ctx: _Context,
                  read_file: Callable[[str], bytes | None]) -> _Signals:
     """signals plus the first config file that carries miner keys: a config
     the process was pointed at is evidence of its own, so it lifts the cap
-    that inline code puts on a command."""
-    for path in _config_paths(argv, exe, ctx.configs):
-        config = _config_signals(_read_config(path, read_file), ctx.indicators)
+    that inline code puts on a command.
+
+    What cannot be read in full goes to ctx.unread, to fail closed: always
+    for a file named by -c/--config (the program was pointed at it), but
+    for config.json beside the binary only when what was read mentions
+    mining. That file is read for every exec of every program, and a big
+    benign one (over MAX_CONFIG_BYTES) must not block a workload; a miner's
+    padded config still names its pool, algorithm or donation level."""
+    named_seen = 0
+    for path, named in _config_paths(argv, exe, ctx.configs):
+        if named:
+            named_seen += 1
+            if named_seen > MAX_CONFIG_FILES:
+                ctx.unread.append(f"{path}: not read, more than {MAX_CONFIG_FILES} config files"
+                                  " named")
+                continue
+            limit = min(MAX_CONFIG_BYTES, ctx.named_bytes_left)
+        else:
+            limit = MAX_CONFIG_BYTES
+        config_file = _read_config(path, read_file, limit)
+        if named:
+            ctx.named_bytes_left -= config_file.size
+        if config_file.unread is not None:
+            hint = None if named else _mining_hint(config_file.text, ctx.indicators)
+            if named or hint is not None:
+                ctx.unread.append(config_file.unread + (f" (it mentions {hint})" if hint else ""))
+        config = _config_signals(config_file.document, ctx.indicators)
         if not (config.strong or config.medium):
             continue
         signals.absorb(config)
@@ -986,6 +900,16 @@ def _with_config(signals: _Signals, argv: list[str], exe: str | None, ctx: _Cont
         signals.text_tool = None
         break
     return signals
+
+
+def _unread_finding(argv: list[str], exe: str | None, unread: list[str]) -> Finding:
+    """A miner config that could not be read in full: it counts as a miner
+    being started, at high confidence (fail closed), naming what was unread."""
+    program = argv[0] if argv else (exe or "")
+    return Finding(type="miner_exec", confidence="high", dialect=UNREAD,
+                   evidence={"program": _short(posixpath.basename(program)),
+                             "note": _short(unread[0], 400),
+                             "unread": [_short(note, 400) for note in unread[:8]]})
 
 
 def _evidence(argv: list[str], exe: str | None, signals: _Signals) -> dict[str, Any]:

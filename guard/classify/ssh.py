@@ -7,11 +7,12 @@ that port arrives inside the sandbox. This module reads the command lines of
 OpenSSH's ssh, autossh, dropbear's dbclient and PuTTY's plink the way each
 program reads them (OpenSSH's getopt string and its second option pass after
 the destination, dropbear's own loop, plink's whole-word options), follows
-the ssh_config files OpenSSH would read for that destination, and turns the
-result into findings:
+the ssh_config files OpenSSH would read for that destination (ssh_config.py,
+inside budgets), and turns the result into findings:
 
 - ssh_reverse_tunnel: a remote forward from argv, -o, a config file or
-  `-O forward`;
+  `-O forward`; and, dialect "unread-config", config that ssh would read but
+  a budget kept from being read (it may hold one);
 - ssh_outbound: any other SSH connection, ranked higher on web ports, for
   SOCKS or tun forwarding, and to known tunnelling services;
 - from the identification string an SSH client sends first on the wire:
@@ -22,22 +23,24 @@ process's own root (/proc/PID/root), and hostile input never raises.
 """
 from __future__ import annotations
 
-import fnmatch
-import functools
 import ipaddress
-import itertools
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from guard.classify import Finding
+from guard.classify import UNREAD, Finding
+from guard.classify.ssh_config import (
+    DYNAMIC, FORWARD_KEYWORDS, LOCAL, REMOTE, TUNNEL, ConfigForward, ConfigReader, ListDir,
+    ReadFile, glob_match, read_ssh_config, split_config_line,
+)
 from guard.classify.tunnels import chisel_banner, tunnel_name
 
-ReadFile = Callable[[str], "bytes | None"]
-ListDir = Callable[[str], "Iterable[str] | None"]
+__all__ = ["SSH_PROGRAMS", "Address", "Forward", "Destination", "SshInvocation", "EffectiveSsh",
+           "parse_forward", "parse_ssh_uri", "parse_user_host_port", "parse_ssh_argv",
+           "split_config_line", "read_ssh_config", "evaluate_ssh", "effective_forwards",
+           "classify_effective", "classify_ssh", "classify_ssh_banner"]
 
-REMOTE, LOCAL, DYNAMIC, TUNNEL = "remote", "local", "dynamic", "tunnel"
 FORWARD_KINDS = (REMOTE, LOCAL, DYNAMIC, TUNNEL)
 
 #: Program basenames -> the client whose syntax they use. slogin is an old
@@ -51,19 +54,9 @@ OPENSSH_GETOPT = "1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:P:Q:R:S:TV
 
 #: Ports that look like something else to an egress filter.
 EVASIVE_PORTS = frozenset({80, 443, 53})
-
-#: ssh_config keywords that add up instead of first-value-wins.
-FORWARD_KEYWORDS = {"remoteforward": REMOTE, "localforward": LOCAL, "dynamicforward": DYNAMIC}
-ACCUMULATING_KEYWORDS = frozenset(FORWARD_KEYWORDS) | {"identityfile", "certificatefile", "sendenv"}
-
-#: Bounds on config reading: OpenSSH's own Include depth, and enough files and
-#: lines for any real configuration.
-MAX_INCLUDE_DEPTH = 16
-MAX_CONFIG_FILES = 64
-MAX_CONFIG_BYTES = 1024 * 1024
-MAX_CONFIG_LINES = 20000
-#: Host/Match patterns compared per evaluation; past it, blocks are "maybe".
-MAX_PATTERN_CHECKS = 200_000
+#: Remote forwards reported one finding each; a config of 20,000 of them
+#: gives this many events, the last one counting the rest.
+MAX_REVERSE_FINDINGS = 16
 
 
 def _getopt(spec: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -345,51 +338,7 @@ def _jump_hosts(value: str) -> tuple[Destination, ...]:
 
 
 # --------------------------------------------------------------------------
-# Config lines (readconf.c syntax), shared by -o and ssh_config files
-
-
-def _split_arguments(text: str) -> list[str]:
-    """Whitespace-separated arguments with "..." / '...' quoting, backslash
-    escapes, and a '#' that starts an argument ending the line."""
-    args: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        while i < n and text[i] in " \t\f\r\n":
-            i += 1
-        if i >= n or text[i] == "#":
-            break
-        out: list[str] = []
-        quote: str | None = None
-        while i < n:
-            char = text[i]
-            if quote is None and char in " \t\f\r\n":
-                break
-            if char == "\\" and i + 1 < n and (text[i + 1] in "'\"\\" or
-                                               (quote is None and text[i + 1] == " ")):
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if quote is None and char in "'\"":
-                quote = char
-            elif char == quote:
-                quote = None
-            else:
-                out.append(char)
-            i += 1
-        args.append("".join(out))
-    return args
-
-
-_CONFIG_LINE = re.compile(r"[ \t\f]*([^ \t\f\r\n=]+)[ \t\f]*(?:=[ \t\f]*)?(.*)", re.S)
-
-
-def split_config_line(line: str) -> tuple[str, list[str]]:
-    """(lower-cased keyword, arguments) of one ssh_config line; ("", []) for
-    blank lines and comments. `Key Value`, `Key=Value` and `Key = Value` all work."""
-    match = _CONFIG_LINE.match(line.rstrip(" \t\f\r\n"))
-    if match is None or match.group(1).startswith("#"):
-        return "", []
-    return match.group(1).lower(), _split_arguments(match.group(2))
+# Config forwards (readconf.c syntax), shared by -o and ssh_config files
 
 
 def _config_forward(keyword: str, args: list[str], origin: str, option: str,
@@ -856,313 +805,6 @@ def parse_ssh_argv(argv: Sequence[str], program: str | None = None) -> SshInvoca
 
 
 # --------------------------------------------------------------------------
-# ssh_config: Host, Match, Include, first value wins
-
-
-@functools.lru_cache(maxsize=4096)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    # OpenSSH patterns know '*' and '?' only, so '[' is escaped before fnmatch
-    # translates; its translation does not backtrack exponentially (Python 3.9+).
-    return re.compile(fnmatch.translate(pattern.replace("[", "[[]")))
-
-
-def _glob_match(text: str, pattern: str) -> bool:
-    """OpenSSH's match_pattern, case-sensitive."""
-    if "*" not in pattern and "?" not in pattern:
-        return text == pattern
-    return _glob_regex(pattern).match(text) is not None
-
-
-def _pattern_list_match(value: str, patterns: str, fold_case: bool) -> bool:
-    """A comma-separated pattern list: a matching negated entry vetoes."""
-    if fold_case:
-        value, patterns = value.lower(), patterns.lower()
-    matched = False
-    for pattern in patterns.split(","):
-        negated = pattern.startswith("!")
-        if _glob_match(value, pattern[1:] if negated else pattern):
-            if negated:
-                return False
-            matched = True
-    return matched
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """Whether lines apply: "on", "off", or "maybe" behind an unevaluated Match exec."""
-    state: str
-    condition: str | None = None
-
-    def clamp(self, inner: _Scope) -> _Scope:
-        """Inside an Include, a block can be no more active than the Include line."""
-        if self.state == "on" or inner.state == "off":
-            return inner
-        if self.state == "off":
-            return _OFF
-        return self if inner.state == "on" else inner
-
-
-_ON, _OFF = _Scope("on"), _Scope("off")
-
-
-class _ConfigReader:
-    """Evaluates ssh_config files for one destination the way readconf.c does."""
-
-    def __init__(self, host_arg: str, local_user: str, home: str, read_file: ReadFile | None,
-                 list_dir: ListDir | None):
-        self.host_arg = host_arg
-        self.local_user = local_user
-        self.home = home.rstrip("/") if home and home != "/" else ""
-        self.read_file = read_file
-        self.list_dir = list_dir
-        self.first: dict[str, tuple[tuple[str, ...], str, str]] = {}   # keyword -> (args, origin, option)
-        self.many: dict[str, list[tuple[tuple[str, ...], str]]] = {}
-        self.forwards: list[Forward] = []
-        self.files_read: list[str] = []
-        self.notes: list[str] = []
-        self.sequence: dict[str, int] = {}
-        self.lines_left = MAX_CONFIG_LINES
-        self.pattern_checks_left = MAX_PATTERN_CHECKS
-
-    # -- values
-
-    def obtain(self, keyword: str, args: Sequence[str], origin: str, option: str) -> None:
-        args = tuple(args)
-        if keyword in FORWARD_KEYWORDS:
-            self.forwards.append(_config_forward(keyword, list(args), origin, option))
-        if keyword in ACCUMULATING_KEYWORDS:
-            self.many.setdefault(keyword, []).append((args, origin))
-        elif keyword not in self.first and args:
-            self.first[keyword] = (args, origin, option)
-            self.sequence[keyword] = len(self.sequence)
-
-    def value(self, keyword: str) -> str | None:
-        found = self.first.get(keyword)
-        return " ".join(found[0]) if found else None
-
-    def hostname(self) -> str:
-        """The name Match host compares: Hostname (with %h) once set, else the argv name."""
-        configured = self.value("hostname")
-        if configured is None:
-            return self.host_arg
-        return re.sub(r"%([%h])", lambda m: "%" if m.group(1) == "%" else self.host_arg, configured)
-
-    def remote_user(self) -> str:
-        return self.value("user") or self.local_user
-
-    # -- files
-
-    def _read(self, path: str) -> str | None:
-        if self.read_file is None:
-            return None
-        try:
-            data = self.read_file(path)
-        except OSError:
-            return None
-        if not isinstance(data, (bytes, bytearray)):
-            return None
-        return bytes(data[:MAX_CONFIG_BYTES]).decode("utf-8", "replace")
-
-    def read(self, path: str, user_config: bool, depth: int = 0, scope: _Scope = _ON) -> bool:
-        """Apply one file; False if it could not be read."""
-        if len(self.files_read) >= MAX_CONFIG_FILES:
-            self.notes.append(f"{path}: not read, more than {MAX_CONFIG_FILES} config files")
-            return False
-        text = self._read(path)
-        if text is None:
-            return False
-        self.files_read.append(path)
-        current = scope
-        for number, line in enumerate(text.split("\n"), 1):
-            self.lines_left -= 1
-            if self.lines_left < 0:
-                self.notes.append(f"{path}:{number}: stopped, more than {MAX_CONFIG_LINES} lines")
-                break
-            keyword, args = split_config_line(line)
-            if not keyword:
-                continue
-            origin = f"{path}:{number}"
-            if keyword in ("host", "match") and not self._afford(args, origin):
-                current = scope.clamp(_Scope("maybe", f"{origin}: not evaluated, config too large"))
-            elif keyword == "host":
-                current = scope.clamp(_ON if self._host_matches(args) else _OFF)
-            elif keyword == "match":
-                current = scope.clamp(self._match(args, origin))
-            elif keyword == "include":
-                self._include(args, user_config, depth, current, origin)
-            elif current.state == "on":
-                self.obtain(keyword, args, origin, keyword_name(keyword))
-            elif current.state == "maybe" and keyword in FORWARD_KEYWORDS:
-                self.forwards.append(_config_forward(keyword, args, origin, keyword_name(keyword),
-                                                     current.condition))
-        return True
-
-    def _afford(self, args: list[str], origin: str) -> bool:
-        """Spend the pattern budget on one Host/Match line; False once it is gone."""
-        if self.pattern_checks_left <= 0:
-            return False
-        self.pattern_checks_left -= sum(arg.count(",") + 1 for arg in args)
-        if self.pattern_checks_left <= 0:
-            self.notes.append(f"{origin}: too many Host/Match patterns; later blocks taken as"
-                              " conditional")
-        return True
-
-    def _host_matches(self, patterns: list[str]) -> bool:
-        """`Host` compares the name as typed, case and all; a matching negated pattern vetoes."""
-        matched = False
-        for pattern in patterns:
-            negated = pattern.startswith("!")
-            if _glob_match(self.host_arg, pattern[1:] if negated else pattern):
-                if negated:
-                    return False
-                matched = True
-        return matched
-
-    def _match(self, args: list[str], origin: str) -> _Scope:
-        """readconf.c match_cfg_line: every criterion must hold."""
-        if not args:
-            return _OFF
-        result = True
-        exec_condition: str | None = None
-        i = 0
-        while i < len(args):
-            criterion = args[i]
-            i += 1
-            negated = criterion.startswith("!")
-            name = (criterion[1:] if negated else criterion).lower()
-            if name == "all":
-                continue
-            if name in ("canonical", "final"):
-                # Which pass ssh is in is not known here. Taking the block as
-                # applying reports every forward it might add (conservative).
-                self.notes.append(f"{origin}: Match {name} taken as matching")
-                continue
-            if i >= len(args):
-                self.notes.append(f"{origin}: Match {name} lacks its argument: ssh rejects the file")
-                return _OFF
-            argument = args[i]
-            i += 1
-            if name == "exec":
-                # Never run: the block is off, but its forwards are reported as conditional.
-                exec_condition = f"{origin}: Match exec {argument}"
-                self.notes.append(f"{exec_condition} not evaluated")
-                continue
-            if name in ("localnetwork", "command", "version", "sessiontype"):
-                self.notes.append(f"{origin}: Match {name} not evaluated, taken as matching")
-                continue
-            value, fold = {"host": (self.hostname(), True), "originalhost": (self.host_arg, True),
-                           "user": (self.remote_user(), False),
-                           "localuser": (self.local_user, False),
-                           "tagged": (self.value("tag") or "", False)}.get(name, (None, False))
-            if value is None:
-                self.notes.append(f"{origin}: unknown Match criterion {name!r}: ssh rejects the file")
-                return _OFF
-            if _pattern_list_match(value, argument, fold) == negated:
-                result = False
-        if not result:
-            return _OFF
-        return _Scope("maybe", exec_condition) if exec_condition else _ON
-
-    def _include(self, args: list[str], user_config: bool, depth: int, scope: _Scope,
-                 origin: str) -> None:
-        if depth + 1 > MAX_INCLUDE_DEPTH:
-            self.notes.append(f"{origin}: Include nested too deeply")
-            return
-        if scope.state == "off":
-            return                                  # readconf parses it with nothing matching
-        for pattern in args:
-            for path in self._include_paths(pattern, user_config, origin):
-                self.read(path, user_config, depth + 1, scope)
-
-    def _include_paths(self, pattern: str, user_config: bool, origin: str) -> list[str]:
-        if user_config and pattern.startswith("~"):
-            if pattern != "~" and not pattern.startswith("~/"):
-                self.notes.append(f"{origin}: Include {pattern} names another user's home")
-                return []
-            pattern = self.home + pattern[1:]
-        if not pattern.startswith("/"):
-            base = self.home + "/.ssh" if user_config else "/etc/ssh"
-            pattern = f"{base}/{pattern}"
-        if not any(char in pattern for char in "*?["):
-            return [pattern]
-        if self.list_dir is None:
-            self.notes.append(f"{origin}: Include {pattern} not expanded (no directory listing)")
-            return []
-        return self._expand_glob(pattern)
-
-    def _expand_glob(self, pattern: str) -> list[str]:
-        """glob(3) over the caller's directory listings, in lexical order."""
-        paths = [""]
-        for part in pattern.split("/")[1:]:
-            if not part:
-                continue
-            if not any(char in part for char in "*?["):
-                paths = [f"{path}/{part}" for path in paths]
-                continue
-            expanded: list[str] = []
-            for path in paths:
-                for name in sorted(self._list(path or "/")):
-                    if name.startswith(".") and not part.startswith("."):
-                        continue
-                    if fnmatch.fnmatchcase(name, part):
-                        expanded.append(f"{path}/{name}")
-            paths = expanded[:MAX_CONFIG_FILES]
-        return paths
-
-    def _list(self, directory: str) -> list[str]:
-        try:
-            names = self.list_dir(directory) if self.list_dir else None
-        except OSError:
-            return []
-        if names is None or isinstance(names, (str, bytes)):
-            return []
-        return [name for name in itertools.islice(names, 4096)
-                if isinstance(name, str) and "/" not in name]
-
-    # -- results
-
-    def options(self, skip: Iterable[str] = ()) -> dict[str, list[str]]:
-        skipped = set(skip)
-        out = {key: [" ".join(args)] for key, (args, _, _) in self.first.items() if key not in skipped}
-        for key, values in self.many.items():
-            out[key] = [" ".join(args) for args, _ in values]
-        return out
-
-
-_KEYWORD_NAMES = {"remoteforward": "RemoteForward", "localforward": "LocalForward",
-                  "dynamicforward": "DynamicForward", "tunnel": "Tunnel"}
-
-
-def keyword_name(keyword: str) -> str:
-    return _KEYWORD_NAMES.get(keyword, keyword)
-
-
-def read_ssh_config(path: str, host: str, user: str | None, port: int | None,
-                    read_file: ReadFile, home: str, *, local_user: str | None = None,
-                    list_dir: ListDir | None = None, system: bool = False) -> dict[str, list[str]]:
-    """Options one ssh_config file gives a destination, keywords lower-cased.
-
-    Host and Match blocks are honoured (Match exec is never run and counts
-    as not matching; canonical/final count as matching), Include is followed
-    (relative to ~/.ssh, or /etc/ssh when system=True; globs need list_dir),
-    the first value obtained wins except for the forwards, IdentityFile,
-    CertificateFile and SendEnv, which accumulate. user and port are what the
-    command line already fixed (None if nothing): the file cannot override
-    them, so they are left out of the result. Values are the arguments joined
-    by a space (`RemoteForward 8080 localhost:80` -> "8080 localhost:80")."""
-    reader = _ConfigReader(host or "", local_user or user or "", home or "", read_file, list_dir)
-    fixed = []
-    if user:
-        reader.obtain("user", (user,), "argv", "-l")
-        fixed.append("user")
-    if port is not None:
-        reader.obtain("port", (str(port),), "argv", "-p")
-        fixed.append("port")
-    reader.read(path, user_config=not system)
-    return reader.options(skip=fixed)
-
-
-# --------------------------------------------------------------------------
 # Everything ssh would do for one invocation
 
 
@@ -1180,6 +822,7 @@ class EffectiveSsh:
     forwards_cleared: bool = False     # ClearAllForwardings (or -W without it set)
     files_read: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    unread: tuple[str, ...] = ()       # what ssh would read but a budget kept from being read
 
 
 def _config_files(invocation: SshInvocation, home: str, cwd: str | None) -> list[tuple[str, bool, bool]]:
@@ -1212,7 +855,7 @@ def evaluate_ssh(invocation: SshInvocation, read_file: ReadFile | None = None, h
     if invocation.program not in ("ssh", "autossh"):
         return _argv_only(invocation)
     host_arg = invocation.destination.host or ""
-    reader = _ConfigReader(host_arg, uid_user or "", home or "", read_file, list_dir)
+    reader = ConfigReader(host_arg, uid_user or "", home or "", read_file, list_dir)
     for keyword, args, option in invocation.settings:
         reader.obtain(keyword, args, "argv", option)
     notes = list(invocation.notes)
@@ -1221,7 +864,7 @@ def evaluate_ssh(invocation: SshInvocation, read_file: ReadFile | None = None, h
             if not reader.read(path, user_config) and required:
                 notes.append(f"-F {path} cannot be read: ssh refuses to start")
     notes += reader.notes
-    forwards = list(invocation.forwards) + reader.forwards
+    forwards = list(invocation.forwards) + [_from_config(line) for line in reader.forwards]
     forwards += _config_tunnel(invocation, reader)
     jump_hosts, proxy_command = _proxying(reader)
     hostname = reader.hostname().lower() or None
@@ -1230,10 +873,15 @@ def evaluate_ssh(invocation: SshInvocation, read_file: ReadFile | None = None, h
     return EffectiveSsh(invocation, hostname, _port(reader.value("port")) or 22,
                         reader.value("user") or uid_user or None, tuple(forwards),
                         {key: tuple(values) for key, values in reader.options().items()},
-                        jump_hosts, proxy_command, cleared, tuple(reader.files_read), tuple(notes))
+                        jump_hosts, proxy_command, cleared, tuple(reader.files_read), tuple(notes),
+                        tuple(reader.unread))
 
 
-def _config_tunnel(invocation: SshInvocation, reader: _ConfigReader) -> list[Forward]:
+def _from_config(line: ConfigForward) -> Forward:
+    return _config_forward(line.keyword, list(line.args), line.origin, line.option, line.condition)
+
+
+def _config_tunnel(invocation: SshInvocation, reader: ConfigReader) -> list[Forward]:
     """`Tunnel yes|point-to-point|ethernet` from a config file (-w is already a forward)."""
     if any(forward.kind == TUNNEL for forward in invocation.forwards):
         return []
@@ -1244,7 +892,7 @@ def _config_tunnel(invocation: SshInvocation, reader: _ConfigReader) -> list[For
     return [_tunnel_forward(device, found[1], "Tunnel")]
 
 
-def _proxying(reader: _ConfigReader) -> tuple[tuple[Destination, ...], str | None]:
+def _proxying(reader: ConfigReader) -> tuple[tuple[Destination, ...], str | None]:
     """ProxyJump and ProxyCommand exclude each other: the first one set wins."""
     jump = reader.value("proxyjump")
     command = reader.value("proxycommand")
@@ -1300,7 +948,7 @@ def _entry_matches(entry: Any, host: str | None, port: int) -> bool:
             return False
     pattern, cidr = entry.get("host"), entry.get("cidr")
     if isinstance(pattern, str) and pattern:
-        return _glob_match(host.lower(), pattern.lower())
+        return glob_match(host.lower(), pattern.lower())
     if isinstance(cidr, str) and cidr:
         # Names are not resolved here: a CIDR entry matches address literals only.
         try:
@@ -1436,9 +1084,29 @@ def classify_effective(effective: EffectiveSsh, allowlist: Any = ()) -> list[Fin
         return []       # check/exit/stop/cancel/proxy talk to an existing master only
     allowance = _allowance(effective, allowlist)
     remote_allowed = bool(allowance and allowance.destination and REMOTE in allowance.kinds)
-    findings = [_reverse_finding(effective, forward, allowance) for forward in effective.forwards
-                if forward.kind == REMOTE and not remote_allowed]
-    return findings or [_outbound_finding(effective, allowance)]
+    remote = [forward for forward in effective.forwards
+              if forward.kind == REMOTE and not remote_allowed]
+    findings = [_reverse_finding(effective, forward, allowance)
+                for forward in remote[:MAX_REVERSE_FINDINGS]]
+    if len(remote) > MAX_REVERSE_FINDINGS:
+        last = findings[-1]
+        findings[-1] = Finding(last.type, last.confidence, last.dialect, {
+            **last.evidence, "forwards_not_listed": len(remote) - MAX_REVERSE_FINDINGS})
+    findings = findings or [_outbound_finding(effective, allowance)]
+    if effective.unread:
+        findings.append(_unread_finding(effective))
+    return findings
+
+
+def _unread_finding(effective: EffectiveSsh) -> Finding:
+    """Config that ssh would read and the reader did not (a budget ran out):
+    it may hold a RemoteForward, so it counts as one, at high confidence, and
+    whatever was read stays reported beside it. No allowlist covers it: the
+    unread part may as well change the destination."""
+    evidence = _common_evidence(effective)
+    evidence["note"] = effective.unread[0]
+    evidence["unread"] = list(effective.unread)[:16]
+    return Finding(type="ssh_reverse_tunnel", confidence="high", dialect=UNREAD, evidence=evidence)
 
 
 def classify_ssh(argv: Sequence[str], read_file: ReadFile | None = None, home: str = "/root",

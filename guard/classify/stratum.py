@@ -182,7 +182,9 @@ def _read_json_object(line: bytes, wanted: frozenset[str] | None = None) -> _Jso
 
     A whole line goes to orjson. A line the sample cut short goes to a small
     state machine instead, because a partial login still names its keys; it
-    stops early once a top-level "method" outside wanted has been read."""
+    stops early once a top-level "method" outside wanted has been read.
+    Neither recurses in Python: orjson refuses nesting past 1024 levels by
+    itself, the state machine past 32, and _flatten walks 3 levels."""
     try:
         document = orjson.loads(line)
     except orjson.JSONDecodeError:

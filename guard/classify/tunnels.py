@@ -17,13 +17,13 @@ Everything is pure: hostile input yields an empty list, never an exception.
 """
 from __future__ import annotations
 
-import json
+import itertools
 import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from guard.classify import Finding, http_head_fields
+from guard.classify import Finding, http_head_fields, jsonc
 from guard.classify.tls import parse_tls_client_hello
 
 #: How much of a payload or a script is looked at: first flights are small,
@@ -795,10 +795,7 @@ def _frp_message(body: bytes) -> tuple[dict[str, Any], bool] | None:
         return None
     text = body[9:9 + length]
     if len(text) == length:
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError):
-            return None
+        message = jsonc.loads_plain(text)      # depth checked first: json recurses
         if isinstance(message, dict) and _FRP_LOGIN_KEYS <= set(message):
             return message, True
         return None
@@ -1223,8 +1220,13 @@ def _socat_address(address: str) -> tuple[str, str]:
     return kind, rest.split(",", 1)[0] if sep else ""
 
 
+#: A field of a socat address: colons inside [brackets] (IPv6) do not split.
+#: (A split at `:(?![^[]*])` looked ahead to the end at every colon: quadratic.)
+_SOCAT_FIELD = re.compile(r"(?:\[[^\]]*\]?|[^:\[])+")
+
+
 def _socat_target(kind: str, body: str) -> dict[str, Any] | None:
-    fields = [f for f in re.split(r":(?![^\[]*\])", body) if f]
+    fields = _SOCAT_FIELD.findall(body)
     if kind in _SOCAT_LISTEN:
         return _target(None, fields[0] if fields else None)
     if len(fields) >= 2:
@@ -1337,22 +1339,27 @@ def _stdin_duplicated(stage: _Stage) -> bool:
     return False
 
 
-def _fd_consumers(pipelines: list[list[_Stage]], fd: str) -> bool:
-    """Is descriptor fd read by a shell or a `$line` loop (`sh <&5`, `do $line >&5`)?"""
-    number = fd.strip("{}")
+def _fd_consumers(pipelines: list[list[_Stage]]) -> set[str]:
+    """Descriptors read by a shell or a `$line` loop (`sh <&5`, `do $line >&5`),
+    collected in one pass: asked per `exec N<>/dev/tcp/...` line, the
+    question cost a pass each, quadratic in a script of such lines."""
+    numbers: set[str] = set()
     for pipeline in pipelines:
         for stage in pipeline:
-            uses = any(op in ("<&", ">&") and target.lstrip("$").strip("{}") == number
-                       for _, op, target in stage.redirections)
+            used = {target.lstrip("$").strip("{}") for _, op, target in stage.redirections
+                    if op in ("<&", ">&")}
+            if not used:
+                continue
             words = _command_words(stage.words)
-            if uses and words and (_program(words) in SHELLS or words[0].startswith("$")
-                                   or words[0] == "eval"):
-                return True
-    return False
+            if words and (_program(words) in SHELLS or words[0].startswith("$")
+                          or words[0] == "eval"):
+                numbers |= used
+    return numbers
 
 
 def _dev_net_findings(pipelines: list[list[_Stage]], script: str) -> list[Finding]:
     findings: list[Finding] = []
+    consumers: set[str] | None = None          # read once, on first need
     for pipeline in pipelines:
         for stage in pipeline:
             redirections = _dev_net_redirections(stage)
@@ -1362,7 +1369,9 @@ def _dev_net_findings(pipelines: list[list[_Stage]], script: str) -> list[Findin
             words = _command_words(stage.words)
             if words[:1] == ["exec"] and len(words) == 1:
                 fd = next((f for f, _, _ in redirections if f), None)
-                if fd and _fd_consumers(pipelines, fd):
+                if fd:
+                    consumers = _fd_consumers(pipelines) if consumers is None else consumers
+                if fd and fd.strip("{}") in consumers:
                     findings.append(_finding("dev_tcp_exec_fd", "bash", "high", target=target,
                                              excerpt=script, fd=fd))
                 elif fd:
@@ -1532,7 +1541,12 @@ def _awk_program(args: list[str]) -> str | None:
     return None
 
 
-_QUOTED = re.compile(r"'((?:[^'\\]|\\.){6,})'|\"((?:[^\"\\]|\\.){6,})\"", re.S)
+#: A quoted string in inline code. An unclosed quote runs to the end: with
+#: `{6,}` and a closing quote required, `'\'\'...` was retried from every
+#: escaped quote to the end of the text (quadratic); now every match
+#: succeeds where it starts, and short literals are dropped afterwards.
+_QUOTED = re.compile(r"'([^'\\]*(?:\\.[^'\\]*)*)(?:'|\\?\Z)"
+                     r'|"([^"\\]*(?:\\.[^"\\]*)*)(?:"|\\?\Z)', re.S)
 
 
 @dataclass(frozen=True)
@@ -1623,8 +1637,8 @@ def _code_findings(language: str, code: str, depth: int) -> list[Finding]:
                                  target=_code_target(signature, code),
                                  mode="bind" if bind else "reverse", excerpt=code))
     # Strings inside the code may themselves be shell commands (os.system("bash -i >& ..."))
-    for match in list(_QUOTED.finditer(code))[:32]:
-        literal = match.group(1) or match.group(2) or ""
+    literals = (match.group(1) or match.group(2) or "" for match in _QUOTED.finditer(code))
+    for literal in itertools.islice((text for text in literals if len(text) >= 6), 32):
         findings += _script_findings(literal, depth + 1)
     return findings
 

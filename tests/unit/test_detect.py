@@ -14,8 +14,8 @@ from guard.abi import Action, AnchorKind, DetectFlags, ExecHold, SampleKind
 from guard.classify import Finding
 from guard.detect import (Detector, ProcessFiles, anchor_table, decide, exec_holds,
                           has_anchor, kernel_detection, prefilter_holds, strongest)
-from guard.events import Header, PayloadRecord
 from guard.policy import default_policy, parse_policy
+from tests.unit.classify_checks import payload_record
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOADS = sorted((ROOT / "tests/fixtures/payloads").glob("*.bin"))
@@ -117,17 +117,9 @@ def test_ssh_allow_is_parsed_for_the_classifier():
     assert [(f.type, f.confidence) for f in findings] == [("ssh_outbound", "low")]
 
 
-def _payload_record(sample: bytes, kind: SampleKind, port: int) -> PayloadRecord:
-    header = Header(kind=abi.EventKind.PAYLOAD, ktime_ns=0, cgroup_id=1, pid=1, ppid=0, uid=0,
-                    policy_id=1, comm="x", action=Action.LOG, rule_id=0)
-    return PayloadRecord(header=header, cookie=1, family=4, proto=abi.Proto.TCP,
-                         sample_kind=kind, flags=abi.PayloadFlags(0), ip="127.0.0.1",
-                         port=port, payload_size=len(sample), sample=sample)
-
-
 def test_a_banner_from_a_renamed_ssh_with_a_remote_forward_is_caught():
     findings = Detector().payload_findings(
-        default_policy(), _payload_record(b"SSH-2.0-OpenSSH_9.2p1\r\n", SampleKind.FIRST, 443),
+        default_policy(), payload_record(b"SSH-2.0-OpenSSH_9.2p1\r\n", SampleKind.FIRST, 443),
         argv=["backup", "-N", "-R", "8080:localhost:22", "user@198.18.0.1"])
     assert {f.type for f in findings} == {"ssh_outbound", "ssh_reverse_tunnel"}
 
@@ -137,7 +129,7 @@ def test_a_banner_from_a_renamed_ssh_with_a_remote_forward_is_caught():
        port=st.integers(0, 65535))
 def test_payload_classification_never_raises(sample, kind, port):
     findings = Detector().payload_findings(default_policy(),
-                                           _payload_record(sample, kind, port))
+                                           payload_record(sample, kind, port))
     assert all(isinstance(f, Finding) for f in findings)
     assert prefilter_holds(sample) in (True, False)
 
