@@ -7,7 +7,11 @@
  * it free what it kept for the cgroup. Off unless the agent asks
  * (GUARD_CONFIG_WATCH_CGROUPS); cgroups are made rarely, so it costs nothing.
  */
-#include "guard.bpf.h"
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* cgroup v1 hierarchies of a hybrid host have ids from 1; v2 is 0 */
 #define CGROUP2_HIERARCHY 0

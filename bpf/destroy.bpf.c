@@ -6,7 +6,9 @@
  * the remote end a RST. Userspace writes the cookies, then runs the iterator
  * (in the network namespace of the sockets: iterators walk their creator's).
  */
-#include "guard.bpf.h"
+#include "lib/common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
 

@@ -6,7 +6,13 @@
  * installed but before the task returns to user space, so a SIGKILL sent now
  * is delivered before the program runs a single instruction of its own.
  */
-#include "guard.bpf.h"
+#include "lib/common.h"
+#include "lib/events.h"
+#include "lib/guarded.h"
+#include "lib/proc_verdict.h"
+#include "lib/exec.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
  * Never read: it makes clang emit BTF for every shared enum and struct, also
@@ -50,30 +56,6 @@ const volatile struct guard_abi_anchor {
 	struct guard_sendmsg_key sendmsg_key;
 } guard_abi_anchor;
 
-struct exec_scratch {
-	struct guard_exec_event ev;
-	/* exe path built backwards from the end of the first half; the second
-	 * half only exists so the verifier can see every copy stays inside */
-	char path[2 * GUARD_PATH_MAX];
-	struct guard_exec_key key;
-	/*
-	 * Loop cursors kept in map memory on purpose: a value read back from a
-	 * map is an unknown scalar to the verifier, so the states of different
-	 * iterations can be pruned instead of multiplying (1M-insn limit).
-	 */
-	__u32 cursor;
-	__u32 mark;
-};
-
-/* 0 -> per-CPU scratch space: an exec event is too large for the BPF stack */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct exec_scratch);
-} eg_exec_scratch SEC(".maps");
-
-#define PATH_MASK (GUARD_PATH_MAX - 1)
 #define LOAD(x) (*(volatile __u32 *)&(x))
 #define STORE(x, v) (*(volatile __u32 *)&(x) = (v))
 
@@ -148,47 +130,6 @@ static __always_inline __u32 basename_offset(struct exec_scratch *s, const char 
 			STORE(s->mark, i + 1);
 	}
 	return LOAD(s->mark) & PATH_MASK;
-}
-
-static __always_inline void judge_exec(struct exec_scratch *s, __u32 policy_id,
-				       __u32 match, const char *str, __u32 len,
-				       struct guard_exec_verdict *best)
-{
-	struct guard_exec_verdict *verdict;
-
-	__builtin_memset(&s->key, 0, sizeof(s->key));
-	s->key.policy_id = policy_id;
-	s->key.match = match;
-	bpf_probe_read_kernel(s->key.str, len & PATH_MASK, str);
-	verdict = bpf_map_lookup_elem(&eg_exec_rules, &s->key);
-	if (!verdict)
-		return;
-	/* hold requests add up; entries without a rule only carry those */
-	best->flags |= verdict->flags;
-	if (verdict->rule_id == GUARD_RULE_NONE)
-		return;
-	/* kill beats log; at equal actions the first lookup wins */
-	if (best->rule_id == GUARD_RULE_NONE || verdict->action > best->action) {
-		best->action = verdict->action;
-		best->rule_id = verdict->rule_id;
-	}
-}
-
-static __always_inline int must_hold(struct exec_scratch *s, __u8 flags, __u64 argv_size)
-{
-	struct guard_config *config;
-	__u32 zero = 0;
-
-	if (!(flags & (GUARD_HOLD_ALWAYS | GUARD_HOLD_IF_ANCHOR)))
-		return 0;
-	config = bpf_map_lookup_elem(&eg_config, &zero);
-	if (!agent_alive(config))
-		return 0;
-	if (flags & GUARD_HOLD_ALWAYS)
-		return 1;
-	return has_anchor((const __u8 *)s->ev.argv,
-			  argv_size < GUARD_ARGV_SCAN ? argv_size : GUARD_ARGV_SCAN,
-			  GUARD_ANCHOR_ARGV);
 }
 
 /*

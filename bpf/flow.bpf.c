@@ -24,54 +24,21 @@
  * (DNS queries among them); datagrams from port 53 are sampled on ingress
  * (DNS answers). Nothing UDP is held.
  */
-#include "guard.bpf.h"
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/events.h"
+#include "lib/guarded.h"
+#include "lib/policy.h"
+#include "lib/anchors.h"
+#include "lib/flow.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define DNS_PORT 53
-
-enum flow_phase {
-	FLOW_NEW = 0,
-	FLOW_SOCKS5 = 1,      /* SOCKS5 greeting seen, the request comes next */
-	FLOW_AFTER_PROXY = 2, /* proxy handshake done: the next payload is the first */
-	FLOW_WATCH = 3,
-	FLOW_HELD = 4,
-	FLOW_DONE = 5,
-	FLOW_BLOCKED = 6,
-};
-
-struct flow_state {
-	__u64 since_ns;     /* when the flow was sampled (WATCH, HELD) */
-	__u64 cgroup_id;
-	__u32 policy_id;
-	__u32 detect_flags; /* of the policy when the flow began */
-	__u8 phase;         /* enum flow_phase */
-	__u8 flags;         /* enum guard_payload_flags carried into samples */
-	__u8 sampled;       /* the held sample reached the ring buffer */
-	__u8 inbound_done;  /* the server's first reply was sampled (or never will be) */
-	__u8 _pad[4];
-	/*
-	 * Who opened the flow, taken at its SYN (sent from connect(), in the
-	 * process's context): a later segment may leave from softirq context,
-	 * where the current task is whoever happened to run.
-	 */
-	__u64 start_ns;
-	__u32 tgid;
-	__u32 ppid;
-	__u32 uid;
-	__u32 _pad1;
-	char comm[GUARD_COMM_LEN];
-};
-
-/* socket -> struct flow_state */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct flow_state);
-} eg_flow_state SEC(".maps");
 
 /* (socket cookie, UDP destination) -> 1: destinations already sampled */
 struct {
@@ -288,23 +255,6 @@ static __always_inline int reply_may_confirm(const struct guard_payload_event *e
 		 (s[0] == 'H' && s[1] == 'E' && s[2] == 'A' && s[3] == 'D'));
 }
 
-static __always_inline int timed_out(const struct flow_state *state)
-{
-	struct guard_config *config;
-	__u32 zero = 0;
-
-	config = bpf_map_lookup_elem(&eg_config, &zero);
-	if (!config || !config->hold_timeout_ms)
-		return 1;
-	return bpf_ktime_get_boot_ns() - state->since_ns > (__u64)config->hold_timeout_ms * 1000000;
-}
-
-static __always_inline int drop(void)
-{
-	count(GUARD_CTR_FLOW_DROPS);
-	return 0;
-}
-
 /* The first payload of a flow (or the first after a proxy handshake). */
 static __always_inline int first_payload(struct __sk_buff *skb, struct flow_state *state,
 					 const struct packet *pkt)
@@ -352,27 +302,6 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 	state->phase = FLOW_HELD;
 	count(GUARD_CTR_FLOWS_HELD);
 	return drop();
-}
-
-/* Apply userspace's verdict, if it came; returns -1 when there is none yet. */
-static __always_inline int apply_verdict(struct __sk_buff *skb, struct flow_state *state,
-					 int block_only)
-{
-	struct guard_flow_verdict *verdict;
-	__u64 cookie = bpf_get_socket_cookie(skb);
-
-	verdict = bpf_map_lookup_elem(&eg_flow_verdicts, &cookie);
-	if (!verdict)
-		return -1;
-	if (verdict->action == GUARD_ACTION_BLOCK) {
-		state->phase = FLOW_BLOCKED;
-		return drop();
-	}
-	if (block_only)
-		return -1;
-	state->phase = FLOW_DONE;
-	bpf_map_delete_elem(&eg_flow_verdicts, &cookie);
-	return 1;
 }
 
 static __always_inline void owner(struct flow_state *state)

@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * sock_addr.bpf.c: egress verdicts at connect() and at sendmsg() with an
- * address (UDP sendto without connect). A verdict is one longest-prefix
- * lookup of (policy id, destination) followed by a bounded scan of that
- * prefix's port rules, which userspace stored in precedence order.
+ * address (UDP sendto without connect). The rules and their lookup are in
+ * lib/egress.h; a detection's refusal of the whole process overrides them.
  * Returning 0 makes the system call fail with EPERM.
  */
-#include "guard.bpf.h"
+#include "lib/common.h"
+#include "lib/events.h"
+#include "lib/guarded.h"
+#include "lib/policy.h"
+#include "lib/proc_verdict.h"
+#include "lib/egress.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* (socket cookie, destination, verdict) -> 1: sendmsg reports each once */
 struct {
@@ -15,66 +21,6 @@ struct {
 	__type(key, struct guard_sendmsg_key);
 	__type(value, __u8);
 } eg_sendmsg_seen SEC(".maps");
-
-struct destination {
-	__u8 family; /* 4 or 6, after unmapping ::ffff:a.b.c.d */
-	__u8 proto;
-	__u16 port;
-	__u32 addr[4]; /* network byte order */
-};
-
-static __always_inline int scan_rules(const struct guard_rule_span *span,
-				      const struct destination *dst,
-				      __u8 *action, __u16 *rule_id)
-{
-	__u32 count = span->count;
-
-	for (__u32 i = 0; i < GUARD_RULES_PER_PREFIX; i++) {
-		struct guard_port_rule *rule;
-		__u32 slot = span->first + i;
-
-		if (i >= count)
-			break;
-		rule = bpf_map_lookup_elem(&eg_port_rules, &slot);
-		if (!rule)
-			break;
-		if (rule->proto != GUARD_PROTO_ANY && rule->proto != dst->proto)
-			continue;
-		if (dst->port < rule->port_lo || dst->port > rule->port_hi)
-			continue;
-		*action = rule->action;
-		*rule_id = rule->rule_id;
-		return 1;
-	}
-	return 0;
-}
-
-static __always_inline struct guard_rule_span *lookup_prefix(__u32 policy_id,
-							     const struct destination *dst)
-{
-	if (dst->family == 4) {
-		struct guard_host4_key host = { .policy_id = policy_id };
-		struct guard_lpm4_key key = {
-			.prefixlen = 32 + 32,
-			.policy_id = policy_id,
-		};
-		struct guard_rule_span *span;
-
-		__builtin_memcpy(host.addr, &dst->addr[0], 4);
-		span = bpf_map_lookup_elem(&eg_host4, &host);
-		if (span)
-			return span;
-		__builtin_memcpy(key.addr, &dst->addr[0], 4);
-		return bpf_map_lookup_elem(&eg_cidr4, &key);
-	} else {
-		struct guard_lpm6_key key = {
-			.prefixlen = 32 + 128,
-			.policy_id = policy_id,
-		};
-		__builtin_memcpy(key.addr, dst->addr, 16);
-		return bpf_map_lookup_elem(&eg_cidr6, &key);
-	}
-}
 
 static __always_inline void emit_connect(const struct destination *dst, __u8 hook,
 					 __u64 cgroup_id, __u32 policy_id,

@@ -4,7 +4,10 @@
  * pass through connect() or sendmsg() with an address the sock_addr hooks can
  * judge, so a policy may refuse them at creation (the caller gets EPERM).
  */
-#include "guard.bpf.h"
+#include "lib/common.h"
+#include "lib/raw_sockets.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 SEC("cgroup/sock_create")
 int guard_sock_create(struct bpf_sock *sk)

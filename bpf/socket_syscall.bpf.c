@@ -14,8 +14,14 @@
  * the program call and three compares of the syscall number. The same
  * program watches dup2/dup3 for reverse shells (stdio_socket below).
  */
-#include "guard.bpf.h"
+#include "lib/common.h"
+#include "lib/events.h"
+#include "lib/guarded.h"
+#include "lib/policy.h"
+#include "lib/raw_sockets.h"
 #include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_SOCKET 41
@@ -23,8 +29,13 @@
 #define NR_DUP3 292
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_SOCKET 198
-#define NR_DUP2 (-1) /* arm64 has dup3 only */
+/*
+ * arm64 has dup3 only. Not -1 for "none": sys_enter reports a user's
+ * syscall(-1) (and a call a tracer skipped) with nr -1, which must not be
+ * taken for a dup2.
+ */
 #define NR_DUP3 24
+#define NR_DUP2 NR_DUP3
 #else
 #error "socket() syscall number unknown for this architecture"
 #endif

@@ -25,7 +25,7 @@ from . import abi
 from .bpf import libbpf
 from .compile import CompiledPolicy, PrefixTable
 
-PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/guard.bpf.h
+PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/lib/egress.h
 SPLIT_WRITES_FROM = 1024  # prefix writes this large are shared between two threads
 _KEY_SIZES = {"eg_cidr4": abi.LPM4_KEY.size, "eg_cidr6": abi.LPM6_KEY.size,
               "eg_host4": abi.HOST4_KEY.size, "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Open, load and attach egress-guard's CO-RE objects; own every link.
 
-The objects (guard/objects/*.bpf.o) all include bpf/guard.bpf.h and so all
-declare the same eg_* maps. The first object loaded creates them; every later
-object is handed the same fds before it loads (bpf_map__reuse_fd), so the
-kernel holds one instance of each map. Without a pin directory nothing is
+Each object (guard/objects/*.bpf.o) declares the eg_* maps its programs use
+(bpf/lib/*.h: one header per concern owns its maps). The first object that
+declares a map creates it; every later one is handed the same fd before it
+loads (bpf_map__reuse_fd), so the kernel holds one instance of each map. Without a pin directory nothing is
 pinned: if the agent dies, the kernel drops its programs with it. With one
 (`run --pin`), maps and links are pinned under it (PinLayout), and the next
 agent adopts them: it reuses the pinned maps and swaps its programs into the

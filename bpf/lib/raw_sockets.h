@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * raw_sockets.h: the raw/packet socket verdict, shared by the two hooks that
+ * see socket creation: sock_create.bpf.c (inet SOCK_RAW, refused with EPERM)
+ * and socket_syscall.bpf.c (AF_PACKET on hosts without BPF-LSM, killed).
+ * No map of its own: it reads the guarded-cgroup and policy maps.
+ */
+#ifndef GUARD_LIB_RAW_SOCKETS_H
+#define GUARD_LIB_RAW_SOCKETS_H
+
+#include "common.h"
+#include "events.h"
+#include "guarded.h"
+#include "policy.h"
+
+/*
+ * Whether the current task's policy refuses raw and packet sockets. A
+ * guarded cgroup whose policy is missing fails closed.
+ */
+static __always_inline int raw_sockets_denied(__u64 *cgroup_id, __u32 *policy_id)
+{
+	struct guard_policy_config *policy;
+	struct guard_cgroup_info *guard = current_guard(cgroup_id);
+
+	if (!guard)
+		return 0;
+	*policy_id = active_policy(guard);
+	policy = bpf_map_lookup_elem(&eg_policies, policy_id);
+	if (policy && !policy->deny_raw_sockets) {
+		count_verdict(GUARD_ACTION_ALLOW);
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline void emit_socket(__u64 cgroup_id, __u32 policy_id, __u8 action,
+					__u32 family, __u32 type, __u32 protocol)
+{
+	struct guard_socket_event *ev;
+
+	count_verdict(action);
+	ev = event_reserve(sizeof(*ev));
+	if (!ev)
+		return;
+	fill_header(&ev->hdr, GUARD_EVENT_SOCKET, sizeof(*ev), cgroup_id, policy_id, action,
+		    GUARD_RULE_NONE);
+	ev->family = family;
+	ev->type = type;
+	ev->protocol = protocol;
+	ev->_pad0 = 0;
+	event_submit(ev);
+}
+
+#endif /* GUARD_LIB_RAW_SOCKETS_H */
