@@ -62,6 +62,7 @@ BATCH_WINDOW_S = 0.01
 TICK_S = 0.25               # heartbeat, loss and policy-file checks
 LOSS_REPORT_INTERVAL_S = 1.0
 LOOP_ERROR_PAUSE_S = 0.05   # after a turn of the loop failed
+HEARTBEAT_EVERY = 32        # records between looks at the clock in a long batch
 # A retired generation's map entries stay this long after the switch, so a
 # hook that read the old generation an instant before it can still finish
 # with the old rules (BPF programs run inside an RCU read section; this is
@@ -177,6 +178,7 @@ class Agent:
         self._ready = False
         self._policy_file_state = _file_state(policy_path)
         self._started_ns = time.monotonic_ns()
+        self._last_beat = 0.0
 
     # -- start ---------------------------------------------------------------
     def start(self) -> None:
@@ -716,10 +718,23 @@ class Agent:
         if batched:
             time.sleep(BATCH_WINDOW_S)
 
+    def _beat_if_due(self) -> None:
+        """A long batch (an exec storm fills the ring with thousands of
+        records) must not let the heartbeat go stale: the kernel holds
+        programs at exec only while it is fresh, so a stale one would let a
+        held ssh -R run unjudged while the agent is still working through
+        the records before its exec."""
+        if time.monotonic() - self._last_beat >= TICK_S:
+            self._beat()
+
+    def _beat(self) -> None:
+        self._maps.heartbeat(self._heartbeat_timeout_ms)
+        self._last_beat = time.monotonic()
+
     def _tick(self, now: float) -> None:
         """The heartbeat first; then each chore on its own, so one that
         fails (and is reported) never keeps the others from running."""
-        self._maps.heartbeat(self._heartbeat_timeout_ms)
+        self._beat()
         for chore in (self._report_watchdog, self._reselect_if_news,
                       lambda: self._retire_due(now), self._reload_if_asked):
             try:
@@ -763,8 +778,10 @@ class Agent:
         if not self._pending:
             return 0
         batch, self._pending[:] = list(self._pending), []
-        for raw in batch:
+        for i, raw in enumerate(batch):
             self._handle_safely(raw)
+            if i % HEARTBEAT_EVERY == HEARTBEAT_EVERY - 1:
+                self._beat_if_due()
         self._responder.flush_allowed()
         self._report_action_errors()
         self.writer.flush()

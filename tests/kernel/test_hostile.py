@@ -281,9 +281,14 @@ def test_soak_everything_at_once_and_enforcement_holds(tmp_path, guarded_cgroup)
                                             stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
                 try:
-                    assert not wait_listening(port, timeout=2.0)
+                    listened = wait_listening(port, timeout=2.0)
                 finally:
                     end_tree(proc)
+                if listened:
+                    time.sleep(1)
+                    seen = [e for e in agent.drain() if e.get("process", {}).get("pid") == proc.pid
+                            or e.get("kind") in ("error", "loss")]
+                    raise AssertionError(f"ssh -R {port} listened; events: {seen[-20:]}")
                 checks += 1
             assert checks >= 3
         finally:

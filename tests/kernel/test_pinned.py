@@ -204,8 +204,8 @@ def test_a_stop_whose_exec_event_was_lost_is_judged_from_proc(tmp_path, pin_dir,
                 finally:
                     os.close(fd)
                 event = agent.wait_for(lambda e: e.get("kind") == "error"
-                                       and f"pid {proc.pid} stopped at exec" in e["error"])
-                assert event["error"].endswith(fate)
+                                       and e.get("pid") == proc.pid and "held at exec" in e["error"])
+                assert event["done"] == fate and event["error"].endswith(fate)
                 if fate == "killed":
                     assert proc.wait(timeout=10) == -signal.SIGKILL
                 else:
