@@ -43,10 +43,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from guard.classify.ssh import classify_ssh_banner  # noqa: E402
-from guard.classify.stratum import classify_payload  # noqa: E402
-from guard.classify.tunnels import classify_tunnel_payload  # noqa: E402
-from guard.classify.tls import forget_client_hellos  # noqa: E402
+from guard.detect.classify.ssh import classify_ssh_banner  # noqa: E402
+from guard.detect.classify.stratum import classify_payload  # noqa: E402
+from guard.detect.classify.tunnels import classify_tunnel_payload  # noqa: E402
+from guard.detect.classify.tls import forget_client_hellos  # noqa: E402
 
 PAYLOADS = ROOT / "tests" / "fixtures" / "payloads"
 

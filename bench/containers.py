@@ -32,7 +32,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from guard.sandbox import TempCgroup  # noqa: E402
+from guard.demo.sandbox import TempCgroup  # noqa: E402
 from procstat import memory_kib  # noqa: E402
 
 IMAGE = "localhost/egress-guard-bench-busybox:latest"

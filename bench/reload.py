@@ -42,8 +42,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from guard.control import request  # noqa: E402
-from guard.sandbox import TempCgroup  # noqa: E402
+from guard.control.server import request  # noqa: E402
+from guard.demo.sandbox import TempCgroup  # noqa: E402
 from procstat import memory_kib  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -35,8 +35,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from guard.cgroups import cgroup2_mount  # noqa: E402
-from guard.sandbox import TempCgroup  # noqa: E402
+from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
+from guard.demo.sandbox import TempCgroup  # noqa: E402
 from procstat import memory_kib  # noqa: E402
 
 PORT = 29500
@@ -69,7 +69,7 @@ class Agent:
     """`egress-guard run` as a subprocess writing its events to a file, as a
     deployment would (a pipe to a reader process would compete for the same
     cores as the measured loop), in a cgroup of its own, as systemd and the
-    DaemonSet give it (its loop then runs in the background: README, "The
+    DaemonSet give it (its loop then runs in the background: docs/design.md, "The
     agent's share of the CPUs")."""
 
     def __init__(self, policy: Path | None, cgroup: Path):

@@ -61,8 +61,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from guard.cgroups import cgroup2_mount  # noqa: E402
-from guard.sandbox import TempCgroup  # noqa: E402
+from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
+from guard.demo.sandbox import TempCgroup  # noqa: E402
 from procstat import memory_kib  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -146,7 +146,7 @@ class Agent:
     {"kind": "agent", "state": "ready"}, arrives. Its later lines are read
     and counted by kind (never kept), so the pipe never fills. It runs in a
     cgroup of its own, as systemd and the DaemonSet give it (its loop then
-    runs in the background: README, "The agent's share of the CPUs")."""
+    runs in the background: docs/design.md, "The agent's share of the CPUs")."""
 
     def __init__(self, cgroup: Path, workdir: Path, policy: str | None = None):
         self.argv = [sys.executable, "-m", "guard", "run", "--cgroup", str(cgroup),

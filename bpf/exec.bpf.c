@@ -16,7 +16,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
  * Never read: it makes clang emit BTF for every shared enum and struct, also
- * those no program in this object touches, so guard/abi.py can be checked
+ * those no program in this object touches, so guard/kernel/abi.py can be checked
  * against the BTF of the object it is loaded with.
  */
 const volatile struct guard_abi_anchor {

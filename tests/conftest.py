@@ -28,7 +28,7 @@ def kernel_unavailable() -> str | None:
         elif not (ROOT / "guard" / "objects" / "exec.bpf.o").is_file():
             reason = "BPF objects are not built (make -C bpf)"
         else:
-            from guard.bpf import features
+            from guard.cli import doctor as features
             report = features.probe()
             if not report.ok:
                 reason = "this host lacks: " + "; ".join(report.missing)

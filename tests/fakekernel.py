@@ -6,7 +6,7 @@ enrich -> classify -> decide -> act -> emit; only its I/O boundary is
 replaced:
 
     ring buffer        records built here (exec_record, connect_record, ...)
-                       from the ctypes layouts of guard/abi.py, pushed into
+                       from the ctypes layouts of guard/kernel/abi.py, pushed into
                        the agent's pending list and drained by _drain()
     guard.maps.Maps    FakeMaps: every call recorded, the kernel's state kept
     GuardObjects       FakeObjects: attachments and socket-reset runs recorded
@@ -43,15 +43,17 @@ from typing import Any, Callable, Mapping, Sequence
 import orjson
 import pytest
 
-from guard import abi
-from guard.abi import Action, CgroupOp, EventKind, ExecFlags, Hook, PayloadFlags, Proto, SampleKind
-from guard.cgroups import Cgroup, resolve
-from guard import detect
-from guard.detect import CONFIG_READ_MAX, ProcessFiles, anchor_table
-from guard.metadata import ContainerInfo
-from guard.output import EventWriter
-from guard.process import ProcessInfo
-from guard.policy import Policy, default_policy, parse_policies
+from guard.kernel import abi
+from guard.kernel.abi import Action, CgroupOp, EventKind, ExecFlags, Hook, PayloadFlags, Proto, SampleKind
+from guard.workloads.cgroups import Cgroup, resolve
+from guard.detect import detector as detect
+from guard.detect.vocabulary import anchor_table
+from guard.detect.files import CONFIG_READ_MAX, ProcessFiles
+from guard.workloads.runtime import ContainerInfo
+from guard.report.events import EventWriter
+from guard.workloads.process import ProcessInfo
+from guard.policy.model import Policy, default_policy
+from guard.policy.load import parse_policies
 
 __all__ = [
     "FAKE_PID", "FakeCgroupNames", "FakeCgroupTree", "FakeFiles", "FakeKernel", "FakeMaps",
@@ -480,13 +482,13 @@ class SignalSink:
         fn()
 
     def install(self) -> "SignalSink":
-        import guard.actions
-        import guard.agent
-        self._patch(guard.actions, "os", _OsProxy(self))
-        self._patch(guard.actions, "cgroup_path_of", self.cgroup_path_of)
-        self._patch(guard.actions, "in_netns_of", self.in_netns_of)
-        if hasattr(guard.agent, "cgroup_path_of"):
-            self._patch(guard.agent, "cgroup_path_of", self.cgroup_path_of)
+        import guard.respond.responder
+        import guard.agent.core
+        self._patch(guard.respond.responder, "os", _OsProxy(self))
+        self._patch(guard.respond.responder, "cgroup_path_of", self.cgroup_path_of)
+        self._patch(guard.respond.responder, "in_netns_of", self.in_netns_of)
+        if hasattr(guard.agent.core, "cgroup_path_of"):
+            self._patch(guard.agent.core, "cgroup_path_of", self.cgroup_path_of)
         return self
 
     def _patch(self, module: Any, name: str, value: Any) -> None:
@@ -559,7 +561,7 @@ class FakeFiles(ProcessFiles):
 
 
 try:
-    from guard.classify import FileContent
+    from guard.detect.classify import FileContent
 
     def _cut(data: bytes) -> bytes:
         return FileContent(data, truncated=True)
@@ -679,7 +681,7 @@ class FakeKernel:
     def __init__(self, policy: Policy | Sequence[Policy] | str | None = None, *,
                  cgroups: Sequence[str] = (DEFAULT_CGROUP,), can_reset_sockets: bool = True,
                  files: FakeFiles | None = None, **agent_kw: Any):
-        from guard import agent as agent_module
+        from guard.agent import core as agent_module
         if isinstance(policy, str):
             policy = parse_policies(policy, "<fake-kernel>")
         self.timeline: list[tuple[str, tuple]] = []

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * guard_abi.h: every struct, enum and limit that crosses the kernel/user
- * boundary. Python mirrors this file in guard/abi.py and tests/unit/test_abi.py
+ * boundary. Python mirrors this file in guard/kernel/abi.py and tests/unit/test_abi.py
  * checks that mirror against the BTF of the compiled objects, so change both
  * together. Rules: fixed-width types, explicit padding, enum values never reused.
  */

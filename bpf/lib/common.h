@@ -29,7 +29,7 @@
  * A few maps of one program's own mechanics stay in its .bpf.c beside their
  * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_sample_scratch).
  * Userspace shares every eg_* map between the objects by name
- * (guard/bpf/loader.py: the first object that declares a map creates it,
+ * (guard/kernel/objects.py: the first object that declares a map creates it,
  * later ones reuse its fd), so an object without a map simply takes no part
  * in sharing it.
  *

@@ -130,7 +130,7 @@ class GuardedCgroup:
     detection tests keep one per policy for a whole module."""
 
     def __init__(self, policy: Path, tag: str):
-        from guard.sandbox import TempCgroup
+        from guard.demo.sandbox import TempCgroup
 
         self.cg = TempCgroup(tag)
         self.cg.__enter__()

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from guard.sandbox import TempCgroup
+from guard.demo.sandbox import TempCgroup
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ connect, send, recv). The exit code is 0 whatever happened to the connection,
 2 for bad arguments, so a test reads the outcome from the JSON alone.
 
 Only test addresses are ever dialled: loopback and 198.18.0.0/15 (the network
-namespaces guard.sandbox.TestHost makes). Anything else is refused before a
+namespaces guard.demo.sandbox.TestHost makes). Anything else is refused before a
 socket is made, so a guard that fails to block cannot send traffic off the
 machine. Names are never resolved here; a name goes to the proxy as it is.
 

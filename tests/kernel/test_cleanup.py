@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from guard.agent import Agent, AgentError
-from guard.maps import Maps
-from guard.output import EventWriter
-from guard.policy import default_policy
-from guard.sandbox import TempCgroup, TestHost
+from guard.agent.core import Agent, AgentError
+from guard.kernel.maps import Maps
+from guard.report.events import EventWriter
+from guard.policy.model import default_policy
+from guard.demo.sandbox import TempCgroup, TestHost
 
 from .test_lifecycle import cgroup_attachments, guard_programs
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import secrets
 
-from guard.control import request
-from guard.sandbox import TempCgroup
+from guard.control.server import request
+from guard.demo.sandbox import TempCgroup
 from tests.unit.test_kubernetes_pods import CONTAINER_A, UID_A, ReplayServer
 
 from .agentproc import AgentProcess

@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from guard.abi import Action, Proto
-from guard.compile import compile_policy, simulate
-from guard.policy import load_policy
-from guard.sandbox import TempCgroup
+from guard.kernel.abi import Action, Proto
+from guard.policy.compile import compile_policy, simulate
+from guard.policy.load import load_policy
+from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
 from .conftest import Listener, try_connect

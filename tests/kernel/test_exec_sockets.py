@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from guard.sandbox import TempCgroup
+from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
 

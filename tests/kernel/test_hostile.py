@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from guard.bpf.loader import remove_pins
-from guard.safejson import unescape_text
-from guard.sandbox import TempCgroup
+from guard.kernel.objects import remove_pins
+from guard.report.safejson import unescape_text
+from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
 from .conftest import port_block_policy, try_connect

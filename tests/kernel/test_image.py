@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from guard.cgroups import cgroup2_mount
+from guard.workloads.cgroups import cgroup2_mount
 
 from ..conftest import ROOT
 

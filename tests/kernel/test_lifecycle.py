@@ -11,7 +11,7 @@ import time
 
 import orjson
 
-from guard.sandbox import TempCgroup
+from guard.demo.sandbox import TempCgroup
 
 from .conftest import CGROUP_HOOKS
 from .agentproc import ROOT, AgentProcess

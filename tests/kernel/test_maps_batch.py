@@ -12,13 +12,13 @@ from ipaddress import IPv4Network, IPv6Network
 
 import pytest
 
-from guard import abi
-from guard.bpf import libbpf
-from guard.bpf.loader import GuardObjects, PinLayout, remove_pins
-from guard.compile import PortRule, compile_policy
-from guard.maps import PORT_RULE_SLOTS, Maps
-from guard.policy import parse_policies
-from guard.policy_fast import read_policy_set
+from guard.kernel import abi
+from guard.kernel import libbpf
+from guard.kernel.objects import GuardObjects, PinLayout, remove_pins
+from guard.policy.compile import PortRule, compile_policy
+from guard.kernel.maps import PORT_RULE_SLOTS, Maps
+from guard.policy.load import parse_policies
+from guard.policy.fast import read_policy_set
 
 RULES = 600
 
@@ -247,7 +247,7 @@ def test_hosts_an_older_agent_wrote_into_the_trie_are_still_enforced(objects, mo
     """An agent from before eg_host4 put hosts (/32) in eg_cidr4. Adopted, such
     a generation stays in force until the next switch; the programs try
     eg_host4 first and then the trie, so its hosts are still judged."""
-    from guard.sandbox import TempCgroup
+    from guard.demo.sandbox import TempCgroup
 
     from .conftest import try_connect
 

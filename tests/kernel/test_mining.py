@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.control import request
+from guard.control.server import request
 
 from .agentproc import ROOT, GuardedCgroup
 from .netfixtures import HttpConnectProxy, RecordingServer, Socks4Proxy, Socks5Proxy

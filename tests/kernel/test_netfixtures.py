@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from guard.classify.tunnels import (
+from guard.detect.classify.tunnels import (
     classify_reverse_shell, classify_tunnel_exec, classify_tunnel_payload,
 )
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from guard.bpf.loader import remove_pins
-from guard.sandbox import TempCgroup
+from guard.kernel.objects import remove_pins
+from guard.demo.sandbox import TempCgroup
 
 from .conftest import CGROUP_HOOKS
 from .agentproc import AgentProcess
@@ -187,7 +187,7 @@ def test_a_stop_whose_exec_event_was_lost_is_judged_from_proc(tmp_path, pin_dir,
     process ourselves and writing its entry into the pinned map."""
     import ctypes
 
-    from guard.bpf import libbpf
+    from guard.kernel import libbpf
 
     policy = tmp_path / "p.yaml"
     policy.write_text(STALE_HOLD_POLICY)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from guard.control import request
+from guard.control.server import request
 
 from .agentproc import ROOT, AgentProcess
 from .conftest import port_block_policy

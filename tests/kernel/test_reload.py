@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from guard.control import request
-from guard.sandbox import TempCgroup
+from guard.control.server import request
+from guard.demo.sandbox import TempCgroup
 
 from .agentproc import ROOT, AgentProcess
 from .conftest import port_block_policy

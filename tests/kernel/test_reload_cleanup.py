@@ -7,11 +7,11 @@ import os
 import time
 from collections import Counter
 
-from guard import abi
-from guard.bpf import libbpf
-from guard.bpf.loader import PinLayout
-from guard.control import request
-from guard.sandbox import TempCgroup
+from guard.kernel import abi
+from guard.kernel import libbpf
+from guard.kernel.objects import PinLayout
+from guard.control.server import request
+from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
 from .test_pinned import pin_dir  # noqa: F401  (fixture: a private bpffs)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The agent handles events under SCHED_IDLE by default when it has its
 cgroup to itself, and competes normally while it answers
-(guard/scheduling.py); in a shared cgroup, or with --scheduling normal, it
+(guard/agent/scheduling.py); in a shared cgroup, or with --scheduling normal, it
 keeps SCHED_OTHER. The agent's main thread runs the loop: its policy is the
 process's as sched_getscheduler(pid) reads it."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from guard.control import request
-from guard.sandbox import TempCgroup
+from guard.control.server import request
+from guard.demo.sandbox import TempCgroup
 
 from .agentproc import ROOT, AgentProcess
 

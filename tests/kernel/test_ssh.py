@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.sandbox import TempCgroup
+from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess, GuardedCgroup
 from .netfixtures import end_tree, require_tools

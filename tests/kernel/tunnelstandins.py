@@ -10,7 +10,7 @@ and prints one JSON line like tests.kernel.netclient's, plus "tool" and
 "payload_bytes". The exec shows `python3 DIR/chisel client ...`, which
 guard.classify.tunnels reads through to `chisel client ...`.
 
-First bytes (what guard/classify/tunnels.py recognises):
+First bytes (what guard/detect/classify/tunnels.py recognises):
   ngrok        TLS ClientHello, SNI connect.ngrok-agent.com (agent control plane)
   cloudflared  TLS ClientHello, SNI h2.cftunnel.com (`--protocol http2`, the TCP
                transport); `--protocol quic`: one QUIC Initial datagram (UDP)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from guard import abi, safejson
-from guard.abi import Action, SampleKind
-from guard.classify import Finding
-from guard.events import Header, PayloadRecord
+from guard.kernel import abi
+from guard.report import safejson
+from guard.kernel.abi import Action, SampleKind
+from guard.detect.classify import Finding
+from guard.kernel.records import Header, PayloadRecord
 
 
 def assert_json(findings):

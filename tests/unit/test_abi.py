@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""guard/abi.py against the BTF of every compiled object (no root needed)."""
+"""guard/kernel/abi.py against the BTF of every compiled object (no root needed)."""
 from __future__ import annotations
 
 import pytest
 
-from guard.bpf.loader import abi_mismatches, objects_dir
+from guard.kernel.objects import abi_mismatches, objects_dir
 
 from ..conftest import REQUIRE_KERNEL
 
@@ -34,7 +34,7 @@ def test_other_objects_agree_where_they_define_a_type(built, name):
 def test_a_changed_layout_is_detected(built, monkeypatch):
     import ctypes
 
-    from guard import abi
+    from guard.kernel import abi
 
     class Shifted(ctypes.Structure):
         c_name = "guard_port_rule"
@@ -50,7 +50,7 @@ def test_packed_layouts_are_the_ctypes_layouts():
     """The struct.Struct twins that batched map writes use (no BTF needed)."""
     import ctypes
 
-    from guard import abi
+    from guard.kernel import abi
 
     key4 = abi.Lpm4Key(prefixlen=56, policy_id=0x1234_5678)
     key4.addr[:] = b"\x0a\x01\x02\x00"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.bpf.loader import GuardObjects, objects_dir
+from guard.kernel.objects import GuardObjects, objects_dir
 
 from ..conftest import REQUIRE_KERNEL, ROOT
 
@@ -32,7 +32,7 @@ SOURCES = sorted(p.name[: -len(".bpf.c")] for p in BPF_DIR.glob("*.bpf.c"))
 # every architecture with committed kernel types: bpf/include/<arch>/vmlinux.h
 ARCHES = sorted(p.parent.name for p in (BPF_DIR / "include").glob("*/vmlinux.h"))
 HOST_ARCH = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-# probes.bpf.o is loaded program by program by guard/bpf/features.py
+# probes.bpf.o is loaded program by program by guard/cli/doctor.py
 PROBES = "probes"
 
 EM_BPF = 247

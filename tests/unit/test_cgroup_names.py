@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from guard import cgroups
-from guard.cgroups import CgroupError, CgroupNames, cgroup2_mount, resolve
+from guard.workloads import cgroups
+from guard.workloads.cgroups import CgroupError, CgroupNames, cgroup2_mount, resolve
 
 from ..conftest import REQUIRE_KERNEL
 

@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from guard.cgroups import CgroupError, cgroup2_mount, resolve
-from guard.events import ExecRecord, Header
-from guard.maps import MapCapacityError, SlotAllocator
-from guard.process import ProcessTable
-from guard import abi
+from guard.workloads.cgroups import CgroupError, cgroup2_mount, resolve
+from guard.kernel.records import ExecRecord, Header
+from guard.kernel.maps import MapCapacityError, SlotAllocator
+from guard.workloads.process import ProcessTable
+from guard.kernel import abi
 
 
 def test_cgroup2_mount_is_read_from_proc_mounts(tmp_path):

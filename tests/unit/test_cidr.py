@@ -8,7 +8,7 @@ from itertools import islice
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from guard.cidr import CIDR_SYNTAX, network_v4, parse_cidr
+from guard.policy.cidr import CIDR_SYNTAX, network_v4, parse_cidr
 
 
 def by_ipaddress(text: str):

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""guard/classify/jsonc.py: config-file JSON (comments, trailing commas)
+"""guard/detect/classify/jsonc.py: config-file JSON (comments, trailing commas)
 read in linear time and never deeper than MAX_DEPTH."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from guard.classify import jsonc
+from guard.detect.classify import jsonc
 from tests.unit.classify_checks import timed
 
 

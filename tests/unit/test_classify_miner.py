@@ -10,8 +10,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from guard.classify import Finding
-from guard.classify.miner import (
+from guard.detect.classify import Finding
+from guard.detect.classify.miner import (
     DnsAnswer, DnsRecord, Indicators, classify_dns, classify_exec, load_indicators,
     parse_dns_answer, parse_dns_query, parse_indicators,
 )

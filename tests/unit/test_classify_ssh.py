@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from guard.classify import Finding
-from guard.classify.ssh import (
+from guard.detect.classify import Finding
+from guard.detect.classify.ssh import (
     Address, classify_ssh, classify_ssh_banner, effective_forwards, evaluate_ssh, parse_forward,
     parse_ssh_argv, read_ssh_config, split_config_line,
 )

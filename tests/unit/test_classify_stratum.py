@@ -17,12 +17,12 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from guard.classify import Finding
-from guard.classify.miner import load_indicators
-from guard.classify.stratum import (
+from guard.detect.classify import Finding
+from guard.detect.classify.miner import load_indicators
+from guard.detect.classify.stratum import (
     ProxyTarget, after_proxy_handshake, classify_payload, parse_proxy_request,
 )
-from guard.classify.tls import ClientHello, parse_tls_client_hello
+from guard.detect.classify.tls import ClientHello, parse_tls_client_hello
 from tests.conftest import FIXTURES, ROOT
 
 PAYLOADS = FIXTURES / "payloads"

@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""guard/classify/tls.py: the one ClientHello reader the stratum and tunnel
+"""guard/detect/classify/tls.py: the one ClientHello reader the stratum and tunnel
 classifiers share (the field-by-field cases are in test_classify_stratum)."""
 from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from guard.classify import tls, tunnels
+from guard.detect.classify import tls, tunnels
 from tests.unit.test_classify_stratum import client_hello
 
 

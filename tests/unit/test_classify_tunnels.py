@@ -8,8 +8,8 @@ import ssl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from guard.classify import Finding
-from guard.classify.tunnels import (
+from guard.detect.classify import Finding
+from guard.detect.classify.tunnels import (
     classify_reverse_shell, classify_tunnel_exec, classify_tunnel_payload, tunnel_name,
     unwrap_launchers,
 )

@@ -7,8 +7,8 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from guard.cli import main
-from guard.exitcodes import ExitCode
+from guard.cli.commands import main
+from guard.cli.exitcodes import ExitCode
 from tests.conftest import FIXTURES
 
 COMMANDS = [[], ["doctor"], ["run"], ["policy"], ["policy", "check"], ["demo"]]

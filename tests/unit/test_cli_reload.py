@@ -14,10 +14,10 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from guard.cli import main as click_main
-from guard.cli_reload import ExitCode as quick_exit_codes
-from guard.cli_reload import main as quick_main
-from guard.exitcodes import ExitCode
+from guard.cli.commands import main as click_main
+from guard.cli.reload import ExitCode as quick_exit_codes
+from guard.cli.reload import main as quick_main
+from guard.cli.exitcodes import ExitCode
 from tests.conftest import FIXTURES, ROOT
 
 EXAMPLE = str(FIXTURES / "example-policy.yaml")
@@ -231,10 +231,10 @@ def test_reload_imports_only_what_it_needs(tmp_path):
         capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "guard.cli_reload" in imported
-    assert not imported & {"click", "yaml", "orjson", "guard.cli", "guard.policy",
-                           "guard.control", "pathlib", "socket", "json", "re", "enum",
-                           "guard.exitcodes"}
+    assert "guard.cli.reload" in imported
+    assert not imported & {"click", "yaml", "orjson", "guard.cli.commands", "guard.policy.model",
+                           "guard.control.server", "pathlib", "socket", "json", "re", "enum",
+                           "guard.cli.exitcodes"}
 
 
 def test_the_installed_command_imports_no_more(tmp_path):
@@ -247,5 +247,5 @@ def test_the_installed_command_imports_no_more(tmp_path):
     assert result.returncode == ExitCode.RUNTIME
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "guard.cli_reload" in imported
+    assert "guard.cli.reload" in imported
     assert not imported & {"click", "json", "re", "enum", "socket", "runpy"}

@@ -12,9 +12,9 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from guard import agent as agent_module
-from guard.client import ControlError, decode, encode, read_file, request
-from guard.control import MAX_FILES, ControlServer
+from guard.agent import core as agent_module
+from guard.control.client import ControlError, decode, encode, read_file, request
+from guard.control.server import MAX_FILES, ControlServer
 
 # --- JSON ---------------------------------------------------------------------------
 

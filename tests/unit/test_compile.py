@@ -7,10 +7,10 @@ from ipaddress import IPv4Network, IPv6Network
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from guard.abi import RULE_NONE, RULES_PER_PREFIX, Action, Proto
-from guard.compile import PortRule, compile_policy, simulate
-from guard.policy import (ALL_PORTS, EgressRule, Policy, PolicyError, Target, load_policy,
-                          parse_policy)
+from guard.kernel.abi import RULE_NONE, RULES_PER_PREFIX, Action, Proto
+from guard.policy.compile import PortRule, compile_policy, simulate
+from guard.policy.model import ALL_PORTS, EgressRule, Policy, PolicyError, Target
+from guard.policy.load import load_policy, parse_policy
 from tests.conftest import FIXTURES
 
 TCP, UDP, ANY = Proto.TCP, Proto.UDP, Proto.ANY
@@ -233,7 +233,7 @@ def reference_tables(policy):
     worked on columns: kept here as the oracle."""
     from collections import defaultdict
 
-    from guard.compile import SEVERITY
+    from guard.policy.compile import SEVERITY
     own = {4: defaultdict(list), 6: defaultdict(list)}
     for rule_id, rule in enumerate(policy.egress, start=1):
         for target in rule.targets:

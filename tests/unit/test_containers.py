@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.containers import container_of, is_container_cgroup
+from guard.workloads.containers import container_of, is_container_cgroup
 
 CID = "3f2a" + "0" * 56 + "beef"
 POD = "1b2c3d4e-1111-2222-3333-444455556666"

@@ -22,9 +22,9 @@ import time
 
 import pytest
 
-from guard import control
-from guard.client import request
-from guard.control import MAX_CONNECTIONS, ControlServer
+from guard.control import server as control
+from guard.control.client import request
+from guard.control.server import MAX_CONNECTIONS, ControlServer
 
 from ..conftest import REQUIRE_KERNEL
 

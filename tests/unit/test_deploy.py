@@ -5,7 +5,7 @@ from __future__ import annotations
 import configparser
 import shlex
 
-from guard.cli import main
+from guard.cli.commands import main
 from tests.conftest import ROOT
 
 UNIT = ROOT / "deploy" / "systemd" / "egress-guard.service"
@@ -37,7 +37,7 @@ def test_unit_restarts_and_limits_capabilities():
     caps = set(service["CapabilityBoundingSet"].split())
     assert "CAP_BPF" in caps and "CAP_SYS_ADMIN" in caps
     assert "CAP_SYS_MODULE" not in caps and "CAP_SYS_RAWIO" not in caps
-    # the agent's loop leaves SCHED_IDLE to answer a reload (guard/scheduling.py)
+    # the agent's loop leaves SCHED_IDLE to answer a reload (guard/agent/scheduling.py)
     assert "CAP_SYS_NICE" in caps
     assert set(service["AmbientCapabilities"].split()) == caps
     assert service["ExecReload"].endswith("-HUP $MAINPID")

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""guard/detect.py: what the kernel is told to hold, and findings -> actions."""
+"""guard/detect/detector.py: what the kernel is told to hold, and findings -> actions."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from guard import abi
-from guard.abi import Action, AnchorKind, DetectFlags, ExecHold, SampleKind
-from guard.classify import Finding
-from guard.detect import (Detector, ProcessFiles, anchor_table, decide, exec_holds,
-                          has_anchor, kernel_detection, prefilter_holds, strongest)
-from guard.policy import default_policy, parse_policy
+from guard.kernel import abi
+from guard.kernel.abi import Action, AnchorKind, DetectFlags, ExecHold, SampleKind
+from guard.detect.classify import Finding
+from guard.detect.detector import Detector, decide, strongest
+from guard.detect.vocabulary import anchor_table, exec_holds, has_anchor, kernel_detection, prefilter_holds
+from guard.detect.files import ProcessFiles
+from guard.policy.model import default_policy
+from guard.policy.load import parse_policy
 from tests.unit.classify_checks import payload_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,8 +183,8 @@ def test_process_files_resolve_inside_the_process_root(chrooted):
 
 
 def test_a_failed_action_is_reported_not_raised():
-    from guard.actions import Responder
-    from guard.bpf.libbpf import LibbpfError
+    from guard.respond.responder import Responder
+    from guard.kernel.libbpf import LibbpfError
 
     class FullMaps:
         def flow_verdicts(self, cookies, action):
@@ -196,8 +198,8 @@ def test_a_failed_action_is_reported_not_raised():
 
 
 def test_allows_are_written_in_one_batch_and_never_undo_a_block():
-    from guard import abi
-    from guard.actions import Responder
+    from guard.kernel import abi
+    from guard.respond.responder import Responder
 
     class RecordingMaps:
         def __init__(self):

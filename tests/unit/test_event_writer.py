@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""guard/output.py EventWriter: one write per batch into a file; into a pipe,
+"""guard/report/events.py EventWriter: one write per batch into a file; into a pipe,
 writes of at most PIPE_BUF cut between lines, so a killed agent never leaves
 half a line; every byte arrives even when the stream takes part of a write."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import select
 
 import orjson
 
-from guard.output import EventWriter
+from guard.report.events import EventWriter
 
 
 class RecordingFile(io.FileIO):

@@ -8,11 +8,11 @@ import orjson
 import pytest
 from hypothesis import given, strategies as st
 
-from guard import abi
-from guard.events import (ConnectRecord, DecodeError, ExecRecord, PayloadRecord, decode,
+from guard.kernel import abi
+from guard.kernel.records import (ConnectRecord, DecodeError, ExecRecord, PayloadRecord, decode,
                           split_argv)
-from guard.output import Clock, describe, rfc3339
-from guard.process import ProcessInfo
+from guard.report.events import Clock, describe, rfc3339
+from guard.workloads.process import ProcessInfo
 
 
 def header(kind, size, action=abi.Action.LOG, rule_id=0) -> abi.EventHeader:

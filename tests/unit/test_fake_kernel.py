@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from guard import abi
-from guard.abi import Action, CgroupOp, EventKind, Proto, SampleKind
-from guard.actions import Responder
-from guard.bpf.loader import GuardObjects
-from guard.detect import CONFIG_READ_MAX, ProcessFiles
-from guard.events import decode
-from guard.maps import Maps
-from guard.process import ProcessInfo
+from guard.kernel import abi
+from guard.kernel.abi import Action, CgroupOp, EventKind, Proto, SampleKind
+from guard.respond.responder import Responder
+from guard.kernel.objects import GuardObjects
+from guard.detect.files import CONFIG_READ_MAX, ProcessFiles
+from guard.kernel.records import decode
+from guard.kernel.maps import Maps
+from guard.workloads.process import ProcessInfo
 from tests.fakekernel import (FAKE_PID, FakeFiles, FakeMaps, FakeObjects, cgroup_record,
                               connect_record, exec_record, fake_agent, payload_record,
                               socket_record, stdio_socket_record)
@@ -132,8 +132,7 @@ def _called_on(path: Path, owner: str) -> set[str]:
     return names
 
 
-USERS = [ROOT / "guard" / name for name in ("agent.py", "actions.py", "holds.py")
-         if (ROOT / "guard" / name).exists()]
+USERS = sorted((ROOT / "guard" / "agent").glob("*.py")) + [ROOT / "guard" / "respond" / "responder.py"]
 
 
 def _compatible(real, fake) -> list[str]:

@@ -25,8 +25,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from guard import abi
-from guard.abi import Action, CgroupOp, Proto, SampleKind
+from guard.kernel import abi
+from guard.kernel.abi import Action, CgroupOp, Proto, SampleKind
 from tests.fakekernel import (FAKE_PID, FakeFiles, FakeKernel, cgroup_record, connect_record,
                               exec_record, fake_agent, payload_record, socket_record,
                               stdio_socket_record)

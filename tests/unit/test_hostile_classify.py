@@ -18,12 +18,13 @@ import errno
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from guard import detect
-from guard.abi import SampleKind
-from guard.classify import FileContent, Finding, miner, ssh, ssh_config, stratum, tunnels
-from guard.detect import (CONFIG_READ_MAX, DIR_LIST_MAX, ENFORCING, Detector, ProcessFiles,
-                          decide, strongest)
-from guard.policy import default_policy
+from guard.detect import detector as detect
+from guard.detect import files as files_module
+from guard.kernel.abi import SampleKind
+from guard.detect.classify import FileContent, Finding, miner, ssh, ssh_config, stratum, tunnels
+from guard.detect.detector import ENFORCING, Detector, decide, strongest
+from guard.detect.files import CONFIG_READ_MAX, DIR_LIST_MAX, ProcessFiles
+from guard.policy.model import default_policy
 from tests.unit.classify_checks import FakeFiles, assert_json, payload_record, timed
 
 #: Any one classification, whatever its input.
@@ -362,7 +363,7 @@ def test_more_named_configs_than_read_fail_closed():
 
 def test_process_files_mark_what_they_did_not_read(tmp_path, monkeypatch):
     import os
-    monkeypatch.setattr(detect, "DIR_LIST_MAX", 8)      # as for 4096, with fewer files to make
+    monkeypatch.setattr(files_module, "DIR_LIST_MAX", 8)      # as for 4096, with fewer files to make
     files = ProcessFiles(os.getpid())
     (tmp_path / "big").write_bytes(b"x" * (CONFIG_READ_MAX + 10))
     (tmp_path / "small").write_bytes(b"Host *\n")

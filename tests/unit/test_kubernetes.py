@@ -7,7 +7,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from guard.policy import parse_policy
+from guard.policy.load import parse_policy
 from tests.conftest import ROOT
 
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))

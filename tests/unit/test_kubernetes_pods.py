@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import orjson
 import pytest
 
-from guard.kubernetes import PodWatcher
+from guard.workloads.kubernetes import PodWatcher
 
 UID_A = "1b2c3d4e-1111-2222-3333-444455556666"
 UID_B = "9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff"

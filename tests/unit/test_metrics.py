@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from guard.metrics import MetricsServer, render
+from guard.report.metrics import MetricsServer, render
 
 
 def test_render_is_prometheus_text():

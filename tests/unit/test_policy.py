@@ -8,10 +8,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from guard.abi import Action, Proto
-from guard.compile import compile_policy
-from guard.policy import (ALL_PORTS, ANY_ADDRESS, PolicyError, Problem, default_policy,
-                          load_policy, parse_policy)
+from guard.kernel.abi import Action, Proto
+from guard.policy.compile import compile_policy
+from guard.policy.model import ALL_PORTS, ANY_ADDRESS, PolicyError, Problem, default_policy
+from guard.policy.load import load_policy, parse_policy
 from tests.conftest import FIXTURES
 
 EXAMPLE = FIXTURES / "example-policy.yaml"
@@ -452,7 +452,8 @@ spec:
 
 
 def test_the_most_specific_selector_wins_and_the_rest_fall_back():
-    from guard.policy import Workload, parse_policies, select_policy
+    from guard.policy.model import Workload, select_policy
+    from guard.policy.load import parse_policies
 
     policies = parse_policies(SET, "set.yaml")
     assert [p.name for p in policies] == ["everyone", "agents", "rl-agents"]
@@ -466,7 +467,7 @@ def test_the_most_specific_selector_wins_and_the_rest_fall_back():
 
 
 def test_policy_set_problems_name_their_document_line():
-    from guard.policy import parse_policies
+    from guard.policy.load import parse_policies
 
     bad = SET.replace("name: agents", "name: everyone").replace("operator: NotIn",
                                                                 "operator: Sometimes")

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The fast reader (guard/policy_fast.py) against the careful one: where it
+"""The fast reader (guard/policy/fast.py) against the careful one: where it
 accepts a file it must mean exactly what the careful reader means, down to
 the line of every rule; everywhere else it must step aside."""
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from guard import policy_fast
-from guard.compile import compile_policy
-from guard.policy import PolicyError, parse_policies
+from guard.policy import fast as policy_fast
+from guard.policy.compile import compile_policy
+from guard.policy.model import PolicyError
+from guard.policy.load import parse_policies
 from tests.conftest import FIXTURES, ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guard import safejson
-from guard.holds import HoldWatchdog
-from guard.output import EventWriter
-from guard.process import ProcessInfo, ProcessTable, entry_bytes
-from guard.supervise import Supervisor
+from guard.report import safejson
+from guard.agent.holds import HoldWatchdog
+from guard.report.events import EventWriter
+from guard.workloads.process import ProcessInfo, ProcessTable, entry_bytes
+from guard.cli.supervise import Supervisor
 
 
 # -- escaping -------------------------------------------------------------------

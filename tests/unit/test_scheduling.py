@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The agent loop's scheduling policy (guard/scheduling.py). Each case runs
+"""The agent loop's scheduling policy (guard/agent/scheduling.py). Each case runs
 in a thread of its own: the policy is per thread, and pytest's must stay."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from guard import scheduling
-from guard.scheduling import BEHIND_S, CpuShare, lateness_s
+from guard.agent import scheduling
+from guard.agent.scheduling import BEHIND_S, CpuShare, lateness_s
 
 root_only = pytest.mark.skipif(not scheduling.can_leave_idle(),
                                reason="needs CAP_SYS_NICE (run as root)")

@@ -1,0 +1,337 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The egress-guard command line: parse, call, print. No logic lives here."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from guard import __version__
+from guard.control.client import DEFAULT_SOCKET
+from guard.workloads.runtime import DEFAULT_SOCKETS
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/egress-guard"
+DEFAULT_STATE_DIR = "/run/egress-guard"
+from guard.cli.exitcodes import ExitCode
+from guard.policy.model import PolicyError, default_policy
+from guard.policy.load import load_policies
+
+
+def fail(message: str, code: ExitCode) -> None:
+    """One clear line on stderr and a documented exit code."""
+    click.echo(f"egress-guard: error: {message}", err=True)
+    sys.exit(int(code))
+
+
+def _load_policy_or_fail(path: str | None):
+    """The policies of a file (or the embedded default) and their compiled
+    forms, or every problem of the file and exit 1."""
+    from guard.policy.compile import compile_fail_closed, compile_policy
+
+    try:
+        policies = load_policies(path) if path else (default_policy(),)
+        compiled = [compile_policy(p) for p in policies]
+        for p in policies:
+            compile_fail_closed(p)
+        return policies, compiled
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        fail(f"invalid policy ({len(exc.problems)} problem(s))", ExitCode.FAILURE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="egress-guard")
+def main() -> None:
+    """egress-guard: a kernel-level egress guard for AI-agent sandboxes.
+
+    It attaches eBPF programs to the cgroups of agent containers, enforces an
+    egress policy in the kernel, and reports every exec and every outbound
+    connection of those containers as JSON lines.
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def doctor(as_json: bool) -> None:
+    """Check this host: kernel, BTF, cgroup2, and which BPF mechanisms load.
+
+    Exit 0 when everything the agent needs is present, 1 otherwise.
+    """
+    from guard.cli import doctor as features
+
+    report = features.probe()
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict()).decode())
+    else:
+        click.echo(f"kernel         {report.kernel} ({report.arch})")
+        click.echo(f"libbpf         {report.libbpf or 'not found'}")
+        click.echo(f"BTF            {'yes' if report.btf else 'no'} ({features.BTF_PATH})")
+        click.echo(f"cgroup2 mount  {report.cgroup2 or 'not found'}")
+        click.echo(f"root           {'yes' if report.root else 'no'}")
+        click.echo("mechanisms:")
+        for name, mech in report.mechanisms.items():
+            need = " (required)" if name in features.REQUIRED else ""
+            mark = "ok  " if mech.available else "no  "
+            click.echo(f"  {mark}{name:<20} {mech.detail}{need}")
+        if report.enforcement:
+            click.echo(f"enforcement    {report.enforcement['level']}")
+            for key in ("egress", "raw_sockets", "packet_sockets", "exec_kill", "exec_hold",
+                        "payloads", "socket_reset", "reverse_shell", "note"):
+                click.echo(f"  {key}: {report.enforcement[key]}")
+        mode = "background" if report.scheduling["background"] else "normal"
+        click.echo(f"scheduling     {mode}: {report.scheduling['detail']}")
+        for reason in report.missing:
+            click.echo(f"missing: {reason}", err=True)
+        click.echo("ready: yes" if report.ok else "ready: no")
+    sys.exit(int(ExitCode.OK if report.ok else ExitCode.FAILURE))
+
+
+@main.command()
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Policy file (YAML). Default: the embedded default policy.")
+@click.option("--cgroup", "cgroups", multiple=True, metavar="PATH",
+              help="cgroup v2 to guard: absolute, or relative to the cgroup2 mount. "
+                   "Repeatable. Without it: every container on this host, from the moment "
+                   "it starts (podman, Docker, containerd, CRI-O).")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False),
+              help="Append events to FILE instead of stdout.")
+@click.option("--ring-size", type=int, default=4 << 20, show_default=True,
+              help="Ring buffer bytes (a power of two, at least 4096).")
+@click.option("--control-socket", default=DEFAULT_SOCKET, show_default=True, metavar="PATH",
+              help="Unix socket for `policy reload` and `status` (root only).")
+@click.option("--pin", is_flag=True,
+              help="Pin programs, links and maps so enforcement outlives the agent; "
+                   "a later agent adopts them. Remove with `egress-guard uninstall`.")
+@click.option("--pin-dir", default=DEFAULT_PIN_DIR, show_default=True, metavar="DIR",
+              help="bpffs directory for --pin.")
+@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True, metavar="DIR",
+              help="Where --pin keeps the names of pinned policy generations.")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT.")
+@click.option("--runtime-socket", "runtime_sockets", multiple=True, metavar="PATH",
+              help="Docker-compatible API socket for container names and images "
+                   "(podman system service, dockerd). Repeatable. Default: "
+                   "/run/podman/podman.sock and /var/run/docker.sock where present.")
+@click.option("--unselected", type=click.Choice(["default", "unguarded"]), default="default",
+              show_default=True,
+              help="Containers no policy selects: the embedded default policy, or unguarded. "
+                   "A policy without a selector in the file takes them in any case.")
+@click.option("--kube-api", metavar="URL",
+              help="Kubernetes API for pod names, namespaces and labels of this node's pods. "
+                   "Default inside a pod: the in-cluster API with the service account.")
+@click.option("--node-name", envvar="NODE_NAME", metavar="NAME",
+              help="This node's name for the pod watch (default: $NODE_NAME, else the hostname).")
+@click.option("--hold-timeout-ms", type=click.IntRange(0, 60000), default=5000,
+              show_default=True,
+              help="How long the kernel holds a suspect first payload, or a program stopped "
+                   "at exec, for the agent's verdict before letting it go. 0: hold nothing "
+                   "(detections then only report and act after the fact).")
+@click.option("--scheduling", type=click.Choice(["background", "normal"]), default="background",
+              show_default=True,
+              help="background: the agent handles events under SCHED_IDLE, so a workload that "
+                   "wakes up gets the CPU at once (enforcement is in the kernel and does not "
+                   "wait); it competes normally while it answers a reload or status and "
+                   "whenever it falls behind. normal: SCHED_OTHER throughout.")
+@click.option("--supervise", is_flag=True,
+              help="Run the agent as a child process and start it again whenever it crashes "
+                   "or is killed (with --pin, enforcement holds across the gap and the new "
+                   "agent adopts it). Each restart is an event.")
+def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
+        ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
+        metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
+        kube_api: str | None, node_name: str | None, hold_timeout_ms: int,
+        scheduling: str, supervise: bool) -> None:
+    """Guard the given cgroups and write events as JSON lines.
+
+    The first line, written once every hook is attached, is
+    {"kind": "agent", "state": "ready", ...}. SIGINT or SIGTERM detaches
+    everything and exits 0 (with --pin, enforcement stays for the next agent).
+    SIGHUP, `egress-guard policy reload`, or a change of the policy file
+    switch to the new policy without a gap.
+    """
+    from guard.agent.core import Agent, AgentCrashed, AgentError, start_and_run_until_signalled
+    from guard.report.events import EventWriter
+
+    if supervise:
+        from guard.cli.supervise import supervise_agent
+        sys.exit(supervise_agent([a for a in sys.argv[1:] if a != "--supervise"],
+                                 events_path))
+    if ring_size < 4096 or ring_size & (ring_size - 1):
+        fail(f"--ring-size {ring_size}: must be a power of two of at least 4096", ExitCode.USAGE)
+    metrics = _host_port(metrics_address) if metrics_address else None
+    policies, _compiled = _load_policy_or_fail(policy_path)
+    try:
+        stream = open(events_path, "ab") if events_path else sys.stdout.buffer
+    except OSError as exc:
+        fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
+    agent = Agent(policies, list(cgroups), EventWriter(stream), ring_size=ring_size,
+                  policy_path=policy_path, control_socket=control_socket,
+                  pin_dir=pin_dir if pin else None, state_dir=state_dir,
+                  metrics_address=metrics,
+                  runtime_sockets=runtime_sockets or DEFAULT_SOCKETS,
+                  kube_api=_kube_api(kube_api, node_name), unselected=unselected,
+                  hold_timeout_ms=hold_timeout_ms, scheduling=scheduling)
+    try:
+        start_and_run_until_signalled(agent)
+    except AgentError as exc:
+        code = ExitCode.PERMISSION if "needs root" in str(exc) else ExitCode.RUNTIME
+        fail(str(exc), code)
+    except AgentCrashed as exc:
+        fail(f"the agent crashed: {exc}", ExitCode.CRASHED)
+    except Exception as exc:  # noqa: BLE001 - a bug outside the loop: say so, then exit
+        fail(f"the agent crashed: {type(exc).__name__}: {exc}", ExitCode.CRASHED)
+    sys.exit(int(ExitCode.OK))
+
+
+@main.group()
+def policy() -> None:
+    """Work with policy files."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def policy_check(file: str) -> None:
+    """Validate FILE. Every problem names file, line and field; exit 1 on any."""
+    policies, compiled = _load_policy_or_fail(file)
+    for parsed, tables in zip(policies, compiled):
+        selects = f", selects {parsed.selector.specificity} term(s)" if parsed.selector else ""
+        click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
+                   f"{len(parsed.exec_rules)} exec rule(s), "
+                   f"{len(tables.ipv4) + len(tables.ipv6)} prefix(es){selects})")
+
+
+def _kube_api(url: str | None, node: str | None):
+    """(API URL, node, token, CA file) for the pod watch, or None outside a cluster."""
+    import socket as socket_module
+
+    from guard.workloads.kubernetes import in_cluster_api
+
+    cluster_url, token, ca_file = in_cluster_api()
+    url = url or cluster_url
+    if not url:
+        return None
+    return url, node or socket_module.gethostname(), token, ca_file
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--metrics {text}: expected HOST:PORT, e.g. 127.0.0.1:9464", ExitCode.USAGE)
+    return host.strip("[]"), int(port)
+
+
+def _ask_agent(socket_path: str, message: dict) -> dict:
+    from guard.control.client import ControlError, request
+
+    try:
+        return request(socket_path, message)
+    except ControlError as exc:
+        code = ExitCode.PERMISSION if "permission denied" in str(exc) else ExitCode.RUNTIME
+        fail(str(exc), code)
+
+
+@policy.command("reload")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              metavar="PATH", help="The agent's control socket.")
+def policy_reload(file: str | None, socket_path: str) -> None:
+    """Switch the running agent to FILE (or re-read its own policy file).
+
+    The agent validates FILE before anything changes; if it is invalid the
+    policy in force stays, the problems (file, line, field) are printed and
+    the exit code is 1.
+    """
+    from guard.cli.reload import reload  # also run without click, from __main__
+
+    sys.exit(int(reload(file, socket_path)))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              metavar="PATH", help="The agent's control socket.")
+def status(as_json: bool, socket_path: str) -> None:
+    """Show the running agent: policy and generation, guarded cgroups,
+    enforcement, counters, uptime. Exit 3 when no agent answers."""
+    response = _ask_agent(socket_path, {"op": "status"})
+    if not response.get("ok"):
+        fail(response.get("error", "the agent refused"), ExitCode.PERMISSION)
+    response.pop("ok")
+    if as_json:
+        click.echo(orjson.dumps(response).decode())
+        return
+    pol = response["policy"]
+    click.echo(f"agent        pid {response['pid']}, version {response['version']}, "
+               f"up {response['uptime_s']:.0f} s")
+    click.echo(f"policy       {pol['name']} (generation {pol['generation']}, {pol['source']})")
+    click.echo(f"enforcement  {response['enforcement']}")
+    scheduling = response.get("scheduling")   # absent from an older agent's answer
+    if scheduling:
+        refused = f" ({scheduling['mode']} refused: {scheduling['refused']})" \
+            if scheduling.get("refused") else ""
+        click.echo(f"scheduling   {scheduling['in_force']}{refused}")
+    click.echo(f"cgroups      {len(response['cgroups'])} guarded")
+    for cg in response["cgroups"]:
+        click.echo(f"  {cg['path']} (id {cg['id']})")
+    counters = response["counters"]
+    click.echo("counters     " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+    click.echo(f"events       {response['events']} written, {response['reloads']} reload(s)")
+
+
+@main.command()
+@click.option("--pin-dir", default=DEFAULT_PIN_DIR, show_default=True, metavar="DIR",
+              help="bpffs directory the agent pinned into.")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              metavar="PATH", help="The agent's control socket.")
+def uninstall(pin_dir: str, socket_path: str) -> None:
+    """Remove everything a pinned agent (run --pin) left in the kernel.
+
+    Refuses while an agent answers on the control socket: stop it first.
+    """
+    from guard.kernel.objects import remove_pins
+    from guard.control.client import ControlError, request
+
+    if os.geteuid() != 0:
+        fail("uninstall needs root", ExitCode.PERMISSION)
+    try:
+        request(socket_path, {"op": "status"}, timeout=5)
+    except ControlError:
+        pass
+    else:
+        fail(f"an agent is running (it answers on {socket_path}); stop it first",
+             ExitCode.RUNTIME)
+    try:
+        removed = remove_pins(Path(pin_dir))
+    except OSError as exc:
+        fail(f"{pin_dir}: {exc.strerror}", ExitCode.RUNTIME)
+    click.echo(f"removed {len(removed)} pinned object(s) from {pin_dir}" if removed
+               else f"nothing pinned under {pin_dir}")
+
+
+@main.command()
+def demo() -> None:
+    """Guard a throw-away sandbox, try allowed and refused actions in it, explain.
+
+    Makes a temporary cgroup and a network namespace with a test host
+    (198.18.0.0/15, no route out), runs the agent on them with a demo policy,
+    shows each action with its verdict and event, then removes everything.
+    """
+    from guard.demo.run import run_demo
+
+    if os.geteuid() != 0:
+        fail("the demo needs root (it makes a cgroup and a network namespace)",
+             ExitCode.PERMISSION)
+    if not run_demo(click.echo):
+        sys.exit(int(ExitCode.FAILURE))
+
+
+def entry() -> None:  # the former console_scripts entry point (now guard.__main__:entry)
+    main(prog_name="egress-guard")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

@@ -1,0 +1,930 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Miners by how they are started and by the names they look up.
+
+- classify_exec: does this exec start a miner? Read from the argv (pool URLs,
+  XMRig/cpuminer flags, wallet-shaped users, the MSR tweak), from `sh -c`
+  strings, and from the config file the miner would read: the one named by
+  -c/--config, or config.json beside the binary, fetched through the caller's
+  read_file callback (the agent binds it to the container's root); one it
+  could not read in full is reported rather than trusted (_with_config).
+- classify_dns: is this DNS name a pool or an XMRig donation host?
+- parse_dns_query / parse_dns_answer (guard/detect/classify/dns.py, re-exported):
+  the names (and addresses) in a UDP DNS message, for callers that only
+  have the packet.
+
+The pool and donation domains, binary names and pool ports live in
+guard/data/miners.yaml (load_indicators), with their sources and date, so
+they can be updated without a code change; the stratum classifier uses the
+same lists for TLS SNI and proxy targets.
+
+Confidence follows shared/reference/signatures.md: a stratum URL, a pool
+domain, --donate-level or `modprobe msr allow_writes=on` is high on its own;
+other miner flags are medium alone and high together; a miner's binary name
+is low alone, because renaming is free, and a renamed miner without flags is
+left to the traffic classifier. Text tools (grep, sed, echo, git...) that
+merely mention these strings never rise above low.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from guard.detect.classify import UNREAD, Finding, jsonc, was_cut
+from guard.detect.classify.dns import (  # noqa: F401  (re-exported: the DNS half of this module's API)
+    DnsAnswer, DnsRecord, parse_dns_answer, parse_dns_query,
+)
+
+#: Evidence strings are cut here so an event stays small.
+EVIDENCE_CHARS = 200
+#: Bytes of a config file read. XMRig's full config.json is about 4 KiB, but
+#: config.json beside a binary is read for every exec of every program, so
+#: the limit leaves room for the big benign ones (the agent reads 1 MiB).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Bytes of all the config files named on one command line together.
+MAX_NAMED_CONFIG_BYTES = 1024 * 1024
+#: Characters of an argv element or shell script looked at.
+MAX_ARG_CHARS = 16 * 1024
+#: Nesting followed: `sh -c "nohup sh -c '...'"`, base64 inside a script.
+MAX_DEPTH = 3
+#: Config files named on one command line that are read (config.json
+#: beside the binary comes on top); more are reported unread.
+MAX_CONFIG_FILES = 3
+
+_RANK = {"low": 0, "medium": 1, "high": 2}
+_BY_RANK = ("low", "medium", "high")
+
+
+def _short(text: Any, limit: int = EVIDENCE_CHARS) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------
+# Indicator lists (guard/data/miners.yaml)
+
+
+@dataclass(frozen=True)
+class DomainMatch:
+    """A name found in one of the domain lists."""
+    list: str       # "pool_domains" | "donation_domains"
+    entry: str      # the list entry that matched (the name or a parent domain)
+
+
+@dataclass(frozen=True)
+class Indicators:
+    """The lists of miners.yaml, ready for lookups."""
+    pool_domains: frozenset[str]
+    donation_domains: frozenset[str]
+    miner_binaries: frozenset[str]
+    pool_ports: frozenset[int]
+    sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    updated: Mapping[str, str] = field(default_factory=dict)
+
+    def match_domain(self, name: Any) -> DomainMatch | None:
+        """The list entry equal to name or to one of its parent domains.
+
+        Walks the name's suffixes (one dict lookup per label), so the cost
+        does not grow with the size of the lists. Donation names are checked
+        first: they are the more specific finding."""
+        normal = normalise_domain(name)
+        if normal is None:
+            return None
+        labels = normal.split(".")
+        suffixes = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+        for list_name, domains in (("donation_domains", self.donation_domains),
+                                   ("pool_domains", self.pool_domains)):
+            for suffix in suffixes:
+                if suffix in domains:
+                    return DomainMatch(list_name, suffix)
+        return None
+
+    def miner_binary(self, path: Any) -> str | None:
+        """The list entry a program name stands for: `xmrig`, `xmrig-6.21.0`
+        and `cpuminer-opt` count, `xmrigger` does not."""
+        if not isinstance(path, str) or not path:
+            return None
+        name = posixpath.basename(path.rstrip("/")).lower()
+        if name.endswith(".exe"):
+            name = name[:-4]
+        if name in self.miner_binaries:
+            return name
+        for entry in self.miner_binaries:
+            if name.startswith(entry) and name[len(entry)] in "-_.":
+                return entry
+        return None
+
+
+_DOMAIN_CHARS = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
+
+
+def normalise_domain(name: Any) -> str | None:
+    """Lower-case name without a trailing dot, or None if it is not a DNS name."""
+    if not isinstance(name, str):
+        return None
+    name = name.strip().lower().rstrip(".")
+    if not name or len(name) > 253 or not name.isascii() or _DOMAIN_CHARS.fullmatch(name) is None:
+        return None
+    return name
+
+
+def _string_list(section: Mapping[str, Any], key: str, where: str) -> list[str]:
+    items = section.get(key)
+    if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
+        raise ValueError(f"{where}.{key}: expected a list of non-empty strings")
+    return items
+
+
+def _domains(section: Mapping[str, Any], where: str) -> frozenset[str]:
+    domains = set()
+    for item in _string_list(section, "domains", where):
+        normal = normalise_domain(item)
+        if normal is None:
+            raise ValueError(f"{where}.domains: {item!r} is not a domain name")
+        domains.add(normal)
+    return frozenset(domains)
+
+
+def _ports(section: Mapping[str, Any], where: str) -> frozenset[int]:
+    ports = section.get("ports")
+    if not isinstance(ports, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+        raise ValueError(f"{where}.ports: expected a list of port numbers")
+    return frozenset(ports)
+
+
+_SECTIONS = ("pool_domains", "donation_domains", "miner_binaries", "pool_ports")
+
+
+def parse_indicators(text: str, origin: str = "miners.yaml") -> Indicators:
+    """Indicators from the YAML text of a miners file; ValueError names what is wrong."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{origin}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{origin}: expected a mapping of lists")
+    sections: dict[str, Mapping[str, Any]] = {}
+    for name in _SECTIONS:
+        section = document.get(name)
+        if not isinstance(section, dict):
+            raise ValueError(f"{origin}: {name}: missing or not a mapping")
+        _string_list(section, "sources", f"{origin}: {name}")
+        if section.get("updated") is None:
+            raise ValueError(f"{origin}: {name}: missing 'updated' (the date the list was checked)")
+        sections[name] = section
+    return Indicators(
+        pool_domains=_domains(sections["pool_domains"], f"{origin}: pool_domains"),
+        donation_domains=_domains(sections["donation_domains"], f"{origin}: donation_domains"),
+        miner_binaries=frozenset(
+            n.lower() for n in _string_list(sections["miner_binaries"], "names",
+                                            f"{origin}: miner_binaries")),
+        pool_ports=_ports(sections["pool_ports"], f"{origin}: pool_ports"),
+        sources={name: tuple(sections[name]["sources"]) for name in _SECTIONS},
+        updated={name: str(sections[name].get("updated", "")) for name in _SECTIONS},
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_indicators() -> Indicators:
+    text = (resources.files("guard.data") / "miners.yaml").read_text(encoding="utf-8")
+    return parse_indicators(text, "guard/data/miners.yaml")
+
+
+def load_indicators(path: str | Path | None = None) -> Indicators:
+    """The indicator lists: the packaged guard/data/miners.yaml (read once and
+    cached), or the file at path, e.g. an operator's newer copy."""
+    if path is None:
+        return _packaged_indicators()
+    return parse_indicators(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+# --------------------------------------------------------------------------
+# DNS names
+
+
+def classify_dns(name: str, *, indicators: Indicators | None = None) -> list[Finding]:
+    """A miner_dns finding when name is, or lies below, a pool or donation domain."""
+    match = (indicators or load_indicators()).match_domain(name)
+    if match is None:
+        return []
+    dialect = "donation" if match.list == "donation_domains" else "pool"
+    return [Finding(type="miner_dns", confidence="high", dialect=dialect,
+                    evidence={"name": normalise_domain(name), "matched": match.entry,
+                              "list": match.list})]
+
+
+# --------------------------------------------------------------------------
+# Exec: what in an argv or a config says "miner"
+
+#: Miner URL schemes: stratum+tcp/ssl/udp (Falco, Sigma), stratum2+ (SV2),
+#: ethminer's stratum1+ssl, stratums://, stratum+tls12://.
+_STRATUM_URL = re.compile(r"(?i)\bstratum[0-9]?s{0,2}(?:\+[a-z0-9]{2,6})?://[^\s'\"<>`;|&]{0,255}")
+_STRATUM_SCHEME = re.compile(r"(?i)\bstratum[0-9]?\+(?:tcp|ssl|tls|udp)\b")
+#: `modprobe msr allow_writes=on`, its words in this order within one command.
+_COMMAND_BREAK = re.compile(r"[;&|\n]")
+_MSR_WORDS = (re.compile(r"\bmodprobe\b"), re.compile(r"\bmsr\b"),
+              re.compile(r"\ballow_writes=on\b"))
+_DONATE_TEXT = re.compile(r"--donate-level\b")
+
+_XMRIG_FLAGS = frozenset({
+    "--cpu-priority", "--nicehash", "--rig-id", "--cpu-max-threads-hint", "--max-cpu-usage",
+    "--donate-over-proxy", "--randomx-mode", "--randomx-1gb-pages", "--randomx-no-numa",
+    "--randomx-wrmsr", "--randomx-no-rdmsr", "--randomx-init", "--huge-pages-jit",
+    "--tls-fingerprint", "--self-select", "--cpu-memory-pool", "--cpu-no-yield", "--no-cpu",
+    "--daemon-poll-interval",
+})
+_CPUMINER_FLAGS = frozenset({"--coinbase-addr", "--no-getwork", "--no-gbt", "--no-stratum",
+                             "--no-longpoll"})
+_ALGO_FLAGS = frozenset({"-a", "--algo", "--algorithm"})
+_URL_FLAGS = frozenset({"-o", "--url", "--pool", "-P", "--server"})
+_USER_FLAGS = frozenset({"-u", "--user", "-O", "--userpass", "--wallet", "--coinbase-addr"})
+_CONFIG_FLAGS = frozenset({"-c", "--config"})
+
+_ALGO_FAMILIES = re.compile(r"(?i)(?:rx|cn|cn-lite|cn-heavy|cn-pico|cn-femto|argon2|astrobwt|"
+                            r"cryptonight[a-z-]*)/[a-z0-9-]+")
+_ALGOS = frozenset({
+    "randomx", "cryptonight", "cryptonight-lite", "cryptonight-heavy", "kawpow", "ghostrider",
+    "ethash", "etchash", "autolykos2", "kheavyhash", "heavyhash", "equihash", "zhash",
+    "beamhash", "octopus", "firopow", "progpow", "sha256d", "scrypt", "x11", "x16r", "x16rv2",
+    "x16s", "x17", "x25x", "lyra2z", "lyra2rev2", "lyra2rev3", "lyra2v2", "yescrypt",
+    "yescryptr16", "yespower", "yespowerr16", "allium", "neoscrypt", "verushash", "panthera",
+    "cuckatoo31", "cuckatoo32", "cuckaroo29", "flex", "karlsenhash", "blake3",
+})
+_COINS = frozenset({
+    "monero", "xmr", "wownero", "wow", "arqma", "zephyr", "zeph", "ravencoin", "rvn", "ergo",
+    "erg", "kaspa", "kas", "firo", "beam", "conflux", "cfx", "neoxa", "clore", "nexa", "dero",
+    "salvium", "etc", "ethw", "keva", "raptoreum", "rtm",
+})
+_WALLET = re.compile(
+    r"(?:[48][0-9AB][1-9A-HJ-NP-Za-km-z]{93}|4[0-9AB][1-9A-HJ-NP-Za-km-z]{104}"   # Monero
+    r"|0x[0-9a-fA-F]{40}"                                                          # Ethereum
+    r"|bc1[02-9ac-hj-np-z]{11,71}|[13][1-9A-HJ-NP-Za-km-z]{25,34})"               # Bitcoin
+    r"(?:[.+/][\w.+-]{0,64})?")                                                    # .worker, +diff
+
+#: Programs that only show, search, copy or write text: a miner string in
+#: their argv is someone reading about mining (at most low).
+_TEXT_TOOLS = frozenset({
+    "grep", "egrep", "fgrep", "zgrep", "rg", "ag", "ack", "sed", "awk", "gawk", "mawk", "cat",
+    "tac", "less", "more", "head", "tail", "echo", "printf", "vi", "vim", "nvim", "nano", "emacs",
+    "code", "git", "find", "locate", "wc", "sort", "uniq", "cut", "tr", "diff", "cmp", "jq", "yq",
+    "man", "ls", "file", "strings", "xxd", "hexdump", "od", "tee", "touch", "cp", "mv", "rm",
+    "ln", "chmod", "chown", "stat", "tar", "zip", "unzip", "gzip", "pip", "pip3", "npm", "apt",
+    "apt-get", "apk", "yum", "dnf",
+})
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "busybox"})
+#: Interpreters and the flags after which their program text follows.
+_CODE_FLAGS = {"python": {"-c"}, "node": {"-e", "--eval", "-p", "--print"},
+               "nodejs": {"-e", "--eval", "-p", "--print"}, "perl": {"-e", "-E"},
+               "ruby": {"-e"}, "php": {"-r"}, "deno": {"eval"}, "bun": {"-e", "--eval"}}
+_LAUNCHERS = frozenset({"env", "nohup", "nice", "ionice", "taskset", "setsid", "timeout",
+                        "stdbuf", "chrt", "sudo", "doas", "exec", "command", "time", "cpulimit",
+                        "runuser", "setpriv", "unshare", "systemd-run", "tini"})
+_LAUNCHER_VALUE_FLAGS = frozenset({"-n", "-c", "-u", "-g", "-p", "-s", "-k", "-l", "-i", "-e",
+                                   "-o", "-C", "--user", "--group", "--signal", "--kill-after",
+                                   "--unit", "--limit", "--pid"})
+_NUMERIC = re.compile(r"[0-9][0-9a-fx.,:smhd-]*")
+_BASE64_TOKEN = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
+
+
+def _program_name(arg: str) -> str:
+    name = posixpath.basename(arg.rstrip("/")).lower()
+    if re.fullmatch(r"python[0-9.]*", name):
+        return "python"
+    return name
+
+
+def _strip_launchers(argv: list[str]) -> list[str]:
+    """argv without leading env/nohup/nice/timeout/sudo... and their options."""
+    i = 0
+    while i < len(argv) and _program_name(argv[i]) in _LAUNCHERS:
+        i += 1
+        while i < len(argv):
+            arg = argv[i]
+            if arg == "--":
+                i += 1
+                break
+            if arg in _LAUNCHER_VALUE_FLAGS:
+                i += 2
+            elif arg.startswith("-") or _NUMERIC.fullmatch(arg) or (
+                    "=" in arg and not arg.startswith("=") and "/" not in arg.split("=", 1)[0]):
+                i += 1
+            else:
+                break
+    return argv[i:]
+
+
+@dataclass
+class _Signals:
+    """What one command (or one config file) showed, by weight."""
+    strong: list[str] = field(default_factory=list)
+    medium: list[str] = field(default_factory=list)
+    weak: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)      # dialects the flags point at
+    urls: list[str] = field(default_factory=list)
+    config_keys: list[str] = field(default_factory=list)
+    config_path: str | None = None
+    binary: str | None = None
+    text_tool: str | None = None
+    cap: str = "high"       # inline interpreter code only mentions things: at most medium
+
+    def add(self, weight: str, indicator: str) -> None:
+        """Record an indicator once, under the heaviest weight it was seen with."""
+        indicator = _short(indicator, 120)
+        buckets = ("strong", "medium", "weak")
+        for heavier in buckets[:buckets.index(weight)]:
+            if indicator in getattr(self, heavier):
+                return
+        for lighter in buckets[buckets.index(weight) + 1:]:
+            bucket = getattr(self, lighter)
+            if indicator in bucket:
+                bucket.remove(indicator)
+        if indicator not in getattr(self, weight):
+            getattr(self, weight).append(indicator)
+
+    def absorb(self, other: "_Signals") -> None:
+        for weight in ("strong", "medium", "weak"):
+            for indicator in getattr(other, weight):
+                self.add(weight, indicator)
+        for name in ("hints", "urls", "config_keys"):
+            mine = getattr(self, name)
+            mine.extend(x for x in getattr(other, name) if x not in mine)
+
+    def confidence(self) -> str | None:
+        if self.strong or len(self.medium) >= 2 or (self.medium and self.binary):
+            level = "high"
+        elif self.medium or (self.binary and self.weak):
+            level = "medium"
+        elif self.binary:
+            level = "low"
+        else:
+            return None
+        if self.text_tool:
+            return "low"
+        return _BY_RANK[min(_RANK[level], _RANK[self.cap])]
+
+
+def _rank(signals: _Signals) -> int:
+    level = signals.confidence()
+    return -1 if level is None else _RANK[level]
+
+
+def _best(candidates: list[_Signals]) -> _Signals:
+    """The most confident candidate; the first one on ties."""
+    if not candidates:
+        return _Signals()
+    best = candidates[0]
+    for candidate in candidates[1:]:
+        if _rank(candidate) > _rank(best):
+            best = candidate
+    return best
+
+
+@dataclass
+class _Context:
+    """State shared by the commands of one exec."""
+    indicators: Indicators
+    configs: list[str] = field(default_factory=list)    # config files named anywhere
+    named_bytes_left: int = MAX_NAMED_CONFIG_BYTES
+    unread: list[str] = field(default_factory=list)     # configs not read in full
+
+
+def _url_host(url: str) -> tuple[str | None, int | None]:
+    """Host and port of `scheme://user@host:port/...`, `host:port` or `[v6]:port`."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    rest = re.split(r"[/?#]", rest, maxsplit=1)[0].rsplit("@", 1)[-1]
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = rest.partition(":")
+    port = None
+    if port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and int(port_text) < 65536:
+        port = int(port_text)
+    return (host.lower() or None), port
+
+
+_POOLISH_LABEL = re.compile(r"pool|stratum|mining|^mine$|^(xmr|eth|etc|rvn|btc|ltc|zec|kas|erg)\b")
+
+
+def _judge_pool_url(value: str, signals: _Signals, indicators: Indicators, *, named: bool) -> None:
+    """A pool address given to -o/--url (named=True) or found loose in the argv.
+
+    A listed pool domain is strong after -o and medium loose (`curl
+    https://supportxmr.com/api` visits the pool's site). An unlisted host
+    counts only after -o, with a port, and when it looks like a pool:
+    `gcc -o pool.o` names a file."""
+    host, port = _url_host(value)
+    if host is None:
+        return
+    match = indicators.match_domain(host)
+    if match is not None:
+        signals.add("strong" if named else "medium", f"{match.list}:{match.entry}")
+        if match.list == "donation_domains":
+            signals.hints.append("xmrig")
+        if value not in signals.urls:
+            signals.urls.append(_short(value))
+        return
+    if not named or port is None:
+        return
+    if value not in signals.urls:
+        signals.urls.append(_short(value))
+    if any(_POOLISH_LABEL.search(label) for label in host.split(".")[:-1]):
+        signals.add("medium", f"pool url {_short(value, 80)}")
+    if port in indicators.pool_ports:
+        signals.add("weak", f"pool port {port}")
+
+
+def _msr_tweak(text: str) -> bool:
+    """The MSR tweak in one command of text: each word searched from where
+    the one before it ended. (As one expression, `modprobe[^;]*msr[^;]*allow`,
+    it took 50 s on 16 KiB of `modprobe msr `: every start retried every split.)"""
+    if "allow_writes=on" not in text:
+        return False
+    for command in _COMMAND_BREAK.split(text):
+        position = 0
+        for word in _MSR_WORDS:
+            found = word.search(command, position)
+            if found is None:
+                break
+            position = found.end()
+        else:
+            return True
+    return False
+
+
+def _scan_text(text: str, signals: _Signals, indicators: Indicators) -> None:
+    """Strings that mean mining wherever they appear: stratum URLs (the scheme
+    alone is medium), `--donate-level`, the XMRig MSR tweak."""
+    for match in _STRATUM_URL.finditer(text):
+        signals.add("strong", match.group(0))
+        if match.group(0) not in signals.urls:
+            signals.urls.append(_short(match.group(0)))
+        _judge_pool_url(match.group(0), signals, indicators, named=False)
+    if not _STRATUM_URL.search(text):
+        scheme = _STRATUM_SCHEME.search(text)
+        if scheme is not None:
+            signals.add("medium", scheme.group(0))
+    if _msr_tweak(text):
+        signals.add("strong", "modprobe msr allow_writes=on")
+        signals.hints.append("xmrig")
+    if not text.startswith("--donate-level") and _DONATE_TEXT.search(text):
+        signals.add("strong", "--donate-level")
+        signals.hints.append("xmrig")
+
+
+def _option_value(args: list[str], i: int, flags: frozenset[str]) -> tuple[str, str, int] | None:
+    """(flag, value, args used) when args[i] is one of flags, in any of the
+    forms `--url X`, `--url=X`, `-o X` and `-oX`."""
+    arg = args[i]
+    if arg.startswith("--"):
+        name, eq, value = arg.partition("=")
+        if name not in flags:
+            return None
+        if eq:
+            return name, value, 1
+        return (name, args[i + 1], 2) if i + 1 < len(args) else None
+    if len(arg) >= 2 and arg[0] == "-" and arg[:2] in flags:
+        if len(arg) > 2:
+            return arg[:2], arg[2:].removeprefix("="), 1
+        return (arg[:2], args[i + 1], 2) if i + 1 < len(args) else None
+    return None
+
+
+_VALUE_OPTIONS = (("url", _URL_FLAGS), ("algo", _ALGO_FLAGS), ("user", _USER_FLAGS),
+                  ("coin", frozenset({"--coin"})), ("config", _CONFIG_FLAGS))
+
+
+def _judge_flag(arg: str, signals: _Signals) -> None:
+    """Flags that need no value to mean something."""
+    name = arg.split("=", 1)[0]
+    if name == "--donate-level":
+        signals.add("strong", _short(arg, 40))
+        signals.hints.append("xmrig")
+    elif name in _XMRIG_FLAGS or name.startswith("--randomx-"):
+        signals.add("medium", name)
+        signals.hints.append("xmrig")
+    elif name in _CPUMINER_FLAGS:
+        signals.add("medium", name)
+        signals.hints.append("cpuminer")
+    elif name in ("--tls", "-k", "--keepalive"):
+        signals.add("weak", name)
+
+
+def _judge_value(kind: str, flag: str, value: str, signals: _Signals, ctx: _Context) -> None:
+    if kind == "url":
+        _judge_pool_url(value, signals, ctx.indicators, named=True)
+    elif kind == "algo" and (_ALGO_FAMILIES.fullmatch(value) or value.lower() in _ALGOS):
+        signals.add("medium", f"{flag} {value}")
+    elif kind == "coin" and value.lower() in _COINS:
+        signals.add("medium", f"{flag} {value}")
+    elif kind == "user" and _WALLET.fullmatch(value.split(":", 1)[0][:256]):
+        signals.add("medium", f"{flag} <wallet>")
+    elif kind == "config" and _looks_like_config_path(flag, value):
+        ctx.configs.append(value)
+
+
+def _judge_options(args: list[str], signals: _Signals, ctx: _Context) -> None:
+    i = 0
+    while i < len(args):
+        _judge_flag(args[i], signals)
+        used = 1
+        for kind, flags in _VALUE_OPTIONS:
+            option = _option_value(args, i, flags)
+            if option is not None:
+                flag, value, used = option
+                _judge_value(kind, flag, value, signals, ctx)
+                break
+        i += used
+
+
+def _looks_like_config_path(flag: str, value: str) -> bool:
+    """--config names a file; -c does only when the value looks like one
+    (`ping -c 3`, `gcc -c x.c` and `head -c 10` are not worth a read)."""
+    if not 0 < len(value) <= 1024 or value.startswith("-"):
+        return False
+    if any(c in value for c in "\n\r\t \0;|&$`"):
+        return False
+    return flag == "--config" or "/" in value or value.endswith((".json", ".conf", ".cfg", ".jsonc"))
+
+
+# -- shell strings and inline code
+
+
+def _shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of a shell string, split at ; & | && || ( ) and
+    newlines. Enough for how miners are launched (`cd /tmp && nohup ./x -o
+    ... &`); a quoting error falls back to splitting at whitespace."""
+    commands: list[list[str]] = []
+    for line in script[:MAX_ARG_CHARS].splitlines()[:256]:
+        try:
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()<>")
+            lexer.whitespace_split = True
+            lexer.commenters = ""
+            tokens = list(lexer)
+        except ValueError:
+            tokens = line.split()
+        current: list[str] = []
+        for token in tokens[:4096]:
+            if token and all(c in ";&|()" for c in token):
+                if current:
+                    commands.append(current)
+                current = []
+            else:
+                current.append(token)
+        if current:
+            commands.append(current)
+    return commands[:256]
+
+
+def _decoded_base64(text: str) -> list[str]:
+    """Printable texts hidden as base64 tokens (`echo ... | base64 -d | sh`)."""
+    decoded = []
+    for token in _BASE64_TOKEN.findall(text)[:16]:
+        try:
+            plain = base64.b64decode(token + "=" * (-len(token) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if plain and sum(c.isprintable() or c in "\n\t" for c in plain) >= 0.95 * len(plain):
+            decoded.append(plain)
+    return decoded
+
+
+def _shell_script(argv: list[str]) -> str | None:
+    """The script of `sh -c SCRIPT` (also -lc, -ec, `busybox sh -c`)."""
+    args = argv[1:]
+    if _program_name(argv[0]) == "busybox":
+        if not args or _program_name(args[0]) not in _SHELLS:
+            return None
+        args = args[1:]
+    for i, arg in enumerate(args):
+        if not arg.startswith("-"):
+            return None
+        if not arg.startswith("--") and "c" in arg[1:]:
+            return args[i + 1] if i + 1 < len(args) else None
+    return None
+
+
+def _code_position(program: str, args: list[str]) -> int | None:
+    """Index in args of program text given inline (python -c, node -e...)."""
+    flags = _CODE_FLAGS.get(program)
+    if not flags:
+        return None
+    for i, arg in enumerate(args[:-1]):
+        if arg in flags:
+            return i + 1
+        if not arg.startswith("-"):
+            return None
+    return None
+
+
+def _script_candidates(script: str, ctx: _Context, depth: int) -> list[_Signals]:
+    """One candidate per command of a shell string, and per base64 blob in it."""
+    if depth >= MAX_DEPTH:
+        return []
+    candidates = [_command_signals(command, ctx, depth + 1) for command in _shell_commands(script)]
+    for plain in _decoded_base64(script):
+        # hidden text counts in full: as commands, and as text (a bare URL
+        # decoded from base64 is nobody's argv[1])
+        as_text = _Signals()
+        _scan_text(plain, as_text, ctx.indicators)
+        for candidate in [as_text, *_script_candidates(plain, ctx, depth + 1)]:
+            if candidate.confidence() is not None:
+                candidate.add("weak", "base64")
+            candidates.append(candidate)
+    return candidates
+
+
+def _command_signals(argv: list[str], ctx: _Context, depth: int) -> _Signals:
+    """Signals of one command: the exec itself or a command inside `sh -c`."""
+    argv = _strip_launchers([arg[:MAX_ARG_CHARS] for arg in argv])
+    if not argv:
+        return _Signals()
+    program = _program_name(argv[0])
+    if program in _SHELLS:
+        script = _shell_script(argv)
+        if script is not None:
+            return _best(_script_candidates(script, ctx, depth))
+    signals = _Signals(binary=ctx.indicators.miner_binary(argv[0]),
+                       text_tool=program if program in _TEXT_TOOLS else None)
+    args = argv[1:]
+    candidates = [signals]
+    code_at = _code_position(program, args)
+    if code_at is not None:
+        snippet = _Signals(cap="medium")
+        _scan_text(args[code_at], snippet, ctx.indicators)
+        candidates.append(snippet)
+        args = args[:code_at - 1] + args[code_at + 1:]
+    if program == "modprobe":
+        _scan_text(" ".join(argv), signals, ctx.indicators)
+    for arg in args:
+        _scan_text(arg, signals, ctx.indicators)
+    if signals.text_tool is None:
+        _judge_options(args, signals, ctx)
+        if depth < MAX_DEPTH:
+            for arg in args:
+                for plain in _decoded_base64(arg):
+                    candidates.extend(_script_candidates(plain, ctx, depth + 1))
+    return _best(candidates)
+
+
+# -- config files
+
+
+#: Keys only an XMRig pool object has (src/base/net/stratum/Pool.cpp); url,
+#: user and pass alone could be any connection pool.
+_XMRIG_POOL_KEYS = frozenset({"rig-id", "nicehash", "keepalive", "algo", "coin", "tls-fingerprint",
+                              "daemon", "self-select", "socks5", "submit-to-origin"})
+
+
+def _mining_value(name: str, value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if name == "coin":
+        return value.lower() in _COINS
+    return bool(_ALGO_FAMILIES.fullmatch(value)) or value.lower() in _ALGOS
+
+
+def _config_signals(document: Any, indicators: Indicators) -> _Signals:
+    """XMRig keys (pools, donate-level, rig-id, randomx, cpu) and cpuminer
+    keys (url, user, algo at the top level) of a parsed config file."""
+    signals = _Signals()
+    if not isinstance(document, dict):
+        return signals
+
+    def found(key: str, weight: str, dialect: str | None = "xmrig") -> None:
+        signals.add(weight, f"config:{key}")
+        if key not in signals.config_keys:
+            signals.config_keys.append(key)
+        if dialect:
+            signals.hints.append(dialect)
+
+    if "donate-level" in document or "donate-over-proxy" in document:
+        found("donate-level", "strong")
+    if isinstance(document.get("randomx"), dict):
+        found("randomx", "medium")
+    cpu = document.get("cpu")
+    if isinstance(cpu, dict) and {"huge-pages", "rx", "cn", "argon2", "asm"} & set(cpu):
+        found("cpu", "medium")
+    pools = document.get("pools")
+    entries = [p for p in pools[:16] if isinstance(p, dict)] if isinstance(pools, list) else []
+    top_level_pool = isinstance(document.get("url"), str)
+    if top_level_pool:
+        entries.append(document)            # cpuminer keeps its one pool at the top level
+    for entry in entries:
+        url = entry.get("url")
+        if not isinstance(url, str):
+            continue
+        url = url[:1024]
+        _scan_text(url, signals, indicators)
+        _judge_pool_url(url, signals, indicators, named=True)
+        if entry is not document and {"user", "pass"} & set(entry) and _XMRIG_POOL_KEYS & set(entry):
+            found("pools", "medium")
+        if "rig-id" in entry:
+            found("rig-id", "medium")
+        user = entry.get("user")
+        if isinstance(user, str) and _WALLET.fullmatch(user[:256]):
+            found("user", "medium", None)
+        for key in ("algo", "coin"):
+            if _mining_value(key, entry.get(key)):
+                found(key, "medium", None)
+    return signals
+
+
+@dataclass
+class _ConfigFile:
+    """One config file as read: its document, why it was not read in full
+    (None when it was), its text and the bytes it cost."""
+    document: Any = None
+    unread: str | None = None
+    text: str = ""
+    size: int = 0
+
+
+def _read_config(path: str, read_file: Callable[[str], bytes | None], limit: int) -> _ConfigFile:
+    try:
+        content = read_file(path)
+    except Exception:                       # the agent's callback; its failure is no finding
+        return _ConfigFile()
+    if not isinstance(content, (bytes, bytearray)) or not content:
+        return _ConfigFile()
+    cut = was_cut(content, limit)
+    raw = bytes(content[:limit])
+    text = raw.decode("utf-8", "replace")
+    unread = f"{path}: more than {limit} bytes; the rest was not read" if cut else None
+    if not text.lstrip().startswith(("{", "/")):
+        if cut and not text.strip():
+            return _ConfigFile(None, unread, text, len(raw))    # too little read to judge
+        # not JSON (nginx.conf, gunicorn.py...): no miner could read it either
+        return _ConfigFile(size=len(raw))
+    try:
+        document = jsonc.loads(text)        # a cut text mostly fails to parse: nothing lost
+    except jsonc.OverBudget as error:
+        return _ConfigFile(None, unread or f"{path}: not parsed, {error}", text, len(raw))
+    return _ConfigFile(document, unread, text, len(raw))
+
+
+#: Words that only mining configs carry, looked for (with the pool and
+#: donation domains) in a config.json beside a binary that could not be read
+#: in full. Substring searches: about 10 ms on 1 MiB.
+_CONFIG_HINTS = ("donate-level", "donate-over-proxy", "randomx", "rig-id", "nicehash",
+                 "cryptonight", "xmrig", "coinbase-addr", "kawpow", "ghostrider", "stratum+",
+                 "stratum1+", "stratum2+", "stratums:")
+
+
+def _mining_hint(text: str, indicators: Indicators) -> str | None:
+    lowered = text.lower()
+    for word in (*_CONFIG_HINTS, *sorted(indicators.pool_domains | indicators.donation_domains)):
+        if word in lowered:
+            return word
+    return None
+
+
+def _config_paths(argv: list[str], exe: str | None, named: list[str]) -> list[tuple[str, bool]]:
+    """(path, named) of the config files to read: those named on the command
+    line, then the config.json XMRig loads from beside its binary."""
+    paths = [(path, True) for path in named]
+    binary = exe if isinstance(exe, str) and exe.startswith("/") else (
+        argv[0] if argv and argv[0].startswith("/") else None)
+    if binary:
+        paths.append((posixpath.join(posixpath.dirname(binary), "config.json"), False))
+    unique: dict[str, bool] = {}
+    for path, is_named in paths:
+        unique.setdefault(path, is_named)
+    return list(unique.items())
+
+
+def _dialect(signals: _Signals) -> str:
+    if signals.text_tool:
+        return "generic"                    # a mention names no miner
+    if signals.binary in ("xmrig", "xmr-stak"):
+        return signals.binary
+    if signals.binary in ("cpuminer", "minerd"):
+        return "cpuminer"
+    if signals.binary:
+        return signals.binary
+    for hint in ("xmrig", "cpuminer"):
+        if hint in signals.hints:
+            return hint
+    return "generic"
+
+
+def _as_argv(argv: Any) -> list[str]:
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
+        return []
+    return [item for item in list(argv)[:4096] if isinstance(item, str)]
+
+
+def classify_exec(argv: list[str], exe: str | None = None,
+                  read_file: Callable[[str], bytes | None] | None = None, *,
+                  indicators: Indicators | None = None) -> list[Finding]:
+    """A miner_exec finding when this exec looks like a miner being started.
+
+    exe is the executable's path inside the container (/proc/PID/exe): its
+    name counts like argv[0]'s, and XMRig's config.json is looked for beside
+    it. read_file(path) reads a file inside the container and is the only
+    way a config is read; relative paths are passed as they were written,
+    for the callback to resolve against the process's working directory.
+
+    A config that could not be read in full (too big, nested too deep, too
+    costly to strip) adds a high miner_exec finding with dialect
+    "unread-config" (see _with_config for when)."""
+    ctx = _Context(indicators or load_indicators())
+    args = _as_argv(argv)
+    if isinstance(exe, str) and exe.endswith(" (deleted)"):
+        exe = exe[:-len(" (deleted)")]      # miners often delete their file once running
+    elif not isinstance(exe, str):
+        exe = None
+    signals = _command_signals(args, ctx, 0)
+    launched = _strip_launchers(args)
+    top_program = _program_name(launched[0]) if launched else ""
+    if signals.binary is None and signals.text_tool is None and isinstance(exe, str):
+        signals.binary = ctx.indicators.miner_binary(exe)
+    if read_file is not None and callable(read_file) and top_program not in _TEXT_TOOLS:
+        signals = _with_config(signals, args, exe, ctx, read_file)
+    findings = []
+    confidence = signals.confidence()
+    if confidence is not None:
+        findings.append(Finding(type="miner_exec", confidence=confidence,
+                                dialect=_dialect(signals), evidence=_evidence(args, exe, signals)))
+    if ctx.unread:
+        findings.append(_unread_finding(args, exe, ctx.unread))
+    return findings
+
+
+def _with_config(signals: _Signals, argv: list[str], exe: str | None, ctx: _Context,
+                 read_file: Callable[[str], bytes | None]) -> _Signals:
+    """signals plus the first config file that carries miner keys: a config
+    the process was pointed at is evidence of its own, so it lifts the cap
+    that inline code puts on a command.
+
+    What cannot be read in full goes to ctx.unread, to fail closed: always
+    for a file named by -c/--config (the program was pointed at it), but
+    for config.json beside the binary only when what was read mentions
+    mining. That file is read for every exec of every program, and a big
+    benign one (over MAX_CONFIG_BYTES) must not block a workload; a miner's
+    padded config still names its pool, algorithm or donation level."""
+    named_seen = 0
+    for path, named in _config_paths(argv, exe, ctx.configs):
+        if named:
+            named_seen += 1
+            if named_seen > MAX_CONFIG_FILES:
+                ctx.unread.append(f"{path}: not read, more than {MAX_CONFIG_FILES} config files"
+                                  " named")
+                continue
+            limit = min(MAX_CONFIG_BYTES, ctx.named_bytes_left)
+        else:
+            limit = MAX_CONFIG_BYTES
+        config_file = _read_config(path, read_file, limit)
+        if named:
+            ctx.named_bytes_left -= config_file.size
+        if config_file.unread is not None:
+            hint = None if named else _mining_hint(config_file.text, ctx.indicators)
+            if named or hint is not None:
+                ctx.unread.append(config_file.unread + (f" (it mentions {hint})" if hint else ""))
+        config = _config_signals(config_file.document, ctx.indicators)
+        if not (config.strong or config.medium):
+            continue
+        signals.absorb(config)
+        signals.config_path = path
+        signals.cap = "high"
+        signals.text_tool = None
+        break
+    return signals
+
+
+def _unread_finding(argv: list[str], exe: str | None, unread: list[str]) -> Finding:
+    """A miner config that could not be read in full: it counts as a miner
+    being started, at high confidence (fail closed), naming what was unread."""
+    program = argv[0] if argv else (exe or "")
+    return Finding(type="miner_exec", confidence="high", dialect=UNREAD,
+                   evidence={"program": _short(posixpath.basename(program)),
+                             "note": _short(unread[0], 400),
+                             "unread": [_short(note, 400) for note in unread[:8]]})
+
+
+def _evidence(argv: list[str], exe: str | None, signals: _Signals) -> dict[str, Any]:
+    program = argv[0] if argv else (exe or "")
+    evidence: dict[str, Any] = {
+        "program": _short(posixpath.basename(program)),
+        "indicators": [_short(x) for x in (*signals.strong, *signals.medium, *signals.weak)][:16],
+    }
+    if signals.binary:
+        evidence["binary"] = signals.binary
+    if signals.urls:
+        evidence["url"] = signals.urls[0]
+    if signals.config_path:
+        evidence["config"] = _short(signals.config_path)
+        evidence["config_keys"] = signals.config_keys[:16]
+    if signals.text_tool:
+        evidence["text_tool"] = signals.text_tool
+    return evidence

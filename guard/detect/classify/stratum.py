@@ -1,0 +1,771 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Mining protocols in the first bytes a flow sends: the Stratum family,
+getwork over HTTP, Stratum V2, TLS to pools, and proxies that name a pool.
+
+classify_payload runs on the first outbound payload of every new flow of a
+guarded cgroup, so it is a funnel and most flows leave it at the top:
+
+1. One byte picks at most one parser: `{` newline-delimited JSON, 0x16 TLS,
+   0x00 Stratum V2, 0x04/0x05 SOCKS, an upper-case letter HTTP (and HTTP
+   CONNECT). SSH banners, Redis, HTTP/2 prefaces, LSP's `Content-Length:`
+   framing and binary protocols stop here or after the request line.
+2. A candidate must then contain an anchor, found by C-speed substring
+   searches over at most MAX_SAMPLE bytes: `"mining.`, `"login"` or
+   `"eth_` for JSON; the getwork/getblocktemplate/submitblock method names,
+   `eth_submitLogin` or `X-Mining-Extensions` for HTTP. MCP, Electrum and
+   other JSON-RPC traffic, and ordinary HTTP, stop here.
+3. Only then is anything parsed, and only what is needed. A whole JSON
+   line goes to orjson; the line the sample cut short goes to a small
+   tolerant tokenizer that stops as soon as the top-level method rules the
+   line out. Either way only top-level members count, so a message cut at
+   256 bytes still counts while a mining method nested inside an MCP
+   tools/call argument does not. The TLS, SOCKS and Stratum V2 parsers only
+   walk length fields within the sample.
+
+Method names decide, never the JSON-RPC envelope (MCP uses the same one as
+XMRig). Confidence follows shared/reference/signatures.md:
+
+- high: Stratum client methods, an XMRig/xmr-stak login with pass and agent
+  (or an algo list), eth_submitLogin, mining.hello, EthereumStratum/1.0.0,
+  a whole Stratum V2 SetupConnection for the mining protocol, an SNI or a
+  proxy target in the pool lists;
+- medium: getwork/getblocktemplate/submitblock (bitcoind and monerod serve
+  them to pool software), X-Mining-Extensions, other `mining.*` methods,
+  eth_*Work without a worker, a cut or non-mining SetupConnection, and a
+  ClientHello without SNI to a port other than 443 from a process with
+  miner traits.
+
+An inbound reply with mining.notify or a `"job":{"blob"` raises a payload
+finding one step; miner_traits (the process already looks like a miner)
+raises medium payload findings to high. Ports never flag alone.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from guard.detect.classify import Finding, http_head_fields
+from guard.detect.classify.miner import Indicators, load_indicators
+from guard.detect.classify.tls import parse_tls_client_hello
+
+#: Bytes of a sample looked at: first messages are small (XMRig's login is
+#: under 1 KiB), and the bound keeps a hostile payload cheap.
+MAX_SAMPLE = 8 * 1024
+#: Newline-delimited messages read from one sample (BIP310 clients pipeline
+#: mining.configure, subscribe and authorize in one segment).
+MAX_JSON_LINES = 8
+MAX_JSON_TOKENS = 1024
+EVIDENCE_CHARS = 200
+
+STRATUM_V1 = "stratum-v1"
+STRATUM_V1_BIP310 = "stratum-v1-bip310"
+CRYPTONOTE_LOGIN = "cryptonote-login"
+ETHEREUMSTRATUM_1 = "ethereumstratum-1.0.0"
+ETH_PROXY = "eth-proxy"
+ETHEREUMSTRATUM_2 = "ethereumstratum-2.0.0"
+GETWORK_HTTP = "getwork-http"
+STRATUM_V2_PLAINTEXT = "stratum-v2-plaintext"
+TLS = "tls"
+SOCKS5 = "socks5"
+SOCKS4 = "socks4"
+HTTP_CONNECT = "http-connect"
+
+#: Dialects read from the payload itself: the ones an inbound reply or the
+#: process's miner traits can confirm.
+PAYLOAD_DIALECTS = frozenset({STRATUM_V1, STRATUM_V1_BIP310, CRYPTONOTE_LOGIN, ETHEREUMSTRATUM_1,
+                              ETH_PROXY, ETHEREUMSTRATUM_2, GETWORK_HTTP, STRATUM_V2_PLAINTEXT})
+
+_RANK = {"low": 0, "medium": 1, "high": 2}
+_BY_RANK = ("low", "medium", "high")
+
+
+def _short(text: Any, limit: int = EVIDENCE_CHARS) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _sample(payload: Any) -> bytes:
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload[:MAX_SAMPLE])
+    return b""
+
+
+def _finding(confidence: str, dialect: str, evidence: dict[str, Any]) -> Finding:
+    return Finding(type="stratum", confidence=confidence, dialect=dialect, evidence=evidence)
+
+
+# --------------------------------------------------------------------------
+# A tolerant reader for one JSON object, truncated or not
+
+
+class _Container:
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return self.kind
+
+
+_OBJECT, _ARRAY, _UNREAD = _Container("object"), _Container("array"), _Container("unread")
+
+_JSON_TOKEN = re.compile(
+    rb'[ \t\r\n]*(?:"([^"\\\n]*(?:\\.[^"\\\n]*)*)"|([{}\[\]:,])|(-?[0-9][0-9.eE+-]*|true|false|null))')
+_MAX_PATH = 3
+
+
+def _json_string(raw: bytes) -> str:
+    if b"\\" not in raw:
+        return raw.decode("utf-8", "replace")
+    try:
+        return json.loads(b'"' + raw + b'"')
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+@dataclass
+class _JsonView:
+    """Members of one JSON object by path, to depth 3: ("method",) ->
+    "login", ("params", "algo", 0) -> "rx/0". Keys whose value was cut off
+    map to _UNREAD; objects and arrays to _OBJECT and _ARRAY."""
+    values: dict[tuple, Any]
+
+    def get(self, *path: Any) -> Any:
+        return self.values.get(path)
+
+    def string(self, *path: Any) -> str | None:
+        value = self.values.get(path)
+        return value if isinstance(value, str) else None
+
+    def has(self, *path: Any) -> bool:
+        return path in self.values
+
+    def strings(self, *prefix: Any) -> list[str]:
+        """The string items of the array at prefix, in order."""
+        items = []
+        index = 0
+        while prefix + (index,) in self.values:
+            value = self.values[prefix + (index,)]
+            if isinstance(value, str):
+                items.append(value)
+            index += 1
+        return items
+
+
+def _flatten(document: Any) -> dict[tuple, Any]:
+    """Paths of a parsed JSON value to depth 3, as _JsonView keeps them."""
+    values: dict[tuple, Any] = {}
+    pending: list[tuple[tuple, Any]] = [((), document)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            values[path] = _OBJECT
+            if len(path) < _MAX_PATH:
+                pending.extend((path + (k,), v) for k, v in list(value.items())[:64])
+        elif isinstance(value, list):
+            values[path] = _ARRAY
+            if len(path) < _MAX_PATH:
+                pending.extend((path + (i,), v) for i, v in enumerate(value[:64]))
+        else:
+            values[path] = value
+    return values
+
+
+def _read_json_object(line: bytes, wanted: frozenset[str] | None = None) -> _JsonView | None:
+    """The members of the JSON object line starts with, as far as it goes.
+
+    A whole line goes to orjson. A line the sample cut short goes to a small
+    state machine instead, because a partial login still names its keys; it
+    stops early once a top-level "method" outside wanted has been read.
+    Neither recurses in Python: orjson refuses nesting past 1024 levels by
+    itself, the state machine past 32, and _flatten walks 3 levels."""
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return _read_cut_json_object(line, wanted)
+    return _JsonView(_flatten(document)) if isinstance(document, dict) else None
+
+
+def _read_cut_json_object(line: bytes, wanted: frozenset[str] | None) -> _JsonView | None:
+    values: dict[tuple, Any] = {}
+    stack: list[list[Any]] = []     # [is_object, key or index, state]
+    position = 0
+    for _ in range(MAX_JSON_TOKENS):
+        match = _JSON_TOKEN.match(line, position)
+        if match is None:
+            break
+        position = match.end()
+        raw_string, punct, scalar = match.groups()
+        if not stack:
+            if punct != b"{" or values:
+                return None
+            stack.append([True, None, "key"])
+            values[()] = _OBJECT
+            continue
+        frame = stack[-1]
+        state = frame[2]
+        if state in ("key", "comma") and punct in (b"}", b"]"):
+            if punct != (b"}" if frame[0] else b"]"):
+                break
+            stack.pop()
+            if not stack:
+                return _JsonView(values)
+            continue
+        if state == "comma":
+            if punct != b",":
+                break
+            if frame[0]:
+                frame[2] = "key"
+            else:
+                frame[1] += 1
+                frame[2] = "value"
+            continue
+        if state == "key":
+            if raw_string is None:
+                break
+            frame[1] = _json_string(raw_string)
+            frame[2] = "colon"
+            path = tuple(f[1] for f in stack)
+            if len(path) <= _MAX_PATH:
+                values.setdefault(path, _UNREAD)
+            continue
+        if state == "colon":
+            if punct != b":":
+                break
+            frame[2] = "value"
+            continue
+        # state == "value": a member value or an array item
+        path = tuple(f[1] for f in stack)
+        frame[2] = "comma"
+        if punct in (b"{", b"["):
+            if len(path) <= _MAX_PATH:
+                values[path] = _OBJECT if punct == b"{" else _ARRAY
+            if len(stack) >= 32:
+                break
+            stack.append([punct == b"{", None if punct == b"{" else 0,
+                          "key" if punct == b"{" else "value"])
+            continue
+        if punct is not None:
+            if punct == b"]" and not frame[0] and frame[1] == 0:     # []
+                stack.pop()
+                if not stack:
+                    return _JsonView(values)
+                continue
+            break
+        if len(path) <= _MAX_PATH:
+            values[path] = _json_string(raw_string) if raw_string is not None else scalar.decode()
+            if path == ("method",) and wanted is not None and values[path] not in wanted \
+                    and not str(values[path]).startswith("mining."):
+                break                       # the method is all that decides; it is not ours
+    return _JsonView(values) if values else None
+
+
+# --------------------------------------------------------------------------
+# Newline-delimited JSON: Stratum V1 and its relatives
+
+#: Client methods of Stratum V1 and its extensions that only miners send
+#: (mining.configure and mining.hello name their own dialects).
+_V1_CLIENT_METHODS = frozenset({
+    "mining.subscribe", "mining.authorize", "mining.submit", "mining.extranonce.subscribe",
+    "mining.suggest_difficulty", "mining.suggest_target", "mining.get_transactions",
+})
+#: geth serves these too, but only over HTTP/WebSocket/IPC: newline JSON on
+#: raw TCP is a pool.
+_ETH_WORK_METHODS = frozenset({"eth_getWork", "eth_submitWork", "eth_submitHashrate"})
+_JSON_ANCHORS = (b'"mining.', b'"login"', b'"eth_')
+#: Top-level methods worth reading a cut line to the end for (besides mining.*).
+_JSON_METHODS = frozenset({"login", "eth_submitLogin"}) | _ETH_WORK_METHODS
+
+
+@dataclass
+class _Verdict:
+    dialect: str
+    confidence: str
+    method: str
+    evidence: dict[str, Any]
+
+
+def _judge_mining_method(method: str, view: _JsonView) -> _Verdict:
+    if method == "mining.hello":
+        evidence = {"proto": view.string("params", "proto"), "agent": view.string("params", "agent")}
+        return _Verdict(ETHEREUMSTRATUM_2, "high", method, evidence)
+    if method == "mining.subscribe":
+        params = view.strings("params")
+        protocol = next((p for p in params if p.startswith("EthereumStratum/")), None)
+        agent = params[0] if params and params[0] != protocol else None
+        if protocol is not None:
+            return _Verdict(ETHEREUMSTRATUM_1, "high", method, {"protocol": protocol, "agent": agent})
+        return _Verdict(STRATUM_V1, "high", method, {"agent": agent})
+    if method == "mining.configure":
+        return _Verdict(STRATUM_V1_BIP310, "high", method, {"extensions": view.strings("params", 0)})
+    if method in _V1_CLIENT_METHODS:
+        return _Verdict(STRATUM_V1, "high", method, {})
+    # Zeek calls any other mining.* method Possible_Mining
+    return _Verdict(STRATUM_V1, "medium", method, {})
+
+
+def _judge_login(view: _JsonView) -> _Verdict | None:
+    """XMRig/xmr-stak login: params with login and pass+agent, or the algo
+    list (xmrig's algorithm negotiation). Generic login RPCs lack these."""
+    if view.get("params") is not _OBJECT or not view.has("params", "login"):
+        return None
+    has_pass_and_agent = view.has("params", "pass") and view.has("params", "agent")
+    has_algo_list = view.get("params", "algo") is _ARRAY
+    if not (has_pass_and_agent or has_algo_list):
+        return None
+    keys = [k for k in ("login", "pass", "agent", "rigid", "algo") if view.has("params", k)]
+    evidence: dict[str, Any] = {"keys": keys, "agent": view.string("params", "agent")}
+    if has_algo_list:
+        evidence["algo"] = view.strings("params", "algo")[:8]
+    return _Verdict(CRYPTONOTE_LOGIN, "high", "login", evidence)
+
+
+def _judge_message(view: _JsonView) -> _Verdict | None:
+    method = view.string("method")
+    if method is None or len(method) > 64:
+        return None
+    if method.startswith("mining."):
+        return _judge_mining_method(method, view)
+    if method == "login":
+        return _judge_login(view)
+    worker = view.string("worker")
+    if method == "eth_submitLogin":
+        return _Verdict(ETH_PROXY, "high", method, {"worker": worker})
+    if method in _ETH_WORK_METHODS:
+        return _Verdict(ETH_PROXY, "high" if worker is not None else "medium", method,
+                        {"worker": worker})
+    return None
+
+
+def _json_lines(data: bytes) -> list[Finding]:
+    if not any(anchor in data for anchor in _JSON_ANCHORS):
+        return []
+    verdicts: list[_Verdict] = []
+    for line in data.split(b"\n", MAX_JSON_LINES)[:MAX_JSON_LINES]:
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith(b"{"):
+            break                           # not newline-delimited JSON from here on
+        view = _read_json_object(line, _JSON_METHODS)
+        if view is None:
+            break
+        verdict = _judge_message(view)
+        if verdict is not None:
+            verdicts.append(verdict)
+    if not verdicts:
+        return []
+    best = verdicts[0]
+    for verdict in verdicts[1:]:
+        if _RANK[verdict.confidence] > _RANK[best.confidence]:
+            best = verdict
+    methods = list(dict.fromkeys(v.method for v in verdicts))
+    evidence = {"methods": [_short(m, 64) for m in methods], "framing": "newline-json"}
+    evidence.update({k: _evidence_value(v) for k, v in best.evidence.items() if v not in (None, [])})
+    return [_finding(best.confidence, best.dialect, evidence)]
+
+
+def _evidence_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_short(v, 64) for v in value[:8]]
+    return _short(value)
+
+
+# --------------------------------------------------------------------------
+# HTTP: getwork / getblocktemplate, and eth-proxy over HTTP
+
+_HTTP_METHODS = (b"POST ", b"GET ", b"PUT ")
+#: Lower-case anchors, searched in the lower-cased request (header names
+#: are case-insensitive; the method names are matched exactly later).
+_HTTP_ANCHORS = (b"getwork", b"getblocktemplate", b"submitblock", b"eth_submitlogin",
+                 b"x-mining-extensions")
+_GETWORK_METHODS = frozenset({"getwork", "getblocktemplate", "submitblock"})
+_HTTP_JSON_METHODS = _GETWORK_METHODS | {"eth_submitLogin"}
+
+
+def _http_headers(head: bytes) -> tuple[str, dict[str, str]]:
+    return http_head_fields(head.decode("latin-1"))
+
+
+def _http_request(data: bytes) -> list[Finding]:
+    if not data.startswith(_HTTP_METHODS):
+        return []
+    lowered = data.lower()
+    if not any(anchor in lowered for anchor in _HTTP_ANCHORS):
+        return []
+    head, _, body = data.partition(b"\r\n\r\n")
+    request_line, headers = _http_headers(head)
+    parts = request_line.split(" ")
+    evidence: dict[str, Any] = {"request": _short(" ".join(parts[:2]), 120)}
+    if "user-agent" in headers:
+        evidence["user_agent"] = _short(headers["user-agent"])
+    extensions = headers.get("x-mining-extensions")
+    method = None
+    stripped = body.lstrip()
+    if stripped.startswith(b"{"):
+        view = _read_json_object(stripped, _HTTP_JSON_METHODS)
+        method = view.string("method") if view is not None else None
+    if method == "eth_submitLogin":         # eth-proxy needs no transport to be recognised
+        evidence.update(method=method)
+        return [_finding("high", ETH_PROXY, evidence)]
+    if method not in _GETWORK_METHODS and extensions is None:
+        return []                           # eth_getWork over HTTP is geth's own getwork
+    if method in _GETWORK_METHODS:
+        evidence["method"] = method
+    if extensions is not None:
+        evidence["x_mining_extensions"] = _short(extensions, 120)
+    return [_finding("medium", GETWORK_HTTP, evidence)]
+
+
+# --------------------------------------------------------------------------
+# Stratum V2 in plaintext: a SetupConnection frame
+
+
+_SV2_PROTOCOLS = {0: "mining", 1: "job-declaration", 2: "template-distribution"}
+
+
+def _str0_255(data: bytes, position: int) -> tuple[str, int] | None:
+    if position >= len(data):
+        return None
+    end = position + 1 + data[position]
+    raw = data[position + 1:end]
+    if len(raw) != data[position] or not all(0x20 <= b < 0x7F for b in raw):
+        return None
+    return raw.decode("ascii"), end
+
+
+def _setup_connection_fields(frame: bytes) -> dict[str, Any] | None:
+    """endpoint, vendor, hardware and firmware of a whole SetupConnection
+    payload, or None when it is cut off or does not parse exactly."""
+    position = 5 + 4                        # protocol, min/max version, flags
+    host = _str0_255(frame, position)
+    if host is None or host[1] + 2 > len(frame):
+        return None
+    port = int.from_bytes(frame[host[1]:host[1] + 2], "little")
+    position = host[1] + 2
+    texts = []
+    for _ in range(4):                      # vendor, hardware_version, firmware, device_id
+        parsed = _str0_255(frame, position)
+        if parsed is None:
+            return None
+        texts.append(parsed[0])
+        position = parsed[1]
+    if position != len(frame):
+        return None
+    return {"endpoint": _short(f"{host[0]}:{port}", 120), "vendor": _short(texts[0], 64),
+            "hardware": _short(texts[1], 64), "firmware": _short(texts[2], 64)}
+
+
+def _stratum_v2(data: bytes) -> list[Finding]:
+    """Frame header ext_type=0 msg_type=0 (SetupConnection), U24 length,
+    then protocol and min/max version 2: `00 00 00 LL LL LL PP 02 00 02 00`."""
+    if len(data) < 11 or data[:3] != b"\x00\x00\x00":
+        return []
+    length = int.from_bytes(data[3:6], "little")
+    protocol = data[6]
+    min_version = int.from_bytes(data[7:9], "little")
+    max_version = int.from_bytes(data[9:11], "little")
+    if protocol not in _SV2_PROTOCOLS or min_version != 2 or not 2 <= max_version <= 15:
+        return []
+    if not 16 <= length <= 1300:            # the smallest and largest a SetupConnection can be
+        return []
+    evidence: dict[str, Any] = {"message": "SetupConnection", "protocol": _SV2_PROTOCOLS[protocol],
+                                "header": data[:11].hex(" ")}
+    frame = data[6:6 + length]
+    fields = _setup_connection_fields(frame) if len(frame) == length else None
+    if fields is not None:
+        evidence.update(fields)
+    # A complete, exactly parsing mining-protocol SetupConnection is a
+    # miner; template distribution is how pool software talks to bitcoind.
+    confidence = "high" if fields is not None and protocol == 0 else "medium"
+    return [_finding(confidence, STRATUM_V2_PLAINTEXT, evidence)]
+
+
+# --------------------------------------------------------------------------
+# TLS ClientHello (read by guard/detect/classify/tls.py)
+
+
+_HTTP_ALPN = frozenset({"h2", "h3", "http/1.1", "http/1.0", "spdy/3.1"})
+
+
+def _tls(data: bytes, dst_port: int | None, miner_traits: bool,
+         indicators: Indicators) -> list[Finding]:
+    hello = parse_tls_client_hello(data)
+    if hello is None:
+        return []
+    evidence: dict[str, Any] = {"sni": hello.server_name, "alpn": list(hello.alpn)}
+    if hello.server_name:
+        match = indicators.match_domain(hello.server_name)
+        if match is None:
+            return []
+        evidence.update(matched=match.entry, list=match.list)
+        return [_finding("high", TLS, evidence)]
+    # XMRig sends SNI only when a pool sets "sni": true, and no ALPN. Without
+    # a complete hello, dst_port or miner traits this would flag half the
+    # internal TLS of the world.
+    if (hello.complete and hello.server_name is None and miner_traits and dst_port is not None
+            and dst_port != 443 and not _HTTP_ALPN & set(hello.alpn)):
+        evidence.update(port=dst_port, miner_traits=True)
+        return [_finding("medium", TLS, evidence)]
+    return []
+
+
+# --------------------------------------------------------------------------
+# Proxies: SOCKS4/5 and HTTP CONNECT
+
+
+@dataclass(frozen=True)
+class ProxyTarget:
+    """The destination a client asks a proxy for."""
+    protocol: str           # "socks5" | "socks4" | "http-connect"
+    host: str               # a name or an address, as the client wrote it
+    port: int
+    end: int | None         # offset in the buffer where the tunnelled bytes start;
+                            # None when the request's end is not in the buffer
+
+
+def _printable_host(raw: bytes) -> str | None:
+    if not raw or not all(0x21 <= b < 0x7F for b in raw):
+        return None
+    return raw.decode("ascii")
+
+
+class _Reader:
+    """Bounds-checked reads from a byte string; None once data runs out."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.position = 0
+
+    def take(self, size: int) -> bytes | None:
+        chunk = self.data[self.position:self.position + size]
+        if len(chunk) < size:
+            return None
+        self.position += size
+        return chunk
+
+    def number(self, size: int) -> int | None:
+        chunk = self.take(size)
+        return None if chunk is None else int.from_bytes(chunk, "big")
+
+    def vector(self, length_size: int) -> bytes | None:
+        size = self.number(length_size)
+        return None if size is None else self.take(size)
+
+
+def _socks5_greeting_length(data: bytes) -> int | None:
+    """Length of a SOCKS5 greeting (05, count, methods) at the start of data."""
+    if len(data) < 3 or data[0] != 0x05 or not 1 <= data[1] <= 16:
+        return None
+    methods = data[2:2 + data[1]]
+    if len(methods) != data[1] or any(m > 0x03 and not 0x80 <= m <= 0xFE for m in methods):
+        return None
+    return 2 + data[1]
+
+
+def _socks5_request(data: bytes, start: int) -> ProxyTarget | None:
+    """05 cmd 00 atyp address port: CONNECT, BIND, UDP ASSOCIATE or Tor's RESOLVE."""
+    reader = _Reader(data[start:])
+    head = reader.take(4)
+    if head is None or head[0] != 0x05 or head[1] not in (1, 2, 3, 0xF0) or head[2] != 0:
+        return None
+    host: str | None
+    if head[3] == 0x01:
+        raw = reader.take(4)
+        host = str(ipaddress.IPv4Address(raw)) if raw is not None else None
+    elif head[3] == 0x04:
+        raw = reader.take(16)
+        host = str(ipaddress.IPv6Address(raw)) if raw is not None else None
+    elif head[3] == 0x03:
+        raw = reader.vector(1)
+        host = _printable_host(raw) if raw is not None else None
+    else:
+        return None
+    port = reader.number(2)
+    if host is None or port is None:
+        return None
+    return ProxyTarget(SOCKS5, host, port, start + reader.position)
+
+
+def _socks5(data: bytes) -> ProxyTarget | None:
+    # `05 01 00` is both a greeting (one method: no auth) and the start of a
+    # CONNECT request; a greeting is only taken as such when the buffer ends
+    # there or another 05 follows.
+    greeting = _socks5_greeting_length(data)
+    if greeting is not None and len(data) > greeting and data[greeting] == 0x05:
+        return _socks5_request(data, greeting)
+    if greeting is not None and len(data) == greeting:
+        return None
+    return _socks5_request(data, 0)
+
+
+def _socks4(data: bytes) -> ProxyTarget | None:
+    """04 01 port ipv4 userid 00, and SOCKS4a's 0.0.0.x plus host 00."""
+    if len(data) < 9 or data[0] != 0x04 or data[1] not in (1, 2):
+        return None
+    port = int.from_bytes(data[2:4], "big")
+    address = data[4:8]
+    user_end = data.find(b"\x00", 8, 8 + 256)
+    if user_end < 0:
+        return None
+    if address[:3] == b"\x00\x00\x00" and address[3] != 0:
+        host_end = data.find(b"\x00", user_end + 1, user_end + 1 + 256)
+        host = _printable_host(data[user_end + 1:host_end]) if host_end > 0 else None
+        end = host_end + 1
+    else:
+        host = str(ipaddress.IPv4Address(address))
+        end = user_end + 1
+    if host is None:
+        return None
+    return ProxyTarget(SOCKS4, host, port, end)
+
+
+def _http_connect(data: bytes) -> ProxyTarget | None:
+    line_end = data.find(b"\r\n", 0, 2048)
+    line = data[:line_end] if line_end >= 0 else data[:2048]
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"CONNECT" or not parts[2].startswith(b"HTTP/1."):
+        return None
+    authority = parts[1].decode("latin-1")
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = authority.rpartition(":")
+    if not host or not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5 \
+            or int(port_text) > 65535 or _printable_host(host.encode("latin-1")) is None:
+        return None
+    head_end = data.find(b"\r\n\r\n")
+    return ProxyTarget(HTTP_CONNECT, host, int(port_text), head_end + 4 if head_end >= 0 else None)
+
+
+def parse_proxy_request(payload: bytes) -> ProxyTarget | None:
+    """The target of a SOCKS5 request (after an optional greeting in the
+    same buffer), a SOCKS4/4a request or an HTTP CONNECT; None otherwise,
+    including for a SOCKS5 greeting alone (it names no target yet)."""
+    data = _sample(payload)
+    if data[:1] == b"\x05":
+        return _socks5(data)
+    if data[:1] == b"\x04":
+        return _socks4(data)
+    if data.startswith(b"CONNECT "):
+        return _http_connect(data)
+    return None
+
+
+def after_proxy_handshake(payload: bytes) -> bytes | None:
+    """The bytes that follow the client's proxy handshake in this buffer: b""
+    when it holds nothing else (a SOCKS5 greeting alone, or a CONNECT sent
+    before the proxy's answer), None when it is not a proxy handshake. Feed
+    a non-empty result to classify_payload with the target's port."""
+    data = _sample(payload)
+    target = parse_proxy_request(data)
+    if target is not None:
+        return data[target.end:] if target.end is not None else b""
+    if data[:1] == b"\x05" and _socks5_greeting_length(data) == len(data):
+        return b""
+    return None
+
+
+def _proxy(data: bytes, miner_traits: bool, indicators: Indicators,
+           nested: bool) -> list[Finding]:
+    target = parse_proxy_request(data)
+    if target is None:
+        return []
+    findings = []
+    match = indicators.match_domain(target.host)
+    if match is not None:
+        findings.append(_finding("high", target.protocol, {
+            "host": _short(target.host), "port": target.port, "matched": match.entry,
+            "list": match.list}))
+    if not nested and target.end is not None and target.end < len(data):
+        via = {"via": target.protocol, "proxy_target": _short(f"{target.host}:{target.port}")}
+        for inner in _classify(data[target.end:], target.port, miner_traits, indicators, True):
+            findings.append(_finding(inner.confidence, inner.dialect, {**inner.evidence, **via}))
+    return findings
+
+
+# --------------------------------------------------------------------------
+# Inbound replies and the entry point
+
+_REPLY_ANCHORS = re.compile(rb'"mining\.notify"|"job"\s*:\s*\{\s*"blob"')
+
+
+def _reply_anchor(inbound: Any, dialect: str | None) -> str | None:
+    """What in the server's first bytes confirms a mining handshake."""
+    data = _sample(inbound)
+    if not data:
+        return None
+    if dialect == STRATUM_V2_PLAINTEXT:
+        # SetupConnection.Success: ext_type 0, msg_type 0x01
+        return "SetupConnection.Success" if data[:3] == b"\x00\x00\x01" and len(data) >= 12 else None
+    match = _REPLY_ANCHORS.search(data)
+    return match.group(0).decode("ascii", "replace") if match else None
+
+
+def _classify(data: bytes, dst_port: int | None, miner_traits: bool, indicators: Indicators,
+              nested: bool) -> list[Finding]:
+    """Dispatch on the first byte: each protocol family has its own."""
+    if not data:
+        return []
+    first = data[0]
+    if first == 0x7B or (first in b" \t\r\n" and data.lstrip()[:1] == b"{"):
+        return _json_lines(data.lstrip())
+    if first == 0x16:
+        return _tls(data, dst_port, miner_traits, indicators)
+    if first == 0x00:
+        return _stratum_v2(data)
+    if first in (0x04, 0x05) or data.startswith(b"CONNECT "):
+        return _proxy(data, miner_traits, indicators, nested)
+    if 0x41 <= first <= 0x5A:
+        return _http_request(data)
+    return []
+
+
+def _confirmed(finding: Finding, inbound: Any, miner_traits: bool) -> Finding:
+    """finding raised by a confirming reply or by the process's miner traits."""
+    if finding.dialect not in PAYLOAD_DIALECTS:
+        return finding
+    confidence = finding.confidence
+    evidence = dict(finding.evidence)
+    reply = _reply_anchor(inbound, finding.dialect) if inbound is not None else None
+    if reply is not None:
+        evidence["reply"] = _short(reply, 64)
+        confidence = _BY_RANK[min(_RANK[confidence] + 1, 2)]
+    if miner_traits and confidence == "medium":
+        evidence["miner_traits"] = True
+        confidence = "high"
+    if confidence == finding.confidence and evidence == finding.evidence:
+        return finding
+    return _finding(confidence, finding.dialect, evidence)
+
+
+def classify_payload(payload: bytes, *, dst_port: int | None = None, inbound: bytes | None = None,
+                     miner_traits: bool = False,
+                     indicators: Indicators | None = None) -> list[Finding]:
+    """Stratum-family findings for the first outbound bytes of a flow.
+
+    dst_port is the destination port (for the TLS-without-SNI rule; ports
+    never flag alone). inbound, when the caller has it, is the server's
+    first reply. miner_traits says the process already looks like a miner
+    (miner_exec findings): it turns a bare TLS hello to an odd port into a
+    medium finding and lifts medium payload findings to high. indicators
+    defaults to the packaged guard/data/miners.yaml."""
+    data = _sample(payload)
+    if not data:
+        return []
+    port = dst_port if isinstance(dst_port, int) and not isinstance(dst_port, bool) else None
+    traits = miner_traits is True
+    findings = _classify(data, port, traits, indicators or load_indicators(), False)
+    if not findings and inbound is not None and data.lstrip()[:1] == b"{":
+        # a JSON line the client dialects do not know, answered like a pool
+        reply = _reply_anchor(inbound, None)
+        if reply is not None:
+            return [_finding("medium", "stratum-reply", {"reply": _short(reply, 64)})]
+    return [_confirmed(f, inbound, traits) for f in findings]

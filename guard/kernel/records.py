@@ -1,0 +1,269 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Ring-buffer records -> typed events. Pure: bytes in, dataclasses out.
+
+A record that is too short or of an unknown kind raises DecodeError; the
+agent counts and reports it instead of crashing.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+
+from guard.kernel import abi
+
+_HEADER_SIZE = ctypes.sizeof(abi.EventHeader)
+_ARGV_OFFSET = abi.ExecEvent.argv.offset
+_EXEC_FLAGS = abi.ExecEvent.flags.offset
+_FILENAME = slice(abi.ExecEvent.filename.offset, abi.ExecEvent.filename.offset + abi.PATH_MAX)
+_EXE = slice(abi.ExecEvent.exe.offset, abi.ExecEvent.exe.offset + abi.PATH_MAX)
+# value -> member, indexed: cheaper than calling the enum class per field
+_KINDS = {int(k): k for k in abi.EventKind}
+_PROTOS = {int(p): p for p in abi.Proto}
+_HOOKS = {int(h): h for h in abi.Hook}
+_CONNECT_FAMILY = abi.ConnectEvent.family.offset
+_CONNECT_ADDR = abi.ConnectEvent.addr.offset
+# family, proto, hook, _pad0, port of struct guard_connect_event
+_CONNECT_FIXED = struct.Struct("=BBBBH")
+assert _CONNECT_FIXED.size == abi.ConnectEvent._pad1.offset - _CONNECT_FAMILY
+# flags, exe_size, argv_size of struct guard_exec_event, in host byte order
+_EXEC_FIXED = struct.Struct("=IHH")
+assert _EXEC_FIXED.size == _FILENAME.start - _EXEC_FLAGS
+_ACTIONS = {int(a): a for a in abi.Action}
+
+
+class DecodeError(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class Header:
+    kind: abi.EventKind
+    ktime_ns: int
+    cgroup_id: int
+    pid: int
+    ppid: int
+    uid: int
+    policy_id: int
+    comm: str
+    action: abi.Action
+    rule_id: int
+    start_ns: int = 0  # start of the thread group: (pid, start_ns) names one process
+
+
+@dataclass(slots=True)
+class ExecRecord:
+    header: Header
+    filename: str
+    exe: str
+    exe_truncated: bool
+    argv: list[str]
+    argv_truncated: bool
+    held: bool = False  # stopped at exec until userspace lets it go (SIGCONT)
+
+
+@dataclass(slots=True)
+class ConnectRecord:
+    header: Header
+    family: int  # 4 or 6
+    proto: abi.Proto
+    hook: abi.Hook
+    ip: str
+    port: int
+
+
+@dataclass(slots=True)
+class SocketRecord:
+    header: Header
+    family: int
+    type: int
+    protocol: int
+
+
+@dataclass(slots=True)
+class CgroupRecord:
+    header: Header  # header.cgroup_id is the cgroup that appeared or went
+    op: abi.CgroupOp
+    level: int
+    path: str
+
+
+@dataclass(slots=True)
+class PayloadRecord:
+    header: Header
+    cookie: int
+    family: int  # 4 or 6
+    proto: abi.Proto
+    sample_kind: abi.SampleKind
+    flags: abi.PayloadFlags
+    ip: str      # the remote end
+    port: int
+    payload_size: int
+    sample: bytes
+
+    @property
+    def held(self) -> bool:
+        return bool(self.flags & abi.PayloadFlags.HELD)
+
+
+@dataclass(slots=True)
+class StdioSocketRecord:
+    header: Header
+    cookie: int
+    oldfd: int
+    newfd: int
+    family: int
+    proto: int
+    ip: str
+    port: int
+
+
+Record = (ExecRecord | ConnectRecord | SocketRecord | CgroupRecord | PayloadRecord
+          | StdioSocketRecord)
+
+
+def _text(raw: bytes) -> str:
+    """A NUL-terminated kernel string (comm, a path) as str: bytes that are
+    not UTF-8 kept with surrogateescape, as argv is, so nothing is lost on
+    the way to the event (guard/report/safejson.py escapes them there)."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", errors="surrogateescape")
+
+
+def _header(data: bytes) -> Header:
+    (kind, _size, ktime_ns, cgroup_id, pid, ppid, uid, policy_id, comm, action_code, _pad0,
+     rule_id, _pad1, start_ns) = _HEADER_FIXED.unpack_from(data)
+    action = _ACTIONS.get(action_code)
+    if action is None:
+        raise DecodeError(f"unknown action {action_code}")
+    return Header(kind=_KINDS[kind], ktime_ns=ktime_ns, cgroup_id=cgroup_id,
+                  pid=pid, ppid=ppid, uid=uid, policy_id=policy_id,
+                  comm=_text(comm), action=action, rule_id=rule_id,
+                  start_ns=start_ns)
+
+
+_HEADER_FIXED = struct.Struct(f"=IIQQIIII{abi.COMM_LEN}sBBHIQ")
+assert _HEADER_FIXED.size == ctypes.sizeof(abi.EventHeader)
+
+
+def split_argv(raw: bytes) -> list[str]:
+    """NUL-separated arguments; a cut last argument is kept as far as it goes."""
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    if not raw:
+        return []
+    return [arg.decode("utf-8", errors="surrogateescape") for arg in raw.split(b"\0")]
+
+
+def _exec(data: bytes) -> ExecRecord:
+    # fixed part by offset, argv as far as the record goes: no copy of the
+    # unused 4 KiB an ExecEvent structure would need
+    flags, _exe_size, argv_size = _EXEC_FIXED.unpack_from(data, _EXEC_FLAGS)
+    argv_size = min(argv_size, len(data) - _ARGV_OFFSET)
+    return ExecRecord(
+        header=_header(data),
+        filename=_text(data[_FILENAME]),
+        exe=_text(data[_EXE]),
+        exe_truncated=bool(flags & abi.ExecFlags.EXE_TRUNCATED),
+        argv=split_argv(data[_ARGV_OFFSET:_ARGV_OFFSET + argv_size]),
+        argv_truncated=bool(flags & abi.ExecFlags.ARGV_TRUNCATED),
+        held=bool(flags & abi.ExecFlags.HELD),
+    )
+
+
+def _connect(data: bytes) -> ConnectRecord:
+    # one event per connect of a guarded cgroup: the fields are read by offset
+    family, proto, hook, _pad, port = _CONNECT_FIXED.unpack_from(data, _CONNECT_FAMILY)
+    if proto not in _PROTOS or hook not in _HOOKS or family not in (4, 6):
+        raise DecodeError(f"bad connect record (family {family}, proto {proto}, hook {hook})")
+    if family == 4:
+        ip = socket.inet_ntop(socket.AF_INET, data[_CONNECT_ADDR:_CONNECT_ADDR + 4])
+    else:
+        ip = socket.inet_ntop(socket.AF_INET6, data[_CONNECT_ADDR:_CONNECT_ADDR + 16])
+    return ConnectRecord(header=_header(data), family=family, proto=_PROTOS[proto],
+                         hook=_HOOKS[hook], ip=ip, port=port)
+
+
+def _socket(data: bytes) -> SocketRecord:
+    ev = abi.SocketEvent.from_buffer_copy(data)
+    return SocketRecord(header=_header(data), family=ev.family, type=ev.type,
+                        protocol=ev.protocol)
+
+
+def _cgroup(data: bytes) -> CgroupRecord:
+    ev = abi.CgroupEvent.from_buffer_copy(data)
+    try:
+        op = abi.CgroupOp(ev.op)
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from None
+    return CgroupRecord(header=_header(data), op=op, level=ev.level, path=_text(ev.path))
+
+
+def _ip(family: int, raw: bytes) -> str:
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == 6:
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
+    raise DecodeError(f"bad address family {family}")
+
+
+def _payload(data: bytes) -> PayloadRecord:
+    # one record per sampled flow: the fixed fields by offset, and the sample
+    # as far as the record goes (it travels cut to sample_size)
+    (cookie, family, proto, sample_kind, flags, port, sample_size, payload_size, _pad,
+     addr) = _PAYLOAD_FIXED.unpack_from(data, _PAYLOAD_COOKIE)
+    kind = _SAMPLE_KINDS.get(sample_kind)
+    if kind is None or proto not in _PROTOS:
+        raise DecodeError(f"bad payload record (sample kind {sample_kind}, proto {proto})")
+    size = min(sample_size, abi.SAMPLE_MAX, len(data) - _SAMPLE_OFFSET)
+    return PayloadRecord(header=_header(data), cookie=cookie, family=family,
+                         proto=_PROTOS[proto], sample_kind=kind,
+                         flags=_payload_flags(flags), ip=_ip(family, addr), port=port,
+                         payload_size=payload_size,
+                         sample=bytes(data[_SAMPLE_OFFSET:_SAMPLE_OFFSET + size]))
+
+
+_SAMPLE_KINDS = {int(k): k for k in abi.SampleKind}
+_PAYLOAD_COOKIE = abi.PayloadEvent.cookie.offset
+_PAYLOAD_FIXED = struct.Struct("=QBBBBHHII16s")
+assert _PAYLOAD_FIXED.size == abi.PayloadEvent.sample.offset - _PAYLOAD_COOKIE
+
+
+@functools.lru_cache(maxsize=256)
+def _payload_flags(bits: int) -> abi.PayloadFlags:
+    return abi.PayloadFlags(bits)
+
+
+def _stdio_socket(data: bytes) -> StdioSocketRecord:
+    ev = abi.StdioSocketEvent.from_buffer_copy(data)
+    return StdioSocketRecord(header=_header(data), cookie=ev.cookie, oldfd=ev.oldfd,
+                             newfd=ev.newfd, family=ev.family, proto=ev.proto,
+                             ip=_ip(ev.family, bytes(ev.addr)), port=ev.port)
+
+
+_SAMPLE_OFFSET = abi.PayloadEvent.sample.offset
+
+_DECODERS = {
+    abi.EventKind.EXEC: (_exec, _ARGV_OFFSET),
+    abi.EventKind.CONNECT: (_connect, ctypes.sizeof(abi.ConnectEvent)),
+    abi.EventKind.SOCKET: (_socket, ctypes.sizeof(abi.SocketEvent)),
+    abi.EventKind.CGROUP: (_cgroup, ctypes.sizeof(abi.CgroupEvent)),
+    abi.EventKind.PAYLOAD: (_payload, _SAMPLE_OFFSET),
+    abi.EventKind.STDIO_SOCKET: (_stdio_socket, ctypes.sizeof(abi.StdioSocketEvent)),
+}
+
+
+def decode(data: bytes) -> Record:
+    if len(data) < _HEADER_SIZE:
+        raise DecodeError(f"record of {len(data)} bytes is shorter than an event header")
+    kind = int.from_bytes(data[:4], sys.byteorder)
+    found = _DECODERS.get(kind)
+    if found is None:
+        raise DecodeError(f"unknown event kind {kind}")
+    decoder, min_size = found
+    if len(data) < min_size:
+        raise DecodeError(f"{abi.EventKind(kind).name.lower()} record of {len(data)} bytes "
+                          f"is shorter than {min_size}")
+    return decoder(data)

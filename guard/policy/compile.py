@@ -1,0 +1,407 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Policy -> the tables the kernel reads. Pure: no BPF, no I/O.
+
+When several egress rules match a destination, the project's rule is:
+
+1. the most specific CIDR prefix that has a rule matching the port and
+   protocol wins;
+2. at equal prefix length, block beats log beats allow;
+3. then the rule earlier in the file wins;
+4. if nothing matches, the policy's defaultAction applies.
+
+The kernel finds one prefix per destination, the longest of the policy that
+contains it (an IPv4 host is looked up by its address first, eg_host4, and
+the rest in an LPM trie per family), and takes the first port rule of that
+prefix whose port range and protocol match. So the compiler flattens: every
+network gets its own rules in precedence order, followed by the rules of
+every wider network of the policy that contains it, most specific first. A
+destination whose own prefix has no matching port rule then falls through to
+the wider prefixes exactly as rule 1 says.
+
+The compiler reads the egress rules as columns (EgressTable: one row per
+network a target names) and answers in the kernel's own layout (PrefixTable:
+the prefixes, and their port rules as packed struct guard_port_rule), so a
+policy of 10,000 rules compiles without an object per rule. compile_policy()
+takes a Policy; the fast reader (policy_fast.py) hands its columns to
+compile_table(). `v4` and `v6` decode the tables into mappings; `simulate`
+answers from them like the kernel does, and tests compare both.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import struct
+import types
+from array import array
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from itertools import accumulate, compress, repeat
+from operator import eq, itemgetter
+from typing import Callable, Mapping, Sequence
+
+from guard.kernel.abi import PORT_RULE, RULE_NONE, RULES_PER_PREFIX, Action, Proto
+from guard.detect.vocabulary import exec_holds, kernel_detection
+from guard.policy.cidr import host_mask, network_v4
+from guard.policy.model import EgressRule, ExecRule, Network, Policy, PolicyError, Problem
+
+RULE_ID_MAX = 0xFFFF            # rule ids travel as u16 in events and verdicts
+
+# Higher wins at equal prefix length (egress) or for the same executable (exec).
+SEVERITY = {Action.ALLOW: 0, Action.LOG: 1, Action.BLOCK: 2, Action.KILL: 3}
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """Mirrors struct guard_port_rule (abi.PortRule): one inclusive port range."""
+    port_lo: int
+    port_hi: int
+    proto: Proto
+    action: Action
+    rule_id: int
+
+
+@dataclass(frozen=True)
+class EgressTable:
+    """A policy's egress rules as columns: one row per network of a target,
+    in file order (a target without cidr has two rows, 0.0.0.0/0 and ::/0)."""
+    names: Sequence[str]                        # rule id i + 1 -> names[i]
+    rule_ids: Sequence[int]                     # the columns, one entry per row
+    actions: Sequence[Action]
+    protos: Sequence[Proto]
+    ports: Sequence[tuple[tuple[int, int], ...]]
+    versions: Sequence[int]                     # 4 or 6
+    values: Sequence[int]                       # network address as an integer
+    prefixlens: Sequence[int]
+
+
+@dataclass(frozen=True)
+class PrefixTable:
+    """One address family's LPM entries as the kernel stores them, a column
+    each (arrays, not to be changed): prefix i is the i-th address of
+    `addresses` (network byte order, 4 or 16 bytes each) over prefixlens[i],
+    and its counts[i] port rules follow those of prefix i - 1 in `rules`
+    (packed struct guard_port_rule)."""
+    version: int
+    prefixlens: array = field(default_factory=lambda: array("I"))
+    addresses: bytes = b""
+    counts: array = field(default_factory=lambda: array("I"))
+    rules: bytes = b""
+
+    def __len__(self) -> int:
+        return len(self.prefixlens)
+
+    def decode(self) -> dict[Network, tuple[PortRule, ...]]:
+        """network -> its rules, in the order the kernel scans them."""
+        decoded = {}
+        unpacked = [PortRule(lo, hi, Proto(proto), Action(action), rule_id)
+                    for lo, hi, proto, action, rule_id in PORT_RULE.iter_unpack(self.rules)]
+        size = 4 if self.version == 4 else 16
+        for index, (prefixlen, end, count) in enumerate(zip(
+                self.prefixlens, accumulate(self.counts), self.counts)):
+            value = int.from_bytes(self.addresses[index * size:(index + 1) * size], "big")
+            network = (network_v4(value, prefixlen) if self.version == 4
+                       else ipaddress.IPv6Network((value, prefixlen)))
+            decoded[network] = tuple(unpacked[end - count:end])
+        return decoded
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    name: str
+    default_action: Action
+    deny_raw_sockets: bool
+    rule_names: tuple[str, ...]                             # rule_id -> name; [0] is ""
+    ipv4: PrefixTable
+    ipv6: PrefixTable
+    exec_names: Mapping[str, tuple[Action, int]]            # basename -> (action, rule_id)
+    exec_paths: Mapping[str, tuple[Action, int]]            # absolute path -> (action, rule_id)
+    # detections (guard/detect/detector.py): what the kernel samples, holds and stops
+    detect_flags: int = 0
+    stdio_socket_action: Action = Action.LOG
+    exec_holds: Mapping[str, int] = dataclasses.field(default_factory=dict)  # name -> ExecHold
+    policy: Policy | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def v4(self) -> Mapping[ipaddress.IPv4Network, tuple[PortRule, ...]]:
+        """The IPv4 table as network -> rules (flattened, precedence order)."""
+        return types.MappingProxyType(self.ipv4.decode())
+
+    @cached_property
+    def v6(self) -> Mapping[ipaddress.IPv6Network, tuple[PortRule, ...]]:
+        return types.MappingProxyType(self.ipv6.decode())
+
+    def rule_name(self, rule_id: int) -> str | None:
+        """The name of a rule, or None for RULE_NONE and ids this policy lacks."""
+        if rule_id == RULE_NONE or not 0 < rule_id < len(self.rule_names):
+            return None
+        return self.rule_names[rule_id]
+
+
+FAIL_CLOSED_RULE = "fail-closed-allow"
+
+
+def compile_fail_closed(policy: Policy) -> CompiledPolicy | None:
+    """The generation guarded cgroups get while no agent reads events: block
+    everything but spec.failClosed.allow, keep the exec rules, deny raw
+    sockets. None when the policy has no failClosed section."""
+    fail_closed = policy.fail_closed
+    if fail_closed is None:
+        return None
+    allow = ((EgressRule(name=FAIL_CLOSED_RULE, action=Action.ALLOW,
+                         targets=fail_closed.allow, line=fail_closed.line),)
+             if fail_closed.allow else ())
+    return compile_policy(dataclasses.replace(
+        policy, name=f"{policy.name}.fail-closed", default_action=Action.BLOCK,
+        egress=allow, deny_raw_sockets=True, fail_closed=None))
+
+
+def compile_policy(policy: Policy) -> CompiledPolicy:
+    """The kernel tables for policy; PolicyError when they would not fit."""
+    _check_rule_count(policy.egress + policy.exec_rules, policy.source)
+    compiled, crowded = _compile(policy, egress_table(policy))
+    if crowded:
+        raise PolicyError(_overflows(policy, crowded))
+    return compiled
+
+
+def compile_table(policy: Policy, table: EgressTable,
+                  full_policy: Callable[[], Policy]) -> CompiledPolicy:
+    """compile_policy() for a policy whose egress rules are the columns of
+    table (policy.egress itself is not read). When the tables would not fit,
+    full_policy() gives the whole model, for problems that name lines."""
+    if len(table.names) + len(policy.exec_rules) > RULE_ID_MAX:
+        return compile_policy(full_policy())
+    compiled, crowded = _compile(policy, table)
+    if crowded:
+        return compile_policy(full_policy())
+    return compiled
+
+
+def egress_table(policy: Policy) -> EgressTable:
+    """The columns of a policy's egress rules."""
+    columns: tuple[list, ...] = ([], [], [], [], [], [], [])
+    rule_ids, actions, protos, ports, versions, values, prefixlens = columns
+    for rule_id, rule in enumerate(policy.egress, start=1):
+        for target in rule.targets:
+            for network in target.networks:
+                rule_ids.append(rule_id)
+                actions.append(rule.action)
+                protos.append(target.proto)
+                ports.append(target.ports)
+                versions.append(network.version)
+                values.append(int(network.network_address))
+                prefixlens.append(network.prefixlen)
+    return EgressTable(tuple(rule.name for rule in policy.egress), *columns)
+
+
+def simulate(compiled: CompiledPolicy, ip: str, port: int, proto: Proto) -> tuple[Action, int]:
+    """(action, rule_id) the kernel gives a connection to ip:port over proto."""
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    table = compiled.v4 if address.version == 4 else compiled.v6
+    for rule in _longest_prefix_match(table, address):
+        if rule.port_lo <= port <= rule.port_hi and rule.proto in (Proto.ANY, proto):
+            return rule.action, rule.rule_id
+    return compiled.default_action, RULE_NONE
+
+
+def _longest_prefix_match(table, address) -> tuple[PortRule, ...]:
+    for prefixlen in range(address.max_prefixlen, -1, -1):
+        network = ipaddress.ip_network((address, prefixlen), strict=False)
+        if network in table:
+            return table[network]
+    return ()
+
+
+def _check_rule_count(rules: tuple[EgressRule | ExecRule, ...], source: str) -> None:
+    if len(rules) > RULE_ID_MAX:
+        first_without_id = rules[RULE_ID_MAX]
+        raise PolicyError([Problem(source, first_without_id.line, "spec",
+                                   f"too many rules ({len(rules)}; rule ids are 16-bit, "
+                                   f"so at most {RULE_ID_MAX})")])
+
+
+Crowded = list[tuple[int, int, int, int]]   # (version, value, prefixlen, port rules)
+
+
+def _compile(policy: Policy, table: EgressTable) -> tuple[CompiledPolicy, Crowded]:
+    """The compiled policy, and the prefixes with more port rules than the
+    kernel scans (the policy is only valid without any)."""
+    crowded: Crowded = []
+    families = {}
+    for version in (4, 6):
+        families[version] = _family(table, version, crowded)
+    first_exec_id = len(table.names) + 1
+    detect_flags, stdio_action = kernel_detection(policy)
+    compiled = CompiledPolicy(
+        name=policy.name,
+        default_action=policy.default_action,
+        deny_raw_sockets=policy.deny_raw_sockets,
+        rule_names=("",) + tuple(table.names) + tuple(rule.name for rule in policy.exec_rules),
+        ipv4=families[4],
+        ipv6=families[6],
+        exec_names=_exec_table(policy, first_exec_id, lambda rule: rule.names),
+        exec_paths=_exec_table(policy, first_exec_id, lambda rule: rule.paths),
+        detect_flags=detect_flags,
+        stdio_socket_action=stdio_action,
+        exec_holds=types.MappingProxyType(exec_holds(policy)),
+        policy=policy,
+    )
+    return compiled, crowded
+
+
+def _family(table: EgressTable, version: int, crowded: Crowded) -> PrefixTable:
+    """One family's prefixes and flattened port rules."""
+    columns = (table.rule_ids, table.actions, table.protos, table.ports, table.values,
+               table.prefixlens)
+    other = 10 - version
+    if other in table.versions:
+        if version not in table.versions:
+            return PrefixTable(version)
+        chosen = list(map(eq, table.versions, repeat(version)))
+        columns = tuple(list(compress(column, chosen)) for column in columns)
+    elif version not in table.versions:
+        return PrefixTable(version)
+    rule_ids, actions, protos, ports, values, prefixlens = columns
+    count = len(values)
+    if (prefixlens.count(prefixlens[0]) == count and len(set(values)) == count
+            and _one_range_each(ports)):
+        # Every network distinct, none inside another, one port range each
+        # (the usual large policy: a host or net and a port per rule): each
+        # prefix has just its own rule, and the tables are written a column
+        # at a time.
+        rules = _pack_rules(rule_ids, actions, protos, ports)
+        counts = array("I", [1]) * count
+        prefixlens = array("I", prefixlens[:1]) * count
+    else:
+        keys, count_list, rules = _flatten(version, *columns)
+        values, prefixlens = [key[0] for key in keys], array("I", [key[1] for key in keys])
+        counts = array("I", count_list)
+        for value, prefixlen, rule_count in zip(values, prefixlens, counts):
+            if rule_count > RULES_PER_PREFIX:
+                crowded.append((version, value, prefixlen, rule_count))
+    if version == 4:
+        addresses = struct.pack(f">{len(values)}I", *values)
+    else:
+        addresses = b"".join(map(int.to_bytes, values, repeat(16), repeat("big")))
+    return PrefixTable(version=version, prefixlens=prefixlens, addresses=addresses,
+                       counts=counts, rules=rules)
+
+
+def _one_range_each(ports: Sequence[tuple[tuple[int, int], ...]]) -> bool:
+    if ports.count(ports[0]) == len(ports):
+        return len(ports[0]) == 1
+    return list(map(len, ports)).count(1) == len(ports)
+
+
+def _pack_rules(rule_ids, actions, protos, ports) -> bytes:
+    """One struct guard_port_rule per row, built a field at a time."""
+    count = len(ports)
+    packed = bytearray(PORT_RULE.size * count)
+    halves = memoryview(packed).cast("H")     # port_lo, port_hi, (proto, action), rule_id
+    if ports.count(ports[0]) == count:
+        (low, high), = ports[0]
+        halves[0::4] = array("H", [low]) * count
+        halves[1::4] = array("H", [high]) * count
+    else:
+        ranges = list(map(itemgetter(0), ports))
+        halves[0::4] = array("H", map(itemgetter(0), ranges))
+        halves[1::4] = array("H", map(itemgetter(1), ranges))
+    packed[4::8] = _bytes_column(protos, count)
+    packed[5::8] = _bytes_column(actions, count)
+    halves[3::4] = _rule_id_column(rule_ids)
+    halves.release()
+    return bytes(packed)
+
+
+@cache
+def _rule_id_ramp() -> array:
+    """Every rule id in order (128 KiB, made once)."""
+    return array("H", range(RULE_ID_MAX + 1))
+
+
+def _rule_id_column(rule_ids: Sequence[int]) -> array:
+    """rule_ids as u16s; a run of ids (the usual column, a range) is a slice
+    of the ramp, where converting a range costs about 70 ns an id."""
+    if isinstance(rule_ids, range) and rule_ids.step == 1 \
+            and 0 <= rule_ids.start <= rule_ids.stop <= RULE_ID_MAX + 1:
+        return _rule_id_ramp()[rule_ids.start:rule_ids.stop]
+    return array("H", rule_ids)
+
+
+def _bytes_column(values: Sequence[int], count: int) -> bytes:
+    """bytes(values), a column of one value (the usual: one action, one
+    protocol) without converting each entry."""
+    if values.count(values[0]) == count:   # enum members: compared by identity first
+        return bytes((values[0],)) * count
+    return bytes(values)
+
+
+def _flatten(version: int, rule_ids, actions, protos, ports, values, prefixlens):
+    """(keys, counts, packed rules): each network's own rules, in precedence
+    order (severity, then file order), followed by those of every wider
+    network containing it, most specific first.
+
+    Wider networks are found by masking the address to each prefix length the
+    policy uses and looking the result up, so the cost is at most 33 (or 129)
+    dict lookups per network instead of a scan over all networks.
+    """
+    own: dict[tuple[int, int], list[tuple]] = {}
+    for rule_id, action, proto, ranges, value, prefixlen in zip(rule_ids, actions, protos,
+                                                                ports, values, prefixlens):
+        own.setdefault((value, prefixlen), []).extend(
+            (low, high, proto, action, rule_id) for low, high in ranges)
+    for rules in own.values():
+        # stable: a rule's own targets and port ranges keep their order
+        rules.sort(key=lambda rule: (-SEVERITY[rule[3]], rule[4]))
+    width = 32 if version == 4 else 128
+    lengths = sorted({prefixlen for _, prefixlen in own}, reverse=True)
+    counts, packed = [], []
+    for (value, prefixlen), rules in own.items():
+        chain = list(rules)
+        for wider in lengths:
+            if wider < prefixlen:
+                chain += own.get((value & ~host_mask(wider, width), wider), ())
+        # A repeated entry can never be the first match, and only wastes a slot.
+        chain = list(dict.fromkeys(chain))
+        counts.append(len(chain))
+        packed += map(PORT_RULE.pack, *zip(*chain)) if chain else ()
+    return list(own), counts, b"".join(packed)
+
+
+def _overflows(policy: Policy, crowded: Crowded) -> list[Problem]:
+    """A problem for each network with more port rules than the kernel scans."""
+    origins = _first_targets(policy)
+    problems = []
+    for version, value, prefixlen, count in crowded:
+        network = ipaddress.IPv4Network((value, prefixlen)) if version == 4 else \
+            ipaddress.IPv6Network((value, prefixlen))
+        line, field = origins[network]
+        problems.append(Problem(
+            policy.source, line, field,
+            f"more than {RULES_PER_PREFIX} rules apply to {network} ({count} port rules, "
+            f"counting those of wider prefixes that contain it)"))
+    return sorted(problems, key=lambda problem: problem.line)
+
+
+def _first_targets(policy: Policy) -> dict[Network, tuple[int, str]]:
+    """Network -> (line, field) of the first target that names it."""
+    origins: dict[Network, tuple[int, str]] = {}
+    for index, rule in enumerate(policy.egress):
+        for target_index, target in enumerate(rule.targets):
+            for network in target.networks:
+                origins.setdefault(network, (rule.line, f"spec.egress[{index}].to[{target_index}]"))
+    return origins
+
+
+def _exec_table(policy: Policy, first_id: int,
+                keys_of: Callable[[ExecRule], tuple[str, ...]]) -> Mapping[str, tuple[Action, int]]:
+    """Executable name or path -> (action, rule_id): kill beats log, then file order."""
+    table: dict[str, tuple[Action, int]] = {}
+    for rule_id, rule in enumerate(policy.exec_rules, start=first_id):
+        for key in keys_of(rule):
+            current = table.get(key)
+            if current is None or SEVERITY[rule.action] > SEVERITY[current[0]]:
+                table[key] = (rule.action, rule_id)
+    return types.MappingProxyType(table)

@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Events as JSON lines (orjson). Field names here are a documented contract
+(docs/events.md): add fields, never rename or remove them."""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import select
+import socket
+import stat
+import time
+from datetime import datetime, timezone
+from typing import IO, Any, Iterator
+
+from guard.kernel import abi
+from guard.report import safejson
+from guard.workloads.containers import container_of
+from guard.kernel.records import ConnectRecord, ExecRecord, Header, SocketRecord
+from guard.workloads.process import ProcessInfo
+
+_HOOK_NAMES = {abi.Hook.CONNECT4: "connect", abi.Hook.CONNECT6: "connect",
+               abi.Hook.SENDMSG4: "sendmsg", abi.Hook.SENDMSG6: "sendmsg"}
+_SOCKET_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+
+
+def _family_name(family: int) -> str:
+    try:
+        return socket.AddressFamily(family).name.removeprefix("AF_").lower()
+    except ValueError:
+        return str(family)
+
+
+class Clock:
+    """Kernel CLOCK_BOOTTIME stamps -> RFC 3339 wall-clock times with ns."""
+
+    def __init__(self):
+        self.resync()
+
+    def resync(self) -> None:
+        self._offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+    def now(self) -> str:
+        return rfc3339(time.time_ns())
+
+    def from_boot_ns(self, ktime_ns: int) -> str:
+        return rfc3339(ktime_ns + self._offset)
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def rfc3339(wall_ns: int) -> str:
+    seconds, nanos = divmod(wall_ns, 1_000_000_000)
+    return f"{_second(seconds)}.{nanos:09d}Z"
+
+
+def _common(header: Header, clock: Clock, rule: str | None, cgroup_path: str | None,
+            policy_name: str | None, generation: int, process: ProcessInfo) -> dict[str, Any]:
+    return {
+        "ts": clock.from_boot_ns(header.ktime_ns),
+        "kind": header.kind.name.lower(),
+        "action": header.action.label,
+        "rule": rule,
+        "policy": {"name": policy_name, "generation": generation},
+        "process": {
+            "pid": header.pid,
+            "ppid": header.ppid,
+            "uid": header.uid,
+            "comm": header.comm,
+            "exe": process.exe,
+            "argv": process.argv,
+            "argv_truncated": process.argv_truncated,
+        },
+        "cgroup": {"id": header.cgroup_id, "path": cgroup_path},
+    }
+
+
+def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
+             policy_name: str | None, process: ProcessInfo,
+             generation: int | None = None) -> dict[str, Any]:
+    """One decoded record, with what userspace knows around it, as an event."""
+    if generation is None:
+        generation = record.header.policy_id
+    event = _common(record.header, clock, rule, cgroup_path, policy_name, generation, process)
+    container = container_of(cgroup_path) if cgroup_path else None
+    if container is not None:
+        event["container"] = container.as_dict()
+    if isinstance(record, ExecRecord):
+        event["filename"] = record.filename
+        event["process"]["exe_truncated"] = record.exe_truncated
+    elif isinstance(record, ConnectRecord):
+        event["proto"] = record.proto.label
+        event["family"] = f"ipv{record.family}"
+        event["dst"] = {"ip": record.ip, "port": record.port}
+        event["hook"] = _HOOK_NAMES[record.hook]
+    elif isinstance(record, SocketRecord):
+        event["socket"] = {"family": _family_name(record.family),
+                           "type": _SOCKET_TYPES.get(record.type & 0xF, str(record.type)),
+                           "protocol": record.protocol}
+    return event
+
+
+def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], action: str,
+                       cgroup_path: str | None, policy_name: str | None, generation: int,
+                       process: ProcessInfo, dst: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A detection event: {"kind": "detection", "action", "detection": {"type",
+    "dialect", "confidence", "evidence"}, "process", "cgroup", "dst"}."""
+    event = _common(header, clock, None, cgroup_path, policy_name, generation, process)
+    event["kind"] = "detection"
+    event["action"] = action
+    event["detection"] = detection
+    event["dst"] = dst
+    container = container_of(cgroup_path) if cgroup_path else None
+    if container is not None:
+        event["container"] = container.as_dict()
+    return event
+
+
+class EventWriter:
+    """Writes one JSON object per line. Lines are kept until flush() (after
+    each batch of records, each answer, each tick) and go out together: a
+    reader of the stream (a pipe to a log collector, a terminal) wakes once
+    per batch, not once per event, whatever buffering the stream has
+    (PYTHONUNBUFFERED is common in container images). A batch that grows
+    past FLUSH_BYTES goes out at once.
+
+    Into a pipe or socket the lines go in writes of at most PIPE_BUF bytes,
+    cut between lines: the kernel writes each of those whole or not at all,
+    so an agent killed halfway through a batch (SIGKILL, the OOM killer)
+    never leaves half a line for the reader (a single line longer than
+    PIPE_BUF excepted)."""
+
+    FLUSH_BYTES = 1 << 16
+    #: Lines kept while the stream refuses them (a full disk, a collector
+    #: that stopped reading): past this they are counted and dropped, never
+    #: held without bound.
+    BACKLOG_BYTES = 4 << 20
+
+    def __init__(self, stream: IO[bytes]):
+        self._stream = stream
+        self._lines: list[bytes] = []
+        self._size = 0
+        self._atomic = _atomic_write_size(stream)
+        self.unwritable = 0      # events that could not be made into JSON
+        self.lost_lines = 0      # lines dropped because the stream failed
+        self._failure: str | None = None   # the stream's last error, until it recovers
+        self._lost_since = 0     # lines dropped since the stream last worked
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Queue one event. Never raises: a workload's bytes are escaped
+        (safejson), and an event that still cannot be written is counted
+        and replaced by an error event that says why."""
+        try:
+            line = safejson.dumps(event)
+        except Exception as exc:  # noqa: BLE001 - the agent must outlive any event
+            self.unwritable += 1
+            line = safejson.dumps({"ts": rfc3339(time.time_ns()), "kind": "error",
+                                   "error": f"an event could not be written: "
+                                            f"{type(exc).__name__}: {exc}",
+                                   "unwritable_total": self.unwritable})
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self.FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued. A stream that fails (EPIPE, ENOSPC, EIO) is
+        not the agent's end: the lines are kept up to BACKLOG_BYTES, then
+        counted as lost, and the next write that works says so first."""
+        try:
+            if self._failure is not None and self._lines:
+                self._write_all(safejson.dumps({
+                    "ts": rfc3339(time.time_ns()), "kind": "error",
+                    "error": f"the event stream failed ({self._failure}); "
+                             f"{self._lost_since} event lines were lost",
+                    "lost_lines_total": self.lost_lines}))
+                self._failure, self._lost_since = None, 0
+            while self._lines:
+                count, chunk = next(_chunks(self._lines, self._atomic))
+                self._write_all(chunk)
+                del self._lines[:count]
+                self._size -= len(chunk)
+            self._size = 0
+            self._stream.flush()
+        except (OSError, ValueError) as exc:   # ValueError: the stream was closed
+            self._stream_failed(exc)
+
+    def _stream_failed(self, exc: Exception) -> None:
+        self._failure = f"{type(exc).__name__}: {exc}"
+        while self._lines and self._size > self.BACKLOG_BYTES:
+            self._size -= len(self._lines.pop(0))
+            self.lost_lines += 1
+            self._lost_since += 1
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            # a raw (unbuffered) stream may take part of it, e.g. a pipe
+            # write cut short by a signal; a buffered one returns it all
+            written = self._stream.write(view)
+            view = view[written if written is not None else len(view):]
+        if self._atomic:
+            self._stream.flush()   # each chunk its own write(2), buffered or not
+
+
+def _atomic_write_size(stream: IO[bytes]) -> int | None:
+    """PIPE_BUF for a pipe or socket (writes up to it are never split),
+    None for anything else (a file, an in-memory buffer)."""
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return select.PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
+
+
+def _chunks(lines: list[bytes], limit: int | None) -> Iterator[tuple[int, bytes]]:
+    """(how many lines, their bytes): lines joined into runs of at most
+    limit bytes (a longer line alone), or all of them in one run without
+    a limit."""
+    if limit is None:
+        yield len(lines), b"".join(lines)
+        return
+    run: list[bytes] = []
+    size = 0
+    for line in lines:
+        if run and size + len(line) > limit:
+            yield len(run), b"".join(run)
+            run, size = [], 0
+        run.append(line)
+        size += len(line)
+    if run:
+        yield len(run), b"".join(run)
