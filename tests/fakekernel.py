@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 import orjson
 import pytest
 
+from guard.agent.generations import compile_all
 from guard.kernel import abi
 from guard.kernel.abi import Action, CgroupOp, EventKind, ExecFlags, Hook, PayloadFlags, Proto, SampleKind
 from guard.workloads.cgroups import Cgroup, resolve
@@ -52,12 +53,12 @@ from guard.detect.files import CONFIG_READ_MAX, ProcessFiles
 from guard.workloads.runtime import ContainerInfo
 from guard.report.events import EventWriter
 from guard.workloads.process import ProcessInfo
-from guard.policy.model import Policy, default_policy
-from guard.policy.load import parse_policies
+from guard.policy.model import Policy
+from guard.policy.load import default_policy, parse_policies
 
 __all__ = [
-    "FAKE_PID", "FakeCgroupNames", "FakeCgroupTree", "FakeFiles", "FakeKernel", "FakeMaps",
-    "FakeMetadata", "FakeObjects", "SignalSink", "cgroup_record", "connect_record",
+    "FAKE_PID", "FakeCgroupNames", "FakeCgroupTree", "FakeControl", "FakeFiles", "FakeKernel",
+    "FakeMaps", "FakeMetadata", "FakeObjects", "FakeRing", "SignalSink", "cgroup_record", "connect_record",
     "encode_header", "exec_record", "fake_agent", "kernel", "payload_record", "signals",
     "socket_record", "stdio_socket_record",
 ]
@@ -669,6 +670,90 @@ class FakeMetadata:
 
 
 # --------------------------------------------------------------------------
+# The loop's file descriptors: the ring and the control socket
+
+
+class _Wakeup:
+    """A pipe the loop's selector waits on: wake() makes it readable,
+    clear() empties it."""
+
+    def __init__(self):
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._read
+
+    def wake(self) -> None:
+        os.write(self._write, b"x")
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self._read)
+            os.close(self._write)
+
+
+class FakeRing(_Wakeup):
+    """Stands in for libbpf.RingBuffer: put() queues records and wakes the
+    loop; consume() and poll() hand them to the callback (the agent's
+    pending list), as the ring does. Install it as agent._ring."""
+
+    def __init__(self, callback: Callable[[bytes], Any]):
+        super().__init__()
+        self._callback = callback
+        self.queued: list[bytes] = []
+        self.consumed = 0
+
+    def put(self, *raws: bytes) -> None:
+        self.queued.extend(raws)
+        self.wake()
+
+    def epoll_fd(self) -> int:
+        return self.fileno()
+
+    def consume(self) -> int:
+        self.clear()
+        batch, self.queued = self.queued, []
+        for raw in batch:
+            self._callback(raw)
+        self.consumed += len(batch)
+        return len(batch)
+
+    def poll(self, timeout_ms: int) -> int:
+        return self.consume()
+
+
+class FakeControl(_Wakeup):
+    """Stands in for guard.control.server.ControlServer: ask() queues a
+    request and wakes the loop; handle(answer) answers each, the answers
+    kept in `answers`. Install it as agent._control."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests: list[tuple[dict, tuple[int, ...]]] = []
+        self.answers: list[dict] = []
+
+    def ask(self, request: dict, files: Sequence[int] = ()) -> None:
+        self.requests.append((request, tuple(files)))
+        self.wake()
+
+    def handle(self, answer: Callable[..., dict]) -> None:
+        self.clear()
+        while self.requests:
+            request, files = self.requests.pop(0)
+            self.answers.append(answer(request, files))
+
+
+# --------------------------------------------------------------------------
 # The agent on the fakes
 
 
@@ -706,8 +791,8 @@ class FakeKernel:
         except BaseException:
             self.close()
             raise
-        self.cgroup: Cgroup | None = (next(iter(agent._guarded.values()))
-                                      if agent._guarded else None)
+        self.cgroup: Cgroup | None = (next(iter(agent.registry.guarded.values()))
+                                      if agent.registry.guarded else None)
         self.signals.default_cgroup = self.cgroup.relative if self.cgroup else None
 
     def _wire(self, agent_module: Any, cgroups: list[Cgroup]) -> None:
@@ -720,6 +805,7 @@ class FakeKernel:
         agent.files_of = self.files_of
         agent._objects = self.objects
         agent._maps = self.maps
+        agent.generations.maps = self.maps
         self.maps.set_anchors(anchor_table())
         self.maps.heartbeat(agent._heartbeat_timeout_ms)
         self.maps.set_hold_timeout(agent._hold_timeout_ms)
@@ -730,7 +816,7 @@ class FakeKernel:
                 self.maps, agent_module.Responder(self.maps, self.objects),
                 agent_module.Detector(agent.detector.indicators), agent._hold_timeout_ms,
                 agent._held_policy, files_of=self.files_of, process_of=self.process_of)
-        agent._switch_to(agent.policies, agent_module._compile_all(agent.policies))
+        agent._switch_to(agent.policies, compile_all(agent.policies))
         self.objects.attach_global()
         if agent.discover:
             self.maps.watch_cgroups(True)

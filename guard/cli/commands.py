@@ -16,8 +16,8 @@ from guard.workloads.runtime import DEFAULT_SOCKETS
 DEFAULT_PIN_DIR = "/sys/fs/bpf/egress-guard"
 DEFAULT_STATE_DIR = "/run/egress-guard"
 from guard.cli.exitcodes import ExitCode
-from guard.policy.model import PolicyError, default_policy
-from guard.policy.load import load_policies
+from guard.policy.model import PolicyError
+from guard.policy.load import default_policy, load_policies
 
 
 def fail(message: str, code: ExitCode) -> None:

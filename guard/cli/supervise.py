@@ -26,7 +26,7 @@ import time
 from typing import IO, Sequence
 
 from guard.cli.exitcodes import ExitCode
-from guard.report.events import EventWriter, rfc3339
+from guard.report.events import EventWriter, restarting_event
 
 PR_SET_PDEATHSIG = 1
 BACKOFF_MIN_S = 0.5
@@ -85,10 +85,8 @@ class Supervisor:
             if self._clock() - started >= STABLE_S:
                 backoff = BACKOFF_MIN_S
             self.restarts += 1
-            self.writer.write({"ts": rfc3339(time.time_ns()), "kind": "agent",
-                               "state": "restarting", "reason": _reason(code), "exit": code,
-                               "pid": self._child.pid, "restarts": self.restarts,
-                               "next_in_s": backoff})
+            self.writer.write(restarting_event(_reason(code), code, self._child.pid,
+                                               self.restarts, backoff))
             self.writer.flush()
             self._sleep(backoff)
             if self._stopping:

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from guard.kernel.abi import SampleKind
-from guard.detect.classify import Finding
-from guard.detect.classify import miner, ssh, stratum, tunnels
+from guard.detect.classify import Finding, dedupe_findings
+from guard.detect.classify import dns, miner, reverse_shell, ssh, stratum, tunnels
+from guard.detect.classify.miner_indicators import Indicators, classify_dns, load_indicators
+from guard.detect.classify.ssh_argv import SSH_PROGRAMS
 from guard.kernel.records import PayloadRecord, StdioSocketRecord
 from guard.detect.files import ProcessFiles
 from guard.detect.vocabulary import ENFORCING
-from guard.policy.model import Policy
-
-ACTION_RANK = {"log": 1, "block": 2, "kill": 3}
+from guard.policy.model import ACTION_WORD_RANK, Policy
 
 # --------------------------------------------------------------------------
 # Findings -> what the policy does
@@ -53,7 +53,8 @@ def decide(findings: Iterable[Finding], policy: Policy) -> list[Detection]:
 
 
 def strongest(detections: Sequence[Detection]) -> str | None:
-    return max((d.action for d in detections), key=ACTION_RANK.__getitem__, default=None)
+    """The strongest action of detections (model.ACTION_RANK), or None."""
+    return max((d.action for d in detections), key=ACTION_WORD_RANK.__getitem__, default=None)
 
 
 # --------------------------------------------------------------------------
@@ -89,8 +90,8 @@ class Detector:
     responsible for, dialect "classifier-error", so an enforcing policy fails
     closed, and an error string for the agent to report (take_errors)."""
 
-    def __init__(self, indicators: miner.Indicators | None = None):
-        self.indicators = indicators or miner.load_indicators()
+    def __init__(self, indicators: Indicators | None = None):
+        self.indicators = indicators or load_indicators()
         self.errors: list[str] = []
 
     def take_errors(self) -> list[str]:
@@ -117,7 +118,7 @@ class Detector:
         findings: list[Finding] = []
         names = {posixpath.basename(exe if isinstance(exe, str) else ""),
                  posixpath.basename(argv[0] if argv and isinstance(argv[0], str) else "")}
-        program = next((ssh.SSH_PROGRAMS[n] for n in names if n in ssh.SSH_PROGRAMS), None)
+        program = next((SSH_PROGRAMS[n] for n in names if n in SSH_PROGRAMS), None)
         reverse_tunnel = policy.detection("sshReverseTunnel") != "off"
         if program and (reverse_tunnel or policy.detection("sshOutbound") != "off"):
             findings += self._run(
@@ -128,7 +129,7 @@ class Detector:
                                   lambda: tunnels.classify_tunnel_exec(argv))
         if policy.detection("reverseShell") != "off":
             findings += self._run("reverse shell", "reverse_shell",
-                                  lambda: tunnels.classify_reverse_shell(argv))
+                                  lambda: reverse_shell.classify_reverse_shell(argv))
         if policy.detection("minerExec") != "off":
             findings += self._run("miner exec", "miner_exec", lambda: miner.classify_exec(
                 argv, exe, files.read_file if files else None, indicators=self.indicators))
@@ -165,19 +166,19 @@ class Detector:
         if kind in (SampleKind.UDP, SampleKind.DNS_ANSWER) and \
                 policy.detection("stratum") == "off":
             findings = [f for f in findings if f.type != "miner_dns"]
-        return tunnels.dedupe_findings(findings)
+        return dedupe_findings(findings)
 
     def _dns_query(self, sample: bytes) -> list[Finding]:
         findings: list[Finding] = []
-        for name in miner.parse_dns_query(sample) or []:
-            findings += _seen_in("query", miner.classify_dns(name, indicators=self.indicators))
+        for name in dns.parse_dns_query(sample) or []:
+            findings += _seen_in("query", classify_dns(name, indicators=self.indicators))
         return findings
 
     def _dns_answer(self, sample: bytes) -> list[Finding]:
         findings: list[Finding] = []
-        answer = miner.parse_dns_answer(sample)
+        answer = dns.parse_dns_answer(sample)
         for name in answer.names() if answer else []:
-            findings += _seen_in("answer", miner.classify_dns(name, indicators=self.indicators))
+            findings += _seen_in("answer", classify_dns(name, indicators=self.indicators))
         return findings
 
     def inbound_findings(self, policy: Policy, first: bytes, port: int, reply: bytes, *,

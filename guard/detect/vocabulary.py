@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
-from guard.detect.classify import ssh, tunnels
+from guard.detect.classify.reverse_shell import NETCATS
+from guard.detect.classify.shellwords import SHELLS
+from guard.detect.classify.ssh_argv import SSH_PROGRAMS
+from guard.detect.classify.tunnels import TUNNEL_TOOL_NAMES
 from guard.kernel import abi
 from guard.kernel.abi import Action, AnchorKind, DetectFlags, ExecHold
 
@@ -30,12 +33,12 @@ class Detections(Protocol):
 
 #: Stopped at every exec while the policy enforces their detection: the
 #: argv (and an ssh config) decides before the program's first instruction.
-SSH_CLIENTS = tuple(sorted(ssh.SSH_PROGRAMS))
-TUNNEL_TOOLS = tuple(sorted(tunnels.TUNNEL_TOOL_NAMES))
-SOCKET_RELAYS = tuple(sorted(tunnels.NETCATS | {"socat", "telnet"}))
+SSH_CLIENTS = tuple(sorted(SSH_PROGRAMS))
+TUNNEL_TOOLS = tuple(sorted(TUNNEL_TOOL_NAMES))
+SOCKET_RELAYS = tuple(sorted(NETCATS | {"socat", "telnet"}))
 #: Stopped only when their argv holds an argv anchor: shells and interpreters
 #: run all the time, reverse-shell one-liners name a socket.
-INTERPRETERS = tuple(sorted(tunnels.SHELLS | {
+INTERPRETERS = tuple(sorted(SHELLS | {
     "busybox", "perl", "ruby", "php", "node", "nodejs", "lua", "awk", "gawk", "mawk",
     "python", "python2", "python3", *(f"python3.{minor}" for minor in range(6, 16))}))
 #: 4-byte windows of reverse-shell one-liners: /dev/tcp/, /dev/udp/, socket

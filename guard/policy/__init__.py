@@ -1,3 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
 """Policies: the model, the readers (careful and fast), CIDRs, and the
-compiler from a policy to kernel tables. Pure: nothing here touches the kernel."""
+compiler from a policy to kernel tables. Pure: nothing here touches the kernel.
+
+    load.py      the front door: text or file -> Policy (or FastPolicy drafts
+                 for the agent's reloads); the fast reader first, then the careful
+    fast.py      the fast reader: a file's egress block lists from columns.py,
+                 the rest with reader.Reader; FastPolicy, warm_up, gc_paused
+    columns.py   the fast reader's grammar: egress block lists -> checked columns
+    reader.py    the careful reader: YAML nodes -> Policy, every problem worded
+    compile.py   a Policy (or the fast reader's columns) -> kernel tables
+    model.py     Policy and its parts, the language's words and the ranking of
+                 actions (ACTION_RANK), select_policy
+    cidr.py      CIDR text -> networks
+
+Each module imports only modules below it here, and only their public names.
+"""

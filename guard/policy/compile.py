@@ -22,7 +22,7 @@ The compiler reads the egress rules as columns (EgressTable: one row per
 network a target names) and answers in the kernel's own layout (PrefixTable:
 the prefixes, and their port rules as packed struct guard_port_rule), so a
 policy of 10,000 rules compiles without an object per rule. compile_policy()
-takes a Policy; the fast reader (policy_fast.py) hands its columns to
+takes a Policy; the fast reader (fast.py) hands its columns to
 compile_table(). `v4` and `v6` decode the tables into mappings; `simulate`
 answers from them like the kernel does, and tests compare both.
 """
@@ -42,12 +42,10 @@ from typing import Callable, Mapping, Sequence
 from guard.kernel.abi import PORT_RULE, RULE_NONE, RULES_PER_PREFIX, Action, Proto
 from guard.detect.vocabulary import exec_holds, kernel_detection
 from guard.policy.cidr import host_mask, network_v4
-from guard.policy.model import EgressRule, ExecRule, Network, Policy, PolicyError, Problem
+from guard.policy.model import (ACTION_RANK, EgressRule, ExecRule, Network, Policy, PolicyError,
+                                Problem)
 
 RULE_ID_MAX = 0xFFFF            # rule ids travel as u16 in events and verdicts
-
-# Higher wins at equal prefix length (egress) or for the same executable (exec).
-SEVERITY = {Action.ALLOW: 0, Action.LOG: 1, Action.BLOCK: 2, Action.KILL: 3}
 
 
 @dataclass(frozen=True)
@@ -354,7 +352,7 @@ def _flatten(version: int, rule_ids, actions, protos, ports, values, prefixlens)
             (low, high, proto, action, rule_id) for low, high in ranges)
     for rules in own.values():
         # stable: a rule's own targets and port ranges keep their order
-        rules.sort(key=lambda rule: (-SEVERITY[rule[3]], rule[4]))
+        rules.sort(key=lambda rule: (-ACTION_RANK[rule[3]], rule[4]))
     width = 32 if version == 4 else 128
     lengths = sorted({prefixlen for _, prefixlen in own}, reverse=True)
     counts, packed = [], []
@@ -402,6 +400,6 @@ def _exec_table(policy: Policy, first_id: int,
     for rule_id, rule in enumerate(policy.exec_rules, start=first_id):
         for key in keys_of(rule):
             current = table.get(key)
-            if current is None or SEVERITY[rule.action] > SEVERITY[current[0]]:
+            if current is None or ACTION_RANK[rule.action] > ACTION_RANK[current[0]]:
                 table[key] = (rule.action, rule_id)
     return types.MappingProxyType(table)

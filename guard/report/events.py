@@ -119,6 +119,55 @@ def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], 
     return event
 
 
+# -- the agent's own events (docs/events.md): built here, nowhere else ----------
+
+def error_event(clock: Clock, message: str, **fields: Any) -> dict[str, Any]:
+    """{"kind": "error", "error": message}: something the agent could not do;
+    it goes on."""
+    return {"ts": clock.now(), "kind": "error", "error": message, **fields}
+
+
+def agent_event(clock: Clock, state: str, status: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """{"kind": "agent", "state": ready|stopped|crashed, ...status}."""
+    return {"ts": clock.now(), "kind": "agent", "state": state, **status, **fields}
+
+
+def crashed_event(clock: Clock, cause: str, frames: list[str], pinned: bool) -> dict[str, Any]:
+    return {"ts": clock.now(), "kind": "agent", "state": "crashed", "error": cause,
+            "traceback": frames,
+            "enforcement": ("kept: pinned in the kernel until the next agent adopts it"
+                            if pinned else "removed: the agent was not pinned (--pin)")}
+
+
+def restarting_event(reason: str, code: int, pid: int, restarts: int,
+                     next_in_s: float) -> dict[str, Any]:
+    """From the supervisor (run --supervise), which has no clock of its own."""
+    return {"ts": rfc3339(time.time_ns()), "kind": "agent", "state": "restarting",
+            "reason": reason, "exit": code, "pid": pid, "restarts": restarts,
+            "next_in_s": next_in_s}
+
+
+def container_event(clock: Clock, state: str, cgroup_id: int, path: str,
+                    container: dict[str, Any] | None,
+                    policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{"kind": "container", "state": guarded|waiting|selected|released}."""
+    event = {"ts": clock.now(), "kind": "container", "state": state, "container": container,
+             "cgroup": {"id": cgroup_id, "path": path}}
+    if policy is not None:
+        event["policy"] = policy
+    return event
+
+
+def policy_event(clock: Clock, state: str, **fields: Any) -> dict[str, Any]:
+    """{"kind": "policy", "state": reloaded|rejected}."""
+    return {"ts": clock.now(), "kind": "policy", "state": state, **fields}
+
+
+def loss_event(clock: Clock, lost: int, lost_total: int) -> dict[str, Any]:
+    """The kernel could not queue records: never silent."""
+    return {"ts": clock.now(), "kind": "loss", "lost": lost, "lost_total": lost_total}
+
+
 class EventWriter:
     """Writes one JSON object per line. Lines are kept until flush() (after
     each batch of records, each answer, each tick) and go out together: a

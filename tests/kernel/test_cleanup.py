@@ -10,7 +10,7 @@ import pytest
 from guard.agent.core import Agent, AgentError
 from guard.kernel.maps import Maps
 from guard.report.events import EventWriter
-from guard.policy.model import default_policy
+from guard.policy.load import default_policy
 from guard.demo.sandbox import TempCgroup, TestHost
 
 from .test_lifecycle import cgroup_attachments, guard_programs

@@ -17,8 +17,7 @@ from guard.kernel import libbpf
 from guard.kernel.objects import GuardObjects, PinLayout, remove_pins
 from guard.policy.compile import PortRule, compile_policy
 from guard.kernel.maps import PORT_RULE_SLOTS, Maps
-from guard.policy.load import parse_policies
-from guard.policy.fast import read_policy_set
+from guard.policy.load import parse_policies, read_policy_set
 
 RULES = 600
 

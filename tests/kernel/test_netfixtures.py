@@ -15,9 +15,8 @@ import time
 
 import pytest
 
-from guard.detect.classify.tunnels import (
-    classify_reverse_shell, classify_tunnel_exec, classify_tunnel_payload,
-)
+from guard.detect.classify.reverse_shell import classify_reverse_shell
+from guard.detect.classify.tunnels import classify_tunnel_exec, classify_tunnel_payload
 
 from .netclient import client_argv, parse_report
 from .netfixtures import (

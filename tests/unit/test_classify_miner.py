@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from guard.detect.classify import Finding
-from guard.detect.classify.miner import (
-    DnsAnswer, DnsRecord, Indicators, classify_dns, classify_exec, load_indicators,
-    parse_dns_answer, parse_dns_query, parse_indicators,
+from guard.detect.classify.dns import DnsAnswer, DnsRecord, parse_dns_answer, parse_dns_query
+from guard.detect.classify.miner import classify_exec
+from guard.detect.classify.miner_indicators import (
+    Indicators, classify_dns, load_indicators, parse_indicators,
 )
 
 WALLET = ("44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2"

@@ -12,9 +12,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from guard.detect.classify import Finding
 from guard.detect.classify.ssh import (
-    Address, classify_ssh, classify_ssh_banner, effective_forwards, evaluate_ssh, parse_forward,
-    parse_ssh_argv, read_ssh_config, split_config_line,
+    classify_ssh, classify_ssh_banner, effective_forwards, evaluate_ssh,
 )
+from guard.detect.classify.ssh_argv import parse_ssh_argv
+from guard.detect.classify.ssh_config import read_ssh_config, split_config_line
+from guard.detect.classify.ssh_forward import Address, parse_forward
 from tests.unit.classify_checks import assert_json
 
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from guard.detect.classify import Finding
-from guard.detect.classify.miner import load_indicators
+from guard.detect.classify.miner_indicators import load_indicators
 from guard.detect.classify.stratum import (
     ProxyTarget, after_proxy_handshake, classify_payload, parse_proxy_request,
 )

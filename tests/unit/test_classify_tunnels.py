@@ -9,10 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from guard.detect.classify import Finding
-from guard.detect.classify.tunnels import (
-    classify_reverse_shell, classify_tunnel_exec, classify_tunnel_payload, tunnel_name,
-    unwrap_launchers,
-)
+from guard.detect.classify.launchers import unwrap_launchers
+from guard.detect.classify.reverse_shell import classify_reverse_shell
+from guard.detect.classify.tunnels import classify_tunnel_exec, classify_tunnel_payload, tunnel_name
 from tests.unit.classify_checks import assert_json
 
 

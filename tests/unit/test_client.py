@@ -12,7 +12,7 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from guard.agent import core as agent_module
+from guard.agent import reloads
 from guard.control.client import ControlError, decode, encode, read_file, request
 from guard.control.server import MAX_FILES, ControlServer
 
@@ -128,12 +128,12 @@ def test_the_agent_reads_only_a_regular_file_it_was_given(tmp_path):
     fd = os.open(policy, os.O_RDONLY)
     read_end, write_end = os.pipe()
     try:
-        assert agent_module._passed_file(0, (fd,)) == policy.read_bytes()
+        assert reloads.passed_file(0, (fd,)) == policy.read_bytes()
         for index, files in ((1, (fd,)), (True, (fd,)), ("0", (fd,)), (0, ())):
             with pytest.raises(ValueError, match="no file came with the request"):
-                agent_module._passed_file(index, files)
+                reloads.passed_file(index, files)
         with pytest.raises(ValueError, match="not a regular file"):
-            agent_module._passed_file(0, (read_end,))   # a pipe could keep it waiting
+            reloads.passed_file(0, (read_end,))   # a pipe could keep it waiting
     finally:
         for each in (fd, read_end, write_end):
             os.close(each)

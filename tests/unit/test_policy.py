@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from guard.kernel.abi import Action, Proto
 from guard.policy.compile import compile_policy
-from guard.policy.model import ALL_PORTS, ANY_ADDRESS, PolicyError, Problem, default_policy
-from guard.policy.load import load_policy, parse_policy
+from guard.policy.model import ALL_PORTS, ANY_ADDRESS, PolicyError, Problem
+from guard.policy.load import default_policy, load_policy, parse_policy
 from tests.conftest import FIXTURES
 
 EXAMPLE = FIXTURES / "example-policy.yaml"
@@ -478,3 +478,81 @@ def test_policy_set_problems_name_their_document_line():
     assert "invalid operator 'Sometimes'" in text
     with pytest.raises(PolicyError, match="a selector needs at least one term"):
         parse_policies(SET.replace('containerNames: ["agent-*"]\n---', "{}\n---"), "set.yaml")
+
+
+# --- one ranking of actions, two spellings ---------------------------------------------
+
+def test_every_kernel_action_has_one_rank_and_its_word_the_same():
+    """ACTION_RANK (by abi.Action) is the one ranking; ACTION_WORD_RANK (by the
+    word, Action.label) is the same ranking, and orders the actions alike."""
+    from guard.policy.model import ACTION_RANK, ACTION_WORD_RANK
+
+    assert set(ACTION_RANK) == set(Action)     # a new Action needs a rank
+    assert len(set(ACTION_RANK.values())) == len(Action)
+    assert ACTION_WORD_RANK == {action.label: rank for action, rank in ACTION_RANK.items()}
+    assert sorted(ACTION_WORD_RANK, key=ACTION_WORD_RANK.__getitem__) == \
+        [action.label for action in sorted(Action, key=ACTION_RANK.__getitem__)]
+    assert [a.label for a in sorted(Action, key=ACTION_RANK.__getitem__)] == \
+        ["allow", "log", "block", "kill"]
+
+
+def test_the_words_a_policy_spells_actions_with_are_the_kernels_labels():
+    from guard.policy.model import (ACTION_WORD_RANK, DETECTION_ACTIONS, EGRESS_ACTIONS,
+                                    EXEC_ACTIONS)
+
+    for words in (EGRESS_ACTIONS, EXEC_ACTIONS):
+        assert all(action.label == word for word, action in words.items())
+    assert set(DETECTION_ACTIONS) - {"off"} <= set(ACTION_WORD_RANK)
+
+
+def test_the_detector_and_the_compiler_agree_on_the_strongest_action():
+    """strongest() (detections, words) and the compiler's precedence (rules,
+    kernel actions) pick the same action from any mix."""
+    import itertools
+
+    from guard.detect.classify import Finding
+    from guard.detect.detector import Detection, strongest
+    from guard.policy.compile import PortRule, compile_policy
+    from guard.policy.model import DETECTION_ACTIONS
+
+    words = [w for w in DETECTION_ACTIONS if w != "off"]
+    for size in range(1, len(words) + 1):
+        for mix in itertools.product(words, repeat=size):
+            found = [Detection(Finding("stratum", "high"), word) for word in mix]
+            assert strongest(found) == max(
+                (Action[word.upper()] for word in mix), key=int).label
+    # two egress rules on one network: the compiler puts the stronger first
+    for weak, strong in itertools.combinations(["allow", "log", "block"], 2):
+        text = HEADER + "  egress:\n" + "".join(
+            f"    - name: {name}\n      action: {action}\n      to:\n        - cidr: 10.0.0.0/8\n"
+            for name, action in (("a", weak), ("b", strong)))
+        [rules] = compile_policy(parse_policy(text, "p.yaml")).v4.values()
+        assert [rule.action.label for rule in rules] == [strong, weak]
+        assert all(isinstance(rule, PortRule) for rule in rules)
+
+
+def test_no_policy_module_reaches_into_another_modules_private_names():
+    """Between guard/policy's modules (and from them into guard/) only
+    public names: what one reuses of another is that one's API."""
+    import ast
+    from pathlib import Path
+
+    import guard.policy
+
+    reached = []
+    for path in sorted(Path(guard.policy.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("guard"):
+                reached += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+                modules |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                modules |= {(a.asname or a.name).split(".")[0] for a in node.names
+                            if a.name.startswith("guard")}
+        reached += [f"{path.name}: {node.value.id}.{node.attr}" for node in ast.walk(tree)
+                    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in modules and node.attr.startswith("_")
+                    and not node.attr.startswith("__")]
+    assert reached == []

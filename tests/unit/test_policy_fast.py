@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from guard.policy import columns
 from guard.policy import fast as policy_fast
 from guard.policy.compile import compile_policy
 from guard.policy.model import PolicyError
@@ -197,15 +198,15 @@ ONE_SHAPE = {
 
 @pytest.mark.parametrize("text", ONE_SHAPE.values(), ids=ONE_SHAPE.keys())
 def test_lists_of_one_shape(text):
-    """Read a column at a time (policy_fast._constant_run) where every rule
+    """Read a column at a time (columns._constant_run) where every rule
     has the first one's shape; the same result as the careful reader always."""
     same_as_careful(text)
 
 
 def test_a_list_of_one_shape_is_read_by_columns(monkeypatch):
     runs = []
-    original = policy_fast._run
-    monkeypatch.setattr(policy_fast, "_run", lambda *args: runs.append(args[0]) or original(*args))
+    original = columns._run
+    monkeypatch.setattr(columns, "_run", lambda *args: runs.append(args[0]) or original(*args))
     assert policy_fast.read(ONE_SHAPE["one shape"], "p.yaml") is not None
     assert runs == []   # no regular expression per rule
     assert policy_fast.read(ONE_SHAPE["another action"], "p.yaml") is not None
@@ -413,8 +414,7 @@ def test_early_comes_before_the_other_columns_are_checked():
 def test_warm_up_compiles_what_a_large_list_in_a_usual_layout_needs(tmp_path):
     """After warm_up() (the agent's start), reading the benchmark's file
     compiles no pattern: its first reload pays for none."""
-    caches = (policy_fast._grammar, policy_fast._template, policy_fast._ends_list,
-              policy_fast._list_end)
+    caches = (columns._grammar, columns._template, columns._ends_list, columns._list_end)
     for cache in caches:
         cache.cache_clear()
     policy_fast.warm_up()

@@ -10,13 +10,32 @@ Everything a classifier reads is the workload's and may be built to hurt:
 work is linear in what is read, nesting is bounded without recursion, and
 what a budget keeps a classifier from reading is reported as unread rather
 than taken as harmless (a finding with dialect UNREAD).
+
+    miner.py            exec: pool URLs, miner flags, config files
+    miner_indicators.py the lists of guard/data/miners.yaml; DNS names
+    stratum.py          first bytes: stratum dialects, proxies in front of them
+    ssh.py              ssh exec: config applied, findings; the SSH banner
+      ssh_argv.py         ssh, autossh, dbclient, plink command lines
+      ssh_forward.py      forward specs and destinations
+      ssh_config.py       the ssh_config files ssh would read
+    tunnels.py          tunnelling agents, by exec and by first bytes
+    reverse_shell.py    a shell handed to a socket, in argv or `sh -c`
+    launchers.py        which program an argv finally runs (env, sudo, npx...)
+    shellwords.py       a small shell lexer: commands, pipes, redirections
+    tls.py, dns.py      ClientHello and DNS message readers
+    jsonc.py            JSON with comments, inside budgets
+
+This module holds what they all share: Finding, the confidence ranks, and
+small readers of evidence text, ports and `host:port`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 CONFIDENCES = ("low", "medium", "high")
+#: A confidence's place in CONFIDENCES, for comparing two of them.
+RANK = {confidence: rank for rank, confidence in enumerate(CONFIDENCES)}
 #: Dialect of a finding for what a classifier could not read in full (a
 #: config cut by a byte, file, depth or work budget): the detection the
 #: unread part could have hidden, at high confidence, so enforcing policies
@@ -40,6 +59,48 @@ class Finding:
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "dialect": self.dialect, "confidence": self.confidence,
                 "evidence": dict(self.evidence)}
+
+
+def dedupe_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per (type, dialect, pattern): the most confident, first seen on ties."""
+    best: dict[tuple[str, str | None, Any], Finding] = {}
+    order: list[tuple[str, str | None, Any]] = []
+    for finding in findings:
+        key = (finding.type, finding.dialect, finding.evidence.get("pattern"))
+        kept = best.get(key)
+        if kept is None:
+            order.append(key)
+            best[key] = finding
+        elif RANK[finding.confidence] > RANK[kept.confidence]:
+            best[key] = finding
+    return [best[key] for key in order]
+
+
+def short(text: Any, limit: int) -> str:
+    """text for evidence: at most limit characters, "..." where it was cut."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def port_number(text: str | None) -> int | None:
+    """A decimal port 0-65535 as written, or None (names are not looked up)."""
+    if text and text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535:
+        return int(text)
+    return None
+
+
+def split_host_port(text: str) -> tuple[str | None, str | None]:
+    """(host, port text) of `host:port`, `[v6]:port` or a bare host; None for
+    a part that is missing or empty. An unbracketed IPv6 address is a host."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end > 0:
+            rest = text[end + 1:]
+            return text[1:end] or None, (rest[1:] or None) if rest.startswith(":") else None
+    host, sep, port = text.rpartition(":")
+    if not sep or ":" in host:
+        return text or None, None
+    return host or None, port or None
 
 
 def http_head_fields(head: str, max_headers: int = 63) -> tuple[str, dict[str, str]]:

@@ -2,7 +2,7 @@
 """The names (and addresses) in a DNS message, for callers that only have
 the packet: a query's questions, a response's questions and A/AAAA/CNAME
 answers. Every count, pointer and length comes from the sender, so each is
-bounded before it is followed (guard/detect/classify/miner.py judges the names).
+bounded before it is followed (miner_indicators.classify_dns judges the names).
 """
 from __future__ import annotations
 

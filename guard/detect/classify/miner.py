@@ -1,21 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Miners by how they are started and by the names they look up.
+"""Miners by how they are started.
 
-- classify_exec: does this exec start a miner? Read from the argv (pool URLs,
-  XMRig/cpuminer flags, wallet-shaped users, the MSR tweak), from `sh -c`
-  strings, and from the config file the miner would read: the one named by
-  -c/--config, or config.json beside the binary, fetched through the caller's
-  read_file callback (the agent binds it to the container's root); one it
-  could not read in full is reported rather than trusted (_with_config).
-- classify_dns: is this DNS name a pool or an XMRig donation host?
-- parse_dns_query / parse_dns_answer (guard/detect/classify/dns.py, re-exported):
-  the names (and addresses) in a UDP DNS message, for callers that only
-  have the packet.
+classify_exec: does this exec start a miner? Read from the argv (pool URLs,
+XMRig/cpuminer flags, wallet-shaped users, the MSR tweak), from `sh -c`
+strings, and from the config file the miner would read: the one named by
+-c/--config, or config.json beside the binary, fetched through the caller's
+read_file callback (the agent binds it to the container's root); one it
+could not read in full is reported rather than trusted (_with_config).
 
-The pool and donation domains, binary names and pool ports live in
-guard/data/miners.yaml (load_indicators), with their sources and date, so
-they can be updated without a code change; the stratum classifier uses the
-same lists for TLS SNI and proxy targets.
+The pool and donation domains, binary names and pool ports come from
+guard/data/miners.yaml (miner_indicators.py, which also judges DNS names);
+DNS messages are parsed in dns.py.
 
 Confidence follows shared/reference/signatures.md: a stratum URL, a pool
 domain, --donate-level or `modprobe msr allow_writes=on` is high on its own;
@@ -28,20 +23,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import posixpath
 import re
-import shlex
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
-import yaml
-
-from guard.detect.classify import UNREAD, Finding, jsonc, was_cut
-from guard.detect.classify.dns import (  # noqa: F401  (re-exported: the DNS half of this module's API)
-    DnsAnswer, DnsRecord, parse_dns_answer, parse_dns_query,
+from guard.detect.classify import (
+    CONFIDENCES, RANK, UNREAD, Finding, jsonc, port_number, short, was_cut,
+)
+from guard.detect.classify.launchers import as_argv, basename
+from guard.detect.classify.miner_indicators import Indicators, load_indicators
+from guard.detect.classify.shellwords import (
+    SHELLS, open_quote, shell_script_operand, simple_commands,
 )
 
 #: Evidence strings are cut here so an event stays small.
@@ -59,168 +52,10 @@ MAX_DEPTH = 3
 #: Config files named on one command line that are read (config.json
 #: beside the binary comes on top); more are reported unread.
 MAX_CONFIG_FILES = 3
-
-_RANK = {"low": 0, "medium": 1, "high": 2}
-_BY_RANK = ("low", "medium", "high")
-
-
-def _short(text: Any, limit: int = EVIDENCE_CHARS) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-# --------------------------------------------------------------------------
-# Indicator lists (guard/data/miners.yaml)
-
-
-@dataclass(frozen=True)
-class DomainMatch:
-    """A name found in one of the domain lists."""
-    list: str       # "pool_domains" | "donation_domains"
-    entry: str      # the list entry that matched (the name or a parent domain)
-
-
-@dataclass(frozen=True)
-class Indicators:
-    """The lists of miners.yaml, ready for lookups."""
-    pool_domains: frozenset[str]
-    donation_domains: frozenset[str]
-    miner_binaries: frozenset[str]
-    pool_ports: frozenset[int]
-    sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    updated: Mapping[str, str] = field(default_factory=dict)
-
-    def match_domain(self, name: Any) -> DomainMatch | None:
-        """The list entry equal to name or to one of its parent domains.
-
-        Walks the name's suffixes (one dict lookup per label), so the cost
-        does not grow with the size of the lists. Donation names are checked
-        first: they are the more specific finding."""
-        normal = normalise_domain(name)
-        if normal is None:
-            return None
-        labels = normal.split(".")
-        suffixes = [".".join(labels[i:]) for i in range(len(labels) - 1)]
-        for list_name, domains in (("donation_domains", self.donation_domains),
-                                   ("pool_domains", self.pool_domains)):
-            for suffix in suffixes:
-                if suffix in domains:
-                    return DomainMatch(list_name, suffix)
-        return None
-
-    def miner_binary(self, path: Any) -> str | None:
-        """The list entry a program name stands for: `xmrig`, `xmrig-6.21.0`
-        and `cpuminer-opt` count, `xmrigger` does not."""
-        if not isinstance(path, str) or not path:
-            return None
-        name = posixpath.basename(path.rstrip("/")).lower()
-        if name.endswith(".exe"):
-            name = name[:-4]
-        if name in self.miner_binaries:
-            return name
-        for entry in self.miner_binaries:
-            if name.startswith(entry) and name[len(entry)] in "-_.":
-                return entry
-        return None
-
-
-_DOMAIN_CHARS = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
-
-
-def normalise_domain(name: Any) -> str | None:
-    """Lower-case name without a trailing dot, or None if it is not a DNS name."""
-    if not isinstance(name, str):
-        return None
-    name = name.strip().lower().rstrip(".")
-    if not name or len(name) > 253 or not name.isascii() or _DOMAIN_CHARS.fullmatch(name) is None:
-        return None
-    return name
-
-
-def _string_list(section: Mapping[str, Any], key: str, where: str) -> list[str]:
-    items = section.get(key)
-    if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
-        raise ValueError(f"{where}.{key}: expected a list of non-empty strings")
-    return items
-
-
-def _domains(section: Mapping[str, Any], where: str) -> frozenset[str]:
-    domains = set()
-    for item in _string_list(section, "domains", where):
-        normal = normalise_domain(item)
-        if normal is None:
-            raise ValueError(f"{where}.domains: {item!r} is not a domain name")
-        domains.add(normal)
-    return frozenset(domains)
-
-
-def _ports(section: Mapping[str, Any], where: str) -> frozenset[int]:
-    ports = section.get("ports")
-    if not isinstance(ports, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
-        raise ValueError(f"{where}.ports: expected a list of port numbers")
-    return frozenset(ports)
-
-
-_SECTIONS = ("pool_domains", "donation_domains", "miner_binaries", "pool_ports")
-
-
-def parse_indicators(text: str, origin: str = "miners.yaml") -> Indicators:
-    """Indicators from the YAML text of a miners file; ValueError names what is wrong."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ValueError(f"{origin}: not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{origin}: expected a mapping of lists")
-    sections: dict[str, Mapping[str, Any]] = {}
-    for name in _SECTIONS:
-        section = document.get(name)
-        if not isinstance(section, dict):
-            raise ValueError(f"{origin}: {name}: missing or not a mapping")
-        _string_list(section, "sources", f"{origin}: {name}")
-        if section.get("updated") is None:
-            raise ValueError(f"{origin}: {name}: missing 'updated' (the date the list was checked)")
-        sections[name] = section
-    return Indicators(
-        pool_domains=_domains(sections["pool_domains"], f"{origin}: pool_domains"),
-        donation_domains=_domains(sections["donation_domains"], f"{origin}: donation_domains"),
-        miner_binaries=frozenset(
-            n.lower() for n in _string_list(sections["miner_binaries"], "names",
-                                            f"{origin}: miner_binaries")),
-        pool_ports=_ports(sections["pool_ports"], f"{origin}: pool_ports"),
-        sources={name: tuple(sections[name]["sources"]) for name in _SECTIONS},
-        updated={name: str(sections[name].get("updated", "")) for name in _SECTIONS},
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def _packaged_indicators() -> Indicators:
-    text = (resources.files("guard.data") / "miners.yaml").read_text(encoding="utf-8")
-    return parse_indicators(text, "guard/data/miners.yaml")
-
-
-def load_indicators(path: str | Path | None = None) -> Indicators:
-    """The indicator lists: the packaged guard/data/miners.yaml (read once and
-    cached), or the file at path, e.g. an operator's newer copy."""
-    if path is None:
-        return _packaged_indicators()
-    return parse_indicators(Path(path).read_text(encoding="utf-8"), str(path))
-
-
-# --------------------------------------------------------------------------
-# DNS names
-
-
-def classify_dns(name: str, *, indicators: Indicators | None = None) -> list[Finding]:
-    """A miner_dns finding when name is, or lies below, a pool or donation domain."""
-    match = (indicators or load_indicators()).match_domain(name)
-    if match is None:
-        return []
-    dialect = "donation" if match.list == "donation_domains" else "pool"
-    return [Finding(type="miner_dns", confidence="high", dialect=dialect,
-                    evidence={"name": normalise_domain(name), "matched": match.entry,
-                              "list": match.list})]
+#: Items of an argv looked at.
+MAX_ARGS = 4096
+#: Simple commands of one shell string looked at.
+MAX_COMMANDS = 256
 
 
 # --------------------------------------------------------------------------
@@ -281,7 +116,6 @@ _TEXT_TOOLS = frozenset({
     "ln", "chmod", "chown", "stat", "tar", "zip", "unzip", "gzip", "pip", "pip3", "npm", "apt",
     "apt-get", "apk", "yum", "dnf",
 })
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "busybox"})
 #: Interpreters and the flags after which their program text follows.
 _CODE_FLAGS = {"python": {"-c"}, "node": {"-e", "--eval", "-p", "--print"},
                "nodejs": {"-e", "--eval", "-p", "--print"}, "perl": {"-e", "-E"},
@@ -297,7 +131,7 @@ _BASE64_TOKEN = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 
 
 def _program_name(arg: str) -> str:
-    name = posixpath.basename(arg.rstrip("/")).lower()
+    name = basename(arg).lower()
     if re.fullmatch(r"python[0-9.]*", name):
         return "python"
     return name
@@ -339,7 +173,7 @@ class _Signals:
 
     def add(self, weight: str, indicator: str) -> None:
         """Record an indicator once, under the heaviest weight it was seen with."""
-        indicator = _short(indicator, 120)
+        indicator = short(indicator, 120)
         buckets = ("strong", "medium", "weak")
         for heavier in buckets[:buckets.index(weight)]:
             if indicator in getattr(self, heavier):
@@ -370,12 +204,12 @@ class _Signals:
             return None
         if self.text_tool:
             return "low"
-        return _BY_RANK[min(_RANK[level], _RANK[self.cap])]
+        return CONFIDENCES[min(RANK[level], RANK[self.cap])]
 
 
 def _rank(signals: _Signals) -> int:
     level = signals.confidence()
-    return -1 if level is None else _RANK[level]
+    return -1 if level is None else RANK[level]
 
 
 def _best(candidates: list[_Signals]) -> _Signals:
@@ -399,7 +233,9 @@ class _Context:
 
 
 def _url_host(url: str) -> tuple[str | None, int | None]:
-    """Host and port of `scheme://user@host:port/...`, `host:port` or `[v6]:port`."""
+    """Host and port of `scheme://user@host:port/...`, `host:port` or `[v6]:port`,
+    split at the first colon as XMRig's Url::parse does (not at the last,
+    like split_host_port): `pool.example:3333:x` connects to pool.example."""
     rest = url.split("://", 1)[1] if "://" in url else url
     rest = re.split(r"[/?#]", rest, maxsplit=1)[0].rsplit("@", 1)[-1]
     if rest.startswith("["):
@@ -407,10 +243,7 @@ def _url_host(url: str) -> tuple[str | None, int | None]:
         port_text = tail[1:] if tail.startswith(":") else ""
     else:
         host, _, port_text = rest.partition(":")
-    port = None
-    if port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and int(port_text) < 65536:
-        port = int(port_text)
-    return (host.lower() or None), port
+    return (host.lower() or None), port_number(port_text)
 
 
 _POOLISH_LABEL = re.compile(r"pool|stratum|mining|^mine$|^(xmr|eth|etc|rvn|btc|ltc|zec|kas|erg)\b")
@@ -432,14 +265,14 @@ def _judge_pool_url(value: str, signals: _Signals, indicators: Indicators, *, na
         if match.list == "donation_domains":
             signals.hints.append("xmrig")
         if value not in signals.urls:
-            signals.urls.append(_short(value))
+            signals.urls.append(short(value, EVIDENCE_CHARS))
         return
     if not named or port is None:
         return
     if value not in signals.urls:
-        signals.urls.append(_short(value))
+        signals.urls.append(short(value, EVIDENCE_CHARS))
     if any(_POOLISH_LABEL.search(label) for label in host.split(".")[:-1]):
-        signals.add("medium", f"pool url {_short(value, 80)}")
+        signals.add("medium", f"pool url {short(value, 80)}")
     if port in indicators.pool_ports:
         signals.add("weak", f"pool port {port}")
 
@@ -468,7 +301,7 @@ def _scan_text(text: str, signals: _Signals, indicators: Indicators) -> None:
     for match in _STRATUM_URL.finditer(text):
         signals.add("strong", match.group(0))
         if match.group(0) not in signals.urls:
-            signals.urls.append(_short(match.group(0)))
+            signals.urls.append(short(match.group(0), EVIDENCE_CHARS))
         _judge_pool_url(match.group(0), signals, indicators, named=False)
     if not _STRATUM_URL.search(text):
         scheme = _STRATUM_SCHEME.search(text)
@@ -508,7 +341,7 @@ def _judge_flag(arg: str, signals: _Signals) -> None:
     """Flags that need no value to mean something."""
     name = arg.split("=", 1)[0]
     if name == "--donate-level":
-        signals.add("strong", _short(arg, 40))
+        signals.add("strong", short(arg, 40))
         signals.hints.append("xmrig")
     elif name in _XMRIG_FLAGS or name.startswith("--randomx-"):
         signals.add("medium", name)
@@ -561,29 +394,31 @@ def _looks_like_config_path(flag: str, value: str) -> bool:
 
 
 def _shell_commands(script: str) -> list[list[str]]:
-    """The simple commands of a shell string, split at ; & | && || ( ) and
-    newlines. Enough for how miners are launched (`cd /tmp && nohup ./x -o
-    ... &`); a quoting error falls back to splitting at whitespace."""
+    """The simple commands of a shell string (`cd /tmp && nohup ./x -o ...
+    &`). Comments are read as words: a miner string counts wherever it is.
+    A quote left open makes the split a guess, so each line's words split
+    at whitespace count too."""
+    script = script[:MAX_ARG_CHARS]
+    commands = simple_commands(script, comments=False)
+    if open_quote(script, comments=False):
+        commands = _blank_separated_commands(script) + commands
+    return commands[:MAX_COMMANDS]
+
+
+def _blank_separated_commands(script: str) -> list[list[str]]:
+    """Commands of words split at blanks only, at lines and at words made of
+    ; & | ( ) alone: the words of a script that no shell would run."""
     commands: list[list[str]] = []
-    for line in script[:MAX_ARG_CHARS].splitlines()[:256]:
-        try:
-            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()<>")
-            lexer.whitespace_split = True
-            lexer.commenters = ""
-            tokens = list(lexer)
-        except ValueError:
-            tokens = line.split()
+    for line in script.splitlines()[:MAX_COMMANDS]:
         current: list[str] = []
-        for token in tokens[:4096]:
-            if token and all(c in ";&|()" for c in token):
-                if current:
-                    commands.append(current)
+        for word in line.split():
+            if all(c in ";&|()" for c in word):
+                commands += [current] if current else []
                 current = []
             else:
-                current.append(token)
-        if current:
-            commands.append(current)
-    return commands[:256]
+                current.append(word)
+        commands += [current] if current else []
+    return commands
 
 
 def _decoded_base64(text: str) -> list[str]:
@@ -601,17 +436,11 @@ def _decoded_base64(text: str) -> list[str]:
 
 def _shell_script(argv: list[str]) -> str | None:
     """The script of `sh -c SCRIPT` (also -lc, -ec, `busybox sh -c`)."""
-    args = argv[1:]
     if _program_name(argv[0]) == "busybox":
-        if not args or _program_name(args[0]) not in _SHELLS:
+        if len(argv) < 2 or _program_name(argv[1]) not in SHELLS:
             return None
-        args = args[1:]
-    for i, arg in enumerate(args):
-        if not arg.startswith("-"):
-            return None
-        if not arg.startswith("--") and "c" in arg[1:]:
-            return args[i + 1] if i + 1 < len(args) else None
-    return None
+        argv = argv[1:]
+    return shell_script_operand(argv)
 
 
 def _code_position(program: str, args: list[str]) -> int | None:
@@ -650,7 +479,7 @@ def _command_signals(argv: list[str], ctx: _Context, depth: int) -> _Signals:
     if not argv:
         return _Signals()
     program = _program_name(argv[0])
-    if program in _SHELLS:
+    if program in SHELLS or program == "busybox":
         script = _shell_script(argv)
         if script is not None:
             return _best(_script_candidates(script, ctx, depth))
@@ -818,12 +647,6 @@ def _dialect(signals: _Signals) -> str:
     return "generic"
 
 
-def _as_argv(argv: Any) -> list[str]:
-    if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
-        return []
-    return [item for item in list(argv)[:4096] if isinstance(item, str)]
-
-
 def classify_exec(argv: list[str], exe: str | None = None,
                   read_file: Callable[[str], bytes | None] | None = None, *,
                   indicators: Indicators | None = None) -> list[Finding]:
@@ -839,7 +662,7 @@ def classify_exec(argv: list[str], exe: str | None = None,
     costly to strip) adds a high miner_exec finding with dialect
     "unread-config" (see _with_config for when)."""
     ctx = _Context(indicators or load_indicators())
-    args = _as_argv(argv)
+    args = as_argv(argv)[:MAX_ARGS]
     if isinstance(exe, str) and exe.endswith(" (deleted)"):
         exe = exe[:-len(" (deleted)")]      # miners often delete their file once running
     elif not isinstance(exe, str):
@@ -907,23 +730,24 @@ def _unread_finding(argv: list[str], exe: str | None, unread: list[str]) -> Find
     being started, at high confidence (fail closed), naming what was unread."""
     program = argv[0] if argv else (exe or "")
     return Finding(type="miner_exec", confidence="high", dialect=UNREAD,
-                   evidence={"program": _short(posixpath.basename(program)),
-                             "note": _short(unread[0], 400),
-                             "unread": [_short(note, 400) for note in unread[:8]]})
+                   evidence={"program": short(posixpath.basename(program), EVIDENCE_CHARS),
+                             "note": short(unread[0], 400),
+                             "unread": [short(note, 400) for note in unread[:8]]})
 
 
 def _evidence(argv: list[str], exe: str | None, signals: _Signals) -> dict[str, Any]:
     program = argv[0] if argv else (exe or "")
     evidence: dict[str, Any] = {
-        "program": _short(posixpath.basename(program)),
-        "indicators": [_short(x) for x in (*signals.strong, *signals.medium, *signals.weak)][:16],
+        "program": short(posixpath.basename(program), EVIDENCE_CHARS),
+        "indicators": [short(x, EVIDENCE_CHARS)
+                       for x in (*signals.strong, *signals.medium, *signals.weak)][:16],
     }
     if signals.binary:
         evidence["binary"] = signals.binary
     if signals.urls:
         evidence["url"] = signals.urls[0]
     if signals.config_path:
-        evidence["config"] = _short(signals.config_path)
+        evidence["config"] = short(signals.config_path, EVIDENCE_CHARS)
         evidence["config_keys"] = signals.config_keys[:16]
     if signals.text_tool:
         evidence["text_tool"] = signals.text_tool

@@ -400,29 +400,26 @@ class ConfigReader:
                                                    keyword_name(keyword), current.condition))
         return True
 
-    def _host_matches(self, patterns: list[str], origin: str) -> bool:
-        """`Host` compares the name as typed, case and all; a matching negated pattern vetoes."""
+    def _patterns_match(self, value: str, patterns: Iterable[str], origin: str) -> bool:
+        """Some pattern matches value, and no matching negated (`!`) one vetoes."""
         matched = False
         for pattern in patterns:
-            negated = pattern.startswith("!")
-            if self._glob(self.host_arg, pattern[1:] if negated else pattern, origin):
-                if negated:
-                    return False
-                matched = True
-        return matched
-
-    def _pattern_list_match(self, value: str, patterns: str, fold_case: bool, origin: str) -> bool:
-        """A comma-separated pattern list: a matching negated entry vetoes."""
-        if fold_case:
-            value, patterns = value.lower(), patterns.lower()
-        matched = False
-        for pattern in patterns.split(","):
             negated = pattern.startswith("!")
             if self._glob(value, pattern[1:] if negated else pattern, origin):
                 if negated:
                     return False
                 matched = True
         return matched
+
+    def _host_matches(self, patterns: list[str], origin: str) -> bool:
+        """`Host` compares the name as typed, case and all."""
+        return self._patterns_match(self.host_arg, patterns, origin)
+
+    def _pattern_list_match(self, value: str, patterns: str, fold_case: bool, origin: str) -> bool:
+        """A comma-separated pattern list (Match host, user, ...)."""
+        if fold_case:
+            value, patterns = value.lower(), patterns.lower()
+        return self._patterns_match(value, patterns.split(","), origin)
 
     def _match(self, args: list[str], origin: str) -> Scope:
         """readconf.c match_cfg_line: every criterion must hold."""

@@ -49,8 +49,10 @@ from typing import Any
 
 import orjson
 
-from guard.detect.classify import Finding, http_head_fields
-from guard.detect.classify.miner import Indicators, load_indicators
+from guard.detect.classify import (
+    CONFIDENCES, RANK, Finding, http_head_fields, port_number, short,
+)
+from guard.detect.classify.miner_indicators import Indicators, load_indicators
 from guard.detect.classify.tls import parse_tls_client_hello
 
 #: Bytes of a sample looked at: first messages are small (XMRig's login is
@@ -79,15 +81,6 @@ HTTP_CONNECT = "http-connect"
 #: process's miner traits can confirm.
 PAYLOAD_DIALECTS = frozenset({STRATUM_V1, STRATUM_V1_BIP310, CRYPTONOTE_LOGIN, ETHEREUMSTRATUM_1,
                               ETH_PROXY, ETHEREUMSTRATUM_2, GETWORK_HTTP, STRATUM_V2_PLAINTEXT})
-
-_RANK = {"low": 0, "medium": 1, "high": 2}
-_BY_RANK = ("low", "medium", "high")
-
-
-def _short(text: Any, limit: int = EVIDENCE_CHARS) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + "..."
-
 
 def _sample(payload: Any) -> bytes:
     if isinstance(payload, (bytes, bytearray, memoryview)):
@@ -361,20 +354,17 @@ def _json_lines(data: bytes) -> list[Finding]:
             verdicts.append(verdict)
     if not verdicts:
         return []
-    best = verdicts[0]
-    for verdict in verdicts[1:]:
-        if _RANK[verdict.confidence] > _RANK[best.confidence]:
-            best = verdict
+    best = max(verdicts, key=lambda verdict: RANK[verdict.confidence])   # the first on ties
     methods = list(dict.fromkeys(v.method for v in verdicts))
-    evidence = {"methods": [_short(m, 64) for m in methods], "framing": "newline-json"}
+    evidence = {"methods": [short(m, 64) for m in methods], "framing": "newline-json"}
     evidence.update({k: _evidence_value(v) for k, v in best.evidence.items() if v not in (None, [])})
     return [_finding(best.confidence, best.dialect, evidence)]
 
 
 def _evidence_value(value: Any) -> Any:
     if isinstance(value, list):
-        return [_short(v, 64) for v in value[:8]]
-    return _short(value)
+        return [short(v, 64) for v in value[:8]]
+    return short(value, EVIDENCE_CHARS)
 
 
 # --------------------------------------------------------------------------
@@ -402,9 +392,9 @@ def _http_request(data: bytes) -> list[Finding]:
     head, _, body = data.partition(b"\r\n\r\n")
     request_line, headers = _http_headers(head)
     parts = request_line.split(" ")
-    evidence: dict[str, Any] = {"request": _short(" ".join(parts[:2]), 120)}
+    evidence: dict[str, Any] = {"request": short(" ".join(parts[:2]), 120)}
     if "user-agent" in headers:
-        evidence["user_agent"] = _short(headers["user-agent"])
+        evidence["user_agent"] = short(headers["user-agent"], EVIDENCE_CHARS)
     extensions = headers.get("x-mining-extensions")
     method = None
     stripped = body.lstrip()
@@ -419,7 +409,7 @@ def _http_request(data: bytes) -> list[Finding]:
     if method in _GETWORK_METHODS:
         evidence["method"] = method
     if extensions is not None:
-        evidence["x_mining_extensions"] = _short(extensions, 120)
+        evidence["x_mining_extensions"] = short(extensions, 120)
     return [_finding("medium", GETWORK_HTTP, evidence)]
 
 
@@ -458,8 +448,8 @@ def _setup_connection_fields(frame: bytes) -> dict[str, Any] | None:
         position = parsed[1]
     if position != len(frame):
         return None
-    return {"endpoint": _short(f"{host[0]}:{port}", 120), "vendor": _short(texts[0], 64),
-            "hardware": _short(texts[1], 64), "firmware": _short(texts[2], 64)}
+    return {"endpoint": short(f"{host[0]}:{port}", 120), "vendor": short(texts[0], 64),
+            "hardware": short(texts[1], 64), "firmware": short(texts[2], 64)}
 
 
 def _stratum_v2(data: bytes) -> list[Finding]:
@@ -638,11 +628,11 @@ def _http_connect(data: bytes) -> ProxyTarget | None:
         port_text = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port_text = authority.rpartition(":")
-    if not host or not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5 \
-            or int(port_text) > 65535 or _printable_host(host.encode("latin-1")) is None:
+    port = port_number(port_text)
+    if not host or port is None or _printable_host(host.encode("latin-1")) is None:
         return None
     head_end = data.find(b"\r\n\r\n")
-    return ProxyTarget(HTTP_CONNECT, host, int(port_text), head_end + 4 if head_end >= 0 else None)
+    return ProxyTarget(HTTP_CONNECT, host, port, head_end + 4 if head_end >= 0 else None)
 
 
 def parse_proxy_request(payload: bytes) -> ProxyTarget | None:
@@ -682,10 +672,11 @@ def _proxy(data: bytes, miner_traits: bool, indicators: Indicators,
     match = indicators.match_domain(target.host)
     if match is not None:
         findings.append(_finding("high", target.protocol, {
-            "host": _short(target.host), "port": target.port, "matched": match.entry,
-            "list": match.list}))
+            "host": short(target.host, EVIDENCE_CHARS), "port": target.port,
+            "matched": match.entry, "list": match.list}))
     if not nested and target.end is not None and target.end < len(data):
-        via = {"via": target.protocol, "proxy_target": _short(f"{target.host}:{target.port}")}
+        via = {"via": target.protocol,
+               "proxy_target": short(f"{target.host}:{target.port}", EVIDENCE_CHARS)}
         for inner in _classify(data[target.end:], target.port, miner_traits, indicators, True):
             findings.append(_finding(inner.confidence, inner.dialect, {**inner.evidence, **via}))
     return findings
@@ -736,8 +727,8 @@ def _confirmed(finding: Finding, inbound: Any, miner_traits: bool) -> Finding:
     evidence = dict(finding.evidence)
     reply = _reply_anchor(inbound, finding.dialect) if inbound is not None else None
     if reply is not None:
-        evidence["reply"] = _short(reply, 64)
-        confidence = _BY_RANK[min(_RANK[confidence] + 1, 2)]
+        evidence["reply"] = short(reply, 64)
+        confidence = CONFIDENCES[min(RANK[confidence] + 1, len(CONFIDENCES) - 1)]
     if miner_traits and confidence == "medium":
         evidence["miner_traits"] = True
         confidence = "high"
@@ -767,5 +758,5 @@ def classify_payload(payload: bytes, *, dst_port: int | None = None, inbound: by
         # a JSON line the client dialects do not know, answered like a pool
         reply = _reply_anchor(inbound, None)
         if reply is not None:
-            return [_finding("medium", "stratum-reply", {"reply": _short(reply, 64)})]
+            return [_finding("medium", "stratum-reply", {"reply": short(reply, 64)})]
     return [_confirmed(f, inbound, traits) for f in findings]

@@ -1,0 +1,237 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Records -> verdicts carried out -> events: one handler per record kind,
+found through a table.
+
+    exec      classify (the program may be held at exec), act, settle the hold
+    connect   the kernel's verdict, explained (rule name, process, container)
+    socket    likewise, for a refused raw or packet socket
+    payload   a flow's first bytes: classify, then block, reset or allow the flow;
+              the server's first reply (INBOUND) confirms what the client showed
+    stdio     a socket on a process's stdin/stdout/stderr
+    cgroup    discovery: a container's cgroup appears or goes (the registry)
+
+The kernel has already enforced every verdict it reports (EPERM at connect or
+socket, SIGKILL at exec); these handlers act on what only userspace can judge
+(detections) and explain the rest. Kill always comes before a reset: a reset
+wakes the sender, which must not get to run on.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+from guard.agent.generations import generation_of
+from guard.detect.classify import CONFIDENCES
+from guard.detect.detector import Detection, decide, strongest
+from guard.kernel import abi
+from guard.kernel.records import (CgroupRecord, ConnectRecord, DecodeError, ExecRecord,
+                                  PayloadRecord, SocketRecord, StdioSocketRecord, decode)
+from guard.policy.model import Policy
+from guard.report.events import describe, describe_detection
+
+FIRST_SAMPLES_KEPT = 4096   # first payloads waiting for the server's reply
+SSH_TYPES = frozenset({"ssh_reverse_tunnel", "ssh_outbound"})
+
+
+class RecordHandlers:
+    """The agent's record path. `agent` gives the stages a handler needs:
+    processes, detector, files_of, cgroup_names, the responder and the maps,
+    the compiled generations, and emit/error/report_action_errors for events."""
+
+    def __init__(self, agent, on_cgroup: Callable[[CgroupRecord], None]):
+        self._agent = agent
+        self._table: dict[type, Callable[[Any], None]] = {
+            ExecRecord: self.on_exec,
+            ConnectRecord: self.on_verdict,
+            SocketRecord: self.on_verdict,
+            PayloadRecord: self.on_payload,
+            StdioSocketRecord: self.on_stdio_socket,
+            CgroupRecord: on_cgroup,
+        }
+        # cookie -> (first payload, port, reported (type, dialect) -> confidence rank)
+        self.first_samples: OrderedDict[int, tuple[bytes, int, dict]] = OrderedDict()
+
+    def handle(self, raw: bytes) -> None:
+        agent = self._agent
+        try:
+            record = decode(raw)
+        except DecodeError as exc:
+            agent.stats.decode_errors += 1
+            agent.error(f"undecodable event: {exc}")
+            return
+        self._table[type(record)](record)
+
+    # -- the kernel's verdicts, explained ------------------------------------
+    def on_exec(self, record: ExecRecord) -> None:
+        process = self._agent.processes.record_exec(record)
+        detections = self.judge_exec(record, process)
+        self.on_verdict(record, process)
+        for detection in detections:
+            self.emit_detection(record.header, detection, process)
+
+    def on_verdict(self, record, process=None) -> None:
+        agent = self._agent
+        header = record.header
+        if process is None:
+            process = agent.processes.lookup(header.pid)
+        compiled = agent.compiled_policy(header.policy_id)
+        rule = compiled.rule_name(header.rule_id) if compiled else None
+        if header.rule_id == abi.RULE_DETECTION:
+            rule = "detection"  # refused because a detection judged the process
+        event = describe(
+            record, agent.clock, rule=rule,
+            cgroup_path=agent.cgroup_names.name(header.cgroup_id),
+            policy_name=compiled.name if compiled else None,
+            generation=generation_of(header.policy_id),
+            process=process)
+        agent.emit(event, header.policy_id)
+
+    # -- detections ------------------------------------------------------------
+    def policy_of(self, policy_id: int) -> Policy | None:
+        # generations adopted from a previous agent are known by name only
+        return getattr(self._agent.compiled_policy(policy_id), "policy", None)
+
+    def emit_detection(self, header, detection: Detection, process,
+                       dst: dict[str, Any] | None = None) -> None:
+        agent = self._agent
+        compiled = agent.compiled_policy(header.policy_id)
+        event = describe_detection(
+            header, agent.clock, detection.as_dict(), detection.action,
+            cgroup_path=agent.cgroup_names.name(header.cgroup_id),
+            policy_name=compiled.name if compiled else None,
+            generation=generation_of(header.policy_id), process=process, dst=dst)
+        agent.count_detection(detection.finding.type, detection.action)
+        agent.emit(event, header.policy_id)
+
+    def judge_exec(self, record: ExecRecord, process) -> list[Detection]:
+        """Classify an exec; act before a held program runs its first instruction.
+        Whatever happens on the way, a held program is settled: resumed, or
+        killed when the agent could not judge it (the kernel held it because
+        an enforcing detection wanted a verdict: no verdict fails closed)."""
+        agent = self._agent
+        header = record.header
+        detections: list[Detection] = []
+        action: str | None = "kill"     # until judged
+        cgroup_path = None
+        try:
+            policy = self.policy_of(header.policy_id)
+            cgroup_path = agent.cgroup_names.name(header.cgroup_id)
+            if policy is not None and header.action != abi.Action.KILL:
+                # the classifiers are isolated from each other (Detector)
+                detections = decide(agent.detector.exec_findings(
+                    policy, record.argv, record.exe or record.filename,
+                    agent.files_of(header.pid)), policy)
+            process.detections = {d.finding.type for d in detections}
+            action = strongest(detections)
+            if action == "block":
+                agent.responder.block_process(header.pid, header.start_ns)
+            elif action == "kill" and not record.held:
+                agent.responder.kill(header.pid, cgroup_path)
+        finally:
+            if record.held:
+                self.settle_held(header.pid, action, cgroup_path)
+        return detections
+
+    def settle_held(self, pid: int, action: str | None, cgroup_path: str | None) -> None:
+        """Kill or resume a program the kernel stopped at exec. Deleting its
+        hold is the claim: when the hold watchdog got there first (the loop
+        was late), only a kill is still worth carrying out."""
+        agent = self._agent
+        claimed = agent.maps.release_held(pid)
+        if action == "kill":
+            agent.responder.kill(pid, cgroup_path)
+        elif claimed:
+            agent.responder.resume(pid, cgroup_path)
+
+    # -- flows -------------------------------------------------------------------
+    def on_payload(self, record: PayloadRecord) -> None:
+        if record.sample_kind == abi.SampleKind.INBOUND:
+            self.on_inbound(record)
+            return
+        agent = self._agent
+        header = record.header
+        agent.stats.samples += 1
+        policy = self.policy_of(header.policy_id)
+        process = agent.processes.lookup(header.pid)
+        detections: list[Detection] = []
+        if policy is not None:
+            detections = decide(agent.detector.payload_findings(
+                policy, record, miner_traits="miner_exec" in process.detections,
+                ssh_judged=bool(process.detections & SSH_TYPES), argv=process.argv), policy)
+        action = strongest(detections)
+        cgroup_path = agent.cgroup_names.name(header.cgroup_id)
+        # kill first: a reset wakes the sender, which must not get to run on
+        if action == "kill":
+            agent.responder.kill(header.pid, cgroup_path)
+        if record.sample_kind in (abi.SampleKind.FIRST, abi.SampleKind.PROXY):
+            if action in ("block", "kill"):
+                agent.responder.block_flow(record.cookie, header.pid, record.proto)
+            elif record.sample_kind == abi.SampleKind.FIRST:
+                agent.responder.allow_flow(record.cookie)
+                self.remember_first(record, detections)
+        dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
+        for detection in detections:
+            self.emit_detection(header, detection, process, dst=dst)
+        agent.report_action_errors()
+
+    def on_inbound(self, record: PayloadRecord) -> None:
+        """The server's first reply on a flow that was let through: report
+        what it confirms beyond what the client's bytes showed, and act."""
+        agent = self._agent
+        first = self.first_samples.pop(record.cookie, None)
+        header = record.header
+        policy = self.policy_of(header.policy_id)
+        if first is None or policy is None:
+            return
+        sample, port, reported = first
+        process = agent.processes.lookup(header.pid)
+        findings = agent.detector.inbound_findings(
+            policy, sample, port, record.sample,
+            miner_traits="miner_exec" in process.detections)
+        news = [f for f in findings
+                if CONFIDENCES.index(f.confidence) > reported.get((f.type, f.dialect), -1)]
+        detections = decide(news, policy)
+        action = strongest(detections)
+        cgroup_path = agent.cgroup_names.name(header.cgroup_id)
+        if action == "kill":
+            agent.responder.kill(header.pid, cgroup_path)
+        if action in ("block", "kill"):
+            agent.responder.reset_socket(record.cookie, header.pid, record.proto)
+        dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
+        for detection in detections:
+            self.emit_detection(header, detection, process, dst=dst)
+        agent.report_action_errors()
+
+    def remember_first(self, record: PayloadRecord, detections: list[Detection]) -> None:
+        """A first payload let through, kept until the server's reply comes."""
+        reported = {(d.finding.type, d.finding.dialect): CONFIDENCES.index(d.finding.confidence)
+                    for d in detections}
+        self.first_samples[record.cookie] = (record.sample, record.port, reported)
+        while len(self.first_samples) > FIRST_SAMPLES_KEPT:
+            self.first_samples.popitem(last=False)
+
+    # -- sockets on stdio -----------------------------------------------------------
+    def on_stdio_socket(self, record: StdioSocketRecord) -> None:
+        agent = self._agent
+        header = record.header
+        policy = self.policy_of(header.policy_id)
+        process = agent.processes.lookup(header.pid)
+        if policy is None:
+            return
+        detections = decide(agent.detector.stdio_socket_findings(record, process.argv), policy)
+        action = strongest(detections)
+        # kill was done by the kernel at the dup; block ends the socket and
+        # refuses the process's further connects. A UDP socket cannot be
+        # reset and sends without connect(): the process is killed instead.
+        if action == "block":
+            if record.proto == abi.Proto.UDP:
+                agent.responder.kill(header.pid, agent.cgroup_names.name(header.cgroup_id))
+                detections = [Detection(d.finding, "kill") for d in detections]
+            elif not agent.responder.reset_socket(record.cookie, header.pid):
+                agent.responder.errors.append(
+                    f"socket of pid {header.pid} on fd {record.newfd} could not be reset")
+            agent.responder.block_process(header.pid, header.start_ns)
+        dst = {"ip": record.ip, "port": record.port}
+        for detection in detections:
+            self.emit_detection(header, detection, process, dst=dst)
+        agent.report_action_errors()
