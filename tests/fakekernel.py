@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """A fake kernel for the agent: its whole record path without root.
 
-The real agent (guard.agent.Agent) runs on the real record path, decode ->
-enrich -> classify -> decide -> act -> emit; only its I/O boundary is
-replaced:
+The real agent (guard.agent.Agent) is started by its real start() and runs
+on the real record path, decode -> enrich -> classify -> decide -> act ->
+emit; only its I/O boundary is replaced, through its seams (Agent(kernel=,
+metadata=), agent.files_of, agent.process_of, agent.hold_watchdog):
 
+    the kernel         FakeHost, the Kernel of guard/kernel/host.py: hands
+                       start() the fakes below and a FakeRing
     ring buffer        records built here (exec_record, connect_record, ...)
                        from the ctypes layouts of guard/kernel/abi.py, pushed into
                        the agent's pending list and drained by _drain()
@@ -43,12 +46,11 @@ from typing import Any, Callable, Mapping, Sequence
 import orjson
 import pytest
 
-from guard.agent.generations import compile_all
+from guard.agent.holds import HoldWatchdog
 from guard.kernel import abi
 from guard.kernel.abi import Action, CgroupOp, EventKind, ExecFlags, Hook, PayloadFlags, Proto, SampleKind
 from guard.workloads.cgroups import Cgroup, resolve
 from guard.detect import detector as detect
-from guard.detect.vocabulary import anchor_table
 from guard.detect.files import CONFIG_READ_MAX, ProcessFiles
 from guard.workloads.runtime import ContainerInfo
 from guard.report.events import EventWriter
@@ -57,7 +59,8 @@ from guard.policy.model import Policy
 from guard.policy.load import default_policy, parse_policies
 
 __all__ = [
-    "FAKE_PID", "FakeCgroupNames", "FakeCgroupTree", "FakeControl", "FakeFiles", "FakeKernel",
+    "FAKE_PID", "FakeCgroupNames", "FakeCgroupTree", "FakeControl", "FakeFiles", "FakeHost", "FakeKernel",
+    "IdleWatchdog",
     "FakeMaps", "FakeMetadata", "FakeObjects", "FakeRing", "SignalSink", "cgroup_record", "connect_record",
     "encode_header", "exec_record", "fake_agent", "kernel", "payload_record", "signals",
     "socket_record", "stdio_socket_record",
@@ -478,9 +481,10 @@ class SignalSink:
     def cgroup_path_of(self, pid: int) -> str | None:
         return self.cgroup_of.get(pid, self.default_cgroup)
 
-    def in_netns_of(self, pid: int, fn: Callable[[], None]) -> None:
+    def in_netns_of(self, pid: int, fn: Callable[[], None]) -> bool:
         self.netns_runs.append(pid)
         fn()
+        return True
 
     def install(self) -> "SignalSink":
         import guard.respond.responder
@@ -757,11 +761,61 @@ class FakeControl(_Wakeup):
 # The agent on the fakes
 
 
+class IdleWatchdog(HoldWatchdog):
+    """The hold watchdog, its thread never started: tests call check_holds()."""
+
+    def start(self) -> None:
+        pass
+
+
+class FakeHost:
+    """The Kernel of guard/kernel/host.py over the fakes, and its factory
+    (Agent(kernel=...)): the mount is the FakeCgroupTree, the names its
+    FakeCgroupNames, load() hands over the FakeObjects and FakeMaps, the ring
+    is a FakeRing. `mismatches` is what check_abi() reports; fail_load = exc
+    makes load() raise exc (as GuardObjects raises LibbpfError)."""
+
+    def __init__(self, fake: "FakeKernel"):
+        self._fake = fake
+        self.opened: tuple[int, Any] | None = None     # (ring_size, pin_dir) of the agent
+        self.mismatches: list[str] = []
+        self.fail_load: BaseException | None = None
+        self.objects: FakeObjects | None = None
+        self.maps: FakeMaps | None = None
+        self.ring: FakeRing | None = None
+
+    def __call__(self, ring_size: int, pin_dir: Any) -> "FakeHost":
+        self.opened = (ring_size, pin_dir)
+        return self
+
+    def cgroup_mount(self) -> Path:
+        return self._fake.tree.mount
+
+    def cgroup_names(self, mount: Path) -> FakeCgroupNames:
+        return self._fake.names
+
+    def check_abi(self) -> list[str]:
+        return list(self.mismatches)
+
+    def load(self) -> None:
+        exc, self.fail_load = self.fail_load, None
+        if exc is not None:
+            raise exc
+        self.objects, self.maps = self._fake.objects, self._fake.maps
+
+    def open_ring(self, on_record: Callable[[bytes], Any]) -> FakeRing:
+        self.ring = FakeRing(on_record)
+        return self.ring
+
+
 class FakeKernel:
-    """A real Agent wired to the fakes, as start() would wire it to the
-    kernel (without start(), which needs root). A context manager: closing
-    it removes the signal sink and the cgroup tree and takes the agent's
-    responder away, so nothing it does afterwards can signal anything."""
+    """A real Agent started on the fakes: Agent.start() runs as it does on
+    the host, with FakeHost for the kernel and FakeMetadata for the runtime;
+    the hold watchdog's thread is not started (IdleWatchdog). The "ready"
+    event start() writes is read already (events() still has it). A context
+    manager: closing it removes the signal sink and the cgroup tree and takes
+    the agent's responder away, so nothing it does afterwards can signal
+    anything."""
 
     def __init__(self, policy: Policy | Sequence[Policy] | str | None = None, *,
                  cgroups: Sequence[str] = (DEFAULT_CGROUP,), can_reset_sockets: bool = True,
@@ -775,19 +829,27 @@ class FakeKernel:
         try:
             self.output = io.BytesIO()
             self.writer = EventWriter(self.output)
+            self.host = FakeHost(self)
+            self.metadata = FakeMetadata()
             self.agent = agent = agent_module.Agent(
                 policy if policy is not None else default_policy(),
-                cgroup_specs=list(cgroups), writer=self.writer, **agent_kw)
+                cgroup_specs=list(cgroups), writer=self.writer, kernel=self.host,
+                metadata=lambda _sockets: self.metadata, **agent_kw)
             self.maps = FakeMaps(timeline=self.timeline)
             self.objects = FakeObjects(can_reset_sockets, timeline=self.timeline)
-            self.metadata = FakeMetadata()
             self.names = FakeCgroupNames(self.tree)
             self.files: dict[int, FakeFiles] = {}       # pid -> its files
             self.default_files = files or FakeFiles()
             self.processes: dict[int, ProcessInfo] = {}  # pid -> what /proc would say
             self.failures: list[tuple[bytes, BaseException, str]] = []
             self._read_at = 0
-            self._wire(agent_module, [self.tree.mkdir(spec) for spec in cgroups])
+            for spec in cgroups:
+                self.tree.mkdir(spec)
+            agent.files_of, agent.process_of = self.files_of, self.process_of
+            agent.hold_watchdog = IdleWatchdog
+            agent.start()
+            self.take_lines()           # the "ready" event
+            self._record_failures()
         except BaseException:
             self.close()
             raise
@@ -795,35 +857,10 @@ class FakeKernel:
                                       if agent.registry.guarded else None)
         self.signals.default_cgroup = self.cgroup.relative if self.cgroup else None
 
-    def _wire(self, agent_module: Any, cgroups: list[Cgroup]) -> None:
-        """What Agent.start() does after loading the objects; kept in step
-        with it by hand (see the report: a seam in start() would end this)."""
+    def _record_failures(self) -> None:
+        """Every exception a handler lets out, with its traceback, for the
+        tests to show (the loop's own safety net, if any, still runs)."""
         agent = self.agent
-        agent._mount = self.tree.mount
-        agent.cgroup_names = self.names
-        agent.metadata = self.metadata
-        agent.files_of = self.files_of
-        agent._objects = self.objects
-        agent._maps = self.maps
-        agent.generations.maps = self.maps
-        self.maps.set_anchors(anchor_table())
-        self.maps.heartbeat(agent._heartbeat_timeout_ms)
-        self.maps.set_hold_timeout(agent._hold_timeout_ms)
-        agent._responder = agent_module.Responder(self.maps, self.objects)
-        watchdog = getattr(agent_module, "HoldWatchdog", None)
-        if watchdog is not None:        # made, not started: tests call check_holds()
-            agent._holds = watchdog(
-                self.maps, agent_module.Responder(self.maps, self.objects),
-                agent_module.Detector(agent.detector.indicators), agent._hold_timeout_ms,
-                agent._held_policy, files_of=self.files_of, process_of=self.process_of)
-        agent._switch_to(agent.policies, compile_all(agent.policies))
-        self.objects.attach_global()
-        if agent.discover:
-            self.maps.watch_cgroups(True)
-        for cg in cgroups:
-            agent.guard(cg)
-        # every exception a handler lets out, with its traceback, for the
-        # tests to show (the loop's own safety net, if any, still runs)
         handle = agent.handle
 
         def recorded(raw: bytes) -> None:
@@ -931,10 +968,18 @@ class FakeKernel:
         return [e for e in events if kind is None or e.get("kind") == kind]
 
     # -- lifetime
+    @property
+    def ring(self) -> FakeRing | None:
+        """The ring start() opened (None before, or once stop() closed it)."""
+        return self.agent._ring
+
     def close(self) -> None:
         agent = getattr(self, "agent", None)
         if agent is not None:           # no signal can outlive the sink
             agent._responder = agent._holds = None
+        host = getattr(self, "host", None)
+        if host is not None and host.ring is not None:
+            host.ring.close()
         self.signals.remove()
         self.tree.close()
 

@@ -49,9 +49,9 @@ from guard.detect.detector import Detector
 from guard.detect.files import ProcessFiles
 from guard.detect.vocabulary import anchor_table
 from guard.kernel import abi, libbpf
+from guard.kernel.host import KernelError, KernelFactory, Ring, open_kernel
 from guard.kernel.maps import Maps
-from guard.kernel.objects import (ENFORCEMENT_LEVEL, RING_SIZE_DEFAULT, GuardObjects,
-                                  abi_mismatches, object_path)
+from guard.kernel.objects import ENFORCEMENT_LEVEL, RING_SIZE_DEFAULT, GuardObjects
 from guard.policy.compile import CompiledPolicy
 from guard.policy.fast import FastPolicy, warm_up
 from guard.policy.load import default_policy
@@ -60,7 +60,7 @@ from guard.report.events import (Clock, EventWriter, agent_event, crashed_event,
                                  loss_event, policy_event)
 from guard.report.metrics import MetricsServer
 from guard.respond.responder import Responder, cgroup_path_of
-from guard.workloads.cgroups import Cgroup, CgroupError, CgroupNames, cgroup2_mount, resolve
+from guard.workloads.cgroups import Cgroup, CgroupError, CgroupNames, resolve
 from guard.workloads.containers import container_of, is_container_cgroup
 from guard.workloads.kubernetes import PodWatcher
 from guard.workloads.process import ProcessTable
@@ -106,7 +106,11 @@ class Agent:
                  runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS,
                  kube_api: tuple[str, str, str | None, str | None] | None = None,
                  unselected: str = "default", hold_timeout_ms: int = HOLD_TIMEOUT_MS_DEFAULT,
-                 scheduling: str = "background"):
+                 scheduling: str = "background", *, kernel: KernelFactory = open_kernel,
+                 metadata: Callable[[tuple[str, ...]], MetadataCache] = MetadataCache):
+        # the seams: the kernel (guard/kernel/host.py) and the runtime's metadata
+        self._kernel_factory = kernel
+        self._metadata_factory = metadata
         # what nothing selects: the embedded default, or left unguarded
         self._unselected = unselected
         self.policies = self._with_fallback(policy)
@@ -125,6 +129,8 @@ class Agent:
         self.detector = Detector()
         # a process's files as it sees them (a seam: tests give a fake root)
         self.files_of: Callable[[int], ProcessFiles] = ProcessFiles
+        self.process_of = ProcessTable.from_proc     # likewise, a held program's /proc
+        self.hold_watchdog = HoldWatchdog            # likewise (the fake's is not started)
         self._responder: Responder | None = None
         self._holds: HoldWatchdog | None = None
         self._detections_by: dict[tuple[str, str], int] = {}
@@ -149,7 +155,7 @@ class Agent:
         self.pods: PodWatcher | None = None
         self._objects: GuardObjects | None = None
         self._maps: Maps | None = None
-        self._ring: libbpf.RingBuffer | None = None
+        self._ring: Ring | None = None
         self.cgroup_names: CgroupNames | None = None    # set at start (the mount is known then)
         self.generations = Generations(self._names_file)
         self._pending: list[bytes] = []
@@ -161,10 +167,12 @@ class Agent:
 
     # -- start ---------------------------------------------------------------
     def start(self) -> None:
-        if os.geteuid() != 0:
-            raise AgentError("egress-guard run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
         try:
-            mount = cgroup2_mount()
+            kernel = self._kernel_factory(self._ring_size, self._pin_dir)
+        except KernelError as exc:
+            raise AgentError(str(exc)) from None
+        try:
+            mount = kernel.cgroup_mount()
             cgroups = [resolve(spec, mount) for spec in self._cgroup_specs]
         except CgroupError as exc:
             raise AgentError(str(exc)) from None
@@ -173,29 +181,31 @@ class Agent:
             if cg.level == 0:
                 raise AgentError(f"{cg.path}: refusing to guard the root cgroup "
                                  "(name a child cgroup, e.g. a container's)")
-        self.cgroup_names = CgroupNames(mount)
-        mismatches = abi_mismatches(object_path("exec"))
+        self.cgroup_names = kernel.cgroup_names(mount)
+        mismatches = kernel.check_abi()
         if mismatches:
             raise AgentError("guard/kernel/abi.py does not match the BPF objects: " + "; ".join(mismatches))
         compiled = compile_all(self.policies)
         try:
-            self.metadata = MetadataCache(self._runtime_sockets)
+            self.metadata = self._metadata_factory(self._runtime_sockets)
             if self._kube_api:
                 api, node, token, ca_file = self._kube_api
                 self.pods = PodWatcher(api, node, token, ca_file)
-            self._objects = GuardObjects(self._ring_size, self._pin_dir)
-            self._maps = Maps(self._objects.map_fds)
+            try:
+                kernel.load()
+            finally:    # the objects, even when their maps failed: stop() frees them
+                self._objects, self._maps = kernel.objects, kernel.maps
             self.generations.maps = self._maps
             self._maps.set_anchors(anchor_table())
             self._maps.heartbeat(self._heartbeat_timeout_ms)
             self._maps.set_hold_timeout(self._hold_timeout_ms)
             self._responder = Responder(self._maps, self._objects)
             # its own responder and detector: it runs beside the loop
-            self._holds = HoldWatchdog(
+            self._holds = self.hold_watchdog(
                 self._maps, Responder(self._maps, self._objects),
                 Detector(self.detector.indicators), self._hold_timeout_ms,
-                self._held_policy, files_of=self.files_of, process_of=ProcessTable.from_proc)
-            self._ring = libbpf.RingBuffer(self._objects.map_fds["eg_events"], self._pending.append)
+                self._held_policy, files_of=self.files_of, process_of=self.process_of)
+            self._ring = kernel.open_ring(self._pending.append)
             previously_guarded = self._adopt() if self._objects.adopted else []
             self._switch_to(self.policies, compiled)
             self.generations.write_names()
@@ -227,6 +237,9 @@ class Agent:
         except ControlError as exc:
             self.stop()
             raise AgentError(str(exc)) from None
+        except OSError as exc:   # e.g. the state directory (--state-dir) cannot be made
+            self.stop()
+            raise AgentError(f"{exc.filename or 'start'}: {exc.strerror or exc}") from None
         except BaseException:
             self.stop()  # whatever failed half-way, nothing new stays attached
             raise

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from guard.agent.generations import generation_of
-from guard.detect.classify import CONFIDENCES
+from guard.detect.classify import RANK
 from guard.detect.detector import Detection, decide, strongest
 from guard.kernel import abi
 from guard.kernel.records import (CgroupRecord, ConnectRecord, DecodeError, ExecRecord,
@@ -189,7 +189,7 @@ class RecordHandlers:
             policy, sample, port, record.sample,
             miner_traits="miner_exec" in process.detections)
         news = [f for f in findings
-                if CONFIDENCES.index(f.confidence) > reported.get((f.type, f.dialect), -1)]
+                if RANK[f.confidence] > reported.get((f.type, f.dialect), -1)]
         detections = decide(news, policy)
         action = strongest(detections)
         cgroup_path = agent.cgroup_names.name(header.cgroup_id)
@@ -204,7 +204,7 @@ class RecordHandlers:
 
     def remember_first(self, record: PayloadRecord, detections: list[Detection]) -> None:
         """A first payload let through, kept until the server's reply comes."""
-        reported = {(d.finding.type, d.finding.dialect): CONFIDENCES.index(d.finding.confidence)
+        reported = {(d.finding.type, d.finding.dialect): RANK[d.finding.confidence]
                     for d in detections}
         self.first_samples[record.cookie] = (record.sample, record.port, reported)
         while len(self.first_samples) > FIRST_SAMPLES_KEPT:

@@ -32,17 +32,18 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def in_netns_of(pid: int, fn: Callable[[], None]) -> None:
+def in_netns_of(pid: int, fn: Callable[[], None]) -> bool:
     """Run fn in the network namespace of pid (BPF iterators walk the
-    sockets of their creator's namespace). setns moves only the calling
-    thread, so a namespace other than ours gets a short-lived thread."""
+    sockets of their creator's namespace); False when pid is gone and fn did
+    not run. setns moves only the calling thread, so a namespace other than
+    ours gets a short-lived thread."""
     try:
         theirs = os.stat(f"/proc/{pid}/ns/net").st_ino
     except OSError:
-        return
+        return False
     if theirs == os.stat("/proc/self/ns/net").st_ino:
         fn()
-        return
+        return True
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -61,6 +62,7 @@ def in_netns_of(pid: int, fn: Callable[[], None]) -> None:
     thread.join()
     if failure:
         raise failure[0]
+    return True
 
 
 def _reported(method):
@@ -142,9 +144,8 @@ class Responder:
             return False
         self._maps.request_reset(cookie)
         try:
-            in_netns_of(pid, self._objects.run_socket_reset)
+            return in_netns_of(pid, self._objects.run_socket_reset)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ESRCH):
                 raise
             return False
-        return True

@@ -95,6 +95,13 @@ class AgentProcess:
                 return self.events
             self.events.append(event)
 
+    def rss_kb(self) -> int:
+        """The agent's resident memory now (VmRSS, kB)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS for the agent")
+
     def _stderr_now(self) -> str:
         try:
             self.proc.wait(timeout=2)

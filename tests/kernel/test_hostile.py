@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from guard.kernel.objects import remove_pins
 from guard.report.safejson import unescape_text
 from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
 from .conftest import port_block_policy, try_connect
+from .test_pinned import pin_dir  # noqa: F401  (a private bpffs per test)
 
 BLOCKED = 29811
 POLICY = port_block_policy("hostile", BLOCKED)
@@ -157,25 +157,10 @@ def test_many_long_argvs_keep_the_agent_within_its_memory_bound(agent, guarded_c
     assert result.returncode == 0, result.stderr
     guarded_cgroup.run(["/bin/true", "after-the-flood"])
     execs_of(agent, lambda e: e["process"]["argv"][-1:] == ["after-the-flood"], timeout=60)
-    rss_kb = int(next(line.split()[1] for line in
-                      Path(f"/proc/{agent.proc.pid}/status").read_text().splitlines()
-                      if line.startswith("VmRSS:")))
+    rss_kb = agent.rss_kb()
     print(f"agent RSS after 8,000 execs of 1,366 arguments: {rss_kb} kB")
     assert rss_kb < 150 * 1024, f"agent RSS {rss_kb} kB"
     alive_and_enforcing(agent, guarded_cgroup)
-
-
-@pytest.fixture
-def pin_dir(tmp_path):
-    """A private bpf file system for this test, unmounted after."""
-    mount_point = tmp_path / "bpffs"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "bpf", "bpf", str(mount_point)], check=True)
-    try:
-        yield mount_point / "egress-guard"
-    finally:
-        remove_pins(mount_point / "egress-guard")
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def test_a_supervised_agent_killed_9_keeps_enforcing_and_comes_back(tmp_path, guarded_cgroup,
@@ -304,7 +289,5 @@ def test_soak_everything_at_once_and_enforcement_holds(tmp_path, guarded_cgroup)
         blocked = [e for e in agent.events if e.get("kind") == "detection"
                    and e["detection"]["type"] == "ssh_reverse_tunnel" and e["action"] == "block"]
         assert len(blocked) >= checks
-        rss_kb = int(next(line.split()[1] for line in
-                          Path(f"/proc/{agent.proc.pid}/status").read_text().splitlines()
-                          if line.startswith("VmRSS:")))
+        rss_kb = agent.rss_kb()
         assert rss_kb < 150 * 1024, f"agent RSS {rss_kb} kB"

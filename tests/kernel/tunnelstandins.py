@@ -8,7 +8,7 @@ script: run with the tool's usual argv, it connects to $EG_STANDIN_TARGET
 that tool's real first bytes, reads for $EG_STANDIN_HOLD seconds (default 1)
 and prints one JSON line like tests.kernel.netclient's, plus "tool" and
 "payload_bytes". The exec shows `python3 DIR/chisel client ...`, which
-guard.classify.tunnels reads through to `chisel client ...`.
+guard.detect.classify.tunnels reads through to `chisel client ...`.
 
 First bytes (what guard/detect/classify/tunnels.py recognises):
   ngrok        TLS ClientHello, SNI connect.ngrok-agent.com (agent control plane)
@@ -215,7 +215,7 @@ def standin_main(tool: str, args: Sequence[str]) -> int:
 class ReverseShell(NamedTuple):
     """A reverse-shell command line. argv: a template with {host} (IPv4), {port}
     and, for the back-pipe, {fifo} (a path in a directory the test owns);
-    needs: the programs it runs; pattern: guard.classify.tunnels' name for it;
+    needs: the programs it runs; pattern: guard.detect.classify.tunnels' name for it;
     udp: it talks UDP, not TCP."""
     name: str
     argv: tuple[str, ...]

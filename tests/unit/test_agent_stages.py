@@ -5,7 +5,9 @@ core's loop, status, metrics, stop and crash reports."""
 from __future__ import annotations
 
 import errno
+import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,10 +20,11 @@ from guard.agent import core
 from guard.agent.generations import (FAIL_CLOSED_BIT, GENERATION_NAMES_KEPT, RETIRE_GRACE_S,
                                      Generations, KnownGeneration, compile_all, generation_of,
                                      read_names)
-from guard.kernel import libbpf
+from guard.kernel import host, libbpf
 from guard.kernel.abi import Action, CgroupOp, EventKind
 from guard.kernel.maps import MapCapacityError
 from guard.policy.load import default_policy, parse_policies
+from guard.report.events import EventWriter
 from guard.workloads.runtime import ContainerInfo
 from tests.fakekernel import (FakeControl, FakeMaps, FakeRing, cgroup_record, exec_record, fake_agent, payload_record,
                               socket_record)
@@ -218,9 +221,11 @@ def test_the_status_op_answers_the_status_and_an_unknown_op_an_error():
 
 def test_bookkeeping_that_cannot_write_the_names_file_is_reported(tmp_path):
     blocker = tmp_path / "not-a-dir"
-    blocker.write_text("")
+    blocker.mkdir()
     with fake_agent(policy("one"), pin_dir=str(tmp_path / "pins"),
                     state_dir=str(blocker / "state")) as fake:
+        shutil.rmtree(blocker)              # after start(), which wrote the names
+        blocker.write_text("")
         answer = fake.agent._answer(reload_request(policy("two")))
         assert answer["ok"] is True
         fake.agent.reloads.finish_pending()         # write_names fails: reported, not raised
@@ -640,7 +645,8 @@ def test_stop_writes_stopped_and_records_the_state(tmp_path):
         record = orjson.loads((state / "agent.json").read_bytes())
         assert record["state"] == "stopped" and record["pid"] == os.getpid()
     with fake_agent(policy("t"), pin_dir=str(tmp_path / "pins"), state_dir=str(state)) as fake:
-        assert fake.agent._previous_agent() is None    # it stopped cleanly
+        [ready] = of_kind(fake.events(), "agent", "ready")
+        assert "previous_agent" not in ready           # it stopped cleanly
 
 
 def test_stop_without_pins_unguards(tmp_path):
@@ -676,7 +682,8 @@ def test_a_crash_is_reported_with_its_cause_and_frames_and_the_next_agent_knows(
         record = orjson.loads((Path(state) / "agent.json").read_bytes())
         assert record["state"] == "crashed" and record["error"] == crashed["error"]
     with fake_agent(policy("t"), pin_dir=pins, state_dir=state) as fake:
-        previous = fake.agent._previous_agent()
+        [ready] = of_kind(fake.events(), "agent", "ready")
+        previous = ready["previous_agent"]
         assert previous["state"] == "crashed" and previous["pid"] == os.getpid()
         assert previous["how"] == "crashed: " + crashed["error"]
         assert previous["since"] == record["ts"]
@@ -698,7 +705,8 @@ def test_the_previous_agent_that_ended_without_a_word_or_still_runs(tmp_path):
     path = state / "agent.json"
     with fake_agent(policy("t"), pin_dir=pins, state_dir=str(state)) as fake:
         agent = fake.agent
-        assert agent._previous_agent() is None                     # no file yet
+        path.unlink()                                              # start() wrote "running"
+        assert agent._previous_agent() is None                     # no file
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()                                                # reaped: no such pid
         path.write_bytes(orjson.dumps({"pid": dead.pid, "state": "running", "ts": "then"}))
@@ -715,9 +723,11 @@ def test_the_previous_agent_that_ended_without_a_word_or_still_runs(tmp_path):
 
 def test_a_state_file_that_cannot_be_written_is_reported(tmp_path):
     blocker = tmp_path / "file"
-    blocker.write_text("")
+    blocker.mkdir()
     with fake_agent(policy("t"), pin_dir=str(tmp_path / "pins"),
                     state_dir=str(blocker / "state")) as fake:
+        shutil.rmtree(blocker)              # after start(), which wrote the state
+        blocker.write_text("")
         fake.agent._record_state("running")
         [error] = of_kind(fake.events(), "error")
         assert "cannot record the agent's state" in error["error"]
@@ -731,10 +741,10 @@ def test_request_stop_and_reload_set_their_flags():
 
 
 def test_start_needs_root(monkeypatch):
-    monkeypatch.setattr(core.os, "geteuid", lambda: 1000)   # as root too: nothing is loaded
-    with fake_agent(policy("t")) as fake:
-        with pytest.raises(core.AgentError, match="needs root"):
-            fake.agent.start()
+    monkeypatch.setattr(host.os, "geteuid", lambda: 1000)   # as root too: nothing is loaded
+    agent = core.Agent(default_policy(), [], EventWriter(io.BytesIO()))   # the host's kernel
+    with pytest.raises(core.AgentError, match="needs root"):
+        agent.start()
 
 
 # --------------------------------------------------------------------------

@@ -556,3 +556,52 @@ def test_payload_classification_never_raises_and_stays_in_bound(sample, kind, po
     assert seconds < BOUND
     assert_json(findings)
     assert detector.take_errors() == []
+
+
+def test_process_files_know_the_processes_user_cwd_and_special_files(tmp_path, monkeypatch):
+    import os
+    import pwd
+    files = ProcessFiles(os.getpid())
+    assert files.uid == os.getuid()
+    entry = pwd.getpwuid(os.getuid())
+    assert (files.user, files.home) == (entry.pw_name, entry.pw_dir or "/")
+    assert files.cwd == os.getcwd()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").write_bytes(b"relative")
+    assert ProcessFiles(os.getpid()).read_file("rel") == b"relative"   # from its cwd
+    assert files.read_file("/dev/null") == b""      # ssh -F /dev/null: empty
+    assert files.read_file("/dev/zero") is None     # a device: never read
+    os.mkfifo(tmp_path / "fifo")
+    assert files.read_file(str(tmp_path / "fifo")) is None   # never blocks on a FIFO
+    assert files.read_file(str(tmp_path)) is None            # a directory is not a file
+    assert files.list_dir(str(tmp_path / "rel")) is None     # a file is not a directory
+    assert files.list_dir(str(tmp_path / "absent")) is None
+
+
+def test_process_files_of_a_gone_process(tmp_path):
+    import subprocess
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    files = ProcessFiles(gone.pid)
+    assert files.cwd == "/"
+    assert files.read_file("/etc/hostname") is None
+    assert files.list_dir("/") is None
+
+
+def test_without_openat2_no_symlink_is_followed(tmp_path, monkeypatch):
+    import os
+    monkeypatch.setattr(files_module, "_SYS_OPENAT2", None)   # Linux < 5.6
+    (tmp_path / "real").write_bytes(b"Host *\n")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    files = ProcessFiles(os.getpid())
+    assert files.read_file(str(tmp_path / "real")) == b"Host *\n"
+    assert files.read_file(str(tmp_path / "link")) is None
+    assert files.list_dir(str(tmp_path)) == ["link", "real"]
+
+
+def test_a_user_missing_from_passwd_is_named_by_number(monkeypatch):
+    import os
+    files = ProcessFiles(os.getpid())
+    monkeypatch.setattr(ProcessFiles, "read_file", lambda self, path: b"root:x:0:0::/root:/bin/sh\n")
+    files.__dict__["uid"] = 4321
+    assert (files.user, files.home) == ("4321", "/")

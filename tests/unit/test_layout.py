@@ -15,8 +15,7 @@ MAX_LINES = 800
 #: Files still over MAX_LINES, with the size they may not grow past (the
 #: architecture issue splits them at their seams). Shrink a number when a
 #: file shrinks.
-OVERSIZE = {
-}
+OVERSIZE: dict[str, int] = {}
 
 
 def _module(path: Path) -> str:

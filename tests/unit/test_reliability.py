@@ -261,3 +261,81 @@ def test_the_supervisor_backs_off_on_repeated_crashes(tmp_path):
 def test_exit_codes_that_end_supervision(code):
     assert Supervisor(child(f"raise SystemExit({code})"), io.BytesIO(),
                       sleep=lambda s: None).run() == code
+
+
+@pytest.mark.parametrize("code, reason", [
+    (-signal.SIGKILL, "killed by SIGKILL"), (-99, "killed by signal 99"),
+    (5, "crashed (its crashed event says why)"), (7, "exited with 7")])
+def test_the_supervisor_says_why_an_agent_ended(code, reason):
+    from guard.cli.supervise import _reason
+    assert _reason(code) == reason
+
+
+def test_an_agent_that_ran_long_enough_restarts_after_the_shortest_pause(tmp_path):
+    marker = tmp_path / "runs"
+    code = (f"import pathlib; p = pathlib.Path({str(marker)!r}); "
+            "n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1)); "
+            "raise SystemExit(5 if n < 2 else 0)")
+    # run 1 crashes at once; run 2 crashes after 70 s (stable): back to the minimum
+    times = iter([0.0, 1.0, 10.0, 80.0, 90.0])
+    slept = []
+    assert Supervisor(child(code), io.BytesIO(), sleep=slept.append,
+                      clock=lambda: next(times)).run() == 0
+    assert slept == [0.5, 0.5]
+
+
+def test_a_stop_during_the_pause_starts_no_new_agent(tmp_path):
+    marker = tmp_path / "runs"
+    code = (f"import pathlib; p = pathlib.Path({str(marker)!r}); "
+            "p.write_text(p.read_text() + 'x' if p.exists() else 'x'); raise SystemExit(5)")
+    out = io.BytesIO()
+    supervisor = Supervisor(child(code), out, sleep=lambda s: None)
+    supervisor._sleep = lambda s: supervisor._forward(signal.SIGTERM, None)   # SIGTERM arrives
+    assert supervisor.run() == 0
+    assert marker.read_text() == "x"   # not started again
+    assert len(out.getvalue().splitlines()) == 1   # the one restarting event, then stopped
+
+
+def test_sigterm_is_passed_to_the_agent_and_ends_supervision():
+    # the agent asks its supervisor to stop (as systemd would), then waits to be told
+    code = ("import os, signal, time; time.sleep(0.2); "
+            "os.kill(os.getppid(), signal.SIGTERM); time.sleep(30)")
+    before = signal.getsignal(signal.SIGTERM)
+    out = io.BytesIO()
+    started = time.monotonic()
+    assert Supervisor(child(code), out, sleep=lambda s: None).run() == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 10
+    assert out.getvalue() == b""   # stopped, not restarted
+    assert signal.getsignal(signal.SIGTERM) is before   # the handler is put back
+
+
+def test_a_wait_interrupted_by_a_signal_goes_on_waiting():
+    class Child:
+        calls = 0
+
+        def wait(self):
+            Child.calls += 1
+            if Child.calls == 1:
+                raise InterruptedError
+            return 3
+    assert Supervisor._wait(Child()) == 3 and Child.calls == 2
+
+
+def test_supervise_agent_runs_the_agent_module_and_appends_events(tmp_path, monkeypatch):
+    from guard.cli import supervise
+    made = []
+
+    class Fake:
+        def __init__(self, command, stream):
+            made.append((command, stream))
+
+        def run(self):
+            return 42
+    monkeypatch.setattr(supervise, "Supervisor", Fake)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"old\n")
+    assert supervise.supervise_agent(["run", "--pin"], str(events)) == 42
+    ((command, stream),) = made
+    assert command == [sys.executable, "-m", "guard", "run", "--pin"]
+    assert stream.name == str(events) and stream.mode == "ab"
+    stream.close()
