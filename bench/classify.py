@@ -12,9 +12,9 @@ Content-Length frame, Ethereum JSON-RPC over HTTP, a WebSocket upgrade, a
 TLS ClientHello with SNI from the ssl module, an SSH banner, random bytes).
 
 Classifiers, each called as the agent calls it on a flow's first payload:
-guard.classify.stratum.classify_payload(payload, dst_port=port),
-guard.classify.tunnels.classify_tunnel_payload(payload, port),
-guard.classify.ssh.classify_ssh_banner(payload, port), and all three in
+guard.detect.classify.stratum.classify_payload(payload, dst_port=port),
+guard.detect.classify.tunnels.classify_tunnel_payload(payload, port),
+guard.detect.classify.ssh.classify_ssh_banner(payload, port), and all three in
 turn. A no-op function timed the same way is the floor: the cost of the
 loop and the clock, which every other row includes.
 

@@ -144,3 +144,94 @@ def test_cgroup_company_counts_the_other_processes(tmp_path, monkeypatch):
     assert "with 2 other processes" in scheduling.cgroup_company(4242, tmp_path)
     procs.unlink()
     assert "cannot read /a/b/cgroup.procs" in scheduling.cgroup_company(4242, tmp_path)
+
+
+# -- the same decisions without CAP_SYS_NICE: the kernel call recorded, not made
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """sched_setscheduler recorded (and CAP_SYS_NICE granted): every policy
+    decision of CpuShare runs unprivileged; calls[-1] is what is in force."""
+    calls: list[int] = []
+    monkeypatch.setattr(scheduling, "can_leave_idle", lambda: True)
+    monkeypatch.setattr(scheduling.os, "sched_setscheduler",
+                        lambda pid, policy, param: calls.append(policy))
+    return calls
+
+
+def test_background_paces_by_lateness_and_answers_in_the_foreground(recorded):
+    share = CpuShare("background")
+    share.pace(0.0)
+    assert recorded == [os.SCHED_IDLE] and share.in_force() == "background"
+    share.pace(BEHIND_S * 2)              # behind: competes
+    share.pace(BEHIND_S * 3)              # set only when it changes
+    assert recorded == [os.SCHED_IDLE, os.SCHED_OTHER]
+    share.pace(0.0)
+    with share.foreground():
+        assert recorded[-1] == os.SCHED_OTHER
+    assert recorded[-1] == os.SCHED_IDLE   # back to what was in force
+    share.restore()
+    assert recorded[-1] == os.SCHED_OTHER and share.why_not is None
+
+
+def test_a_cgroup_that_becomes_shared_leaves_the_background(recorded):
+    company = {"now": None}
+    share = CpuShare("background", company=lambda: company["now"])
+    share.pace(0.0)
+    company["now"] = "shares its cgroup /x with 1 other process"
+    share.recheck()
+    assert recorded[-1] == os.SCHED_OTHER and share.in_force() == "normal"
+    assert share.why_not == company["now"]
+    share.pace(0.0)                        # not while shared
+    assert recorded[-1] == os.SCHED_OTHER
+    company["now"] = None
+    share.recheck()
+    share.pace(0.0)
+    assert recorded[-1] == os.SCHED_IDLE
+
+
+def test_a_refused_sched_setscheduler_is_said_once_and_the_loop_goes_on(monkeypatch):
+    monkeypatch.setattr(scheduling, "can_leave_idle", lambda: True)
+
+    def refuse(pid, policy, param):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(scheduling.os, "sched_setscheduler", refuse)
+    share = CpuShare("background")
+    share.pace(0.0)
+    assert share.why_not == "sched_setscheduler: Operation not permitted"
+    assert share.in_force() == "normal"
+    share.pace(0.0)                        # refused for good: no more attempts
+    with share.foreground():
+        pass
+
+
+def test_normal_mode_never_calls_the_kernel(recorded):
+    share = CpuShare("normal")
+    share.pace(0.0)
+    share.pace(1.0)
+    with share.foreground():
+        pass
+    share.restore()
+    assert recorded == [] and share.in_force() == "normal"
+
+
+def test_cgroup_company_without_a_readable_cgroup(tmp_path, monkeypatch):
+    monkeypatch.setattr(scheduling, "of_pid", lambda pid: None)
+    assert scheduling.cgroup_company(mount=tmp_path) == "no cgroup v2 in /proc/self/cgroup"
+    monkeypatch.setattr(scheduling, "of_pid", lambda pid: "/gone")
+    assert scheduling.cgroup_company(mount=tmp_path).startswith("cannot read /gone/cgroup.procs")
+
+
+def test_can_leave_idle_reads_cap_sys_nice_from_proc(monkeypatch, tmp_path):
+    status = tmp_path / "status"
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(status if path == "/proc/self/status" else path, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", fake_open)
+    status.write_bytes(b"Name:\tx\nCapEff:\t%016x\n" % (1 << scheduling.CAP_SYS_NICE))
+    assert scheduling.can_leave_idle() is True
+    status.write_bytes(b"Name:\tx\nCapEff:\t0000000000000000\n")
+    assert scheduling.can_leave_idle() is False
+    status.write_bytes(b"Name:\tx\n")
+    assert scheduling.can_leave_idle() is False
