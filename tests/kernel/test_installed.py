@@ -38,7 +38,11 @@ def test_installed_package_has_objects_and_runs_without_the_tree(tmp_path):
             "probes.bpf.o"} <= objects
     assert (package / "data" / "default-policy.yaml").is_file()
     assert (package / "data" / "miners.yaml").is_file()
-    assert (package / "classify" / "ssh.py").is_file()
+    # every module of the source tree is installed (a subpackage missing from
+    # pyproject.toml's list would be left out of the wheel)
+    sources = {str(f.relative_to(ROOT / "guard")) for f in (ROOT / "guard").rglob("*.py")}
+    installed = {str(f.relative_to(package)) for f in package.rglob("*.py")}
+    assert sources - installed == set()
     script = Path(sys.executable).parent / "egress-guard"
     assert script.is_file()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GUARD_OBJECTS_DIR")}
