@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -15,6 +14,8 @@ from hypothesis import given, settings, strategies as st
 from guard.agent import reloads
 from guard.control.client import ControlError, decode, encode, read_file, request
 from guard.control.server import MAX_FILES, ControlServer
+
+from .test_control_server import open_fds, wait_closed
 
 # --- JSON ---------------------------------------------------------------------------
 
@@ -80,21 +81,6 @@ class Served:
         self.server.close()
 
 
-def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
-
-
-def closed_soon(fds: set[int], timeout: float = 5.0) -> bool:
-    """The server closes what it received just after answering (its thread
-    may not have got there yet when the client has the answer)."""
-    deadline = time.monotonic() + timeout
-    while fds & open_fds():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="the control socket answers root only")
 def test_passed_files_reach_the_handler_and_are_closed(tmp_path):
     policy = tmp_path / "p.yaml"
@@ -109,13 +95,13 @@ def test_passed_files_reach_the_handler_and_are_closed(tmp_path):
             (message, contents, received), = served.seen
             assert message == {"op": "reload"} and contents == [policy.read_bytes()]
             assert set(received).isdisjoint(before)
-            assert closed_soon(set(received))   # the agent's copies go once it has answered
+            assert wait_closed(set(received), timeout=5.0)   # the agent's copies go once it has answered
             assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # read with pread: the offset is the sender's
             # more files than the agent takes: refused, none kept
             too_many = request(tmp_path / "agent.sock", {"op": "status"},
                                fds=(fd,) * (MAX_FILES + 1))
             assert too_many["ok"] is False and "bad request" in too_many["error"]
-            assert closed_soon(open_fds() - before)
+            assert wait_closed(open_fds() - before, timeout=5.0)
         finally:
             os.close(fd)
     finally:

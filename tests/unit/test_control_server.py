@@ -214,6 +214,8 @@ def open_fds() -> set[int]:
 
 
 def wait_closed(fds: set[int], timeout: float = 2.0) -> bool:
+    """The server closes what it received just after answering (its thread
+    may not have got there yet when the client has the answer)."""
     deadline = time.monotonic() + timeout
     while fds & open_fds():
         if time.monotonic() > deadline:
