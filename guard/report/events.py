@@ -193,6 +193,7 @@ class EventWriter:
         self._lines: list[bytes] = []
         self._size = 0
         self._atomic = _atomic_write_size(stream)
+        self._clock = Clock()    # for its own error events
         self.unwritable = 0      # events that could not be made into JSON
         self.lost_lines = 0      # lines dropped because the stream failed
         self._failure: str | None = None   # the stream's last error, until it recovers
@@ -206,10 +207,9 @@ class EventWriter:
             line = safejson.dumps(event)
         except Exception as exc:  # noqa: BLE001 - the agent must outlive any event
             self.unwritable += 1
-            line = safejson.dumps({"ts": rfc3339(time.time_ns()), "kind": "error",
-                                   "error": f"an event could not be written: "
-                                            f"{type(exc).__name__}: {exc}",
-                                   "unwritable_total": self.unwritable})
+            line = safejson.dumps(error_event(
+                self._clock, f"an event could not be written: {type(exc).__name__}: {exc}",
+                unwritable_total=self.unwritable))
         self._lines.append(line)
         self._size += len(line)
         if self._size >= self.FLUSH_BYTES:
@@ -221,11 +221,10 @@ class EventWriter:
         counted as lost, and the next write that works says so first."""
         try:
             if self._failure is not None and self._lines:
-                self._write_all(safejson.dumps({
-                    "ts": rfc3339(time.time_ns()), "kind": "error",
-                    "error": f"the event stream failed ({self._failure}); "
-                             f"{self._lost_since} event lines were lost",
-                    "lost_lines_total": self.lost_lines}))
+                self._write_all(safejson.dumps(error_event(
+                    self._clock, f"the event stream failed ({self._failure}); "
+                                 f"{self._lost_since} event lines were lost",
+                    lost_lines_total=self.lost_lines)))
                 self._failure, self._lost_since = None, 0
             while self._lines:
                 count, chunk = next(_chunks(self._lines, self._atomic))
