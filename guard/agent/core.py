@@ -29,6 +29,7 @@ import os
 import selectors
 import signal
 import struct
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -745,9 +746,13 @@ def _cause(exc: BaseException) -> str:
     return text
 
 
+_KIND = abi.EventHeader.kind   # guard_event_header.kind, at its ABI offset
+
+
 def _kind_of(raw: bytes) -> int | None:
     """The kind field of a record's header, when there is one."""
-    return int.from_bytes(raw[:4], "little") if len(raw) >= 4 else None
+    end = _KIND.offset + _KIND.size
+    return int.from_bytes(raw[_KIND.offset:end], sys.byteorder) if len(raw) >= end else None
 
 
 _WRITTEN_NS = struct.Struct("=Q")   # guard_event_header.ktime_ns
