@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from guard import __version__
-from guard.agent.generations import Generations, as_drafts, compile_all
+from guard.agent.generations import Generations, compile_all
 from guard.agent.handlers import RecordHandlers
 from guard.agent.holds import HoldWatchdog
 from guard.agent.registry import Registry
@@ -54,7 +54,7 @@ from guard.kernel.host import KernelError, KernelFactory, Ring, open_kernel
 from guard.kernel.maps import Maps
 from guard.kernel.objects import ENFORCEMENT_LEVEL, RING_SIZE_DEFAULT, GuardObjects
 from guard.policy.compile import CompiledPolicy
-from guard.policy.fast import FastPolicy, warm_up
+from guard.policy.fast import warm_up, with_rules
 from guard.policy.load import default_policy
 from guard.policy.model import Policy, PolicyError, Problem
 from guard.report.events import (Clock, EventWriter, agent_event, crashed_event, error_event,
@@ -272,17 +272,13 @@ class Agent:
     def _with_fallback(self, policy):
         """The set in force: the given policies, plus the embedded default for
         what none selects unless one of them already has no selector (or
-        unselected containers are to stay unguarded). Policies in, policies
-        out; FastPolicy drafts in, drafts out."""
+        unselected containers are to stay unguarded)."""
         policies = (policy,) if isinstance(policy, Policy) else tuple(policy)
-        drafts = policies and isinstance(policies[0], FastPolicy)
-        shells = [p.shell if drafts else p for p in policies]
         if len(policies) + 1 > abi.POLICY_SLOTS:
-            raise PolicyError([Problem(shells[0].source, 0, "<file>",
+            raise PolicyError([Problem(policies[0].source, 0, "<file>",
                                        f"more than {abi.POLICY_SLOTS - 1} policies")])
-        if self._unselected == "default" and all(p.selector is not None for p in shells):
-            fallback = default_policy()
-            policies += (FastPolicy(fallback, None) if drafts else fallback,)
+        if self._unselected == "default" and all(p.selector is not None for p in policies):
+            policies += (default_policy(),)
         return policies
 
     def _switch_to(self, policies: tuple[Policy, ...],
@@ -290,8 +286,8 @@ class Agent:
         """Install a new generation of every policy (and fail-closed twins)
         beside the one in force, then switch each slot in one update; the old
         generation retires later. If an install fails, the set in force stays
-        whole. policies may lack their egress rules (FastPolicy.shell): only
-        their names, selectors and failClosed are read here."""
+        whole. Only the policies' names, selectors and failClosed are read
+        here (a large egress list may not be built yet, see reload)."""
         generation, ids, slots = self.generations.install(compiled)
         for slot, (policy_id, fail_closed_id) in enumerate(slots):
             self._maps.set_slot(slot, policy_id, fail_closed_id)
@@ -308,7 +304,7 @@ class Agent:
             self._maps.set_slot(slot, 0)  # no cgroup points here any more
         return generation
 
-    def reload(self, policy: Policy | Sequence[Policy] | Sequence[FastPolicy],
+    def reload(self, policy: Policy | Sequence[Policy],
                started: int | None = None, answer_first: bool = False) -> dict[str, Any]:
         """Validate and switch to a policy (set); PolicyError leaves the set in
         force. started: time.monotonic_ns() when the request arrived (before
@@ -317,28 +313,27 @@ class Agent:
         CLOCK_MONOTONIC time (benchmarks compare it with a caller's start).
 
         A large policy read by the fast reader is compiled from its columns
-        and switched to first; its Policy objects, which only this agent's
+        and switched to first; its EgressRules, which only this agent's
         bookkeeping reads, are built after the switch. answer_first: leave that
         bookkeeping to ReloadProtocol.finish_pending(), after the caller has been answered."""
         started = started or time.monotonic_ns()
-        drafts = self._with_fallback(as_drafts(policy))
-        compiled = compile_all(drafts)
+        policies = self._with_fallback(policy)
+        compiled = compile_all(policies)
         previous = self.generations.active
         retired = self.policies
-        shells = tuple(draft.shell for draft in drafts)
-        generation = self._switch_to(shells, compiled)
+        generation = self._switch_to(policies, compiled)
         switched = self.generations.switched_ns
         self.stats.reloads += 1
-        result = {"policy": {"name": shells[0].name, "source": shells[0].source,
+        result = {"policy": {"name": policies[0].name, "source": policies[0].source,
                              "generation": generation},
-                  "policies": [p.name for p in shells],
+                  "policies": [p.name for p in policies],
                   "previous_generation": previous,
                   "switch_ms": round((switched - started) / 1e6, 3),
                   "switched_ns": switched}
 
         def record() -> None:
-            # the model; the old one goes with the old generation, on a tick
-            self.policies = tuple(draft.policy for draft in drafts)
+            # the rules; the old ones go with the old generation, on a tick
+            self.policies = with_rules(policies)
             self.generations.retired_models.append(retired)
             self.writer.write(policy_event(self.clock, "reloaded", **result))
             self.writer.flush()

@@ -22,9 +22,9 @@ from typing import Sequence
 import orjson
 
 from guard.kernel import libbpf
+from guard.detect.vocabulary import kernel_plan
 from guard.kernel.maps import MapCapacityError
-from guard.policy.compile import CompiledPolicy, compile_fail_closed
-from guard.policy.fast import FastPolicy
+from guard.policy.compile import CompiledPolicy, compile_fail_closed, compile_policy
 from guard.policy.model import Policy
 
 SLOT_BITS = 8
@@ -166,11 +166,7 @@ def read_names(path: Path | None) -> dict[int, KnownGeneration]:
         return {}  # names are a nicety: a missing or damaged file never stops adoption
 
 
-def as_drafts(policy: Policy | Sequence[Policy] | Sequence[FastPolicy]) -> tuple[FastPolicy, ...]:
-    policies = (policy,) if isinstance(policy, Policy) else tuple(policy)
-    return tuple(p if isinstance(p, FastPolicy) else FastPolicy(p, None) for p in policies)
-
-
-def compile_all(policies: Sequence[Policy] | Sequence[FastPolicy]) -> Compiled:
+def compile_all(policies: Sequence[Policy]) -> Compiled:
     """Every policy and its fail-closed twin, compiled before anything changes."""
-    return [(draft.compiled(), compile_fail_closed(draft.shell)) for draft in as_drafts(policies)]
+    return [(compile_policy(p, kernel_plan), compile_fail_closed(p, kernel_plan))
+            for p in policies]

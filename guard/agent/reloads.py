@@ -18,7 +18,7 @@ from guard.control.client import is_regular_file, read_file
 from guard.kernel import libbpf
 from guard.kernel.maps import MapCapacityError
 from guard.policy.fast import gc_paused
-from guard.policy.load import default_policy, load_policy_set, policy_text, read_policy_set
+from guard.policy.load import default_policy, load_policies, parse_policies, policy_text
 from guard.policy.model import PolicyError
 from guard.report.events import policy_event
 
@@ -88,11 +88,11 @@ class ReloadProtocol:
                                          f"to it: {exc}; the policy in force is unchanged"}
                 else:
                     text = str(body.get("text", ""))
-                policy = read_policy_set(text, source, self._prestage)
+                policy = parse_policies(text, source, early=self._prestage, columns=True)
             elif self._agent.policy_path:
                 # one reload per change, whether SIGHUP or the file watch saw it first
                 self._file_state = file_state(self._agent.policy_path)
-                policy = load_policy_set(self._agent.policy_path, self._prestage)
+                policy = load_policies(self._agent.policy_path, early=self._prestage, columns=True)
             else:
                 policy = default_policy()
             return {"ok": True, **self._agent.reload(policy, started, answer_first=request is not None)}

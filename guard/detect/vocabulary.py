@@ -5,10 +5,10 @@ which programs it stops at exec (and when), which 4-byte windows make it look
 twice at an argv or hold a first payload, and which detection flags a policy
 sets.
 
-The policy compiler (guard/policy/compile.py) reads this table. It is data
-about the classifiers (the programs they judge), so it lives beside them and
-imports neither the policy model nor the detector: a policy is only asked
-`detection(key)`.
+The agent hands kernel_plan() to the policy compiler
+(guard/policy/compile.py), which knows no classifier. It is data about the
+classifiers (the programs they judge), so it lives beside them; a policy is
+only asked `detection(key)`.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from guard.detect.classify.ssh_argv import SSH_PROGRAMS
 from guard.detect.classify.tunnels import TUNNEL_TOOL_NAMES
 from guard.kernel import abi
 from guard.kernel.abi import Action, AnchorKind, DetectFlags, ExecHold
+from guard.policy.compile import KernelDetection
 
 ENFORCING = ("block", "kill")
 
@@ -113,3 +114,7 @@ def kernel_detection(policy: Detections) -> tuple[int, Action]:
     return int(flags), stdio_action
 
 
+def kernel_plan(policy: Detections) -> KernelDetection:
+    """The kernel's share of a policy's detections, for compile_policy()."""
+    flags, stdio_action = kernel_detection(policy)
+    return KernelDetection(flags, stdio_action, exec_holds(policy))

@@ -2,13 +2,14 @@
 """Policies: the model, the readers (careful and fast), CIDRs, and the
 compiler from a policy to kernel tables. Pure: nothing here touches the kernel.
 
-    load.py      the front door: text or file -> Policy (or FastPolicy drafts
-                 for the agent's reloads); the fast reader first, then the careful
-    fast.py      the fast reader: a file's egress block lists from columns.py,
-                 the rest with reader.Reader; FastPolicy, warm_up, gc_paused
+    load.py      the front door: text or file -> Policy, whichever reader read
+                 it; the fast reader first, then the careful one
+    fast.py      the fast reader: a file's egress block lists from columns.py
+                 (left as RuleColumns), the rest with reader.Reader
     columns.py   the fast reader's grammar: egress block lists -> checked columns
     reader.py    the careful reader: YAML nodes -> Policy, every problem worded
-    compile.py   a Policy (or the fast reader's columns) -> kernel tables
+    compile.py   a Policy -> kernel tables (from the columns if the fast
+                 reader kept them); detections' share passed in by the caller
     model.py     Policy and its parts, the language's words and the ranking of
                  actions (ACTION_RANK), select_policy
     cidr.py      CIDR text -> networks

@@ -30,10 +30,11 @@ import dataclasses
 import re
 import socket
 import struct
+from collections.abc import Sequence as SequenceABC
 from functools import lru_cache
 from itertools import accumulate, repeat
 from operator import and_, itemgetter
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -43,7 +44,7 @@ from guard.policy.compile import EgressTable
 from guard.policy.model import (ALL_PORTS, ANY_ADDRESS, EGRESS_ACTIONS, PORT_MAX, PORT_MIN,
                                 PROTOCOLS, EgressRule, Target)
 
-__all__ = ["BlockList", "Early", "NotMine", "Rules", "blanked", "block_lists"]
+__all__ = ["BlockList", "Early", "NotMine", "RuleColumns", "Rules", "blanked", "block_lists"]
 
 
 class NotMine(Exception):
@@ -295,6 +296,60 @@ class Rules:
             _kind, values, prefixes = self.first_networks
             return zip(map(network_v4, values, prefixes))  # one network each
         return self.first_networks[1]
+
+
+class RuleColumns(SequenceABC):
+    """A policy's `egress`, as the fast reader leaves it: a sequence of
+    EgressRules that are built only when one is first looked at, while the
+    compiler reads the columns (table()) without building any. Equal to the
+    tuple of the same rules, so a Policy is the same whichever reader made it.
+    `built` tells whether the rules exist yet (the agent builds them after a
+    reload's switch, see build())."""
+
+    __slots__ = ("_rules", "_model")
+
+    def __init__(self, rules: Rules):
+        self._rules = rules
+        self._model: tuple[EgressRule, ...] | None = None
+
+    def table(self) -> EgressTable:
+        return self._rules.table()
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None
+
+    def build(self) -> tuple[EgressRule, ...]:
+        if self._model is None:
+            self._rules.scrap = None
+            self._model = self._rules.model()
+        return self._model
+
+    def __len__(self) -> int:
+        return len(self._rules.names)
+
+    def __getitem__(self, index):
+        return self.build()[index]
+
+    def __iter__(self) -> Iterator[EgressRule]:
+        return iter(self.build())
+
+    def __add__(self, other):
+        return self.build() + tuple(other)
+
+    def __radd__(self, other):
+        return tuple(other) + self.build()
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, RuleColumns):
+            other = other.build()
+        return isinstance(other, tuple) and self.build() == other
+
+    def __hash__(self) -> int:
+        return hash(self.build())
+
+    def __repr__(self) -> str:
+        return f"RuleColumns({len(self)} rules)"
 
 
 def _rules(text: str, start: int, key_indent: int, indent: int,

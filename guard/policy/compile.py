@@ -21,10 +21,15 @@ the wider prefixes exactly as rule 1 says.
 The compiler reads the egress rules as columns (EgressTable: one row per
 network a target names) and answers in the kernel's own layout (PrefixTable:
 the prefixes, and their port rules as packed struct guard_port_rule), so a
-policy of 10,000 rules compiles without an object per rule. compile_policy()
-takes a Policy; the fast reader (fast.py) hands its columns to
-compile_table(). `v4` and `v6` decode the tables into mappings; `simulate`
-answers from them like the kernel does, and tests compare both.
+policy of 10,000 rules compiles without an object per rule: a Policy whose
+egress rules the fast reader left as columns (columns.RuleColumns) is
+compiled from them without building its EgressRules. `v4` and `v6` decode the
+tables into mappings; `simulate` answers from them like the kernel does, and
+tests compare both.
+
+What the kernel samples, holds and stops for the detections is the
+classifiers' business (guard/detect/vocabulary.py): the caller passes it in as
+a `detection` function, so the compiler knows no classifier.
 """
 from __future__ import annotations
 
@@ -37,10 +42,9 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from itertools import accumulate, compress, repeat
 from operator import eq, itemgetter
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from guard.kernel.abi import PORT_RULE, RULE_NONE, RULES_PER_PREFIX, Action, Proto
-from guard.detect.vocabulary import exec_holds, kernel_detection
 from guard.policy.cidr import host_mask, network_v4
 from guard.policy.model import (ACTION_RANK, EgressRule, ExecRule, Network, Policy, PolicyError,
                                 Problem)
@@ -104,6 +108,25 @@ class PrefixTable:
 
 
 @dataclass(frozen=True)
+class KernelDetection:
+    """The kernel's share of a policy's detections (guard_policy_config's
+    detect_flags and stdio_socket_action, and the programs stopped at exec)."""
+    flags: int = 0
+    stdio_socket_action: Action = Action.LOG
+    exec_holds: Mapping[str, int] = field(default_factory=dict)   # name -> ExecHold
+
+
+Detection = Callable[[Policy], KernelDetection]
+NO_DETECTION = KernelDetection()
+
+
+class Columnar(Protocol):
+    """Egress rules that can hand the compiler their columns directly."""
+
+    def table(self) -> EgressTable: ...
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     name: str
     default_action: Action
@@ -138,7 +161,8 @@ class CompiledPolicy:
 FAIL_CLOSED_RULE = "fail-closed-allow"
 
 
-def compile_fail_closed(policy: Policy) -> CompiledPolicy | None:
+def compile_fail_closed(policy: Policy, detection: Detection | None = None
+                        ) -> CompiledPolicy | None:
     """The generation guarded cgroups get while no agent reads events: block
     everything but spec.failClosed.allow, keep the exec rules, deny raw
     sockets. None when the policy has no failClosed section."""
@@ -150,33 +174,25 @@ def compile_fail_closed(policy: Policy) -> CompiledPolicy | None:
              if fail_closed.allow else ())
     return compile_policy(dataclasses.replace(
         policy, name=f"{policy.name}.fail-closed", default_action=Action.BLOCK,
-        egress=allow, deny_raw_sockets=True, fail_closed=None))
+        egress=allow, deny_raw_sockets=True, fail_closed=None), detection)
 
 
-def compile_policy(policy: Policy) -> CompiledPolicy:
-    """The kernel tables for policy; PolicyError when they would not fit."""
-    _check_rule_count(policy.egress + policy.exec_rules, policy.source)
-    compiled, crowded = _compile(policy, egress_table(policy))
+def compile_policy(policy: Policy, detection: Detection | None = None) -> CompiledPolicy:
+    """The kernel tables for policy; PolicyError when they would not fit.
+    detection: the kernel's share of the policy's detections (none if not given)."""
+    _check_rule_count(policy)
+    plan = detection(policy) if detection is not None else NO_DETECTION
+    compiled, crowded = _compile(policy, egress_table(policy), plan)
     if crowded:
         raise PolicyError(_overflows(policy, crowded))
     return compiled
 
 
-def compile_table(policy: Policy, table: EgressTable,
-                  full_policy: Callable[[], Policy]) -> CompiledPolicy:
-    """compile_policy() for a policy whose egress rules are the columns of
-    table (policy.egress itself is not read). When the tables would not fit,
-    full_policy() gives the whole model, for problems that name lines."""
-    if len(table.names) + len(policy.exec_rules) > RULE_ID_MAX:
-        return compile_policy(full_policy())
-    compiled, crowded = _compile(policy, table)
-    if crowded:
-        return compile_policy(full_policy())
-    return compiled
-
-
 def egress_table(policy: Policy) -> EgressTable:
-    """The columns of a policy's egress rules."""
+    """The columns of a policy's egress rules (the reader's own, if it kept them)."""
+    table = getattr(policy.egress, "table", None)
+    if table is not None:
+        return table()
     columns: tuple[list, ...] = ([], [], [], [], [], [], [])
     rule_ids, actions, protos, ports, versions, values, prefixlens = columns
     for rule_id, rule in enumerate(policy.egress, start=1):
@@ -212,18 +228,22 @@ def _longest_prefix_match(table, address) -> tuple[PortRule, ...]:
     return ()
 
 
-def _check_rule_count(rules: tuple[EgressRule | ExecRule, ...], source: str) -> None:
-    if len(rules) > RULE_ID_MAX:
-        first_without_id = rules[RULE_ID_MAX]
-        raise PolicyError([Problem(source, first_without_id.line, "spec",
-                                   f"too many rules ({len(rules)}; rule ids are 16-bit, "
+def _check_rule_count(policy: Policy) -> None:
+    count = len(policy.egress) + len(policy.exec_rules)
+    if count > RULE_ID_MAX:
+        egress = len(policy.egress)
+        first_without_id = (policy.egress[RULE_ID_MAX] if egress > RULE_ID_MAX
+                            else policy.exec_rules[RULE_ID_MAX - egress])
+        raise PolicyError([Problem(policy.source, first_without_id.line, "spec",
+                                   f"too many rules ({count}; rule ids are 16-bit, "
                                    f"so at most {RULE_ID_MAX})")])
 
 
 Crowded = list[tuple[int, int, int, int]]   # (version, value, prefixlen, port rules)
 
 
-def _compile(policy: Policy, table: EgressTable) -> tuple[CompiledPolicy, Crowded]:
+def _compile(policy: Policy, table: EgressTable,
+             plan: KernelDetection) -> tuple[CompiledPolicy, Crowded]:
     """The compiled policy, and the prefixes with more port rules than the
     kernel scans (the policy is only valid without any)."""
     crowded: Crowded = []
@@ -231,7 +251,6 @@ def _compile(policy: Policy, table: EgressTable) -> tuple[CompiledPolicy, Crowde
     for version in (4, 6):
         families[version] = _family(table, version, crowded)
     first_exec_id = len(table.names) + 1
-    detect_flags, stdio_action = kernel_detection(policy)
     compiled = CompiledPolicy(
         name=policy.name,
         default_action=policy.default_action,
@@ -241,9 +260,9 @@ def _compile(policy: Policy, table: EgressTable) -> tuple[CompiledPolicy, Crowde
         ipv6=families[6],
         exec_names=_exec_table(policy, first_exec_id, lambda rule: rule.names),
         exec_paths=_exec_table(policy, first_exec_id, lambda rule: rule.paths),
-        detect_flags=detect_flags,
-        stdio_socket_action=stdio_action,
-        exec_holds=types.MappingProxyType(exec_holds(policy)),
+        detect_flags=plan.flags,
+        stdio_socket_action=plan.stdio_socket_action,
+        exec_holds=types.MappingProxyType(dict(plan.exec_holds)),
         policy=policy,
     )
     return compiled, crowded

@@ -10,8 +10,11 @@ objects. The rest of the file (metadata, exec rules, selectors, failClosed,
 ...) still goes through the careful reader, with the list blanked out line
 for line so every line number stays where it was.
 
-The agent compiles straight from the columns (FastPolicy.compiled) and
-switches the kernel before it builds the Policy objects.
+The policies it returns are ordinary Policy objects whose `egress` is a
+columns.RuleColumns: the compiler reads the columns, and the EgressRules are
+built only when something looks at them (the agent: after its switch). It
+never compiles and never touches the kernel; `early` only hears, while the
+file is still being read, which networks a large list names (columns.Early).
 
 It answers "here are the policies" or "not mine" (None), never a problem: a
 layout outside its grammar (columns.py), a value it does not recognise,
@@ -27,23 +30,22 @@ from __future__ import annotations
 import dataclasses
 import gc
 from contextlib import contextmanager
-from functools import cached_property
 from typing import Iterator
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from guard.policy.columns import Early, NotMine, Rules, blanked, block_lists
-from guard.policy.compile import CompiledPolicy, compile_policy, compile_table
+from guard.policy.columns import Early, NotMine, RuleColumns, blanked, block_lists
 from guard.policy.model import Policy
 from guard.policy.reader import NULL, Reader
 
-__all__ = ["FastPolicy", "gc_paused", "read", "read_policies", "warm_up"]
+__all__ = ["gc_paused", "read", "warm_up", "with_rules"]
 
 
 def read(text: str, source: str, single: bool = False,
-         early: Early | None = None) -> tuple[FastPolicy, ...] | None:
-    """The policies of text, their egress rules still as columns, or None:
-    read it carefully. single: exactly one document, as parse_policy() wants."""
+         early: Early | None = None) -> tuple[Policy, ...] | None:
+    """The policies of text, large egress lists still as columns
+    (RuleColumns), or None: read it carefully. single: exactly one
+    document, as parse_policy() wants."""
     if "egress:" not in text:
         return None
     with gc_paused():
@@ -53,41 +55,16 @@ def read(text: str, source: str, single: bool = False,
             return None
 
 
-def read_policies(text: str, source: str, single: bool = False) -> tuple[Policy, ...] | None:
-    """What parse_policies() returns for text, or None: read it carefully."""
-    policies = read(text, source, single)
-    if policies is None:
-        return None
+def with_rules(policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    """The same policies with their egress rules built (a tuple, as the
+    careful reader makes), the collector paused while they are."""
     with gc_paused():
-        return tuple(policy.policy for policy in policies)
+        return tuple(dataclasses.replace(policy, egress=policy.egress.build())
+                     if isinstance(policy.egress, RuleColumns) else policy
+                     for policy in policies)
 
 
-class FastPolicy:
-    """One policy of a file, its egress rules (if the file had them as a
-    block list) still as checked columns: compiled() writes the kernel's
-    tables from the columns; `policy` builds the model when it is wanted."""
-
-    def __init__(self, shell: Policy, rules: Rules | None):
-        self.shell = shell      # the policy without the list's rules
-        self._rules = rules
-
-    @cached_property
-    def policy(self) -> Policy:
-        """The whole Policy, equal to what the careful reader makes."""
-        if self._rules is None:
-            return self.shell
-        with gc_paused():
-            self._rules.scrap = None
-            return dataclasses.replace(self.shell, egress=self._rules.model())
-
-    def compiled(self) -> CompiledPolicy:
-        """compile_policy(self.policy), without building the model."""
-        if self._rules is None:
-            return compile_policy(self.shell)
-        return compile_table(self.shell, self._rules.table(), lambda: self.policy)
-
-
-def _read(text: str, source: str, single: bool, early: Early | None) -> tuple[FastPolicy, ...]:
+def _read(text: str, source: str, single: bool, early: Early | None) -> tuple[Policy, ...]:
     lists = block_lists(text, early)
     reader = Reader(source)
     documents = reader.documents(blanked(text, lists))
@@ -104,7 +81,8 @@ def _read(text: str, source: str, single: bool, early: Early | None) -> tuple[Fa
         if rules is not None and shell.exec_rules and not {
                 rule.name for rule in shell.exec_rules}.isdisjoint(rules.names):
             raise NotMine  # a duplicate rule name: the careful reader says where
-        result.append(FastPolicy(shell, rules))
+        result.append(shell if rules is None
+                      else dataclasses.replace(shell, egress=RuleColumns(rules)))
     if by_line:
         # an `egress:` line that is not a policy's spec.egress, or a list
         # that goes on past where the grammar stopped

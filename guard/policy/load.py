@@ -6,9 +6,9 @@ everything else, and everything the fast reader declines, through the
 careful one (reader.py). Every failure is a PolicyError naming file, line
 and field.
 
-The agent's reloads take the policies as FastPolicy drafts
-(read_policy_set, load_policy_set): compiled from the columns, the model
-built after the kernel's switch."""
+A large list the fast reader read stays columns (RuleColumns) until its
+rules are looked at: the compiler reads the columns, and the agent's reloads
+build the rules after the kernel's switch (fast.build_rules)."""
 from __future__ import annotations
 
 import os
@@ -17,13 +17,11 @@ from importlib import resources
 from guard.policy import fast as fast_reader
 from guard.policy import reader
 from guard.policy.columns import Early
-from guard.policy.fast import FastPolicy
 from guard.policy.model import Policy
 from guard.policy.reader import policy_text
 
 __all__ = ["DEFAULT_POLICY_SOURCE", "default_policy", "load_policies", "load_policy",
-           "load_policy_set", "parse_policies", "parse_policy", "policy_text",
-           "read_policy_set"]
+           "parse_policies", "parse_policy", "policy_text"]
 
 DEFAULT_POLICY_SOURCE = "guard/data/default-policy.yaml"
 
@@ -31,16 +29,22 @@ DEFAULT_POLICY_SOURCE = "guard/data/default-policy.yaml"
 def parse_policy(text: str, source_name: str = "<string>", fast: bool = True) -> Policy:
     """Validate the text of one policy. fast=False: never the fast reader
     (for comparing the two)."""
-    read = fast_reader.read_policies(text, source_name, True) if fast else None
-    return read[0] if read is not None else reader.parse_policy(text, source_name)
+    read = fast_reader.read(text, source_name, True) if fast else None
+    if read is None:
+        return reader.parse_policy(text, source_name)
+    return fast_reader.with_rules(read)[0]
 
 
-def parse_policies(text: str, source_name: str = "<string>",
-                   fast: bool = True) -> tuple[Policy, ...]:
+def parse_policies(text: str, source_name: str = "<string>", fast: bool = True,
+                   early: Early | None = None, columns: bool = False) -> tuple[Policy, ...]:
     """Every policy of a file of one or more YAML documents (---), each
-    validated; names are unique within the file."""
-    read = fast_reader.read_policies(text, source_name) if fast else None
-    return read if read is not None else reader.parse_policies(text, source_name)
+    validated; names are unique within the file. early: see columns.Early.
+    columns: a large egress list may stay columns (RuleColumns) until
+    looked at (the agent's reloads); else every rule is built."""
+    read = fast_reader.read(text, source_name, early=early) if fast else None
+    if read is None:
+        return reader.parse_policies(text, source_name)
+    return read if columns else fast_reader.with_rules(read)
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
@@ -48,24 +52,11 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     return parse_policy(reader.read_policy_file(path), os.fspath(path))
 
 
-def load_policies(path: str | os.PathLike[str]) -> tuple[Policy, ...]:
-    """Read and validate a file of policies."""
-    return parse_policies(reader.read_policy_file(path), os.fspath(path))
-
-
-def read_policy_set(text: str, source: str, early: Early | None = None
-                    ) -> tuple[FastPolicy, ...]:
-    """parse_policies() for the agent's reloads: the policies of text, the
-    rules of large lists still as columns; PolicyError as parse_policies().
-    early: see columns.Early."""
-    return fast_reader.read(text, source, early=early) or tuple(
-        FastPolicy(policy, None) for policy in reader.parse_policies(text, source))
-
-
-def load_policy_set(path: str | os.PathLike[str], early: Early | None = None
-                    ) -> tuple[FastPolicy, ...]:
-    """read_policy_set() of a file; every failure is a PolicyError."""
-    return read_policy_set(reader.read_policy_file(path), os.fspath(path), early)
+def load_policies(path: str | os.PathLike[str], early: Early | None = None,
+                  columns: bool = False) -> tuple[Policy, ...]:
+    """Read and validate a file of policies (early, columns: parse_policies)."""
+    return parse_policies(reader.read_policy_file(path), os.fspath(path), early=early,
+                          columns=columns)
 
 
 def default_policy() -> Policy:

@@ -17,7 +17,7 @@ from guard.kernel import libbpf
 from guard.kernel.objects import GuardObjects, PinLayout, remove_pins
 from guard.policy.compile import PortRule, compile_policy
 from guard.kernel.maps import PORT_RULE_SLOTS, Maps
-from guard.policy.load import parse_policies, read_policy_set
+from guard.policy.load import parse_policies
 
 RULES = 600
 
@@ -132,9 +132,9 @@ def hosts_policy(first_octet: int = 10, prefixlen: int = 32):
                   f"        - cidr: {first_octet}.{i // 256}.{i % 256}.{int(prefixlen == 32)}/{prefixlen}",
                   "          ports: [443]"]
     seen = []
-    [draft] = read_policy_set("\n".join(lines) + "\n", "hosts.yaml",
+    [policy] = parse_policies("\n".join(lines) + "\n", "hosts.yaml",
                               early=lambda values, prefixlens: seen.append((values, prefixlens)))
-    return draft.compiled(), seen
+    return compile_policy(policy), seen
 
 
 def free_slots(maps: Maps) -> bool:

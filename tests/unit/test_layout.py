@@ -97,3 +97,23 @@ def test_files_stay_under_800_lines_and_oversized_ones_do_not_grow():
     assert {name: (n, OVERSIZE[name]) for name, n in over.items() if n > OVERSIZE[name]} == {}
     # an entry goes once its file is back under the limit
     assert sorted(name for name in OVERSIZE if sizes.get(name, 0) <= MAX_LINES) == []
+
+
+#: What a package may not import: the policy language knows no classifier,
+#: responder or agent (the agent hands the compiler the detections' kernel
+#: share, guard/detect/vocabulary.kernel_plan); the classifiers know no agent,
+#: responder or event writer; the bottom layers know nothing above them.
+FORBIDDEN = {
+    "policy": {"detect", "agent", "respond", "report", "control", "cli", "demo", "workloads"},
+    "detect": {"agent", "respond", "report", "control", "cli", "demo"},
+    "workloads": {"policy", "detect", "agent", "respond", "report", "control", "cli", "demo"},
+    "report": {"policy", "detect", "agent", "respond", "control", "cli", "demo"},
+    "respond": {"detect", "agent", "report", "control", "cli", "demo"},
+}
+
+
+def test_packages_import_only_downwards():
+    package = lambda module: module.split(".")[1] if "." in module else module  # noqa: E731
+    upward = sorted(f"{m} -> {t}" for m, deps in _imports().items() for t, _top in deps
+                    if package(t) in FORBIDDEN.get(package(m), ()))
+    assert upward == []
