@@ -34,7 +34,18 @@ const volatile struct guard_abi_anchor {
 	enum guard_anchor_kind anchor_kind;
 	enum guard_sample_kind sample_kind;
 	enum guard_payload_flags payload_flags;
+	enum guard_policy_names policy_names;
+	enum guard_dns_direction dns_direction;
+	enum guard_dns_flags dns_flags;
+	enum guard_name_kind name_kind;
 	struct guard_payload_event payload_event;
+	struct guard_dns_event dns_event;
+	struct guard_name_key name_key;
+	struct guard_name_value name_value;
+	struct guard_name_rules_key name_rules_key;
+	struct guard_learned_key learned_key;
+	struct guard_learned_name learned_name;
+	struct guard_learned learned;
 	struct guard_stdio_socket_event stdio_socket_event;
 	struct guard_flow_verdict flow_verdict;
 	struct guard_proc_verdict proc_verdict;

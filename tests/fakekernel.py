@@ -36,6 +36,7 @@ import os
 import posixpath
 import shutil
 import signal
+import struct
 import tempfile
 import time
 import traceback
@@ -225,6 +226,72 @@ def stdio_socket_record(ip: str | bytes | None = "198.18.0.9", port: int = 4444,
     return _finish(ev, ctypes.sizeof(ev), size)
 
 
+def _dns_name(name: str | bytes) -> bytes:
+    """A name in wire form, uncompressed; bytes are taken as labels raw."""
+    raw = _raw(name).rstrip(b".")
+    return b"".join(bytes([len(label)]) + label for label in raw.split(b".") if label) + b"\0"
+
+
+_DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "TXT": 16, "AAAA": 28, "HTTPS": 65}
+
+
+def dns_message(name: str | bytes = "example.com", qtype: str | int = "A",
+                answers: Sequence[tuple] = (("example.com", "A", "192.0.2.1"),), *,
+                ident: int = 0x1234, response: bool = True, rcode: int = 0,
+                truncated: bool = False, ttl: int = 60) -> bytes:
+    """A DNS message as a resolver writes one: a question, and answer records
+    (owner, type, value[, ttl]) whose owner is a pointer to the question
+    name when it is that name. value: an address for A/AAAA, a name for
+    CNAME/NS, raw rdata as bytes for any type. A query when response=False
+    (and no answers)."""
+    flags = (0x8000 | 0x0080 if response else 0) | 0x0100 | (0x0200 if truncated else 0) | rcode
+    question = _dns_name(name)
+    out = (struct.pack(">HHHHHH", ident, flags, 1, len(answers), 0, 0) + question
+           + struct.pack(">HH", _DNS_TYPES.get(qtype, qtype), 1))
+    for owner, kind, value, *rest in answers:
+        kind = _DNS_TYPES.get(kind, kind)
+        if isinstance(value, bytes):
+            rdata = value
+        elif kind in (1, 28):
+            rdata = ipaddress.ip_address(value).packed
+        else:
+            rdata = _dns_name(value)
+        owned = b"\xc0\x0c" if _dns_name(owner) == question else _dns_name(owner)
+        out += owned + struct.pack(">HHIH", kind, 1, rest[0] if rest else ttl, len(rdata)) + rdata
+    return out
+
+
+def dns_record(message: bytes | None = None, *,
+               direction: abi.DnsDirection | int = abi.DnsDirection.ANSWER,
+               flags: abi.DnsFlags | int = 0, ip: str | bytes | None = "198.18.53.53",
+               port: int = 53, name_id: int = 0, ttl: int = 0, learned: int = 0,
+               proto: Proto | int = Proto.UDP, cookie: int = FAKE_COOKIE, netns: int = 0,
+               family: int | None = None, message_size: int | None = None,
+               size: int | None = None, **header: Any) -> bytes:
+    """struct guard_dns_event, cut after the message as the kernel sends it;
+    a message past GUARD_DNS_MSG_MAX is cut and flagged CUT. message defaults
+    to dns_message() (an answer: example.com A 192.0.2.1). An answer's header
+    has the process fields 0, as the kernel writes them (softirq)."""
+    message = dns_message() if message is None else message
+    if direction == abi.DnsDirection.ANSWER:
+        for field in ("pid", "ppid", "uid", "start_ns"):
+            header.setdefault(field, 0)
+        header.setdefault("comm", "")
+    family, addr = _address(ip, family)
+    if len(message) > abi.DNS_MSG_MAX:
+        message, flags = message[:abi.DNS_MSG_MAX], flags | abi.DnsFlags.CUT
+    ev = abi.DnsEvent(hdr=encode_header(EventKind.DNS, **header), cookie=cookie, name_id=name_id,
+                      netns=netns, family=family, proto=proto, direction=direction, flags=flags,
+                      port=port, ttl=ttl, learned=learned,
+                      message_size=len(message) if message_size is None else message_size)
+    _put(ev, abi.DnsEvent.addr, addr)
+    _put(ev, abi.DnsEvent.message, message)
+    return _finish(ev, abi.DnsEvent.message.offset + len(message), size)
+
+
+__all__ += ["dns_message", "dns_record"]
+
+
 # --------------------------------------------------------------------------
 # Maps and objects
 
@@ -277,6 +344,7 @@ class FakeMaps(_Recorder):
         self.heartbeat_ns = 0
         self.hold_timeout_ms = 0
         self.prestaged: tuple[int, list[int], list[int]] | None = None
+        self.learned: dict[int, int] = {}          # cgroup id -> learned addresses kept
         self.closed = False
 
     def close(self) -> None:
@@ -301,6 +369,10 @@ class FakeMaps(_Recorder):
     def remove_policy(self, policy_id: int) -> None:
         self._record("remove_policy", policy_id)
         self.policies.pop(policy_id, None)
+
+    def sweep_learned(self, now_ns: int) -> dict[int, int]:
+        self._record("sweep_learned", now_ns)
+        return dict(self.learned)
 
     @property
     def installed(self) -> list[int]:

@@ -29,6 +29,18 @@
 #define GUARD_ARGV_SCAN 512
 /* rule_id of a verdict that a detection, not an egress rule, decided. */
 #define GUARD_RULE_DETECTION 0xffff
+/* Bytes of a DNS message carried in a dns event (a UDP message without EDNS fits). */
+#define GUARD_DNS_MSG_MAX 512
+/* Bytes of a name key: a DNS name as text, lower case, right-aligned, NUL on the left. */
+#define GUARD_DNS_NAME_MAX 256
+/* Names one learned address answers to at once (CDNs share addresses). */
+#define GUARD_DNS_NAMES_PER_ADDR 4
+/* Learned addresses per guarded cgroup (and network namespace). */
+#define GUARD_DNS_LEARNED_MAX 4096
+/* Answer records read per DNS message; the rest are not learned. */
+#define GUARD_DNS_ANSWERS_MAX 64
+/* Distinct resolver ports per policy (guarded processes may not bind them). */
+#define GUARD_DNS_PORTS 4
 
 enum guard_event_kind {
 	GUARD_EVENT_EXEC = 1,
@@ -37,6 +49,7 @@ enum guard_event_kind {
 	GUARD_EVENT_CGROUP = 4,
 	GUARD_EVENT_PAYLOAD = 5,      /* first bytes of a flow, for the classifiers */
 	GUARD_EVENT_STDIO_SOCKET = 6, /* an inet socket dup'ed onto fd 0, 1 or 2 */
+	GUARD_EVENT_DNS = 7,          /* a DNS query or answer of a policy that allows by name */
 };
 
 enum guard_cgroup_op {
@@ -67,6 +80,8 @@ enum guard_hook {
 	GUARD_HOOK_CONNECT6 = 2,
 	GUARD_HOOK_SENDMSG4 = 3,
 	GUARD_HOOK_SENDMSG6 = 4,
+	GUARD_HOOK_BIND4 = 5,    /* bind() to a resolver's port, refused under names */
+	GUARD_HOOK_BIND6 = 6,
 };
 
 /* Index into the per-CPU counter array eg_counters. */
@@ -81,7 +96,10 @@ enum guard_counter {
 	GUARD_CTR_FLOWS_HELD = 7,     /* ... of which held back until a verdict */
 	GUARD_CTR_HOLD_TIMEOUTS = 8,  /* held flows or processes let go without a verdict */
 	GUARD_CTR_FLOW_DROPS = 9,     /* packets dropped: held or blocked flows */
-	GUARD_CTR_MAX = 10,
+	GUARD_CTR_DNS_LEARNED = 10,   /* addresses learned from trusted answers */
+	GUARD_CTR_DNS_REFUSED = 11,   /* queries refused at the send */
+	GUARD_CTR_DNS_UNTRUSTED = 12, /* answers not believed (source, path or parse) */
+	GUARD_CTR_MAX = 13,
 };
 
 enum guard_exec_match {
@@ -130,6 +148,35 @@ enum guard_payload_flags {
 	GUARD_PAYLOAD_SOCKS5 = 4,    /* the flow began with a SOCKS5 handshake */
 	GUARD_PAYLOAD_HTTP_CONNECT = 8, /* the flow began with an HTTP CONNECT */
 	GUARD_PAYLOAD_SOCKS4 = 16,   /* the flow began with a SOCKS4 or SOCKS4a request */
+};
+
+/* guard_policy_config.names: how the policy allows by name. */
+enum guard_policy_names {
+	GUARD_NAMES_ON = 1, /* host targets: learn answers, filter queries, judge learned addresses */
+};
+
+/* guard_dns_event.direction */
+enum guard_dns_direction {
+	GUARD_DNS_QUERY = 1,
+	GUARD_DNS_ANSWER = 2,
+};
+
+/* guard_dns_event.flags */
+enum guard_dns_flags {
+	GUARD_DNS_LEARNED = 1,    /* addresses of this answer were learned */
+	GUARD_DNS_UNTRUSTED = 2,  /* from a source the policy does not trust as its resolver */
+	GUARD_DNS_LOOPED = 4,     /* a non-loopback resolver's address, arrived over loopback */
+	GUARD_DNS_UNPARSED = 8,   /* not a one-question DNS message the kernel could read */
+	GUARD_DNS_NO_RULE = 16,   /* the name matches no name rule */
+	GUARD_DNS_FULL = 32,      /* the learned-address table had no room for some address */
+	GUARD_DNS_CUT = 64,       /* the message was longer than the event carries */
+	GUARD_DNS_NO_TABLE = 128, /* the guarded cgroup has no learned-address table */
+};
+
+/* guard_name_key.kind */
+enum guard_name_kind {
+	GUARD_NAME_EXACT = 1, /* the name itself */
+	GUARD_NAME_BELOW = 2, /* any name strictly below it ("*.name") */
 };
 
 /* Every event begins with this header. */
@@ -221,6 +268,30 @@ struct guard_stdio_socket_event {
 	__u8 addr[16];
 };
 
+/*
+ * A DNS query refused or logged at the send, or an answer received, by a
+ * process of a policy that allows by name. hdr.action: for a query what the
+ * policy did; for an answer ALLOW when its addresses were learned, else LOG.
+ * Userspace reads name, type, records and TTLs from message.
+ */
+struct guard_dns_event {
+	struct guard_event_header hdr;
+	__u64 cookie;        /* socket cookie */
+	__u64 name_id;       /* the name rule the question matched; 0: none */
+	__u64 netns;         /* network namespace cookie of the socket; 0: unknown */
+	__u8 family;         /* 4 or 6: the resolver's */
+	__u8 proto;          /* enum guard_proto */
+	__u8 direction;      /* enum guard_dns_direction */
+	__u8 flags;          /* enum guard_dns_flags */
+	__u16 port;          /* resolver port, host byte order */
+	__u16 message_size;  /* bytes of message used */
+	__u32 ttl;           /* answer: seconds the learned addresses got (clamped) */
+	__u16 learned;       /* answer: addresses learned */
+	__u16 _pad0;
+	__u8 addr[16];       /* resolver address; IPv4 in the first 4 bytes */
+	__u8 message[GUARD_DNS_MSG_MAX]; /* the DNS message (TCP: after the length) */
+};
+
 /* eg_flow_verdicts value: userspace's answer to a flow's sample. */
 struct guard_flow_verdict {
 	__u8 action;  /* ALLOW: stop watching the flow; BLOCK: drop all of it */
@@ -255,8 +326,13 @@ struct guard_policy_config {
 	__u8 default_action;  /* enum guard_action for egress no rule matches */
 	__u8 deny_raw_sockets;
 	__u8 stdio_socket_action; /* KILL: the kernel kills at the dup itself */
-	__u8 _pad0;
+	__u8 names;           /* enum guard_policy_names */
 	__u32 detect_flags;   /* enum guard_detect_flags */
+	__u32 dns_ttl_min;    /* learned addresses live at least this long, seconds */
+	__u32 dns_ttl_max;    /* ... and at most this long */
+	__u16 dns_ports[GUARD_DNS_PORTS]; /* resolver ports (0: unused): no guarded bind() */
+	__u16 resolver_rule_id; /* the rule_id connects to a trusted resolver get */
+	__u16 _pad1;
 };
 
 /* eg_config value (single entry): host-wide knobs. */
@@ -266,6 +342,7 @@ struct guard_config {
 	__u64 heartbeat_ns;         /* CLOCK_BOOTTIME of the agent's last heartbeat */
 	__u32 flags;                /* enum guard_config_flags */
 	__u32 hold_timeout_ms;      /* held flows and processes go on after this; 0: hold nothing */
+	__u16 dns_ports[GUARD_DNS_PORTS]; /* every policy's resolver ports; all 0: no names anywhere */
 };
 
 /*
@@ -329,6 +406,45 @@ struct guard_sendmsg_key {
 	__u16 port;
 	__u8 action;
 	__u8 _pad0[5];
+};
+
+/* eg_dns_names key: a name of a policy's host targets. */
+struct guard_name_key {
+	__u32 policy_id;
+	__u8 kind;       /* enum guard_name_kind */
+	__u8 _pad0[3];
+	char name[GUARD_DNS_NAME_MAX]; /* lower case, right-aligned, NUL-padded on the left */
+};
+
+/* eg_dns_names value */
+struct guard_name_value {
+	__u64 name_id;   /* stable across generations: a learned address keeps it */
+	__u8 query_action; /* what a query for this name gets (enum guard_action) */
+	__u8 _pad0[7];
+};
+
+/* eg_dns_rules key: the port rules of a name (value: struct guard_rule_span). */
+struct guard_name_rules_key {
+	__u32 policy_id;
+	__u32 _pad0;
+	__u64 name_id;
+};
+
+/* Key of a guarded cgroup's learned-address table (inner map of eg_dns_learned). */
+struct guard_learned_key {
+	__u64 netns;     /* network namespace cookie the answer arrived in */
+	__u8 addr[16];   /* IPv4 in the first 4 bytes */
+	__u8 family;     /* 4 or 6 */
+	__u8 _pad0[7];
+};
+
+struct guard_learned_name {
+	__u64 name_id;
+	__u64 expires_ns; /* CLOCK_BOOTTIME */
+};
+
+struct guard_learned {
+	struct guard_learned_name names[GUARD_DNS_NAMES_PER_ADDR];
 };
 
 #endif /* GUARD_ABI_H */

@@ -11,14 +11,17 @@
  *
  *   events.h        eg_events, eg_counters       all but destroy
  *   config.h        eg_config                    all but destroy
- *   guarded.h       eg_guarded, eg_slots         exec, flow, sock_addr,
+ *   guarded.h       eg_guarded, eg_slots         dns, exec, flow, sock_addr,
  *                                                sock_create, socket_syscall
- *   policy.h        eg_policies                  flow, sock_addr,
+ *   policy.h        eg_policies                  dns, flow, sock_addr,
  *                                                sock_create, socket_syscall
  *   proc_verdict.h  eg_proc_verdicts             exec, sock_addr
  *   anchors.h       eg_anchors                   exec, flow
  *   egress.h        eg_cidr4, eg_host4,          sock_addr
- *                   eg_cidr6, eg_port_rules
+ *                   eg_cidr6, eg_port_rules,
+ *                   eg_dns_rules
+ *   names.h         eg_dns_learned,              dns, sock_addr
+ *                   eg_dns_res4, eg_dns_res6
  *   exec.h          eg_exec_rules,               exec
  *                   eg_held_execs, eg_exec_scratch
  *   flow.h          eg_flow_state,               flow
@@ -27,7 +30,8 @@
  *                   verdict)                     socket_syscall
  *
  * A few maps of one program's own mechanics stay in its .bpf.c beside their
- * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_sample_scratch).
+ * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_sample_scratch,
+ * eg_dns_names, eg_dns_scratch).
  * Userspace shares every eg_* map between the objects by name
  * (guard/kernel/objects.py: the first object that declares a map creates it,
  * later ones reuse its fd), so an object without a map simply takes no part

@@ -55,6 +55,16 @@ struct {
 	__type(value, struct guard_port_rule);
 } eg_port_rules SEC(".maps");
 
+/* (policy id, name id) -> span of eg_port_rules, in precedence order: the
+ * rules of a host target's name (names.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct guard_name_rules_key);
+	__type(value, struct guard_rule_span);
+} eg_dns_rules SEC(".maps");
+
 struct destination {
 	__u8 family; /* 4 or 6, after unmapping ::ffff:a.b.c.d */
 	__u8 proto;

@@ -36,8 +36,9 @@ struct {
  * every call) picks the cgroup of the packet's socket instead of the
  * current task's.
  */
-static __always_inline struct guard_cgroup_info *guard_lookup(struct __sk_buff *skb, int from_skb,
-							      __u64 *cgroup_id)
+static __always_inline struct guard_cgroup_info *guard_lookup_at(struct __sk_buff *skb,
+								 int from_skb, __u64 *cgroup_id,
+								 __u64 *guarded_id)
 {
 	struct guard_cgroup_info *info;
 	struct guard_config *config;
@@ -46,6 +47,8 @@ static __always_inline struct guard_cgroup_info *guard_lookup(struct __sk_buff *
 
 	id = from_skb ? bpf_skb_cgroup_id(skb) : bpf_get_current_cgroup_id();
 	*cgroup_id = id;
+	if (guarded_id)
+		*guarded_id = id;
 	info = bpf_map_lookup_elem(&eg_guarded, &id);
 	if (info)
 		return info;
@@ -62,16 +65,32 @@ static __always_inline struct guard_cgroup_info *guard_lookup(struct __sk_buff *
 		if (!id)
 			continue;
 		info = bpf_map_lookup_elem(&eg_guarded, &id);
-		if (info)
+		if (info) {
+			if (guarded_id)
+				*guarded_id = id;
 			return info;
+		}
 	}
 	return NULL;
+}
+
+static __always_inline struct guard_cgroup_info *guard_lookup(struct __sk_buff *skb, int from_skb,
+							      __u64 *cgroup_id)
+{
+	return guard_lookup_at(skb, from_skb, cgroup_id, NULL);
 }
 
 /* The guard entry of the current task. */
 static __always_inline struct guard_cgroup_info *current_guard(__u64 *cgroup_id)
 {
-	return guard_lookup(NULL, 0, cgroup_id);
+	return guard_lookup_at(NULL, 0, cgroup_id, NULL);
+}
+
+/* ... and the id of the guarded cgroup it belongs to (itself or an ancestor). */
+static __always_inline struct guard_cgroup_info *current_guard_at(__u64 *cgroup_id,
+								  __u64 *guarded_id)
+{
+	return guard_lookup_at(NULL, 0, cgroup_id, guarded_id);
 }
 
 /*

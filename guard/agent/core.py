@@ -64,6 +64,7 @@ from guard.respond.responder import Responder, cgroup_path_of
 from guard.workloads.cgroups import Cgroup, CgroupError, CgroupNames, resolve
 from guard.workloads.containers import container_of, is_container_cgroup
 from guard.workloads.kubernetes import PodWatcher
+from guard.workloads.names import NameBook
 from guard.workloads.process import ProcessTable
 from guard.workloads.runtime import DEFAULT_SOCKETS, MetadataCache, describe_container
 
@@ -120,6 +121,7 @@ class Agent:
         self.clock = Clock()
         self.stats = AgentStats()
         self.processes = ProcessTable()
+        self.names = NameBook()     # addresses the kernel learned from answers -> names
         self._cgroup_specs = cgroup_specs
         # no cgroups named: guard every container on the host, now and as they start
         self.discover = not cgroup_specs
@@ -412,7 +414,7 @@ class Agent:
         """The heartbeat first; then each chore on its own, so one that
         fails (and is reported) never keeps the others from running."""
         self._beat()
-        for chore in (self._report_watchdog, self.registry.reselect_if_news,
+        for chore in (self._report_watchdog, self.registry.reselect_if_news, self.handlers.sweep,
                       lambda: self.generations.retire_due(now), self.reloads.if_asked):
             try:
                 chore()
@@ -644,6 +646,7 @@ class Agent:
                         for cg in self.registry.guarded.values()],
             "discovery": self.discover,
             "counters": self.counters(),
+            "names": self.handlers.names_status(self.generations.active_ids),
             "detections": {f"{t}/{a}": n for (t, a), n in sorted(self._detections_by.items())},
             "events": self.stats.events,
             "reloads": self.stats.reloads,

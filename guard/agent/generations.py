@@ -26,6 +26,8 @@ from guard.detect.vocabulary import kernel_plan
 from guard.kernel.maps import MapCapacityError
 from guard.policy.compile import CompiledPolicy, compile_fail_closed, compile_policy
 from guard.policy.model import Policy
+from guard.policy.names import resolver_targets
+from guard.workloads.resolvconf import nameservers
 
 SLOT_BITS = 8
 FAIL_CLOSED_BIT = 1 << 31
@@ -167,6 +169,9 @@ def read_names(path: Path | None) -> dict[int, KnownGeneration]:
 
 
 def compile_all(policies: Sequence[Policy]) -> Compiled:
-    """Every policy and its fail-closed twin, compiled before anything changes."""
-    return [(compile_policy(p, kernel_plan), compile_fail_closed(p, kernel_plan))
+    """Every policy and its fail-closed twin, compiled before anything changes.
+    Host targets of a policy without spec.dns.resolvers trust the host's
+    nameservers, read now (a reload picks up a changed resolv.conf)."""
+    default = resolver_targets(nameservers()) if any(p.uses_names for p in policies) else ()
+    return [(compile_policy(p, kernel_plan, default), compile_fail_closed(p, kernel_plan, default))
             for p in policies]

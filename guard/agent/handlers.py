@@ -8,6 +8,8 @@ found through a table.
     payload   a flow's first bytes: classify, then block, reset or allow the flow;
               the server's first reply (INBOUND) confirms what the client showed
     stdio     a socket on a process's stdin/stdout/stderr
+    dns       a query refused or logged, an answer read (allow by name): what
+              the kernel learned goes into the NameBook, so events name it
     cgroup    discovery: a container's cgroup appears or goes (the registry)
 
 The kernel has already enforced every verdict it reports (EPERM at connect or
@@ -17,19 +19,25 @@ wakes the sender, which must not get to run on.
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
 from guard.agent.generations import generation_of
 from guard.detect.classify import RANK
+from guard.detect.classify.dns import parse_message
 from guard.detect.detector import Detection, decide, strongest
 from guard.kernel import abi
-from guard.kernel.records import (CgroupRecord, ConnectRecord, DecodeError, ExecRecord,
+from guard.kernel.records import (CgroupRecord, ConnectRecord, DecodeError, DnsRecord, ExecRecord,
                                   PayloadRecord, SocketRecord, StdioSocketRecord, decode)
 from guard.policy.model import Policy
 from guard.report.events import describe, describe_detection
+from guard.workloads.process import ProcessInfo
 
-FIRST_SAMPLES_KEPT = 4096   # first payloads waiting for the server's reply
+NO_PROCESS = ProcessInfo(exe=None, argv=[], argv_truncated=False)
+FIRST_SAMPLES_KEPT = 4096
+SWEEP_S = 30.0              # how often expired learned addresses are deleted
+NAMES_LISTED = 64           # names of a policy listed in the status   # first payloads waiting for the server's reply
 SSH_TYPES = frozenset({"ssh_reverse_tunnel", "ssh_outbound"})
 
 
@@ -46,8 +54,11 @@ class RecordHandlers:
             SocketRecord: self.on_verdict,
             PayloadRecord: self.on_payload,
             StdioSocketRecord: self.on_stdio_socket,
+            DnsRecord: self.on_dns,
             CgroupRecord: on_cgroup,
         }
+        self._swept = time.monotonic()
+        self.learned: dict[int, int] = {}   # guarded cgroup id -> addresses learned (last sweep)
         # cookie -> (first payload, port, reported (type, dialect) -> confidence rank)
         self.first_samples: OrderedDict[int, tuple[bytes, int, dict]] = OrderedDict()
 
@@ -78,13 +89,72 @@ class RecordHandlers:
         rule = compiled.rule_name(header.rule_id) if compiled else None
         if header.rule_id == abi.RULE_DETECTION:
             rule = "detection"  # refused because a detection judged the process
+        name = (self.name_of(header.cgroup_id, record.ip)
+                if isinstance(record, ConnectRecord) else None)
         event = describe(
             record, agent.clock, rule=rule,
             cgroup_path=agent.cgroup_names.name(header.cgroup_id),
             policy_name=compiled.name if compiled else None,
             generation=generation_of(header.policy_id),
-            process=process)
+            process=process, name=name)
         agent.emit(event, header.policy_id)
+
+    # -- allow by name ---------------------------------------------------------
+    def on_dns(self, record: DnsRecord) -> None:
+        """A DNS query the policy refused or logged, or an answer the kernel
+        read. The addresses of an answer it learned are named from now on
+        (the question's name: the kernel learns them under it)."""
+        agent = self._agent
+        header = record.header
+        parsed = parse_message(record.message)
+        if (parsed is not None and record.direction == abi.DnsDirection.ANSWER
+                and record.flags & abi.DnsFlags.LEARNED and parsed.name):
+            agent.names.learn(header.cgroup_id, parsed.name, parsed.addresses,
+                              record.ttl, time.monotonic())
+        compiled = agent.compiled_policy(header.policy_id)
+        # an answer arrives in softirq: the header names no process
+        process = agent.processes.lookup(header.pid) if header.pid else NO_PROCESS
+        event = describe(
+            record, agent.clock, rule=None,
+            cgroup_path=agent.cgroup_names.name(header.cgroup_id),
+            policy_name=compiled.name if compiled else None,
+            generation=generation_of(header.policy_id),
+            process=process, parsed=parsed)
+        agent.emit(event, header.policy_id)
+
+    def sweep(self) -> None:
+        """Every SWEEP_S: the kernel forgets learned addresses whose names
+        all expired (it stops believing them at once; this frees the room)."""
+        now = time.monotonic()
+        if now - self._swept < SWEEP_S:
+            return
+        self._swept = now
+        self.learned = self._agent.maps.sweep_learned(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+    def names_status(self, policy_ids) -> list[dict[str, Any]]:
+        """Per policy in force that allows by name: whom it trusts, how many
+        names; and the addresses each guarded cgroup has learned."""
+        out = []
+        for policy_id in policy_ids:
+            compiled = self._agent.compiled_policy(policy_id)
+            names = getattr(compiled, "names", None)
+            if names is None:
+                continue
+            out.append({"policy": compiled.name,
+                        "resolvers": [str(network) for network in names.resolvers],
+                        "resolver_ports": list(names.resolver_ports),
+                        "names": [entry.pattern for entry in names.entries][:NAMES_LISTED],
+                        "ttl": {"min": names.ttl_min, "max": names.ttl_max},
+                        "learned": {str(cg): n for cg, n in sorted(self.learned.items())}})
+        return out
+
+    def name_of(self, cgroup_id: int, ip: str) -> str | None:
+        return self._agent.names.name_of(cgroup_id, ip, time.monotonic())
+
+    def named(self, header, dst: dict[str, Any]) -> dict[str, Any]:
+        """dst with the name its address was learned from, when there is one."""
+        name = self.name_of(header.cgroup_id, dst["ip"])
+        return dst if name is None else {**dst, "name": name}
 
     # -- detections ------------------------------------------------------------
     def policy_of(self, policy_id: int) -> Policy | None:
@@ -95,6 +165,8 @@ class RecordHandlers:
                        dst: dict[str, Any] | None = None) -> None:
         agent = self._agent
         compiled = agent.compiled_policy(header.policy_id)
+        if dst is not None and "ip" in dst:
+            dst = self.named(header, dst)
         event = describe_detection(
             header, agent.clock, detection.as_dict(), detection.action,
             cgroup_path=agent.cgroup_names.name(header.cgroup_id),

@@ -30,12 +30,15 @@ def _load_policy_or_fail(path: str | None):
     """The policies of a file (or the embedded default) and their compiled
     forms, or every problem of the file and exit 1."""
     from guard.policy.compile import compile_fail_closed, compile_policy
+    from guard.policy.names import resolver_targets
+    from guard.workloads.resolvconf import nameservers
 
     try:
         policies = load_policies(path) if path else (default_policy(),)
-        compiled = [compile_policy(p) for p in policies]
+        default = resolver_targets(nameservers()) if any(p.uses_names for p in policies) else ()
+        compiled = [compile_policy(p, default_resolvers=default) for p in policies]
         for p in policies:
-            compile_fail_closed(p)
+            compile_fail_closed(p, default_resolvers=default)
         return policies, compiled
     except PolicyError as exc:
         for problem in exc.problems:
@@ -199,9 +202,48 @@ def policy_check(file: str) -> None:
     policies, compiled = _load_policy_or_fail(file)
     for parsed, tables in zip(policies, compiled):
         selects = f", selects {parsed.selector.specificity} term(s)" if parsed.selector else ""
+        hosts = sum(target.host is not None for rule in parsed.egress
+                    for target in rule.targets) if parsed.uses_names else 0
+        names = f", {hosts} name target(s)" if hosts else ""
         click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
                    f"{len(parsed.exec_rules)} exec rule(s), "
-                   f"{len(tables.ipv4) + len(tables.ipv6)} prefix(es){selects})")
+                   f"{len(tables.ipv4) + len(tables.ipv6)} prefix(es){names}{selects})")
+
+
+@policy.command("preset")
+@click.argument("name", required=False)
+def policy_preset(name: str | None) -> None:
+    """List the shipped starting-point policies, or print preset NAME's YAML.
+
+    \b
+    egress-guard policy preset                        # each with its description
+    egress-guard policy preset github > policy.yaml   # then edit and check it
+    """
+    presets = _presets()
+    if name is None:
+        width = max(map(len, presets), default=0)
+        for preset, path in presets.items():
+            click.echo(f"{preset:<{width}}  {_preset_summary(path.read_text(encoding='utf-8'))}")
+        return
+    if name not in presets:
+        fail(f"unknown preset {name!r} (available: {', '.join(presets)})", ExitCode.USAGE)
+    click.echo(presets[name].read_text(encoding="utf-8"), nl=False)
+
+
+def _presets() -> dict:
+    """Preset name -> its file (guard/data/presets/NAME.yaml), by name."""
+    from importlib import resources
+
+    folder = resources.files("guard") / "data" / "presets"
+    return {entry.name[:-len(".yaml")]: entry
+            for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
+            if entry.name.endswith(".yaml")}
+
+
+def _preset_summary(text: str) -> str:
+    """A preset's one-line description: its leading comment's first line."""
+    first = text.split("\n", 1)[0]
+    return first[1:].strip() if first.startswith("#") else ""
 
 
 def _kube_api(url: str | None, node: str | None):

@@ -22,6 +22,12 @@ POLICY_SLOTS = 256
 SAMPLE_MAX = 512
 ARGV_SCAN = 512
 RULE_DETECTION = 0xFFFF
+DNS_MSG_MAX = 512
+DNS_NAME_MAX = 256
+DNS_NAMES_PER_ADDR = 4
+DNS_LEARNED_MAX = 4096
+DNS_ANSWERS_MAX = 64
+DNS_PORTS = 4
 
 
 class EventKind(enum.IntEnum):
@@ -31,6 +37,7 @@ class EventKind(enum.IntEnum):
     CGROUP = 4
     PAYLOAD = 5
     STDIO_SOCKET = 6
+    DNS = 7
 
 
 class CgroupOp(enum.IntEnum):
@@ -68,6 +75,8 @@ class Hook(enum.IntEnum):
     CONNECT6 = 2
     SENDMSG4 = 3
     SENDMSG6 = 4
+    BIND4 = 5
+    BIND6 = 6
 
 
 class Counter(enum.IntEnum):
@@ -81,9 +90,12 @@ class Counter(enum.IntEnum):
     FLOWS_HELD = 7
     HOLD_TIMEOUTS = 8
     FLOW_DROPS = 9
+    DNS_LEARNED = 10
+    DNS_REFUSED = 11
+    DNS_UNTRUSTED = 12
 
 
-COUNTER_MAX = 10
+COUNTER_MAX = 13
 
 
 class ExecMatch(enum.IntEnum):
@@ -120,6 +132,31 @@ class SampleKind(enum.IntEnum):
     UDP = 3
     DNS_ANSWER = 4
     INBOUND = 5
+
+
+class PolicyNames(enum.IntFlag):
+    ON = 1
+
+
+class DnsDirection(enum.IntEnum):
+    QUERY = 1
+    ANSWER = 2
+
+
+class DnsFlags(enum.IntFlag):
+    LEARNED = 1
+    UNTRUSTED = 2
+    LOOPED = 4
+    UNPARSED = 8
+    NO_RULE = 16
+    FULL = 32
+    CUT = 64
+    NO_TABLE = 128
+
+
+class NameKind(enum.IntEnum):
+    EXACT = 1
+    BELOW = 2
 
 
 class PayloadFlags(enum.IntFlag):
@@ -241,6 +278,28 @@ class StdioSocketEvent(ctypes.Structure):
     ]
 
 
+class DnsEvent(ctypes.Structure):
+    """struct guard_dns_event (message is cut to message_size bytes on the wire)"""
+    c_name = "guard_dns_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("cookie", u64),
+        ("name_id", u64),
+        ("netns", u64),
+        ("family", u8),
+        ("proto", u8),
+        ("direction", u8),
+        ("flags", u8),
+        ("port", u16),
+        ("message_size", u16),
+        ("ttl", u32),
+        ("learned", u16),
+        ("_pad0", u16),
+        ("addr", u8 * 16),
+        ("message", u8 * DNS_MSG_MAX),
+    ]
+
+
 class FlowVerdict(ctypes.Structure):
     """struct guard_flow_verdict"""
     c_name = "guard_flow_verdict"
@@ -272,8 +331,13 @@ class PolicyConfig(ctypes.Structure):
         ("default_action", u8),
         ("deny_raw_sockets", u8),
         ("stdio_socket_action", u8),
-        ("_pad0", u8),
+        ("names", u8),
         ("detect_flags", u32),
+        ("dns_ttl_min", u32),
+        ("dns_ttl_max", u32),
+        ("dns_ports", u16 * DNS_PORTS),
+        ("resolver_rule_id", u16),
+        ("_pad1", u16),
     ]
 
 
@@ -281,7 +345,7 @@ class Config(ctypes.Structure):
     """struct guard_config"""
     c_name = "guard_config"
     _fields_ = [("guarded_levels", u32), ("heartbeat_timeout_ms", u32), ("heartbeat_ns", u64),
-                ("flags", u32), ("hold_timeout_ms", u32)]
+                ("flags", u32), ("hold_timeout_ms", u32), ("dns_ports", u16 * DNS_PORTS)]
 
 
 class Lpm4Key(ctypes.Structure):
@@ -354,11 +418,49 @@ class SendmsgKey(ctypes.Structure):
     ]
 
 
+class NameKey(ctypes.Structure):
+    """struct guard_name_key (name right-aligned, NUL-padded on the left)"""
+    c_name = "guard_name_key"
+    _fields_ = [("policy_id", u32), ("kind", u8), ("_pad0", u8 * 3),
+                ("name", ctypes.c_char * DNS_NAME_MAX)]
+
+
+class NameValue(ctypes.Structure):
+    """struct guard_name_value"""
+    c_name = "guard_name_value"
+    _fields_ = [("name_id", u64), ("query_action", u8), ("_pad0", u8 * 7)]
+
+
+class NameRulesKey(ctypes.Structure):
+    """struct guard_name_rules_key"""
+    c_name = "guard_name_rules_key"
+    _fields_ = [("policy_id", u32), ("_pad0", u32), ("name_id", u64)]
+
+
+class LearnedKey(ctypes.Structure):
+    """struct guard_learned_key (the key of a learned-address table)"""
+    c_name = "guard_learned_key"
+    _fields_ = [("netns", u64), ("addr", u8 * 16), ("family", u8), ("_pad0", u8 * 7)]
+
+
+class LearnedName(ctypes.Structure):
+    """struct guard_learned_name"""
+    c_name = "guard_learned_name"
+    _fields_ = [("name_id", u64), ("expires_ns", u64)]
+
+
+class Learned(ctypes.Structure):
+    """struct guard_learned"""
+    c_name = "guard_learned"
+    _fields_ = [("names", LearnedName * DNS_NAMES_PER_ADDR)]
+
+
 #: Every struct that crosses the boundary, for the BTF layout check.
 SHARED_STRUCTS = (
     EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupEvent, PayloadEvent,
-    StdioSocketEvent, FlowVerdict, ProcVerdict, CgroupInfo, Slot, PolicyConfig,
+    StdioSocketEvent, DnsEvent, FlowVerdict, ProcVerdict, CgroupInfo, Slot, PolicyConfig,
     Config, Lpm4Key, Lpm6Key, Host4Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
+    NameKey, NameValue, NameRulesKey, LearnedKey, LearnedName, Learned,
 )
 
 #: Every enum that crosses the boundary: C enum name -> (Python enum, C prefix).
@@ -377,4 +479,8 @@ SHARED_ENUMS = {
     "guard_anchor_kind": (AnchorKind, "GUARD_ANCHOR_"),
     "guard_sample_kind": (SampleKind, "GUARD_SAMPLE_"),
     "guard_payload_flags": (PayloadFlags, "GUARD_PAYLOAD_"),
+    "guard_policy_names": (PolicyNames, "GUARD_NAMES_"),
+    "guard_dns_direction": (DnsDirection, "GUARD_DNS_"),
+    "guard_dns_flags": (DnsFlags, "GUARD_DNS_"),
+    "guard_name_kind": (NameKind, "GUARD_NAME_"),
 }

@@ -80,6 +80,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map_get_fd_by_id": (c_int, [ctypes.c_uint32]),
+        "bpf_map_create": (c_int, [ctypes.c_int, c_char_p, ctypes.c_uint32, ctypes.c_uint32,
+                                   ctypes.c_uint32, c_void_p]),
         "bpf_map_update_batch": (c_int, [c_int, c_void_p, c_void_p,
                                          ctypes.POINTER(ctypes.c_uint32), c_void_p]),
         "bpf_map_delete_batch": (c_int, [c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32),
@@ -188,6 +191,33 @@ def map_delete(fd: int, key) -> bool:
     if ret < 0:
         raise LibbpfError(-ret, "bpf_map_delete_elem")
     return True
+
+
+class MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts up to map_ifindex (libbpf takes a shorter
+    struct from an older caller: sz says how much of it there is)."""
+    _fields_ = [("sz", ctypes.c_size_t), ("btf_fd", ctypes.c_uint32),
+                ("btf_key_type_id", ctypes.c_uint32), ("btf_value_type_id", ctypes.c_uint32),
+                ("btf_vmlinux_value_type_id", ctypes.c_uint32), ("inner_map_fd", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("map_extra", ctypes.c_uint64),
+                ("numa_node", ctypes.c_uint32), ("map_ifindex", ctypes.c_uint32)]
+
+
+BPF_MAP_TYPE_HASH = 1
+BPF_F_NO_PREALLOC = 1
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0) -> int:
+    """A new map's fd (the caller closes it)."""
+    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=flags)
+    return check(lib().bpf_map_create(map_type, name.encode(), key_size, value_size,
+                                      max_entries, ctypes.byref(opts)), f"create map {name}")
+
+
+def map_fd_by_id(map_id: int) -> int:
+    """An fd of the map with this id (the caller closes it)."""
+    return check(lib().bpf_map_get_fd_by_id(map_id), f"open map id {map_id}")
 
 
 def map_update_packed(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:

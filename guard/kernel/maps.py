@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import struct
 import threading
 import time
@@ -24,11 +25,17 @@ from operator import add, eq, not_
 from guard.kernel import abi
 from guard.kernel import libbpf
 from guard.policy.compile import CompiledPolicy, PrefixTable
+from guard.policy.names import NameTable, name_key
 
 PORT_RULE_SLOTS = 262144  # eg_port_rules max_entries in bpf/lib/egress.h
 SPLIT_WRITES_FROM = 1024  # prefix writes this large are shared between two threads
+NAME_KEY = struct.Struct(f"=IB3x{abi.DNS_NAME_MAX}s")   # guard_name_key
+NAME_VALUE = struct.Struct("=QB7x")                      # guard_name_value
+NAME_RULES_KEY = struct.Struct("=I4xQ")                  # guard_name_rules_key
 _KEY_SIZES = {"eg_cidr4": abi.LPM4_KEY.size, "eg_cidr6": abi.LPM6_KEY.size,
-              "eg_host4": abi.HOST4_KEY.size, "eg_exec_rules": ctypes.sizeof(abi.ExecKey)}
+              "eg_host4": abi.HOST4_KEY.size, "eg_exec_rules": ctypes.sizeof(abi.ExecKey),
+              "eg_dns_names": NAME_KEY.size, "eg_dns_rules": NAME_RULES_KEY.size,
+              "eg_dns_res4": abi.LPM4_KEY.size, "eg_dns_res6": abi.LPM6_KEY.size}
 
 
 class MapCapacityError(Exception):
@@ -139,6 +146,7 @@ class Maps:
         self._installed: dict[int, _Installed] = {}
         self._levels: dict[int, int] = {}  # guarded cgroup id -> level
         self._config = abi.Config()
+        self._dns_ports: dict[int, tuple[int, ...]] = {}  # policy id -> its resolvers' ports
         self._batches: dict[str, bool] = {}  # map -> does this kernel batch it
         self._prestaged: _Prestaged | None = None
         self._port_rules = _mapped(map_fds.get("eg_port_rules"),
@@ -188,10 +196,50 @@ class Maps:
                                       deny_raw_sockets=int(policy.deny_raw_sockets),
                                       stdio_socket_action=policy.stdio_socket_action,
                                       detect_flags=policy.detect_flags)
+            if policy.names is not None:
+                self._install_names(policy_id, policy.names, record)
+                config.names = abi.PolicyNames.ON
+                config.dns_ttl_min = policy.names.ttl_min
+                config.dns_ttl_max = policy.names.ttl_max
+                config.resolver_rule_id = policy.names.resolver_rule_id
+                for index, port in enumerate(policy.names.resolver_ports[:abi.DNS_PORTS]):
+                    config.dns_ports[index] = port
             libbpf.map_update(self._fd["eg_policies"], ctypes.c_uint32(policy_id), config)
+            if policy.names is not None:
+                self._dns_ports[policy_id] = policy.names.resolver_ports
+                self._write_config()
         except BaseException:
             self.remove_policy(policy_id)
             raise
+
+    def _install_names(self, policy_id: int, names: NameTable, record: _Installed) -> None:
+        """eg_dns_names, eg_dns_rules (spans of eg_port_rules) and the trusted
+        resolvers of one generation (bpf/lib/names.h)."""
+        total = sum(entry.rule_count for entry in names.entries)
+        first = self._slots.take(max(total, 1))
+        record.spans.append((first, max(total, 1)))
+        self._write_all(self._port_rule_writes(first, b"".join(e.rules for e in names.entries),
+                                               total) if total else [])
+        name_keys, rule_keys, at = [], [], first
+        for entry in names.entries:
+            key = NAME_KEY.pack(policy_id, entry.kind, name_key(entry.name))
+            libbpf.map_update_packed(self._fd["eg_dns_names"], key,
+                                     NAME_VALUE.pack(entry.name_id, entry.query_action))
+            name_keys.append(key)
+            rules_key = NAME_RULES_KEY.pack(policy_id, entry.name_id)
+            libbpf.map_update_packed(self._fd["eg_dns_rules"], rules_key,
+                                     abi.RULE_SPAN.pack(at, entry.rule_count))
+            rule_keys.append(rules_key)
+            at += entry.rule_count
+        record.keys["eg_dns_names"] = name_keys
+        record.keys["eg_dns_rules"] = rule_keys
+        for network in names.resolvers:
+            version = network.version
+            map_name, packer = (("eg_dns_res4", abi.LPM4_KEY) if version == 4
+                                else ("eg_dns_res6", abi.LPM6_KEY))
+            key = packer.pack(32 + network.prefixlen, policy_id, network.network_address.packed)
+            libbpf.map_update_packed(self._fd[map_name], key, b"\1")
+            record.keys.setdefault(map_name, []).append(key)
 
     # -- IPv4 prefixes written ahead ------------------------------------------
     def prestage(self, policy_id: int, values: Sequence[int], prefixlens: Sequence[int]) -> None:
@@ -431,6 +479,8 @@ class Maps:
         if record.prestaged is not None:   # an install that failed before they were all in
             record.prestaged.writer.join()
         libbpf.map_delete(self._fd["eg_policies"], ctypes.c_uint32(policy_id))
+        if self._dns_ports.pop(policy_id, None) is not None:
+            self._write_config()
         for map_name, keys in record.keys.items():
             self._delete_many(map_name, b"".join(keys))
         for first, count in record.spans:
@@ -490,6 +540,7 @@ class Maps:
                     entry.spans.append((span.first, span.count))
         for key in libbpf.map_keys(self._fd["eg_exec_rules"], abi.ExecKey):
             record(key.policy_id).keys.setdefault("eg_exec_rules", []).append(bytes(key))
+        self._adopt_names(record)
         for entry in records.values():
             for first, count in entry.spans:
                 self._slots.reserve(first, count)
@@ -498,8 +549,24 @@ class Maps:
         libbpf.map_lookup(self._fd["eg_config"], ctypes.c_uint32(0), self._config)
         return max(records, default=0), guarded
 
+    def _adopt_names(self, record) -> None:
+        """The name entries of adopted generations (see adopt)."""
+        if "eg_dns_names" not in self._fd:
+            return
+        for map_name, key_type in (("eg_dns_names", abi.NameKey),
+                                   ("eg_dns_rules", abi.NameRulesKey),
+                                   ("eg_dns_res4", abi.Lpm4Key), ("eg_dns_res6", abi.Lpm6Key)):
+            for key in libbpf.map_keys(self._fd[map_name], key_type):
+                entry = record(key.policy_id)
+                entry.keys.setdefault(map_name, []).append(bytes(key))
+                if map_name == "eg_dns_rules":
+                    span = abi.RuleSpan()
+                    if libbpf.map_lookup(self._fd[map_name], key, span) and span.count:
+                        entry.spans.append((span.first, span.count))
+
     # -- guarded cgroups ---------------------------------------------------
     def guard(self, cgroup_id: int, level: int, slot: int) -> None:
+        self._learned_table(cgroup_id)
         libbpf.map_update(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id),
                           abi.CgroupInfo(policy_slot=slot))
         self._levels[cgroup_id] = level
@@ -508,11 +575,63 @@ class Maps:
     def unguard_adopted(self, cgroup_id: int) -> None:
         """Unmark a cgroup a previous agent guarded and this one does not."""
         libbpf.map_delete(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id))
+        self._drop_learned(cgroup_id)
 
     def unguard(self, cgroup_id: int) -> None:
         libbpf.map_delete(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id))
+        self._drop_learned(cgroup_id)
         self._levels.pop(cgroup_id, None)
         self._write_config()
+
+    # -- learned addresses (allow by name) ---------------------------------
+    def _learned_table(self, cgroup_id: int) -> None:
+        """Give a guarded cgroup its own learned-address table (bpf/lib/names.h),
+        unless it has one (an adopted cgroup keeps what it learned)."""
+        outer = self._fd.get("eg_dns_learned")
+        if outer is None or libbpf.map_lookup(outer, ctypes.c_uint64(cgroup_id), ctypes.c_uint32()):
+            return
+        fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_HASH, "eg_dns_learned_in",
+                               ctypes.sizeof(abi.LearnedKey), ctypes.sizeof(abi.Learned),
+                               abi.DNS_LEARNED_MAX, libbpf.BPF_F_NO_PREALLOC)
+        try:
+            libbpf.map_update(outer, ctypes.c_uint64(cgroup_id), ctypes.c_uint32(fd))
+        finally:
+            os.close(fd)
+
+    def _drop_learned(self, cgroup_id: int) -> None:
+        outer = self._fd.get("eg_dns_learned")
+        if outer is not None:
+            libbpf.map_delete(outer, ctypes.c_uint64(cgroup_id))
+
+    def sweep_learned(self, now_ns: int) -> dict[int, int]:
+        """Delete learned addresses whose names have all expired (the kernel
+        only stops believing them); cgroup id -> addresses still learned."""
+        outer = self._fd.get("eg_dns_learned")
+        if outer is None:
+            return {}
+        kept = {}
+        for cgroup in libbpf.map_keys(outer, ctypes.c_uint64):
+            map_id = ctypes.c_uint32()
+            if not libbpf.map_lookup(outer, cgroup, map_id):
+                continue
+            try:
+                fd = libbpf.map_fd_by_id(map_id.value)
+            except libbpf.LibbpfError:
+                continue
+            try:
+                count = 0
+                for key in libbpf.map_keys(fd, abi.LearnedKey):
+                    value = abi.Learned()
+                    if not libbpf.map_lookup(fd, key, value):
+                        continue
+                    if any(n.name_id and n.expires_ns > now_ns for n in value.names):
+                        count += 1
+                    else:
+                        libbpf.map_delete(fd, key)
+                kept[cgroup.value] = count
+            finally:
+                os.close(fd)
+        return kept
 
     def watch_cgroups(self, enabled: bool) -> None:
         """Ask the kernel to report cgroup mkdir/rmdir (container discovery)."""
@@ -535,6 +654,13 @@ class Maps:
             if level < abi.CGROUP_LEVELS:
                 levels |= 1 << level
         self._config.guarded_levels = levels
+        # every policy's resolver ports, the packets' first filter (dns.bpf.c);
+        # more than fit: 0xffff, every port
+        ports = list(dict.fromkeys(p for ports in self._dns_ports.values() for p in ports))
+        if len(ports) > abi.DNS_PORTS:
+            ports = [0xFFFF]
+        for index in range(abi.DNS_PORTS):
+            self._config.dns_ports[index] = ports[index] if index < len(ports) else 0
         libbpf.map_update(self._fd["eg_config"], ctypes.c_uint32(0), self._config)
 
     # -- detections ----------------------------------------------------------

@@ -244,7 +244,7 @@ def remove_pins(root: Path) -> list[str]:
 class GuardObjects:
     """egress-guard's programs and maps, loaded together, attached per cgroup."""
 
-    NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall", "cgroup_watch", "flow",
+    NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall", "cgroup_watch", "flow", "dns",
              "destroy")
     # Loaded when the kernel can: without them the guard still drops a blocked
     # flow's packets, it just cannot reset its socket (bpf_sock_destroy, 6.5).

@@ -121,8 +121,30 @@ class StdioSocketRecord:
     port: int
 
 
+@dataclass(slots=True)
+class DnsRecord:
+    """A DNS query refused or logged at the send, or an answer received, of a
+    policy that allows by name. For an answer the header's process fields
+    are 0 (the kernel received it in softirq, not in the receiver's task).
+    message is the DNS message as the workload sent it or the resolver
+    answered it: hostile bytes (guard.detect.classify.dns.parse_message)."""
+    header: Header
+    cookie: int
+    name_id: int      # the name rule the question matched; 0: none
+    netns: int        # network namespace cookie of the socket; 0: unknown
+    family: int       # 4 or 6: the resolver's
+    proto: abi.Proto
+    direction: abi.DnsDirection
+    flags: abi.DnsFlags
+    port: int         # the resolver's
+    ip: str           # the resolver's
+    ttl: int          # answer: seconds the learned addresses got (clamped by the policy)
+    learned: int      # answer: addresses learned
+    message: bytes
+
+
 Record = (ExecRecord | ConnectRecord | SocketRecord | CgroupRecord | PayloadRecord
-          | StdioSocketRecord)
+          | StdioSocketRecord | DnsRecord)
 
 
 def _text(raw: bytes) -> str:
@@ -245,6 +267,36 @@ def _stdio_socket(data: bytes) -> StdioSocketRecord:
 
 _SAMPLE_OFFSET = abi.PayloadEvent.sample.offset
 
+
+def _dns(data: bytes) -> DnsRecord:
+    # the fixed fields by offset, the message as far as the record goes (it
+    # travels cut to message_size): a lying message_size reads no further
+    (cookie, name_id, netns, family, proto, direction, flags, port, message_size, ttl, learned,
+     _pad, addr) = _DNS_FIXED.unpack_from(data, _DNS_COOKIE)
+    found = _DNS_DIRECTIONS.get(direction)
+    if found is None or proto not in _PROTOS:
+        raise DecodeError(f"bad dns record (direction {direction}, proto {proto})")
+    size = min(message_size, abi.DNS_MSG_MAX, len(data) - _DNS_MESSAGE)
+    return DnsRecord(header=_header(data), cookie=cookie, name_id=name_id, netns=netns,
+                     family=family, proto=_PROTOS[proto], direction=found,
+                     flags=_dns_flags(flags), port=port, ip=_ip(family, addr), ttl=ttl,
+                     learned=learned, message=bytes(data[_DNS_MESSAGE:_DNS_MESSAGE + size]))
+
+
+_DNS_DIRECTIONS = {int(d): d for d in abi.DnsDirection}
+_DNS_COOKIE = abi.DnsEvent.cookie.offset
+_DNS_MESSAGE = abi.DnsEvent.message.offset
+# cookie, name_id, netns, family, proto, direction, flags, port, message_size,
+# ttl, learned, _pad0, addr of struct guard_dns_event
+_DNS_FIXED = struct.Struct("=QQQBBBBHHIHH16s")
+assert _DNS_FIXED.size == _DNS_MESSAGE - _DNS_COOKIE
+
+
+@functools.lru_cache(maxsize=256)
+def _dns_flags(bits: int) -> abi.DnsFlags:
+    return abi.DnsFlags(bits)
+
+
 _DECODERS = {
     abi.EventKind.EXEC: (_exec, _ARGV_OFFSET),
     abi.EventKind.CONNECT: (_connect, ctypes.sizeof(abi.ConnectEvent)),
@@ -252,6 +304,7 @@ _DECODERS = {
     abi.EventKind.CGROUP: (_cgroup, ctypes.sizeof(abi.CgroupEvent)),
     abi.EventKind.PAYLOAD: (_payload, _SAMPLE_OFFSET),
     abi.EventKind.STDIO_SOCKET: (_stdio_socket, ctypes.sizeof(abi.StdioSocketEvent)),
+    abi.EventKind.DNS: (_dns, _DNS_MESSAGE),
 }
 
 

@@ -17,7 +17,7 @@ Recognised, for each rule of a list (anything else: not mine):
       to:
         - cidr: CIDR          # cidr, ports, protocol: each optional, in this
           ports: [P, "LO-HI"] #   order; ports also as a block list; or {}
-          protocol: PROTO
+          protocol: PROTO     #   (never `host`: a list naming hosts is not mine)
         - ...                 # further targets
 
 with the rules' and the targets' lists indented or not (`to:` then `- ` in the
@@ -167,7 +167,7 @@ _PREFIX_V4 = {None: 32, **{f"{n}": n for n in range(33)}, **{f"{n:02}": n for n 
 _HOST_MASK_V4 = [host_mask(n, 32) for n in range(33)]
 _inet_pton, _AF_INET = socket.inet_pton, socket.AF_INET
 
-_TARGET_FIELDS = ("networks", "ports", "proto")
+_TARGET_FIELDS = ("networks", "ports", "proto", "host")   # host: never read here
 _RULE_FIELDS = ("name", "action", "targets", "line")
 if (tuple(f.name for f in dataclasses.fields(Target)) != _TARGET_FIELDS
         or tuple(f.name for f in dataclasses.fields(EgressRule)) != _RULE_FIELDS):
@@ -282,7 +282,7 @@ class Rules:
                 self.names, self.actions, self.lines, self.protos, self.ports,
                 self._networks())):
             target = new(Target)
-            target.__dict__.update(networks=networks, ports=ports, proto=proto)
+            target.__dict__.update(networks=networks, ports=ports, proto=proto, host=None)
             rule = new(EgressRule)
             rule.__dict__.update(name=name, action=action,
                                  targets=(target,) + extra[index] if extra and index in extra
@@ -307,6 +307,7 @@ class RuleColumns(SequenceABC):
     reload's switch, see build())."""
 
     __slots__ = ("_rules", "_model")
+    uses_names = False      # the grammar has no `host` (model.Policy.uses_names)
 
     def __init__(self, rules: Rules):
         self._rules = rules

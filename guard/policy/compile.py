@@ -46,8 +46,9 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 from guard.kernel.abi import PORT_RULE, RULE_NONE, RULES_PER_PREFIX, Action, Proto
 from guard.policy.cidr import host_mask, network_v4
+from guard.policy.names import RESOLVER_RULE, NameTable, compile_names
 from guard.policy.model import (ACTION_RANK, EgressRule, ExecRule, Network, Policy, PolicyError,
-                                Problem)
+                                Problem, Target)
 
 RULE_ID_MAX = 0xFFFF            # rule ids travel as u16 in events and verdicts
 
@@ -140,6 +141,8 @@ class CompiledPolicy:
     detect_flags: int = 0
     stdio_socket_action: Action = Action.LOG
     exec_holds: Mapping[str, int] = dataclasses.field(default_factory=dict)  # name -> ExecHold
+    # allow by name (guard/policy/names.py): None when the policy names no host
+    names: NameTable | None = None
     policy: Policy | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @cached_property
@@ -161,8 +164,8 @@ class CompiledPolicy:
 FAIL_CLOSED_RULE = "fail-closed-allow"
 
 
-def compile_fail_closed(policy: Policy, detection: Detection | None = None
-                        ) -> CompiledPolicy | None:
+def compile_fail_closed(policy: Policy, detection: Detection | None = None,
+                        default_resolvers: Sequence[Target] = ()) -> CompiledPolicy | None:
     """The generation guarded cgroups get while no agent reads events: block
     everything but spec.failClosed.allow, keep the exec rules, deny raw
     sockets. None when the policy has no failClosed section."""
@@ -174,17 +177,27 @@ def compile_fail_closed(policy: Policy, detection: Detection | None = None
              if fail_closed.allow else ())
     return compile_policy(dataclasses.replace(
         policy, name=f"{policy.name}.fail-closed", default_action=Action.BLOCK,
-        egress=allow, deny_raw_sockets=True, fail_closed=None), detection)
+        egress=allow, deny_raw_sockets=True, fail_closed=None), detection,
+        default_resolvers)
 
 
-def compile_policy(policy: Policy, detection: Detection | None = None) -> CompiledPolicy:
+def compile_policy(policy: Policy, detection: Detection | None = None,
+                   default_resolvers: Sequence[Target] = ()) -> CompiledPolicy:
     """The kernel tables for policy; PolicyError when they would not fit.
-    detection: the kernel's share of the policy's detections (none if not given)."""
+    detection: the kernel's share of the policy's detections (none if not
+    given). default_resolvers: whom host targets trust when the policy lists
+    no spec.dns.resolvers (the agent reads the host's /etc/resolv.conf)."""
     _check_rule_count(policy)
     plan = detection(policy) if detection is not None else NO_DETECTION
     compiled, crowded = _compile(policy, egress_table(policy), plan)
     if crowded:
         raise PolicyError(_overflows(policy, crowded))
+    resolver_rule_id = len(compiled.rule_names)
+    names = compile_names(policy, resolver_rule_id, default_resolvers) \
+        if policy.uses_names and resolver_rule_id <= RULE_ID_MAX else None
+    if names is not None:
+        compiled = dataclasses.replace(
+            compiled, names=names, rule_names=compiled.rule_names + (RESOLVER_RULE,))
     return compiled
 
 

@@ -14,17 +14,24 @@ Defaults a policy may leave out:
   pass the connect/sendmsg hooks, so allowing them would let a guarded
   process step around every egress rule; a policy must opt in explicitly;
 - a target's `cidr`: any address (0.0.0.0/0 and ::/0); `ports`: every port;
-  `protocol`: `any`.
+  `protocol`: `any`. A target may name a host instead (`host`, see
+  normalise_host): then it has no networks of its own, and the addresses
+  behind the name are learned from DNS answers of trusted resolvers;
+- `spec.dns.resolvers`: the nameservers of the host's /etc/resolv.conf
+  (DnsSettings.resolvers None), on DNS_RESOLVER_PORTS; a resolver listed
+  without `ports` is on DNS_RESOLVER_PORTS too, and needs a `cidr`;
+  `spec.dns.ttl`: DNS_TTL_MIN_DEFAULT to DNS_TTL_MAX_DEFAULT seconds.
 
-The sections `spec`, `spec.egress`, `spec.exec`, `spec.sockets` and
-`spec.detections` may also be left empty (YAML null), which happens when all
-their entries are commented out; empty means their defaults.
+The sections `spec`, `spec.egress`, `spec.exec`, `spec.sockets`,
+`spec.detections` and `spec.dns` may also be left empty (YAML null), which
+happens when all their entries are commented out; empty means their defaults.
 """
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -78,6 +85,16 @@ PORT_MIN, PORT_MAX = 1, 65535
 # Exec names and paths are kernel map keys: a NUL-terminated char[PATH_MAX].
 EXEC_STRING_MAX = PATH_MAX - 1
 
+#: spec.dns: how long an answer's addresses stay allowed (its TTL, clamped to
+#: [min, max] seconds), and the ports a resolver given without them is on.
+DNS_TTL_MIN_DEFAULT = 60
+DNS_TTL_MAX_DEFAULT = 86400
+DNS_TTL_LIMIT = 7 * 86400
+DNS_NAME_MAX = 253          # characters of a name without its trailing dot (RFC 1035)
+DNS_RESOLVER_PORTS = ((53, 53),)
+DNS_LABEL_MAX = 63
+DNS_LABEL = re.compile(r"[a-z0-9_](?:[-a-z0-9_]*[a-z0-9_])?")
+
 POLICY_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 POLICY_NAME_MAX = 253
 RULE_NAME = re.compile(r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?")
@@ -105,10 +122,21 @@ class PolicyError(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """One entry of an egress rule's `to`."""
+    """One entry of an egress rule's `to`: addresses, or a host name (then
+    networks is empty: the addresses are learned from DNS answers)."""
     networks: tuple[Network, ...]
     ports: tuple[tuple[int, int], ...]      # inclusive ranges
     proto: Proto
+    host: str | None = None                 # normalise_host(): "pypi.org", "*.example.com"
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """spec.dns: whose answers teach the addresses of names, and for how long."""
+    resolvers: tuple[Target, ...] | None = None     # None: the host's /etc/resolv.conf
+    ttl_min: int = DNS_TTL_MIN_DEFAULT              # seconds
+    ttl_max: int = DNS_TTL_MAX_DEFAULT
+    line: int = 0                                   # of spec.dns; 0 when omitted
 
 
 @dataclass(frozen=True)
@@ -206,6 +234,17 @@ class Policy:
     selector: Selector | None = None        # None: the policy for what nothing selects
     identity_labels: tuple[str, ...] = ()   # label/annotation keys copied onto events
     ssh_allow: tuple[Mapping[str, object], ...] = ()  # spec.ssh.allow, for classify_ssh
+    dns: DnsSettings = DnsSettings()
+
+    @property
+    def uses_names(self) -> bool:
+        """Whether an egress target names a host."""
+        # the fast reader's columns (columns.RuleColumns) hold no names and
+        # say so without building their rules
+        known = getattr(self.egress, "uses_names", None)
+        if known is not None:
+            return known
+        return any(target.host is not None for rule in self.egress for target in rule.targets)
 
     def detection(self, key: str) -> str:
         """off, log, block or kill for a spec.detections key."""
@@ -215,6 +254,56 @@ class Policy:
         """What the policy does with a finding of this type."""
         key = FINDING_KEYS.get(finding_type)
         return self.detection(key) if key else DETECTION_DEFAULT
+
+
+def normalise_host(text: str) -> str:
+    """A `host` of a policy as the guard compares it: ASCII lowercase, one
+    trailing dot removed; an exact name ("pypi.org") or "*." and a name
+    ("*.example.com": any name strictly below example.com). ValueError,
+    worded for the policy's author, for anything else."""
+    if not text:
+        raise ValueError("a host name must not be empty")
+    name = text[:-1] if text.endswith(".") else text
+    if not name.isascii():
+        raise ValueError(f"{text!r} is not ASCII: give an internationalised name in "
+                         "punycode ('xn--...', as `idn2` or a browser's address bar shows it)")
+    name = name.lower()
+    below = name.startswith("*.")
+    base = name[2:] if below else name
+    if _is_address(base.strip("[]")):
+        raise ValueError(f"{text!r} is an address: use cidr")
+    if "*" in base:
+        raise ValueError(f"invalid host name {text!r} ('*' only as the whole first label: "
+                         "'*.example.com' is any name below example.com)")
+    if len(base) > DNS_NAME_MAX:
+        raise ValueError(f"host name {text!r} is {len(base)} characters long "
+                         f"(at most {DNS_NAME_MAX})")
+    for label in base.split("."):
+        if not label:
+            raise ValueError(f"invalid host name {text!r} (an empty label: a leading dot, "
+                             "or two dots in a row)")
+        if len(label) > DNS_LABEL_MAX:
+            raise ValueError(f"invalid host name {text!r} (label {label!r} is longer than "
+                             f"{DNS_LABEL_MAX} characters)")
+        if not DNS_LABEL.fullmatch(label):
+            raise ValueError(f"invalid host name {text!r} (label {label!r}: expected letters, "
+                             "digits, '-' and '_', not starting or ending with '-')")
+    if _is_address(base, numeric=True):
+        raise ValueError(f"{text!r} is an address: use cidr")
+    return name
+
+
+def _is_address(text: str, numeric: bool = False) -> bool:
+    """An IP address literal; numeric: also a form inet_aton takes
+    ("127.1", "0x7f000001"), which resolvers never see either."""
+    try:
+        if numeric:
+            socket.inet_aton(text)
+        else:
+            ipaddress.ip_address(text)
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def select_policy(policies: Sequence[Policy], workload: Workload) -> int | None:

@@ -31,13 +31,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from guard.kernel.abi import Action, Proto
 from guard.policy.cidr import parse_cidr
-from guard.policy.model import (ALL_PORTS, ANY_ADDRESS, API_VERSION, DETECTIONS, EGRESS_ACTIONS,
-                                EXEC_ACTIONS, EXEC_STRING_MAX, FAIL_CLOSED_AFTER_S,
-                                FAIL_CLOSED_DEFAULT_S, KIND, LABEL_OPERATORS, POLICY_NAME,
-                                POLICY_NAME_MAX, PORT_MAX, PORT_MIN, PROTOCOLS, RAW_SOCKET_MODES,
-                                RULE_NAME, SSH_FORWARDS, EgressRule, ExecRule, FailClosed,
-                                LabelRequirement, Network, Policy, PolicyError, Problem,
-                                Selector, Target)
+from guard.policy.model import (ALL_PORTS, ANY_ADDRESS, API_VERSION, DETECTIONS,
+                                DNS_RESOLVER_PORTS, DNS_TTL_LIMIT, DNS_TTL_MAX_DEFAULT,
+                                DNS_TTL_MIN_DEFAULT, EGRESS_ACTIONS, EXEC_ACTIONS, EXEC_STRING_MAX,
+                                FAIL_CLOSED_AFTER_S, FAIL_CLOSED_DEFAULT_S, KIND, LABEL_OPERATORS,
+                                POLICY_NAME, POLICY_NAME_MAX, PORT_MAX, PORT_MIN, PROTOCOLS,
+                                RAW_SOCKET_MODES, RULE_NAME, SSH_FORWARDS, DnsSettings,
+                                EgressRule, ExecRule, FailClosed, LabelRequirement, Network,
+                                Policy, PolicyError, Problem, Selector, Target, normalise_host)
 
 __all__ = ["BOOL", "INT", "NULL", "STR", "TAG", "Reader", "parse_policies", "parse_policy",
            "policy_text", "read_policy_file"]
@@ -159,6 +160,13 @@ def _parse_cidr(text: str) -> Network:
     """A network from "addr/len" or a bare address, refusing host bits."""
     try:
         return parse_cidr(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _check_host(text: str) -> str:
+    try:
+        return normalise_host(text)
     except ValueError as exc:
         raise _Invalid(str(exc)) from None
 
@@ -438,7 +446,7 @@ class Reader:
         name = self.checked(metadata.get("name"), "metadata.name", _check_policy_name)
         spec = self.mapping(top.get("spec"), "spec",
                             ("defaultAction", "egress", "exec", "sockets", "detections",
-                             "ssh", "failClosed", "selector", "identityLabels"),
+                             "ssh", "failClosed", "selector", "identityLabels", "dns"),
                             nullable=True)
         default_action = self.choice(spec.get("defaultAction"), "spec.defaultAction",
                                      "action", EGRESS_ACTIONS, Action.LOG)
@@ -454,10 +462,39 @@ class Reader:
         fail_closed = self.fail_closed(spec.get("failClosed"), "spec.failClosed")
         selector = self.selector(spec.get("selector"), "spec.selector")
         identity = self.strings(spec.get("identityLabels"), "spec.identityLabels", _check_word)
+        dns = self.dns(spec.get("dns"), "spec.dns")
         return Policy(name=name, default_action=default_action, egress=egress,
                       exec_rules=exec_rules, deny_raw_sockets=deny_raw,
                       detections=detections, source=self.source, fail_closed=fail_closed,
-                      selector=selector, identity_labels=identity, ssh_allow=ssh_allow)
+                      selector=selector, identity_labels=identity, ssh_allow=ssh_allow,
+                      dns=dns)
+
+    def dns(self, node: Node | None, field: str) -> DnsSettings:
+        """spec.dns: {resolvers: [targets by cidr], ttl: {min, max}}."""
+        if node is None or _is_null(node):
+            return DnsSettings()
+        keys = self.mapping(node, field, ("resolvers", "ttl"))
+        resolvers = None
+        if "resolvers" in keys and not _is_null(keys["resolvers"]):
+            # By address only, and a cidr required: a resolver's answers open
+            # addresses, so "any address on port 53" must be written out.
+            items = self.sequence(keys["resolvers"], f"{field}.resolvers",
+                                  if_empty="expected at least one resolver (omit 'resolvers' "
+                                           "for the nameservers of /etc/resolv.conf)")
+            resolvers = tuple(self.target(item, f"{field}.resolvers[{index}]", names=False,
+                                          required=("cidr",), ports=DNS_RESOLVER_PORTS)
+                              for index, item in enumerate(items))
+        ttl = self.mapping(keys.get("ttl"), f"{field}.ttl", ("min", "max"), nullable=True)
+        bounds, known = (0, DNS_TTL_LIMIT), len(self.problems)
+        low = self.integer(ttl.get("min"), f"{field}.ttl.min", bounds, DNS_TTL_MIN_DEFAULT)
+        high = self.integer(ttl.get("max"), f"{field}.ttl.max", bounds, DNS_TTL_MAX_DEFAULT)
+        if low > high and len(self.problems) == known:
+            said = "min" if "min" in ttl else "max"
+            defaulted = "" if {"min", "max"} <= ttl.keys() else \
+                f" ({'max' if said == 'min' else 'min'} left at its default)"
+            self.at(ttl[said], f"{field}.ttl.{said}",
+                    f"ttl min {low} is greater than max {high}{defaulted}")
+        return DnsSettings(resolvers=resolvers, ttl_min=low, ttl_max=high, line=_line(node))
 
     def ssh(self, node: Node | None, field: str) -> tuple[Mapping[str, object], ...]:
         """spec.ssh.allow: [{host | cidr, ports, forwards}]: SSH destinations
@@ -557,7 +594,7 @@ class Reader:
         after = self.integer(keys.get("afterSeconds"), f"{field}.afterSeconds",
                              FAIL_CLOSED_AFTER_S, FAIL_CLOSED_DEFAULT_S)
         items = self.sequence(keys.get("allow"), f"{field}.allow", nullable=True)
-        allow = tuple(self.target(item, f"{field}.allow[{index}]")
+        allow = tuple(self.target(item, f"{field}.allow[{index}]", names=False)
                       for index, item in enumerate(items))
         return FailClosed(after_ms=after * 1000, allow=allow, line=_line(node))
 
@@ -606,19 +643,29 @@ class Reader:
                         for index, item in enumerate(items))
         return EgressRule(name=name, action=action, targets=targets, line=_line(node))
 
-    def target(self, node: Node, field: str) -> Target:
-        keys = self.mapping(node, field, ("cidr", "ports", "protocol"))
-        if "cidr" in keys:
+    def target(self, node: Node, field: str, names: bool = True, required: tuple = (),
+               ports: tuple[tuple[int, int], ...] = ALL_PORTS) -> Target:
+        """One target: cidr or (where names may be given) host; ports: the
+        ports of a target that lists none."""
+        keys = self.mapping(node, field, ("cidr", "host", "ports", "protocol") if names
+                            else ("cidr", "ports", "protocol"), required=required)
+        host = None
+        if "host" in keys:
+            networks: tuple = ()
+            if "cidr" in keys:
+                self.at(keys["host"], f"{field}.host", "a target has 'host' or 'cidr', not "
+                                                        "both (make them two targets)")
+            else:
+                host = self.checked(keys["host"], f"{field}.host", _check_host)
+        elif "cidr" in keys:
             networks = (self.checked(keys["cidr"], f"{field}.cidr", _parse_cidr),)
         else:
             networks = ANY_ADDRESS
         if "ports" in keys:
             ports = self.ports(keys["ports"], f"{field}.ports")
-        else:
-            ports = ALL_PORTS
         proto = self.choice(keys.get("protocol"), f"{field}.protocol", "protocol",
                             PROTOCOLS, Proto.ANY)
-        return Target(networks=networks, ports=ports, proto=proto)
+        return Target(networks=networks, ports=ports, proto=proto, host=host)
 
     def ports(self, node: Node, field: str) -> tuple[tuple[int, int], ...]:
         items = self.sequence(node, field,

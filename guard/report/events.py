@@ -11,17 +11,47 @@ import socket
 import stat
 import time
 from datetime import datetime, timezone
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Protocol, Sequence
 
 from guard.kernel import abi
 from guard.report import safejson
 from guard.workloads.containers import container_of
-from guard.kernel.records import ConnectRecord, ExecRecord, Header, SocketRecord
+from guard.kernel.records import ConnectRecord, DnsRecord, ExecRecord, Header, SocketRecord
 from guard.workloads.process import ProcessInfo
 
 _HOOK_NAMES = {abi.Hook.CONNECT4: "connect", abi.Hook.CONNECT6: "connect",
-               abi.Hook.SENDMSG4: "sendmsg", abi.Hook.SENDMSG6: "sendmsg"}
+               abi.Hook.SENDMSG4: "sendmsg", abi.Hook.SENDMSG6: "sendmsg",
+               abi.Hook.BIND4: "bind", abi.Hook.BIND6: "bind"}
 _SOCKET_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+
+
+#: The words of a dns event's `why`, in the order they are listed.
+_DNS_WHY = ((abi.DnsFlags.UNTRUSTED, "untrusted-resolver"), (abi.DnsFlags.LOOPED, "over-loopback"),
+            (abi.DnsFlags.UNPARSED, "unparsed"), (abi.DnsFlags.NO_RULE, "no-rule"),
+            (abi.DnsFlags.FULL, "table-full"), (abi.DnsFlags.CUT, "cut"),
+            (abi.DnsFlags.NO_TABLE, "no-table"))
+#: Flags that say the kernel did not believe an answer.
+_DNS_DISTRUST = abi.DnsFlags.UNTRUSTED | abi.DnsFlags.LOOPED | abi.DnsFlags.UNPARSED
+
+
+class DnsAddress(Protocol):
+    value: str | None   # the address
+    ttl: int
+
+
+class ParsedDns(Protocol):
+    """What describe() reads of a DNS message: the shape of
+    guard.detect.classify.dns.DnsMessage, which report may not import (the
+    agent parses record.message with parse_message and passes the result)."""
+    name: str
+    qtype_text: str
+    rcode_text: str
+
+    @property
+    def address_answers(self) -> Sequence[DnsAddress]: ...
+
+    @property
+    def cnames(self) -> Sequence[str]: ...
 
 
 def _family_name(family: int) -> str:
@@ -80,8 +110,15 @@ def _common(header: Header, clock: Clock, rule: str | None, cgroup_path: str | N
 
 def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
              policy_name: str | None, process: ProcessInfo,
-             generation: int | None = None) -> dict[str, Any]:
-    """One decoded record, with what userspace knows around it, as an event."""
+             generation: int | None = None, *, name: str | None = None,
+             parsed: ParsedDns | None = None) -> dict[str, Any]:
+    """One decoded record, with what userspace knows around it, as an event.
+
+    name: for a ConnectRecord, the name its address was learned from (the
+    agent's NameBook), shown as dst.name; left out when None.
+    parsed: for a DnsRecord, what guard.detect.classify.dns.parse_message
+    made of record.message; None when it could not be read (the event then
+    says "unparsed")."""
     if generation is None:
         generation = record.header.policy_id
     event = _common(record.header, clock, rule, cgroup_path, policy_name, generation, process)
@@ -95,12 +132,44 @@ def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
         event["proto"] = record.proto.label
         event["family"] = f"ipv{record.family}"
         event["dst"] = {"ip": record.ip, "port": record.port}
-        event["hook"] = _HOOK_NAMES[record.hook]
+        if name is not None:
+            event["dst"]["name"] = name
+        event["hook"] = _HOOK_NAMES.get(record.hook) or record.hook.name.lower()
     elif isinstance(record, SocketRecord):
         event["socket"] = {"family": _family_name(record.family),
                            "type": _SOCKET_TYPES.get(record.type & 0xF, str(record.type)),
                            "protocol": record.protocol}
+    elif isinstance(record, DnsRecord):
+        _describe_dns(event, record, parsed)
     return event
+
+
+def _describe_dns(event: dict[str, Any], record: DnsRecord, parsed: ParsedDns | None) -> None:
+    """The fields of a dns event (docs/events.md). For an answer the header's
+    process fields are 0: the kernel saw it in softirq, not in the receiver."""
+    answer = record.direction == abi.DnsDirection.ANSWER
+    event["direction"] = "answer" if answer else "query"
+    event["proto"] = record.proto.label
+    event["family"] = f"ipv{record.family}"
+    event["resolver"] = {"ip": record.ip, "port": record.port}
+    flags = record.flags
+    said = flags | abi.DnsFlags.UNPARSED if parsed is None else flags
+    why = [word for flag, word in _DNS_WHY if said & flag]
+    dns: dict[str, Any] = {
+        "name": parsed.name if parsed is not None else None,
+        "type": parsed.qtype_text if parsed is not None else None,
+    }
+    if answer:
+        dns["rcode"] = parsed.rcode_text if parsed is not None else None
+    dns["answers"] = ([{"ip": a.value, "ttl": a.ttl} for a in parsed.address_answers]
+                      if parsed is not None else [])
+    dns["cnames"] = list(parsed.cnames) if parsed is not None else []
+    if answer:
+        dns["ttl"] = record.ttl
+    dns["learned"] = record.learned
+    dns["trusted"] = not flags & _DNS_DISTRUST
+    dns["why"] = why
+    event["dns"] = dns
 
 
 def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], action: str,

@@ -8,7 +8,8 @@ from guard.kernel.objects import abi_mismatches, objects_dir
 
 from ..conftest import REQUIRE_KERNEL
 
-OBJECTS = ["exec", "sock_addr", "sock_create", "socket_syscall", "flow", "destroy", "cgroup_watch"]
+OBJECTS = ["exec", "sock_addr", "sock_create", "socket_syscall", "flow", "dns", "destroy",
+           "cgroup_watch"]
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,10 @@ def map_definitions(obj: Path) -> dict[str, dict]:
             definition = {}
             for member in types[var_type["type_id"]]["members"]:
                 target = types[member["type_id"]]["type_id"]  # every field is a pointer
-                if member["name"] in ("key", "value"):
+                if member["name"] == "values":  # __array(values, struct inner): map in map
+                    inner = resolve(types[target]["type_id"])
+                    definition["values"] = inner["name"]
+                elif member["name"] in ("key", "value"):
                     definition[member["name"]] = (resolve(target)["name"], size(target))
                 else:  # __uint(field, N) is a pointer to int[N]
                     definition[member["name"]] = types[target]["nr_elems"]

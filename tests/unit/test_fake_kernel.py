@@ -403,8 +403,8 @@ def test_a_hold_whose_exec_record_was_lost_is_settled_by_the_watchdog():
 
 def test_an_undecodable_record_is_reported_and_the_agent_goes_on():
     with fake_agent() as fake:
-        [error] = fake.feed(b"\x07\x00\x00\x00" + bytes(100))
-        assert error["kind"] == "error" and "unknown event kind 7" in error["error"]
+        [error] = fake.feed(b"\x63\x00\x00\x00" + bytes(100))
+        assert error["kind"] == "error" and "unknown event kind 99" in error["error"]
         assert fake.agent.stats.decode_errors == 1
         assert [e["kind"] for e in fake.exec(["true"])] == ["exec"]
 

@@ -138,7 +138,7 @@ PROBLEMS = {
     "unknown key": (
         ONE_EGRESS_RULE + "        - cidr: 10.0.0.0/8\n          prots: [1]\n",
         "policy.yaml:11: spec.egress[0].to[0].prots: "
-        "unknown key 'prots' (expected one of: cidr, ports, protocol)"),
+        "unknown key 'prots' (expected one of: cidr, host, ports, protocol)"),
     "unknown top-level key": (
         HEADER + "  defaultAction: log\nstatus: {}\n",
         "policy.yaml:7: status: unknown key 'status' (expected one of: apiVersion, kind, "

@@ -1,0 +1,667 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * dns.bpf.c: allow by name, on the workload's own DNS packets. No proxy and
+ * no resolving here: the packets go where the workload sends them.
+ *
+ * egress, a query to a resolver port: the question's name is looked up in
+ * the policy's names (eg_dns_names: the name itself, then each parent for
+ * "*." patterns). A name no rule allows gets the policy's default action:
+ * under block the datagram is dropped (sendmsg fails with EPERM; a TCP
+ * segment is never sent), so the resolver never sees it, and neither does
+ * a tunnel that carries data in query names.
+ *
+ * ingress, an answer: believed only from a resolver the policy trusts
+ * (address and port), not over loopback unless the resolver is a loopback
+ * address, and only under a policy that denies raw sockets; the workload
+ * cannot bind a resolver port (sock_addr.bpf.c), so it cannot send from one.
+ * For a question whose name a rule names, every A and AAAA record of the
+ * answer section goes into the cgroup's learned table (names.h) with the
+ * record's TTL clamped to the policy's bounds, before the socket is given
+ * the packet: the process cannot connect before its address is allowed.
+ * Records are keyed by the question's name, CNAME chains included: the
+ * trusted resolver answered the question, and an authority that could point
+ * an allowed name anywhere gains nothing from extra records.
+ *
+ * Every answer (and each refused or logged query) is an event carrying the
+ * message, so userspace names addresses on its events.
+ */
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/events.h"
+#include "lib/guarded.h"
+#include "lib/policy.h"
+#include "lib/names.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
+#define DNS_HEADER 12
+#define DNS_TYPE_A 1
+#define DNS_TYPE_AAAA 28
+#define DNS_CLASS_IN 1
+#define NAME_LABELS_MAX 128
+/*
+ * Offsets and counts the bpf_loop callbacks carry from step to step are
+ * masked to a range they never leave anyway (a message is at most 512
+ * bytes): the verifier then sees the same range at every step and its walk
+ * of a callback ends.
+ */
+#define WALK_MASK 4095 /* message offsets (PARSE_MAX 2048) */
+#define NAME_MASK 511  /* name lengths and positions (GUARD_DNS_NAME_MAX 256) */
+
+/* (policy id, kind, name) -> name id and what a query for it gets */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct guard_name_key);
+	__type(value, struct guard_name_value);
+} eg_dns_names SEC(".maps");
+
+/* Bytes of a message read for its records (the event carries the first
+ * GUARD_DNS_MSG_MAX): a TCP answer of 40 addresses is 668 bytes. */
+#define PARSE_MAX 2048
+
+struct dns_scratch {
+	struct guard_dns_event ev;
+	struct guard_name_key key;
+	__u8 msg[PARSE_MAX];
+};
+
+/* 0 -> per-CPU scratch: the event and the name key are too large for the stack */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_scratch);
+} eg_dns_scratch SEC(".maps");
+
+struct dns_packet {
+	__u32 msg_off;     /* where the DNS message starts in the skb */
+	__u32 msg_size;    /* bytes of it in this packet */
+	__u16 remote_port; /* host byte order */
+	__u8 family;
+	__u8 proto;
+	__u32 remote_addr[4];
+};
+
+/* A port some policy's resolvers use (0xffff: more than fit, any port). */
+static __always_inline int resolver_port(const struct guard_config *config, __u16 port)
+{
+	int found = 0;
+
+	for (int i = 0; i < GUARD_DNS_PORTS; i++)
+		if (config->dns_ports[i] == 0xffff ||
+		    (config->dns_ports[i] && config->dns_ports[i] == port))
+			found = 1;
+	return found;
+}
+
+/*
+ * The DNS message of a UDP datagram or a TCP segment (after its 2-byte
+ * length: a message split over segments is read as far as it goes) to or
+ * from a port of a resolver. 0: not one.
+ */
+static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_packet *pkt,
+					    int egress, const struct guard_config *config)
+{
+	__u32 l4_off, payload_off, len = skb->len;
+	__u8 l4_proto;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return 0;
+		l4_proto = ip.protocol;
+		l4_off = ip.ihl * 4;
+		pkt->family = 4;
+		pkt->remote_addr[0] = egress ? ip.daddr : ip.saddr;
+		pkt->remote_addr[1] = pkt->remote_addr[2] = pkt->remote_addr[3] = 0;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return 0;
+		l4_proto = ip6.nexthdr;
+		l4_off = sizeof(ip6);
+		pkt->family = 6;
+		__builtin_memcpy(pkt->remote_addr, egress ? &ip6.daddr : &ip6.saddr, 16);
+	} else {
+		return 0;
+	}
+	if (l4_proto == IPPROTO_UDP) {
+		struct udphdr udp;
+
+		if (bpf_skb_load_bytes(skb, l4_off, &udp, sizeof(udp)))
+			return 0;
+		pkt->proto = GUARD_PROTO_UDP;
+		pkt->remote_port = bpf_ntohs(egress ? udp.dest : udp.source);
+		payload_off = l4_off + sizeof(udp);
+	} else if (l4_proto == IPPROTO_TCP) {
+		struct tcphdr tcp;
+		__be16 size;
+
+		if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)))
+			return 0;
+		pkt->proto = GUARD_PROTO_TCP;
+		pkt->remote_port = bpf_ntohs(egress ? tcp.dest : tcp.source);
+		if (!resolver_port(config, pkt->remote_port))
+			return 0;
+		payload_off = l4_off + tcp.doff * 4;
+		if (len < payload_off + 2)
+			return 0; /* no payload: handshakes and acks */
+		if (bpf_skb_load_bytes(skb, payload_off, &size, sizeof(size)))
+			return 0;
+		payload_off += 2;
+		if (len > payload_off + bpf_ntohs(size))
+			len = payload_off + bpf_ntohs(size);
+	} else {
+		return 0;
+	}
+	if (!resolver_port(config, pkt->remote_port))
+		return 0;
+	pkt->msg_off = payload_off;
+	pkt->msg_size = len > payload_off ? len - payload_off : 0;
+	return 1;
+}
+
+/* The message into the scratch (and its first bytes into the event); its
+ * size as read, 0 if none. */
+static __always_inline __u32 load_message(struct __sk_buff *skb, const struct dns_packet *pkt,
+					  struct dns_scratch *s)
+{
+	__u32 size = pkt->msg_size, event_size;
+
+	if (size < DNS_HEADER)
+		return 0;
+	if (size > PARSE_MAX)
+		size = PARSE_MAX;
+	size -= 1;
+	barrier_var(size);
+	size &= PARSE_MAX - 1;
+	size += 1;
+	if (bpf_skb_load_bytes(skb, pkt->msg_off, s->msg, size))
+		return 0;
+	event_size = size;
+	if (event_size > GUARD_DNS_MSG_MAX)
+		event_size = GUARD_DNS_MSG_MAX;
+	event_size -= 1;
+	barrier_var(event_size);
+	event_size &= GUARD_DNS_MSG_MAX - 1;
+	event_size += 1;
+	if (bpf_skb_load_bytes(skb, pkt->msg_off, s->ev.message, event_size))
+		return 0;
+	return size;
+}
+
+static __always_inline __u8 msg_byte(const struct dns_scratch *s, __u32 off)
+{
+	return s->msg[off & (PARSE_MAX - 1)];
+}
+
+static __always_inline __u16 msg_u16(const struct dns_scratch *s, __u32 off)
+{
+	return (__u16)msg_byte(s, off) << 8 | msg_byte(s, off + 1);
+}
+
+/*
+ * The bpf_loop contexts of the name walks: the verifier checks a callback
+ * until its states repeat, where it would walk a plain loop of 256 steps
+ * state by state. Positions come from the step index, never from a counter
+ * carried from step to step, so the states repeat at once.
+ *
+ * A question's name in the message, "\3www\6google\3com\0", is its text
+ * "www.google.com" shifted by one: text[j] is message[12 + 1 + j], with the
+ * length bytes after the first read as dots; the text is 2 bytes shorter.
+ */
+struct name_walk {
+	__u32 size;      /* bytes of message */
+	__u32 remaining; /* bytes left in the current label */
+	__u32 end;       /* offset past the name's final 0 */
+	__u32 start;     /* where the text begins in key.name */
+	__u32 bad;
+};
+
+static long measure_step(__u64 i, void *data)
+{
+	struct name_walk *w = data;
+	struct dns_scratch *s;
+	__u32 zero = 0, off = DNS_HEADER + ((__u32)i & NAME_MASK);
+	__u8 c;
+
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s || off >= w->size) {
+		w->bad = 1;
+		return 1;
+	}
+	c = msg_byte(s, off);
+	if (w->remaining) {
+		w->remaining = (w->remaining - 1) & 63;
+		return 0;
+	}
+	if (c == 0) {
+		w->end = off + 1;
+		return 1;
+	}
+	if (c > 63) {
+		w->bad = 1;
+		return 1;
+	}
+	w->remaining = c & 63;
+	return 0;
+}
+
+static long copy_step(__u64 i, void *data)
+{
+	struct name_walk *w = data;
+	struct dns_scratch *s;
+	__u32 zero = 0, j = (__u32)i & NAME_MASK, off = DNS_HEADER + 1 + j;
+	__u8 c;
+
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s || off + 1 >= w->end)
+		return 1;
+	c = msg_byte(s, off);
+	if (!w->remaining) {
+		/* a length byte: the first was skipped (j starts after it) */
+		w->remaining = c & 63;
+		s->key.name[(w->start + j) & (GUARD_DNS_NAME_MAX - 1)] = '.';
+		return 0;
+	}
+	w->remaining = (w->remaining - 1) & 63;
+	if (c >= 'A' && c <= 'Z')
+		c += 'a' - 'A';
+	if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+		w->bad = 1;
+		return 1;
+	}
+	s->key.name[(w->start + j) & (GUARD_DNS_NAME_MAX - 1)] = c;
+	return 0;
+}
+
+/*
+ * The question's name, as text, into key.name (lower case, right-aligned).
+ * Returns its length; *after is the offset past the name. 0: no question we
+ * read (compression in a question, a label with a byte no host name has, a
+ * name that does not end inside the message).
+ */
+static __always_inline __u32 read_question(struct dns_scratch *s, __u32 size, __u32 *after)
+{
+	struct name_walk w = { .size = size };
+	__u32 len;
+
+	bpf_loop(GUARD_DNS_NAME_MAX, measure_step, &w, 0);
+	if (w.bad || w.end < DNS_HEADER + 3)
+		return 0;
+	len = w.end - DNS_HEADER - 2;
+	if (len == 0 || len >= GUARD_DNS_NAME_MAX)
+		return 0;
+	__builtin_memset(s->key.name, 0, GUARD_DNS_NAME_MAX);
+	w.start = GUARD_DNS_NAME_MAX - len;
+	w.remaining = msg_byte(s, DNS_HEADER) & 63;
+	asm volatile("" ::: "memory");
+	bpf_loop(GUARD_DNS_NAME_MAX, copy_step, &w, 0);
+	if (w.bad)
+		return 0;
+	*after = w.end;
+	return len;
+}
+
+struct parent_walk {
+	__u32 policy_id;
+	__u32 start;     /* where the name begins in key.name */
+	struct guard_name_value *found;
+};
+
+/* Blank one character of key.name; at a dot, look up what is left as "*." */
+static long parent_step(__u64 i, void *data)
+{
+	struct parent_walk *w = data;
+	struct dns_scratch *s;
+	__u32 zero = 0, pos = w->start + (__u32)i;
+	char c;
+
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s || pos >= GUARD_DNS_NAME_MAX)
+		return 1;
+	c = s->key.name[pos & (GUARD_DNS_NAME_MAX - 1)];
+	s->key.name[pos & (GUARD_DNS_NAME_MAX - 1)] = 0;
+	if (c != '.')
+		return 0;
+	w->found = bpf_map_lookup_elem(&eg_dns_names, &s->key);
+	return w->found ? 1 : 0;
+}
+
+/* The policy's entry for the name in key.name: the name, else its nearest
+ * "*." parent. Overwrites key.name. */
+static __always_inline struct guard_name_value *match_name(struct dns_scratch *s,
+							   __u32 policy_id, __u32 len)
+{
+	struct guard_name_key *key = &s->key;
+	struct parent_walk w = { .policy_id = policy_id };
+	struct guard_name_value *value;
+
+	key->policy_id = policy_id;
+	key->kind = GUARD_NAME_EXACT;
+	key->_pad0[0] = key->_pad0[1] = key->_pad0[2] = 0;
+	value = bpf_map_lookup_elem(&eg_dns_names, key);
+	if (value)
+		return value;
+	key->kind = GUARD_NAME_BELOW;
+	w.start = GUARD_DNS_NAME_MAX - len;
+	bpf_loop(GUARD_DNS_NAME_MAX, parent_step, &w, 0);
+	return w.found;
+}
+
+static __always_inline void emit(struct dns_scratch *s, struct __sk_buff *skb,
+				 const struct dns_packet *pkt, __u64 cgroup_id, __u32 policy_id,
+				 __u8 direction, __u8 action, __u32 size)
+{
+	struct guard_dns_event *ev = &s->ev;
+	__u64 bytes;
+
+	fill_header(&ev->hdr, GUARD_EVENT_DNS, 0, cgroup_id, policy_id, action, GUARD_RULE_NONE);
+	if (direction == GUARD_DNS_ANSWER) {
+		/* softirq: whoever was running is not the receiver */
+		ev->hdr.pid = ev->hdr.ppid = ev->hdr.uid = 0;
+		ev->hdr.start_ns = 0;
+		__builtin_memset(ev->hdr.comm, 0, sizeof(ev->hdr.comm));
+	}
+	ev->cookie = bpf_get_socket_cookie(skb);
+	ev->family = pkt->family;
+	ev->proto = pkt->proto;
+	ev->direction = direction;
+	ev->port = pkt->remote_port;
+	ev->_pad0 = 0;
+	__builtin_memcpy(ev->addr, pkt->remote_addr, 16);
+	if (pkt->msg_size > GUARD_DNS_MSG_MAX)
+		ev->flags |= GUARD_DNS_CUT;
+	if (size > GUARD_DNS_MSG_MAX)
+		size = GUARD_DNS_MSG_MAX;
+	ev->message_size = size;
+	bytes = offsetof(struct guard_dns_event, message) + size;
+	ev->hdr.size = bytes;
+	event_output(ev, bytes);
+}
+
+static __always_inline void reset_event(struct guard_dns_event *ev)
+{
+	ev->name_id = 0;
+	ev->flags = 0;
+	ev->ttl = 0;
+	ev->learned = 0;
+	ev->netns = 0;
+}
+
+struct guarded_packet {
+	struct guard_policy_config *policy;
+	__u64 cgroup_id;
+	__u64 guarded_id;
+	__u32 policy_id;
+};
+
+/* The guarded cgroup and its policy, if that policy allows by name. */
+static __always_inline int names_policy(struct __sk_buff *skb, struct guarded_packet *g)
+{
+	struct guard_cgroup_info *guard;
+
+	guard = guard_lookup_at(skb, 1, &g->cgroup_id, &g->guarded_id);
+	if (!guard)
+		return 0;
+	g->policy_id = active_policy(guard);
+	g->policy = bpf_map_lookup_elem(&eg_policies, &g->policy_id);
+	return g->policy && (g->policy->names & GUARD_NAMES_ON);
+}
+
+SEC("cgroup_skb/egress")
+int guard_dns_query(struct __sk_buff *skb)
+{
+	struct guard_name_value *value;
+	struct guard_config *config;
+	struct guarded_packet g = {};
+	struct dns_packet pkt = {};
+	struct dns_scratch *s;
+	__u32 zero = 0, size, len, after = 0;
+	__u8 action;
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!config || !config->dns_ports[0])
+		return 1;
+	if (!parse_dns_packet(skb, &pkt, 1, config) || !names_policy(skb, &g))
+		return 1;
+	if (!trusted_resolver(g.policy_id, g.policy, pkt.family, pkt.remote_addr, pkt.remote_port))
+		return 1; /* any other destination is egress like any other (sock_addr.bpf.c) */
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s)
+		return g.policy->default_action == GUARD_ACTION_BLOCK ? 0 : 1;
+	reset_event(&s->ev);
+	size = load_message(skb, &pkt, s);
+	len = size && !(msg_byte(s, 2) & 0x80) && msg_u16(s, 4) == 1
+		      ? read_question(s, size, &after) : 0;
+	value = len ? match_name(s, g.policy_id, len) : NULL;
+	if (value) {
+		action = value->query_action;
+		s->ev.name_id = value->name_id;
+	} else {
+		action = g.policy->default_action;
+		s->ev.flags |= len ? GUARD_DNS_NO_RULE : GUARD_DNS_UNPARSED;
+	}
+	if (action == GUARD_ACTION_BLOCK)
+		count(GUARD_CTR_DNS_REFUSED);
+	if (action != GUARD_ACTION_ALLOW)
+		emit(s, skb, &pkt, g.cgroup_id, g.policy_id, GUARD_DNS_QUERY, action, size);
+	return action == GUARD_ACTION_BLOCK ? 0 : 1;
+}
+
+struct answers {
+	__u64 guarded_id;
+	__u64 netns;
+	__u64 name_id;
+	__u64 now;
+	__u32 off;
+	__u32 size;
+	__u32 ttl_min;
+	__u32 ttl_max;
+	__u32 ttl;        /* the smallest clamped TTL learned */
+	__u16 learned;
+	__u8 flags;
+	__u8 stop;
+};
+
+static __always_inline void learn(struct answers *a, struct dns_scratch *s, __u8 family,
+				  __u32 rdata, __u32 ttl)
+{
+	struct guard_learned_key key = {};
+	struct guard_learned entry = {}, *old;
+	__u64 expires;
+	void *table;
+	int slot = 0;
+
+	table = bpf_map_lookup_elem(&eg_dns_learned, &a->guarded_id);
+	if (!table) {
+		a->flags |= GUARD_DNS_NO_TABLE;
+		return;
+	}
+	if (ttl < a->ttl_min)
+		ttl = a->ttl_min;
+	if (ttl > a->ttl_max)
+		ttl = a->ttl_max;
+	expires = a->now + (__u64)ttl * 1000000000ULL;
+	key.netns = a->netns;
+	key.family = family;
+	for (int i = 0; i < 4; i++)
+		key.addr[i] = msg_byte(s, rdata + i);
+	if (family == 6)
+		for (int i = 4; i < 16; i++)
+			key.addr[i] = msg_byte(s, rdata + i);
+	old = bpf_map_lookup_elem(table, &key);
+	if (old)
+		__builtin_memcpy(&entry, old, sizeof(entry));
+	/*
+	 * The slot of this name, else the first empty or expired one, else the
+	 * one the name id picks (a workload that resolves many names sharing
+	 * an address evicts only its own): one pass, no search for a minimum,
+	 * so the verifier walks a handful of paths.
+	 */
+	slot = a->name_id & (GUARD_DNS_NAMES_PER_ADDR - 1);
+	for (int i = 0; i < GUARD_DNS_NAMES_PER_ADDR; i++) {
+		__u64 id = entry.names[i].name_id;
+
+		if (id == a->name_id || id == 0 || entry.names[i].expires_ns <= a->now) {
+			slot = i;
+			break;
+		}
+	}
+	slot &= GUARD_DNS_NAMES_PER_ADDR - 1;
+	if (entry.names[slot].name_id != a->name_id)
+		entry.names[slot].expires_ns = 0;
+	entry.names[slot].name_id = a->name_id;
+	if (entry.names[slot].expires_ns < expires)
+		entry.names[slot].expires_ns = expires;
+	if (bpf_map_update_elem(table, &key, &entry, BPF_ANY)) {
+		a->flags |= GUARD_DNS_FULL;
+		return;
+	}
+	a->learned = (a->learned + 1) & 63;
+	if (!a->ttl || ttl < a->ttl)
+		a->ttl = ttl;
+	count(GUARD_CTR_DNS_LEARNED);
+}
+
+struct skip_walk {
+	__u32 off;
+	__u32 size;
+	__u32 done;
+};
+
+/* One label of a record's owner name (or its end, or a compression pointer). */
+static long skip_step(__u64 i, void *data)
+{
+	struct skip_walk *w = data;
+	struct dns_scratch *s;
+	__u32 zero = 0;
+	__u8 c;
+
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s || w->off >= w->size)
+		return 1;
+	c = msg_byte(s, w->off);
+	if ((c & 0xC0) == 0xC0) {
+		w->off = (w->off + 2) & WALK_MASK;
+		w->done = 1;
+		return 1;
+	}
+	if (c == 0) {
+		w->off = (w->off + 1) & WALK_MASK;
+		w->done = 1;
+		return 1;
+	}
+	if (c > 63)
+		return 1;
+	w->off = (w->off + c + 1) & WALK_MASK;
+	return 0;
+}
+
+/* One record of the answer section: skip its owner name, learn an A or AAAA. */
+static long one_answer(__u64 index, void *data)
+{
+	struct answers *a = data;
+	struct skip_walk w = { .off = a->off, .size = a->size };
+	struct dns_scratch *s;
+	__u32 zero = 0, off, rdlen, ttl;
+	__u16 type, class;
+
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s)
+		return 1;
+	bpf_loop(NAME_LABELS_MAX, skip_step, &w, 0);
+	if (!w.done)
+		return 1;
+	off = w.off;
+	if (off + 10 > a->size)
+		return 1;
+	type = msg_u16(s, off);
+	class = msg_u16(s, off + 2);
+	ttl = (__u32)msg_u16(s, off + 4) << 16 | msg_u16(s, off + 6);
+	rdlen = msg_u16(s, off + 8);
+	off += 10;
+	if (off + rdlen > a->size)
+		return 1;
+	if (class == DNS_CLASS_IN && ((type == DNS_TYPE_A && rdlen == 4) ||
+				      (type == DNS_TYPE_AAAA && rdlen == 16)))
+		learn(a, s, rdlen == 4 ? 4 : 6, off, ttl);
+	a->off = (off + rdlen) & WALK_MASK;
+	return 0;
+}
+
+SEC("cgroup_skb/ingress")
+int guard_dns_answer(struct __sk_buff *skb)
+{
+	struct guard_name_value *value;
+	struct guard_config *config;
+	struct guarded_packet g = {};
+	struct dns_packet pkt = {};
+	struct answers a = {};
+	struct dns_scratch *s;
+	__u32 zero = 0, size, len, after = 0, count_an;
+	__u8 flags = 0, action = GUARD_ACTION_LOG;
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!config || !config->dns_ports[0])
+		return 1;
+	if (!parse_dns_packet(skb, &pkt, 0, config) || !names_policy(skb, &g))
+		return 1;
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s)
+		return 1;
+	reset_event(&s->ev);
+	if (!trusted_resolver(g.policy_id, g.policy, pkt.family, pkt.remote_addr, pkt.remote_port))
+		flags |= GUARD_DNS_UNTRUSTED;
+	else if (skb->ingress_ifindex == LOOPBACK_IFINDEX && !is_loopback(pkt.family, pkt.remote_addr))
+		flags |= GUARD_DNS_LOOPED;
+	else if (!g.policy->deny_raw_sockets)
+		flags |= GUARD_DNS_UNTRUSTED;
+	size = load_message(skb, &pkt, s);
+	len = size && (msg_byte(s, 2) & 0x80) && msg_u16(s, 4) == 1
+		      ? read_question(s, size, &after) : 0;
+	if (!len) {
+		flags |= GUARD_DNS_UNPARSED;
+	} else if (!flags) {
+		value = match_name(s, g.policy_id, len);
+		if (!value) {
+			flags |= GUARD_DNS_NO_RULE;
+		} else {
+			a.guarded_id = g.guarded_id;
+			a.netns = bpf_get_netns_cookie(skb);
+			a.name_id = value->name_id;
+			a.now = bpf_ktime_get_boot_ns();
+			a.off = after + 4; /* QTYPE, QCLASS */
+			a.size = size;
+			a.ttl_min = g.policy->dns_ttl_min;
+			a.ttl_max = g.policy->dns_ttl_max;
+			count_an = msg_u16(s, 6);
+			if (count_an > GUARD_DNS_ANSWERS_MAX)
+				count_an = GUARD_DNS_ANSWERS_MAX;
+			bpf_loop(count_an, one_answer, &a, 0);
+			flags |= a.flags;
+			s->ev.name_id = value->name_id;
+			s->ev.netns = a.netns;
+			s->ev.ttl = a.ttl;
+			s->ev.learned = a.learned;
+			if (a.learned) {
+				flags |= GUARD_DNS_LEARNED;
+				action = GUARD_ACTION_ALLOW;
+			}
+		}
+	}
+	if (flags & (GUARD_DNS_UNTRUSTED | GUARD_DNS_LOOPED | GUARD_DNS_UNPARSED))
+		count(GUARD_CTR_DNS_UNTRUSTED);
+	s->ev.flags = flags;
+	emit(s, skb, &pkt, g.cgroup_id, g.policy_id, GUARD_DNS_ANSWER, action, size);
+	return 1;
+}
