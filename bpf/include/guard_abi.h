@@ -36,7 +36,7 @@
 /* Names one learned address answers to at once (CDNs share addresses). */
 #define GUARD_DNS_NAMES_PER_ADDR 4
 /* Learned addresses per guarded cgroup (and network namespace). */
-#define GUARD_DNS_LEARNED_MAX 4096
+#define GUARD_DNS_LEARNED_MAX 16384
 /* Answer records read per DNS message; the rest are not learned. */
 #define GUARD_DNS_ANSWERS_MAX 64
 /* Distinct resolver ports per policy (guarded processes may not bind them). */

@@ -1,0 +1,186 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Allow by name (issue 15), end to end: a real resolver (dnsmasq, in a
+network namespace of its own), real glibc clients in a guarded cgroup
+resolving through it, and a running agent. Allowed names connect the instant
+their lookup returns, every other name and every IP literal is refused, and
+what the workload learned is its own, expires, and survives a reload only
+for names the new policy still allows."""
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+import pytest
+
+from guard.control.server import request
+from guard.demo.sandbox import TempCgroup
+
+from .agentproc import AgentProcess
+from .dnsfixtures import TOOLS, TestResolver
+from .netfixtures import require_tools
+
+ALLOWED = ["one.egtest", "a.sub.egtest", "deep.b.sub.egtest", "alias.egtest", "multi.egtest",
+           "big.egtest", "short.egtest", "v6only.egtest"]
+
+
+def names_policy(resolver: TestResolver, port: int, *, default: str = "block",
+                 hosts: list[str] | None = None, extra_rules: str = "", name: str = "names",
+                 ttl_min: int = 1) -> str:
+    targets = "".join(f"        - host: \"{host}\"\n          ports: [{port}]\n"
+                      for host in (hosts if hosts is not None else
+                                   ["one.egtest", "*.sub.egtest", "alias.egtest",
+                                    "multi.egtest", "big.egtest", "short.egtest",
+                                    "v6only.egtest"]))
+    return f"""\
+apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: {name}
+spec:
+  defaultAction: {default}
+  dns:
+    resolvers:
+      - cidr: {resolver.ip}/32
+      - cidr: {resolver.ip6}/128
+    ttl: {{min: {ttl_min}, max: 60}}
+  egress:
+    - name: by-name
+      action: allow
+      to:
+{targets}{extra_rules}"""
+
+
+@pytest.fixture(scope="module")
+def resolver():
+    require_tools(*TOOLS)
+    with TestResolver() as test_resolver:
+        yield test_resolver
+
+
+@pytest.fixture(scope="module")
+def server(resolver):
+    return resolver.serve()
+
+
+@pytest.fixture(scope="module")
+def guarded(resolver, server, tmp_path_factory):
+    """One agent for the module, guarding two workloads under one policy."""
+    path = tmp_path_factory.mktemp("names") / "policy.yaml"
+    path.write_text(names_policy(resolver, server.port))
+    with TempCgroup("eg-names-a") as first, TempCgroup("eg-names-b") as second, \
+            AgentProcess([first.path, second.path], policy=path) as agent:
+        yield agent, first, second, path
+
+
+def connect_once(resolver: TestResolver, cgroup, ip: str, port: int) -> str:
+    """One TCP connect from the cgroup to a literal address: "ok" or the errno name."""
+    code = ("import errno, socket, sys\n"
+            "ip, port = sys.argv[1], int(sys.argv[2])\n"
+            "s = socket.socket(socket.AF_INET6 if ':' in ip else socket.AF_INET)\n"
+            "s.settimeout(3)\n"
+            "try:\n    s.connect((ip, port)); print('ok')\n"
+            "except OSError as e:\n    print(errno.errorcode.get(e.errno, str(e)))\n")
+    result = resolver.run([sys.executable, "-c", code, ip, str(port)], cgroup)
+    return result.stdout.strip() or result.stderr.strip()
+
+
+def test_allowed_names_connect_and_nothing_else_does(resolver, server, guarded):
+    _agent, cgroup, _other, _path = guarded
+    report = resolver.loop(ALLOWED, server.port, count=len(ALLOWED) * 5, cgroup=cgroup,
+                           each=True)
+    assert report.failures == [] and report.ok >= len(ALLOWED) * 5
+    # every address of a multi-address answer, IPv6 too, and all 40 of the TCP answer
+    reached = {attempt["ip"] for attempt in report.attempts}
+    assert set(resolver.addresses("big.egtest")) <= reached
+    assert set(resolver.addresses("multi.egtest")) <= reached
+    # a name no rule allows: the query is refused at the send, the resolver never sees it
+    refused = resolver.loop(["two.egtest"], server.port, count=2, cgroup=cgroup)
+    assert [a["result"] for a in refused.attempts] == ["EAI_AGAIN", "EAI_AGAIN"]
+    assert resolver.queries("two.egtest") == []
+    # "*.sub.egtest" is below sub.egtest, not sub.egtest itself
+    assert resolver.loop(["sub.egtest"], server.port, cgroup=cgroup).failures
+    # IP literals: never learned, refused; a learned address on another port too
+    assert connect_once(resolver, cgroup, resolver.addresses("two.egtest")[0],
+                        server.port) == "EPERM"
+    assert connect_once(resolver, cgroup, resolver.addresses("one.egtest")[0],
+                        server.port + 1) == "EPERM"
+
+
+def test_thousands_of_resolve_then_connect_pairs_never_fail(resolver, server, guarded):
+    _agent, cgroup, _other, _path = guarded
+    report = resolver.loop(["one.egtest", "alias.egtest", "a.sub.egtest", "short.egtest",
+                            "multi.egtest"], server.port, count=3000, cgroup=cgroup)
+    assert report.failures == [] and report.ok == 3000, report.failures[:5]
+
+
+def test_another_workloads_answers_open_nothing(resolver, server, guarded):
+    _agent, first, second, _path = guarded
+    # only the first workload ever resolves deep.b.sub.egtest
+    assert resolver.loop(["deep.b.sub.egtest"], server.port, cgroup=first).failures == []
+    deep = resolver.addresses("deep.b.sub.egtest")[0]
+    assert connect_once(resolver, first, deep, server.port) == "ok"
+    assert connect_once(resolver, second, deep, server.port) == "EPERM"
+    # and once it asks itself, it is allowed too
+    assert resolver.loop(["deep.b.sub.egtest"], server.port, cgroup=second).failures == []
+
+
+def test_an_answer_expires(resolver, server, guarded):
+    _agent, cgroup, _other, _path = guarded
+    ip = resolver.addresses("short.egtest")[0]          # TTL 2 s, policy minimum 1 s
+    assert resolver.loop(["short.egtest"], server.port, cgroup=cgroup).failures == []
+    assert connect_once(resolver, cgroup, ip, server.port) == "ok"
+    time.sleep(resolver.ttl("short.egtest") + 1.0)
+    assert connect_once(resolver, cgroup, ip, server.port) == "EPERM"
+    # asking again opens it again
+    assert resolver.loop(["short.egtest"], server.port, cgroup=cgroup).failures == []
+
+
+def test_events_name_queries_answers_and_destinations(resolver, server, guarded):
+    agent, cgroup, _other, _path = guarded
+    resolver.loop(["alias.egtest"], server.port, cgroup=cgroup)
+    resolver.loop(["three.egtest"], server.port, cgroup=cgroup)
+    answer = agent.wait_for(lambda e: e.get("kind") == "dns" and e["direction"] == "answer"
+                            and e["dns"]["name"] == "alias.egtest" and e["dns"]["learned"])
+    assert answer["action"] == "allow" and answer["dns"]["trusted"] is True
+    assert answer["dns"]["cnames"] == ["mid.egtest", "real.egtest"]
+    assert {a["ip"] for a in answer["dns"]["answers"]} <= set(resolver.addresses("alias.egtest"))
+    assert answer["resolver"] == {"ip": resolver.ip, "port": 53}
+    assert answer["cgroup"]["id"] == cgroup.id
+    query = agent.wait_for(lambda e: e.get("kind") == "dns" and e["direction"] == "query"
+                           and e["dns"]["name"] == "three.egtest")
+    assert query["action"] == "block" and "no-rule" in query["dns"]["why"]
+    # a refused connect to an address learned for a name says the name
+    ip = resolver.addresses("one.egtest")[0]
+    resolver.loop(["one.egtest"], server.port, cgroup=cgroup)
+    assert connect_once(resolver, cgroup, ip, server.port + 2) == "EPERM"
+    refused = agent.wait_for(lambda e: e.get("kind") == "connect" and e["dst"]["ip"] == ip
+                             and e["dst"]["port"] == server.port + 2)
+    assert refused["dst"]["name"] == "one.egtest" and refused["action"] == "block"
+
+
+def test_the_status_says_whom_names_trust(guarded, resolver):
+    agent, _cgroup, _other, _path = guarded
+    [names] = agent.ready["names"]
+    assert names["policy"] == "names"
+    assert names["resolvers"] == [f"{resolver.ip}/32", f"{resolver.ip6}/128"]
+    assert names["resolver_ports"] == [53] and "*.sub.egtest" in names["names"]
+    status = request(agent.control_socket, {"op": "status"})
+    assert status["names"][0]["resolvers"] == names["resolvers"]
+
+
+def test_a_reload_keeps_only_what_the_new_policy_still_names(resolver, server, guarded):
+    agent, cgroup, _other, path = guarded
+    ip = resolver.addresses("one.egtest")[0]
+    assert resolver.loop(["one.egtest"], server.port, cgroup=cgroup).failures == []
+    hosts = ["alias.egtest", "short.egtest"]
+    try:
+        path.write_text(names_policy(resolver, server.port, hosts=hosts, name="names-v2"))
+        assert request(agent.control_socket, {"op": "reload"})["ok"]
+        assert connect_once(resolver, cgroup, ip, server.port) == "EPERM"
+        assert resolver.loop(["one.egtest"], server.port, cgroup=cgroup).failures
+    finally:
+        path.write_text(names_policy(resolver, server.port))
+        assert request(agent.control_socket, {"op": "reload"})["ok"]
+    # named again, the address learned before (still within its TTL) is allowed again
+    assert connect_once(resolver, cgroup, ip, server.port) == "ok"
