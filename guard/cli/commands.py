@@ -83,10 +83,14 @@ def doctor(as_json: bool) -> None:
         if report.enforcement:
             click.echo(f"enforcement    {report.enforcement['level']}")
             for key in ("egress", "raw_sockets", "packet_sockets", "exec_kill", "exec_hold",
-                        "payloads", "socket_reset", "reverse_shell", "note"):
+                        "payloads", "socket_reset", "reverse_shell", "names", "note"):
                 click.echo(f"  {key}: {report.enforcement[key]}")
         mode = "background" if report.scheduling["background"] else "normal"
         click.echo(f"scheduling     {mode}: {report.scheduling['detail']}")
+        if report.resolvers:
+            trusted = ", ".join(report.resolvers["trusted"]) or "none"
+            click.echo(f"resolvers      {trusted} (port 53, from {report.resolvers['source']}):"
+                       f" {report.resolvers['note']}")
         for reason in report.missing:
             click.echo(f"missing: {reason}", err=True)
         click.echo("ready: yes" if report.ok else "ready: no")

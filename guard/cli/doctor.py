@@ -14,6 +14,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 
 from guard.workloads.cgroups import CgroupError, cgroup2_mount
+from guard.workloads.resolvconf import RESOLV_CONF, nameservers
 from guard.agent.scheduling import can_leave_idle
 from guard.kernel import libbpf
 from guard.kernel.objects import ENFORCEMENT_LEVEL, BpfObject, LibbpfError, object_path
@@ -68,6 +69,8 @@ class Report:
     enforcement: dict[str, object] = field(default_factory=dict)
     # what `run --scheduling background` gets here (guard/agent/scheduling.py)
     scheduling: dict[str, object] = field(default_factory=dict)
+    # whom host targets trust when a policy lists no spec.dns.resolvers
+    resolvers: dict[str, object] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +135,10 @@ def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
                          "packets are dropped but its socket is not reset"),
         "reverse_shell": "raw tracepoint sys_enter: dup2/dup3 of a connected inet socket onto "
                          "fd 0-2 is reported, or killed at the call",
+        "names": "cgroup_skb ingress (dns.bpf.c): a trusted resolver's answer is read before "
+                 "the socket gets it and the addresses of an allowed name are allowed for that "
+                 "workload; cgroup_skb egress: a query for a name no rule allows is dropped at "
+                 "the send; cgroup bind4/bind6: no guarded process binds a resolver port",
         "also_available": stronger,
         "note": ("BPF-LSM is present but this version does not use it yet"
                  if mech["bpf_lsm"].available else
@@ -151,7 +158,11 @@ def _scheduling() -> dict[str, object]:
 def probe() -> Report:
     report = Report(kernel=platform.release(), arch=platform.machine(), libbpf=None,
                     btf=os.path.exists(BTF_PATH), cgroup2=None, root=os.geteuid() == 0,
-                    scheduling=_scheduling())
+                    scheduling=_scheduling(),
+                    resolvers={"source": RESOLV_CONF,
+                               "trusted": [str(n) for n in nameservers()], "ports": [53],
+                               "note": "trusted by policies with host targets that list no "
+                                       "spec.dns.resolvers; none: no answer is believed"})
     try:
         report.cgroup2 = str(cgroup2_mount())
     except CgroupError as exc:
