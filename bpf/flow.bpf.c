@@ -31,6 +31,7 @@
 #include "lib/policy.h"
 #include "lib/anchors.h"
 #include "lib/flow.h"
+#include "lib/learned.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -262,7 +263,7 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 	struct guard_payload_event *ev = load_sample(skb, pkt);
 	struct guard_config *config;
 	__u32 zero = 0;
-	int hold;
+	int hold, named;
 
 	if (!ev)
 		return 1;
@@ -285,15 +286,28 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 	}
 
 	config = bpf_map_lookup_elem(&eg_config, &zero);
-	hold = (state->detect_flags & GUARD_DETECT_HOLD) && agent_alive(config) &&
-	       (sv2_setup_connection(ev) ||
-		(json_or_post(ev) &&
-		 has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD)));
+	/*
+	 * A flow to an address the workload learned from a name is held until
+	 * userspace has read the host its payload names (TLS SNI, HTTP Host):
+	 * one the policy does not allow on a shared address is never sent.
+	 */
+	named = (state->names & GUARD_NAMES_ON) && agent_alive(config) &&
+		learned_address(state->guarded_id, bpf_get_netns_cookie(skb), pkt->family,
+				pkt->remote_addr);
+	if (!named && !(state->detect_flags & GUARD_DETECT_PAYLOAD)) {
+		state->phase = FLOW_DONE; /* sampled only for the name check */
+		return 1;
+	}
+	hold = named || ((state->detect_flags & GUARD_DETECT_HOLD) && agent_alive(config) &&
+			 (sv2_setup_connection(ev) ||
+			  (json_or_post(ev) &&
+			   has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD))));
 	state->since_ns = bpf_ktime_get_boot_ns();
 	if (!reply_may_confirm(ev))
 		state->inbound_done = 1;
 	state->sampled = emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST,
-				     hold ? GUARD_PAYLOAD_HELD : 0);
+				     (hold ? GUARD_PAYLOAD_HELD : 0) |
+				     (named ? GUARD_PAYLOAD_NAMED : 0));
 	if (!hold) {
 		/* a lost sample gets no verdict: nothing to watch for */
 		state->phase = state->sampled ? FLOW_WATCH : FLOW_DONE;
@@ -327,10 +341,10 @@ static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, stru
 	struct guard_cgroup_info *guard;
 	struct flow_state *state;
 	struct packet pkt = {};
-	__u64 cgroup_id;
+	__u64 cgroup_id, guarded_id = 0;
 	__u32 policy_id;
 
-	guard = guard_lookup(skb, 1, &cgroup_id);
+	guard = guard_lookup_at(skb, 1, &cgroup_id, &guarded_id);
 	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!state)
 		return NULL;
@@ -341,11 +355,14 @@ static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, stru
 		return state;
 	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
-	if (!policy || !(policy->detect_flags & GUARD_DETECT_PAYLOAD))
+	if (!policy || !((policy->detect_flags & GUARD_DETECT_PAYLOAD) ||
+			 (policy->names & GUARD_NAMES_ON)))
 		return state;
 	state->cgroup_id = cgroup_id;
+	state->guarded_id = guarded_id;
 	state->policy_id = policy_id;
 	state->detect_flags = policy->detect_flags;
+	state->names = policy->names;
 	state->phase = FLOW_NEW;
 	owner(state);
 	return state;
@@ -417,7 +434,8 @@ static __always_inline int udp_egress(struct __sk_buff *skb, struct flow_state *
 	struct packet pkt = {};
 	__u8 one = 1;
 
-	if (state->phase == FLOW_DONE || !parse_packet(skb, &pkt, 1))
+	if (state->phase == FLOW_DONE || !(state->detect_flags & GUARD_DETECT_PAYLOAD) ||
+	    !parse_packet(skb, &pkt, 1))
 		return 1;
 	key.cookie = bpf_get_socket_cookie(skb);
 	__builtin_memcpy(key.addr, pkt.remote_addr, 16);

@@ -148,6 +148,8 @@ enum guard_payload_flags {
 	GUARD_PAYLOAD_SOCKS5 = 4,    /* the flow began with a SOCKS5 handshake */
 	GUARD_PAYLOAD_HTTP_CONNECT = 8, /* the flow began with an HTTP CONNECT */
 	GUARD_PAYLOAD_SOCKS4 = 16,   /* the flow began with a SOCKS4 or SOCKS4a request */
+	GUARD_PAYLOAD_NAMED = 32,    /* to an address learned from a name: held until the
+				      * payload's own host name (SNI, Host) is judged */
 };
 
 /* guard_policy_config.names: how the policy allows by name. */

@@ -20,8 +20,8 @@
  *   egress.h        eg_cidr4, eg_host4,          sock_addr
  *                   eg_cidr6, eg_port_rules,
  *                   eg_dns_rules
- *   names.h         eg_dns_learned,              dns, sock_addr
- *                   eg_dns_res4, eg_dns_res6
+ *   names.h         eg_dns_res4, eg_dns_res6     dns, sock_addr
+ *   learned.h       eg_dns_learned               dns, flow, sock_addr
  *   exec.h          eg_exec_rules,               exec
  *                   eg_held_execs, eg_exec_scratch
  *   flow.h          eg_flow_state,               flow

@@ -31,7 +31,8 @@ struct flow_state {
 	__u8 flags;         /* enum guard_payload_flags carried into samples */
 	__u8 sampled;       /* the held sample reached the ring buffer */
 	__u8 inbound_done;  /* the server's first reply was sampled (or never will be) */
-	__u8 _pad[4];
+	__u8 names;         /* the policy's guard_policy_config.names when the flow began */
+	__u8 _pad[3];
 	/*
 	 * Who opened the flow, taken at its SYN (sent from connect(), in the
 	 * process's context): a later segment may leave from softirq context,
@@ -43,6 +44,7 @@ struct flow_state {
 	__u32 uid;
 	__u32 _pad1;
 	char comm[GUARD_COMM_LEN];
+	__u64 guarded_id;   /* the guarded cgroup (itself or an ancestor of cgroup_id) */
 };
 
 /* socket -> struct flow_state */

@@ -3,7 +3,8 @@
  * names.h: allow by name, what dns.bpf.c and sock_addr.bpf.c share. A
  * policy's host targets are names (eg_dns_names, dns.bpf.c's) with port rules
  * (eg_dns_rules in egress.h, spans of eg_port_rules); its trusted resolvers
- * are prefixes (eg_dns_res4, eg_dns_res6, here). dns.bpf.c reads each
+ * are prefixes (eg_dns_res4, eg_dns_res6, here); what a workload learned is
+ * in learned.h. dns.bpf.c reads each
  * answer a trusted resolver sends a guarded socket before the socket sees it
  * and writes the addresses of an allowed name into that cgroup's own table
  * (eg_dns_learned: one inner map per guarded cgroup, made by userspace, so
@@ -17,6 +18,7 @@
 #define GUARD_LIB_NAMES_H
 
 #include "common.h"
+#include "learned.h"
 
 /* (policy id, IPv4 prefix) -> 1: a resolver the policy trusts */
 struct {
@@ -35,27 +37,6 @@ struct {
 	__type(key, struct guard_lpm6_key);
 	__type(value, __u8);
 } eg_dns_res6 SEC(".maps");
-
-/*
- * One guarded cgroup's learned addresses: struct guard_learned_key (netns,
- * address) -> struct guard_learned (names). Sizes, not types: BTF would
- * carry the types only as forward declarations behind the outer map.
- */
-struct learned_table {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GUARD_DNS_LEARNED_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(key_size, sizeof(struct guard_learned_key));
-	__uint(value_size, sizeof(struct guard_learned));
-};
-
-/* guarded cgroup id -> its learned_table (userspace makes one per guarded cgroup) */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__array(values, struct learned_table);
-} eg_dns_learned SEC(".maps");
 
 static __always_inline int is_loopback(__u8 family, const __u32 *addr)
 {

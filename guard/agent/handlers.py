@@ -24,20 +24,22 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from guard.agent.generations import generation_of
-from guard.detect.classify import RANK
+from guard.detect.classify import RANK, Finding
 from guard.detect.classify.dns import parse_message
+from guard.detect.classify.payload_host import payload_host
 from guard.detect.detector import Detection, decide, strongest
 from guard.kernel import abi
 from guard.kernel.records import (CgroupRecord, ConnectRecord, DecodeError, DnsRecord, ExecRecord,
                                   PayloadRecord, SocketRecord, StdioSocketRecord, decode)
+from guard.policy.compile import simulate
 from guard.policy.model import Policy
 from guard.report.events import describe, describe_detection
 from guard.workloads.process import ProcessInfo
 
 NO_PROCESS = ProcessInfo(exe=None, argv=[], argv_truncated=False)
-FIRST_SAMPLES_KEPT = 4096
+FIRST_SAMPLES_KEPT = 4096   # first payloads waiting for the server's reply
 SWEEP_S = 30.0              # how often expired learned addresses are deleted
-NAMES_LISTED = 64           # names of a policy listed in the status   # first payloads waiting for the server's reply
+NAMES_LISTED = 64           # names of a policy listed in the status
 SSH_TYPES = frozenset({"ssh_reverse_tunnel", "ssh_outbound"})
 
 
@@ -148,6 +150,35 @@ class RecordHandlers:
                         "learned": {str(cg): n for cg, n in sorted(self.learned.items())}})
         return out
 
+    def judge_name(self, record: PayloadRecord) -> list[Detection]:
+        """A held first payload to an address learned from a name: the host it
+        names (TLS SNI, HTTP Host) must be one the policy allows on this port,
+        else the destination gets what it would without the name (a CIDR
+        rule, or defaultAction); a payload naming no host is refused only
+        under spec.dns.unnamed: block."""
+        header = record.header
+        compiled = self._agent.compiled_policy(header.policy_id)
+        names = getattr(compiled, "names", None)
+        if names is None:
+            return []   # an adopted generation: its tables are the kernel's alone
+        found = payload_host(record.sample)
+        source, host = found if found is not None else ("unnamed", None)
+        if host is None:
+            if not names.block_unnamed:
+                return []
+            action = "block"
+        else:
+            verdict = names.verdict(host, record.port, int(record.proto))
+            if verdict is not None and verdict[0] != abi.Action.BLOCK:
+                return []
+            fallback, _rule = simulate(compiled, record.ip, record.port, record.proto)
+            if verdict is None and fallback == abi.Action.ALLOW and _rule:
+                return []   # a CIDR rule allows the address whatever it is called
+            action = "block" if verdict is not None or fallback == abi.Action.BLOCK else "log"
+        learned = self.name_of(header.cgroup_id, record.ip)
+        return [Detection(Finding(type="name_mismatch", confidence="high", dialect=source,
+                                  evidence={"host": host, "learned": learned}), action)]
+
     def name_of(self, cgroup_id: int, ip: str) -> str | None:
         return self._agent.names.name_of(cgroup_id, ip, time.monotonic())
 
@@ -230,6 +261,8 @@ class RecordHandlers:
             detections = decide(agent.detector.payload_findings(
                 policy, record, miner_traits="miner_exec" in process.detections,
                 ssh_judged=bool(process.detections & SSH_TYPES), argv=process.argv), policy)
+        if record.flags & abi.PayloadFlags.NAMED:
+            detections += self.judge_name(record)
         action = strongest(detections)
         cgroup_path = agent.cgroup_names.name(header.cgroup_id)
         # kill first: a reset wakes the sender, which must not get to run on

@@ -73,6 +73,7 @@ EGRESS_ACTIONS = {action.label: action for action in (Action.ALLOW, Action.LOG, 
 EXEC_ACTIONS = {action.label: action for action in (Action.LOG, Action.KILL)}
 PROTOCOLS = {"tcp": Proto.TCP, "udp": Proto.UDP, "any": Proto.ANY}
 RAW_SOCKET_MODES = {"allow": False, "deny": True}   # value: deny_raw_sockets
+UNNAMED_MODES = {"allow": False, "block": True}     # spec.dns.unnamed -> block_unnamed
 FAIL_CLOSED_AFTER_S = (1, 3600)   # heartbeat age bounds for spec.failClosed.afterSeconds
 FAIL_CLOSED_DEFAULT_S = 5
 LABEL_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -137,6 +138,9 @@ class DnsSettings:
     ttl_min: int = DNS_TTL_MIN_DEFAULT              # seconds
     ttl_max: int = DNS_TTL_MAX_DEFAULT
     line: int = 0                                   # of spec.dns; 0 when omitted
+    # a first payload to a learned address that names no host (no SNI, no
+    # Host, another protocol): allowed, or refused as a name the policy does not allow
+    block_unnamed: bool = False
 
 
 @dataclass(frozen=True)

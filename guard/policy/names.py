@@ -61,9 +61,41 @@ class NameTable:
     resolver_rule_id: int
     ttl_min: int
     ttl_max: int
+    block_unnamed: bool = False
 
     def by_id(self) -> Mapping[int, NameEntry]:
         return {entry.name_id: entry for entry in self.entries}
+
+    def match(self, name: str) -> NameEntry | None:
+        """The entry the kernel picks for a name (dns.bpf.c match_name): the
+        name itself, else its nearest parent as a "*." pattern."""
+        table = self._by_pattern
+        found = table.get((NameKind.EXACT, name))
+        labels = name.split(".")
+        for cut in range(1, len(labels)):
+            if found is not None:
+                break
+            found = table.get((NameKind.BELOW, ".".join(labels[cut:])))
+        return found
+
+    def verdict(self, name: str, port: int, proto: int) -> tuple[Action, int] | None:
+        """(action, rule id) of the first of the name's port rules that
+        matches, as sock_addr.bpf.c scans them; None when no rule does."""
+        entry = self.match(name)
+        if entry is None:
+            return None
+        for low, high, rule_proto, action, rule_id in PORT_RULE.iter_unpack(entry.rules):
+            if rule_proto in (0, proto) and low <= port <= high:
+                return Action(action), rule_id
+        return None
+
+    @property
+    def _by_pattern(self) -> Mapping[tuple[NameKind, str], NameEntry]:
+        cached = self.__dict__.get("_patterns")
+        if cached is None:
+            cached = {(entry.kind, entry.name): entry for entry in self.entries}
+            object.__setattr__(self, "_patterns", cached)
+        return cached
 
 
 def name_id(kind: NameKind, name: str) -> int:
@@ -131,7 +163,7 @@ def compile_names(policy: Policy, resolver_rule_id: int,
         raise PolicyError(sorted(problems, key=lambda problem: problem.line))
     dns = policy.dns
     return NameTable(tuple(entries), resolvers, ports, resolver_rule_id,
-                     dns.ttl_min, max(dns.ttl_min, dns.ttl_max))
+                     dns.ttl_min, max(dns.ttl_min, dns.ttl_max), dns.block_unnamed)
 
 
 def host_text(kind: NameKind, name: str) -> str:

@@ -36,7 +36,7 @@ from guard.policy.model import (ALL_PORTS, ANY_ADDRESS, API_VERSION, DETECTIONS,
                                 DNS_TTL_MIN_DEFAULT, EGRESS_ACTIONS, EXEC_ACTIONS, EXEC_STRING_MAX,
                                 FAIL_CLOSED_AFTER_S, FAIL_CLOSED_DEFAULT_S, KIND, LABEL_OPERATORS,
                                 POLICY_NAME, POLICY_NAME_MAX, PORT_MAX, PORT_MIN, PROTOCOLS,
-                                RAW_SOCKET_MODES, RULE_NAME, SSH_FORWARDS, DnsSettings,
+                                RAW_SOCKET_MODES, RULE_NAME, SSH_FORWARDS, UNNAMED_MODES, DnsSettings,
                                 EgressRule, ExecRule, FailClosed, LabelRequirement, Network,
                                 Policy, PolicyError, Problem, Selector, Target, normalise_host)
 
@@ -470,10 +470,10 @@ class Reader:
                       dns=dns)
 
     def dns(self, node: Node | None, field: str) -> DnsSettings:
-        """spec.dns: {resolvers: [targets by cidr], ttl: {min, max}}."""
+        """spec.dns: {resolvers: [targets by cidr], ttl: {min, max}, unnamed}."""
         if node is None or _is_null(node):
             return DnsSettings()
-        keys = self.mapping(node, field, ("resolvers", "ttl"))
+        keys = self.mapping(node, field, ("resolvers", "ttl", "unnamed"))
         resolvers = None
         if "resolvers" in keys and not _is_null(keys["resolvers"]):
             # By address only, and a cidr required: a resolver's answers open
@@ -494,7 +494,10 @@ class Reader:
                 f" ({'max' if said == 'min' else 'min'} left at its default)"
             self.at(ttl[said], f"{field}.ttl.{said}",
                     f"ttl min {low} is greater than max {high}{defaulted}")
-        return DnsSettings(resolvers=resolvers, ttl_min=low, ttl_max=high, line=_line(node))
+        unnamed = self.choice(keys.get("unnamed"), f"{field}.unnamed", "value", UNNAMED_MODES,
+                              False)
+        return DnsSettings(resolvers=resolvers, ttl_min=low, ttl_max=high, line=_line(node),
+                           block_unnamed=unnamed)
 
     def ssh(self, node: Node | None, field: str) -> tuple[Mapping[str, object], ...]:
         """spec.ssh.allow: [{host | cidr, ports, forwards}]: SSH destinations

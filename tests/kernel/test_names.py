@@ -7,7 +7,8 @@ what the workload learned is its own, expires, and survives a reload only
 for names the new policy still allows."""
 from __future__ import annotations
 
-import socket
+import json
+import subprocess
 import sys
 import time
 
@@ -32,6 +33,9 @@ def names_policy(resolver: TestResolver, port: int, *, default: str = "block",
                                    ["one.egtest", "*.sub.egtest", "alias.egtest",
                                     "multi.egtest", "big.egtest", "short.egtest",
                                     "v6only.egtest"]))
+    # the module's servers: the test server's port and the recorder's (port + 3)
+    targets += "".join(f"        - host: \"{host}\"\n          ports: [{port + 3}]\n"
+                       for host in ((hosts if hosts is not None else ["one.egtest"])[:1]))
     return f"""\
 apiVersion: egress-guard/v1
 kind: EgressPolicy
@@ -184,3 +188,90 @@ def test_a_reload_keeps_only_what_the_new_policy_still_names(resolver, server, g
         assert request(agent.control_socket, {"op": "reload"})["ok"]
     # named again, the address learned before (still within its TTL) is allowed again
     assert connect_once(resolver, cgroup, ip, server.port) == "ok"
+
+
+# A server in the resolver's namespace that records what each connection sent:
+# one JSON line per connection, {"local": ip, "data": hex}.
+RECORDER = r"""
+import json, socket, sys
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+sock.listen(64)
+print("listening", flush=True)
+while True:
+    conn, _ = sock.accept()
+    conn.settimeout(1.5)
+    data = b""
+    try:
+        while len(data) < 65536:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    print(json.dumps({"local": conn.getsockname()[0], "data": data.hex()}), flush=True)
+    conn.close()
+"""
+
+# Connect to argv[1]:argv[2] and send: an HTTP request for Host argv[3], a TLS
+# ClientHello for server name argv[3] (argv[4] == "tls"), or argv[3] raw.
+SEND = r"""
+import errno, socket, ssl, sys
+ip, port, what, how = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection((ip, port), timeout=3)
+try:
+    if how == "tls":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.wrap_socket(s, server_hostname=what)
+    elif how == "http":
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {what}\r\n\r\n".encode())
+    else:
+        s.sendall(what.encode())
+    s.settimeout(3)
+    print("answered" if s.recv(10) else "closed")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, type(e).__name__))
+"""
+
+
+def test_a_payload_naming_a_host_the_policy_does_not_allow_never_leaves(
+        resolver, server, guarded):
+    """shared.egtest has one.egtest's address (a shared CDN address): a flow
+    to it that asks for shared.egtest (HTTP Host, TLS SNI) is held and
+    refused, and the server never sees a byte of it."""
+    agent, cgroup, _other, _path = guarded
+    ip = resolver.addresses("one.egtest")[0]
+    assert resolver.addresses("shared.egtest") == [ip]
+    recorder = subprocess.Popen(["ip", "netns", "exec", resolver.netns, sys.executable, "-c",
+                                 RECORDER, ip, str(server.port + 3)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert recorder.stdout.readline().strip() == "listening"
+        assert resolver.loop(["one.egtest"], server.port, cgroup=cgroup).failures == []
+        port = str(server.port + 3)
+        policy = guarded[3].read_text()
+        assert f"ports: [{server.port}]" in policy
+        sent = {}
+        for what, how in (("one.egtest", "http"), ("shared.egtest", "http"),
+                          ("shared.egtest", "tls"), ("hello", "raw")):
+            sent[(what, how)] = resolver.run([sys.executable, "-c", SEND, ip, port, what, how],
+                                             cgroup).stdout.strip()
+    finally:
+        recorder.kill()
+        recorded = [json.loads(line) for line in recorder.communicate()[0].splitlines() if line]
+    received = b"".join(bytes.fromhex(r["data"]) for r in recorded)
+    assert b"Host: one.egtest" in received and b"hello" in received
+    assert b"shared.egtest" not in received
+    mismatch = [agent.wait_for(lambda e, d=dialect: e.get("kind") == "detection"
+                               and e["detection"]["type"] == "name_mismatch"
+                               and e["detection"]["dialect"] == d)
+                for dialect in ("http-host", "tls-sni")]
+    for event in mismatch:
+        assert event["action"] == "block"
+        assert event["detection"]["evidence"] == {"host": "shared.egtest", "learned": "one.egtest"}
+        assert event["dst"]["name"] == "one.egtest"
+    assert sent[("shared.egtest", "http")] != "answered"

@@ -249,7 +249,7 @@ def test_dns_settings(body, expected):
 DNS_PROBLEMS = [
     ("  dns: [a]\n", 6, "spec.dns", "expected a mapping, got a list"),
     ("  dns:\n    resolver: []\n", 7, "spec.dns.resolver",
-     "unknown key 'resolver' (expected one of: resolvers, ttl)"),
+     "unknown key 'resolver' (expected one of: resolvers, ttl, unnamed)"),
     ("  dns:\n    resolvers: []\n", 7, "spec.dns.resolvers", "expected at least one resolver"),
     ("  dns:\n    resolvers: 10.0.0.1\n", 7, "spec.dns.resolvers", "expected a list"),
     ("  dns:\n    resolvers:\n      - ports: [53]\n", 8, "spec.dns.resolvers[0].cidr",
