@@ -1,48 +1,56 @@
 # SPDX-License-Identifier: Apache-2.0
 """Allow-by-name benchmarks (issue 15): ratios against a baseline measured in
-the same run, beside an A/A ratio that shows how far two identical
-measurements land apart on this machine.
+the same run, each beside an A/A ratio (the baseline against a second copy
+of itself) that shows how far two identical measurements land apart here.
 
     sudo .venv/bin/python bench/names.py [--rounds N] [--connects N] [--lookups N]
 
 Set-up: the DNS test fixture (tests/kernel/dnsfixtures.py: dnsmasq in a
 network namespace of its own, zone `egtest.`), a compiled accept loop on
-every address of that namespace, and one policy (defaultAction block, DNS
-TTLs clamped to an hour so nothing learned expires during the run):
-`host: one.egtest` and `host: "*.learn.egtest"`, and `cidr:` two other
-addresses of the namespace, all on one port. Every loop is compiled C,
-built here with the system cc, and runs under the fixture's client wrapper
-(a private mount namespace whose resolv.conf names the test resolver); its
-own clock times only the loop.
+every address of that namespace, and one policy file: "bench-names"
+(defaultAction block; `host: one.egtest` and `host: "*.learn.egtest"`, and
+`cidr:` two other addresses of the namespace, all on one port; DNS TTLs
+clamped to an hour, so nothing learned expires during the run) and
+"bench-plain" (the same CIDRs and the resolver by CIDR, no names), each
+selecting its cgroups by path. The loops are C, built here with the system
+cc, run under the fixture's client wrapper (a private mount namespace whose
+resolv.conf names the test resolver), and time themselves.
 
-Rows (medians over alternating rounds: each round runs every variant of a
-row once, the order reversed on every other round, so drift and position
-hit each variant alike):
-1. connect+close from one guarded cgroup to the address of `one.egtest`
-   (allowed by name; the loop resolves the name itself just before it starts,
-   so the address is learned by the same process, in the same cgroup) vs an
-   address allowed by `cidr:`; A/A: the other `cidr:` address vs the first.
-   The close is SO_LINGER 0: it sends a RST and leaves no TIME_WAIT, so the
-   ephemeral ports (28,000) never run out however many rounds run; the
-   TIME_WAIT sockets counted on both sides around each loop are printed.
-   Target: ratio <= 1.03. Beside it, for scale: the CIDR-allowed connect
-   against the same loop in an unguarded sibling (the guard's whole cost).
+Alternating rounds, in one process: for rows 1 and 2 one process runs every
+variant in turn, a block of operations each (a few ms), moving itself into
+the variant's cgroup before its block (a socket belongs to the cgroup its
+creator was in when it made it); the order is reversed every other round.
+Each block's median is a sample; a row's ratio is the median over rounds of
+measured/baseline of the same round, so another process's burst of CPU (this
+two-core VM is shared) hits both sides of a pair alike.
+
+Rows:
+1. connect+close in one guarded cgroup to the address of `one.egtest`
+   (allowed by name; the process resolves the name itself, in that cgroup,
+   before its first round, so the kernel learned it there) vs an address
+   allowed by `cidr:`; A/A: the other `cidr:` address vs the first. The close
+   is SO_LINGER 0: it sends a RST and leaves no TIME_WAIT, so the ephemeral
+   ports never run out however long it runs (the TIME_WAIT sockets of both
+   namespaces are counted around each run and printed). Target <= 1.03.
+   For scale: the CIDR-allowed connect from an unguarded sibling.
 2. DNS answer latency: getaddrinfo(one.egtest, AF_INET), one A query each,
-   in the guarded cgroup (every answer is parsed and learned in the kernel
-   and is an event the agent writes) vs an unguarded sibling; median per
-   lookup; A/A: a second unguarded sibling. Target: no change at the median
-   beyond the A/A noise.
+   in the guarded cgroup (each answer is parsed and learned in the kernel and
+   is an event the agent writes) vs an unguarded sibling; A/A: a second
+   unguarded sibling. Target: no change at the median beyond the A/A noise.
+   Taken apart through a cgroup under "bench-plain" (guarded, DNS not read).
 3. Memory per 10,000 learned addresses: a fresh agent and cgroup resolve 400
    names under `learn.egtest` with 25 A records each (a 435-byte answer: UDP,
    and all of it within the 512 bytes a DNS event carries, so the agent sees
    every address). Reported: the cgroup's learned table (bpftool
-   `bytes_memlock` of its `eg_dns_learned_in` map, before and after, and
-   its entry count), the agent's resident memory before and after, and the
+   `bytes_memlock` of its `eg_dns_learned_in` map before and after, and its
+   entry count), the agent's resident memory before and after, and the
    agent's NameBook alone (tracemalloc, in this process).
-4. Cost to a process the guard does not guard: the connect loop of row 1 in
-   an unguarded sibling, while an agent guards the names policy on another
-   cgroup vs with no agent; A/A: no agent vs no agent. The agent is started
-   and stopped every round.
+4. Cost to a process the guard does not guard: connect+close from an
+   unguarded sibling with an agent guarding the names policy on another
+   cgroup vs with no agent (started and stopped every round: this pair
+   cannot alternate within one process); A/A: no agent vs no agent. Beside
+   it the same for a getppid() loop: the guard's one host-wide hook is a
+   raw_tp/sys_enter program that every system call of every process runs.
 
 Everything it makes (cgroups tagged egbench-names, the resolver's namespace,
 servers, agents with private control sockets, the temporary directory) is
@@ -62,7 +70,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -90,71 +98,41 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 # ---------------------------------------------------------------------------
 # The compiled loops
 
-CONNECT_C = r"""
-// connect_loop HOST PORT COUNT: resolve HOST once (getaddrinfo, AF_INET: a
-// name goes through the system resolver, so a guarded process learns its
-// address right here), then COUNT times socket() + connect() + close() with
-// SO_LINGER 0 (the close sends a RST: no TIME_WAIT, no port exhaustion).
-// Prints "elapsed_ns failures address last_errno".
+ALTERNATE_C = r"""
+// alternate MODE ARG BLOCK ROUNDS VARIANT...: the variants in turn, BLOCK
+// operations each, ROUNDS times (the order reversed every other round), in
+// one process that moves itself into a variant's cgroup before its block.
+// MODE connect: ARG is the port; a VARIANT is CGROUP_DIR,HOST, HOST resolved
+//   (getaddrinfo, AF_INET) once, inside that cgroup, before the first round;
+//   an operation is socket() + SO_LINGER 0 + connect() + close(): the close
+//   sends a RST and leaves no TIME_WAIT.
+// MODE lookup: ARG is a name; a VARIANT is CGROUP_DIR; an operation is
+//   getaddrinfo(ARG, AF_INET): one A query through the system resolver.
+// Prints a line per round (each variant's median ns over its block, in the
+// order given), then "p99" and each variant's p99 over all its operations,
+// then "failures N LAST_ERRNO" and each variant's address.
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-int main(int argc, char **argv)
-{
-	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *res;
-	struct linger linger = { .l_onoff = 1, .l_linger = 0 };
-	struct timespec start, end;
-	char text[INET_ADDRSTRLEN] = "?";
-	long count, failures = 0;
-	int last_errno = 0;
+#define MAX_VARIANTS 8
 
-	if (argc != 4)
-		return 2;
-	if (getaddrinfo(argv[1], argv[2], &hints, &res)) {
-		fprintf(stderr, "cannot resolve %s\n", argv[1]);
-		return 3;
-	}
-	inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, text, sizeof(text));
-	count = atol(argv[3]);
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (long i = 0; i < count; i++) {
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
+struct variant {
+	char procs[4096];
+	struct sockaddr_in addr;
+	long long *all; /* every operation's ns */
+	long n;
+};
 
-		if (fd < 0) {
-			failures++;
-			last_errno = errno;
-			continue;
-		}
-		setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
-		if (connect(fd, res->ai_addr, res->ai_addrlen)) {
-			failures++;
-			last_errno = errno;
-		}
-		close(fd);
-	}
-	clock_gettime(CLOCK_MONOTONIC, &end);
-	printf("%lld %ld %s %d\n",
-	       (end.tv_sec - start.tv_sec) * 1000000000LL + (end.tv_nsec - start.tv_nsec),
-	       failures, text, last_errno);
-	freeaddrinfo(res);
-	return 0;
-}
-"""
-
-RESOLVE_C = r"""
-// resolve_loop COUNT NAME...: getaddrinfo(NAME, AF_INET) COUNT times, the
-// names in turn, after one untimed lookup (the first loads glibc's NSS
-// modules). Prints the failures, then each lookup's ns, one per line.
-#include <netdb.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
+static long failures;
+static int last_errno;
 
 static long long now_ns(void)
 {
@@ -164,35 +142,155 @@ static long long now_ns(void)
 	return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+static int by_value(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void join(const char *procs)
+{
+	int fd = open(procs, O_WRONLY);
+
+	if (fd < 0 || write(fd, "0", 1) != 1) {
+		perror(procs);
+		exit(3);
+	}
+	close(fd);
+}
+
+static void connect_once(const struct sockaddr_in *addr)
+{
+	struct linger linger = { .l_onoff = 1, .l_linger = 0 };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0) {
+		failures++;
+		last_errno = errno;
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
+	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr))) {
+		failures++;
+		last_errno = errno;
+	}
+	close(fd);
+}
+
+static void lookup_once(const char *name)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *res;
+
+	if (getaddrinfo(name, NULL, &hints, &res)) {
+		failures++;
+		return;
+	}
+	freeaddrinfo(res);
+}
+
+int main(int argc, char **argv)
+{
+	static struct variant v[MAX_VARIANTS];
+	int connecting, nv;
+	long block, rounds;
+	long long *took;
+
+	if (argc < 6 || argc - 5 > MAX_VARIANTS)
+		return 2;
+	connecting = !strcmp(argv[1], "connect");
+	block = atol(argv[3]);
+	rounds = atol(argv[4]);
+	nv = argc - 5;
+	took = calloc(block, sizeof(*took));
+	if (!took || block < 1 || rounds < 1)
+		return 2;
+	for (int i = 0; i < nv; i++) {
+		char *dir = argv[5 + i], *host = strchr(dir, ',');
+
+		if (host)
+			*host++ = '\0';
+		snprintf(v[i].procs, sizeof(v[i].procs), "%s/cgroup.procs", dir);
+		v[i].all = calloc(block * rounds, sizeof(*v[i].all));
+		if (!v[i].all)
+			return 1;
+		join(v[i].procs);
+		if (connecting) {
+			struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
+			struct addrinfo *res;
+
+			if (!host || getaddrinfo(host, argv[2], &hints, &res)) {
+				fprintf(stderr, "cannot resolve %s\n", host ? host : "(no host)");
+				return 3;
+			}
+			memcpy(&v[i].addr, res->ai_addr, sizeof(v[i].addr));
+			freeaddrinfo(res);
+		} else {
+			lookup_once(argv[2]); /* the first loads glibc's NSS modules */
+		}
+	}
+	failures = 0;
+	for (long r = 0; r < rounds; r++) {
+		long long median[MAX_VARIANTS];
+
+		for (int k = 0; k < nv; k++) {
+			int i = r % 2 ? nv - 1 - k : k;
+
+			join(v[i].procs);
+			for (long j = 0; j < block; j++) {
+				long long t0 = now_ns();
+
+				if (connecting)
+					connect_once(&v[i].addr);
+				else
+					lookup_once(argv[2]);
+				took[j] = now_ns() - t0;
+			}
+			memcpy(v[i].all + v[i].n, took, block * sizeof(*took));
+			v[i].n += block;
+			qsort(took, block, sizeof(*took), by_value);
+			median[i] = took[block / 2];
+		}
+		for (int i = 0; i < nv; i++)
+			printf("%s%lld", i ? " " : "", median[i]);
+		printf("\n");
+	}
+	printf("p99");
+	for (int i = 0; i < nv; i++) {
+		qsort(v[i].all, v[i].n, sizeof(*v[i].all), by_value);
+		printf(" %lld", v[i].all[v[i].n * 99 / 100]);
+	}
+	printf("\nfailures %ld %d", failures, last_errno);
+	for (int i = 0; i < nv; i++) {
+		char text[INET_ADDRSTRLEN] = "-";
+
+		if (connecting)
+			inet_ntop(AF_INET, &v[i].addr.sin_addr, text, sizeof(text));
+		printf(" %s", text);
+	}
+	printf("\n");
+	return 0;
+}
+"""
+
+RESOLVE_C = r"""
+// resolve_loop NAME...: getaddrinfo(NAME, AF_INET) of each name once;
+// prints the number that failed.
+#include <netdb.h>
+#include <stdio.h>
+
 int main(int argc, char **argv)
 {
 	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *res;
-	long count, failures = 0;
-	int names;
-	long long *took;
+	int failures = 0;
 
-	if (argc < 3)
-		return 2;
-	count = atol(argv[1]);
-	names = argc - 2;
-	took = calloc(count, sizeof(*took));
-	if (!took)
-		return 1;
-	if (getaddrinfo(argv[2], NULL, &hints, &res) == 0)
-		freeaddrinfo(res);
-	for (long i = 0; i < count; i++) {
-		long long t0 = now_ns();
-		int err = getaddrinfo(argv[2 + i % names], NULL, &hints, &res);
-
-		took[i] = now_ns() - t0;
-		if (err)
+	for (int i = 1; i < argc; i++) {
+		if (getaddrinfo(argv[i], NULL, &hints, &res))
 			failures++;
 		else
 			freeaddrinfo(res);
 	}
-	printf("%ld\n", failures);
-	for (long i = 0; i < count; i++)
-		printf("%lld\n", took[i]);
+	printf("%d\n", failures);
 	return 0;
 }
 """
@@ -228,16 +326,71 @@ int main(int argc, char **argv)
 }
 """
 
+SYSCALL_C = r"""
+// syscall_loop COUNT: getppid() COUNT times through syscall(2) (no libc
+// caching), timed in blocks of 1000; prints the median block's ns per call.
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BLOCK 1000
+
+static long long now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+	long blocks;
+	long long *took;
+
+	if (argc != 2)
+		return 2;
+	blocks = atol(argv[1]) / BLOCK;
+	if (blocks < 1)
+		blocks = 1;
+	took = calloc(blocks, sizeof(*took));
+	if (!took)
+		return 1;
+	for (long b = 0; b < blocks; b++) {
+		long long t0 = now_ns();
+
+		for (int i = 0; i < BLOCK; i++)
+			syscall(SYS_getppid);
+		took[b] = now_ns() - t0;
+	}
+	qsort(took, blocks, sizeof(*took), by_value);
+	printf("%.1f\n", (double)took[blocks / 2] / BLOCK);
+	return 0;
+}
+"""
+
+SOURCES = {"alternate": ALTERNATE_C, "resolve_loop": RESOLVE_C, "accept_any": ACCEPT_C,
+           "syscall_loop": SYSCALL_C}
+
 
 def build(out: Path) -> dict[str, Path]:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise SystemExit("bench/names.py needs a C compiler (cc)")
     tools = {}
-    for name, source in (("connect_loop", CONNECT_C), ("resolve_loop", RESOLVE_C),
-                         ("accept_any", ACCEPT_C)):
+    for name, source in SOURCES.items():
         (out / f"{name}.c").write_text(source)
-        subprocess.run([cc, "-O2", "-o", str(out / name), str(out / f"{name}.c")], check=True)
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(out / name), str(out / f"{name}.c")],
+                       check=True)
         tools[name] = out / name
     return tools
 
@@ -356,6 +509,11 @@ class Agent(AgentProcess):
     def rss_kib(self) -> int:
         return memory_kib(self.proc.pid)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the agent has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         try:
             if self.proc is not None and self.proc.poll() is None:
@@ -434,75 +592,78 @@ def time_wait(pid: int | str = "self") -> int:
 
 
 @dataclass
-class ConnectLoop:
-    """Runs the compiled connect loop through the resolver's client wrapper
-    and keeps the TIME_WAIT growth it saw."""
-    resolver: BenchResolver
-    server: AcceptServer
-    binary: Path
-    count: int
-    tw_growth: list[int] = field(default_factory=list)
+class Alternation:
+    """What one run of the alternate loop measured, per variant in the order given."""
+    rounds: list[list[float]]    # per variant: each round's block median, us
+    p99: list[float]             # per variant: over all its operations, us
+    addresses: list[str]
+    time_wait_growth: int        # TIME_WAIT sockets added meanwhile (the larger namespace's)
 
-    def __call__(self, cgroup: TempCgroup, target: str, expect: str | None = None) -> float:
+
+class Bench:
+    """The tools, the resolver and the server every measurement uses."""
+
+    def __init__(self, tools: dict[str, Path], resolver: BenchResolver, server: AcceptServer):
+        self.tools = tools
+        self.resolver = resolver
+        self.server = server
+
+    def alternate(self, mode: str, arg: str, block: int, rounds: int,
+                  variants: list[tuple[TempCgroup, str | None]]) -> Alternation:
+        """Run the alternate loop (see ALTERNATE_C), started in the first
+        variant's cgroup; variants: (cgroup, host or None)."""
+        specs = [str(cg.path) + (f",{host}" if host else "") for cg, host in variants]
         tw = time_wait(), self.server.time_wait()
-        result = self.resolver.run([str(self.binary), target, str(PORT), str(self.count)],
-                                   cgroup, timeout=600)
-        self.tw_growth.append(max(time_wait() - tw[0], self.server.time_wait() - tw[1]))
+        result = self.resolver.run(
+            [str(self.tools["alternate"]), mode, arg, str(block), str(rounds), *specs],
+            variants[0][0], timeout=900)
+        growth = max(time_wait() - tw[0], self.server.time_wait() - tw[1])
         if result.returncode != 0:
-            raise RuntimeError(f"connect loop to {target}: {result.stderr.strip()}")
-        elapsed, failures, address, last_errno = result.stdout.split()
-        if int(failures):
-            raise RuntimeError(f"connect loop to {target} ({address}): {failures} of "
-                               f"{self.count} failed, errno {last_errno}")
-        if expect and address != expect:
-            raise RuntimeError(f"{target} resolved to {address}, not {expect}")
-        return int(elapsed) / self.count / 1000
+            raise RuntimeError(f"alternate {mode}: exit {result.returncode}: "
+                               f"{result.stderr.strip()[-2000:]}")
+        lines = result.stdout.splitlines()
+        failures = lines[-1].split()
+        if failures[0] != "failures" or int(failures[1]):
+            raise RuntimeError(f"alternate {mode} {arg}: {lines[-1]}")
+        per_round = [[int(x) / 1000 for x in line.split()] for line in lines[:-2]]
+        return Alternation(rounds=[list(column) for column in zip(*per_round)],
+                           p99=[int(x) / 1000 for x in lines[-2].split()[1:]],
+                           addresses=failures[3:], time_wait_growth=growth)
 
-
-def lookup_ns(resolver: BenchResolver, binary: Path, cgroup: TempCgroup, count: int,
-              names: list[str]) -> list[int]:
-    """Per-lookup ns of count getaddrinfo calls (names in turn) in cgroup."""
-    result = resolver.run([str(binary), str(count), *names], cgroup, timeout=600)
-    if result.returncode != 0:
-        raise RuntimeError(f"resolve loop: {result.stderr.strip()}")
-    failures, *took = result.stdout.split()
-    if int(failures):
-        raise RuntimeError(f"resolve loop: {failures} of {count} lookups of {names[:3]} failed")
-    return [int(ns) for ns in took]
-
-
-def interleave(rounds: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
-    """Each variant once per round, in order on even rounds and reversed on
-    odd ones; returns every variant's samples by round."""
-    samples: dict[str, list[float]] = {label: [] for label in variants}
-    order = list(variants)
-    for r in range(rounds):
-        for label in (order if r % 2 == 0 else order[::-1]):
-            samples[label].append(variants[label]())
-    return samples
+    def syscall_ns(self, cgroup: TempCgroup, count: int) -> float:
+        result = cgroup.run([str(self.tools["syscall_loop"]), str(count)], timeout=600,
+                            text=True)
+        return float(result.stdout)
 
 
 @dataclass
 class Row:
     name: str
     unit: str
-    measured: list[float]
-    baseline: list[float]
-    aa: list[float] | None       # a second baseline: the noise floor
+    measured: list[float]        # per round
+    baseline: list[float]        # per round, paired with measured
+    aa: list[float] | None       # a second baseline per round: the noise floor
     target: str
     judge: Callable[["Row"], str] | None = None
     note: str = ""
 
+    def paired(self, samples: list[float]) -> list[float]:
+        return [m / b for m, b in zip(samples, self.baseline)]
+
     @property
     def ratio(self) -> float:
-        return statistics.median(self.measured) / statistics.median(self.baseline)
+        """The median of the per-round ratios."""
+        return statistics.median(self.paired(self.measured))
 
     @property
     def aa_ratio(self) -> float | None:
-        return statistics.median(self.aa) / statistics.median(self.baseline) if self.aa else None
+        return statistics.median(self.paired(self.aa)) if self.aa else None
 
-    def paired(self, samples: list[float]) -> list[float]:
-        return [m / b for m, b in zip(samples, self.baseline)]
+    @property
+    def aa_band(self) -> tuple[float, float]:
+        """The middle half of the per-round A/A ratios: the noise floor."""
+        q = statistics.quantiles(self.paired(self.aa), n=4)
+        return q[0], q[2]
 
 
 def at_most(limit: float) -> Callable[[Row], str]:
@@ -510,84 +671,84 @@ def at_most(limit: float) -> Callable[[Row], str]:
 
 
 def within_noise(row: Row) -> str:
-    """Met when the ratio lies inside the spread of the per-round A/A ratios."""
-    band = row.paired(row.aa)
-    if min(band) <= row.ratio <= max(band):
-        return "met (inside A/A)"
-    return f"NOT met ({(row.ratio - 1) * 100:+.1f}%, A/A band " \
-           f"{min(band):.3f}-{max(band):.3f})"
+    """Met when the ratio lies inside the middle half of the A/A ratios."""
+    low, high = row.aa_band
+    return "met (in A/A IQR)" if low <= row.ratio <= high else \
+        f"NOT met ({(row.ratio - 1) * 100:+.1f}%)"
 
 
 # ---------------------------------------------------------------------------
 # The benchmarks
 
 
-def bench_connect(loop: ConnectLoop, rounds: int, guarded: TempCgroup, sibling: TempCgroup,
-                  name_ip: str, cidr_ip: str, cidr2_ip: str) -> list[Row]:
-    samples = interleave(rounds, {
-        "name": lambda: loop(guarded, "one.egtest", expect=name_ip),
-        "cidr": lambda: loop(guarded, cidr_ip),
-        "cidr2": lambda: loop(guarded, cidr2_ip),
-        "unguarded": lambda: loop(sibling, cidr_ip),
-    })
-    tw = f"TIME_WAIT growth per loop <= {max(loop.tw_growth)}"
+def bench_connect(bench: Bench, rounds: int, block: int, guarded: TempCgroup,
+                  sibling: TempCgroup, name_ip: str, cidr_ip: str,
+                  cidr2_ip: str) -> list[Row]:
+    run = bench.alternate("connect", str(PORT), block, rounds, [
+        (guarded, "one.egtest"), (guarded, cidr_ip), (guarded, cidr2_ip), (sibling, cidr_ip)])
+    if run.addresses[0] != name_ip:
+        raise RuntimeError(f"one.egtest resolved to {run.addresses[0]}, not {name_ip}")
+    name, cidr, cidr2, unguarded = run.rounds
+    tw = f"TIME_WAIT +{run.time_wait_growth} over {rounds * block * 4} connects"
     return [
         Row("1. connect+close, name-allowed vs CIDR-allowed (guarded)", "us/connect",
-            samples["name"], samples["cidr"], samples["cidr2"], "<= 1.03", at_most(1.03),
-            f"A/A: a 2nd CIDR address; {tw}"),
+            name, cidr, cidr2, "<= 1.03", at_most(1.03),
+            f"A/A: a 2nd CIDR address; p99 {run.p99[0]:.0f} vs {run.p99[1]:.0f} us; {tw}"),
         Row("   for scale: CIDR-allowed, guarded vs unguarded sibling", "us/connect",
-            samples["cidr"], samples["unguarded"], None, "-", None,
-            "the guard's whole cost on this path"),
+            cidr, unguarded, None, "-", None, "the guard's whole cost on this path"),
     ]
 
 
-def bench_dns(resolver: BenchResolver, binary: Path, rounds: int, lookups: int,
-              guarded: TempCgroup, plain: TempCgroup, sibling: TempCgroup,
-              sibling2: TempCgroup) -> list[Row]:
-    p99: dict[str, list[float]] = {"guarded": [], "unguarded": []}
-
-    def median_lookup(cgroup: TempCgroup, label: str | None = None) -> float:
-        took = sorted(lookup_ns(resolver, binary, cgroup, lookups, ["one.egtest"]))
-        if label:
-            p99[label].append(took[int(len(took) * 0.99)] / 1000)
-        return statistics.median(took) / 1000
-    samples = interleave(rounds, {
-        "guarded": lambda: median_lookup(guarded, "guarded"),
-        "unguarded": lambda: median_lookup(sibling, "unguarded"),
-        "plain": lambda: median_lookup(plain),
-        "unguarded2": lambda: median_lookup(sibling2),
-    })
+def bench_dns(bench: Bench, rounds: int, block: int, guarded: TempCgroup, plain: TempCgroup,
+              sibling: TempCgroup, sibling2: TempCgroup) -> list[Row]:
+    run = bench.alternate("lookup", "one.egtest", block, rounds,
+                          [(guarded, None), (sibling, None), (plain, None), (sibling2, None)])
+    names, unguarded, plain_, unguarded2 = run.rounds
     return [
         Row("2. DNS lookup (getaddrinfo, A), guarded vs unguarded", "us/lookup",
-            samples["guarded"], samples["unguarded"], samples["unguarded2"],
-            "no change", within_noise,
-            f"A/A: a 2nd unguarded sibling; p99 {statistics.median(p99['guarded']):.0f} "
-            f"vs {statistics.median(p99['unguarded']):.0f} us"),
-        Row("   of which: names policy vs a guarded no-names policy", "us/lookup",
-            samples["guarded"], samples["plain"], None, "-", None,
-            "what reading DNS adds (dns.bpf.c, the learned write, the event)"),
-        Row("   of which: guarded no-names policy vs unguarded", "us/lookup",
-            samples["plain"], samples["unguarded"], None, "-", None,
-            "any guarded UDP socket (create, connect, flow state)"),
+            names, unguarded, unguarded2, "no change", within_noise,
+            f"A/A: a 2nd unguarded sibling; p99 {run.p99[0]:.0f} vs {run.p99[1]:.0f} us"),
+        Row("   of which: names policy vs guarded, no names", "us/lookup",
+            names, plain_, None, "-", None,
+            "reading DNS: dns.bpf.c, the learned write, the event"),
+        Row("   of which: guarded, no names vs unguarded", "us/lookup",
+            plain_, unguarded, None, "-", None, "any guarded UDP socket"),
     ]
 
 
-def bench_unguarded(loop: ConnectLoop, rounds: int, workdir: Path, guarded: TempCgroup,
-                    sibling: TempCgroup, policy: Path, cidr_ip: str) -> Row:
-    starts = iter(range(1_000_000))
+def bench_unguarded(bench: Bench, rounds: int, block: int, syscalls: int, workdir: Path,
+                    guarded: TempCgroup, sibling: TempCgroup, policy: Path,
+                    cidr_ip: str) -> list[Row]:
+    connects: dict[str, list[float]] = {"agent": [], "none": [], "none2": []}
+    calls: dict[str, list[float]] = {"agent": [], "none": [], "none2": []}
+    agent_cpu: list[float] = []
+    sub_rounds = 10
 
-    def with_agent() -> float:
-        with Agent(workdir / f"agent-{next(starts)}", [guarded], policy):
-            time.sleep(0.5)      # let its start-up work settle
-            return loop(sibling, cidr_ip)
-    samples = interleave(rounds, {
-        "agent": with_agent,
-        "none": lambda: loop(sibling, cidr_ip),
-        "none2": lambda: loop(sibling, cidr_ip),
-    })
-    return Row("4. connect+close, unguarded process: agent on vs off", "us/connect",
-               samples["agent"], samples["none"], samples["none2"], "no change",
-               within_noise, "A/A: no agent vs no agent")
+    def measure(label: str) -> None:
+        run = bench.alternate("connect", str(PORT), block, sub_rounds, [(sibling, cidr_ip)])
+        connects[label].append(statistics.median(run.rounds[0]))
+        calls[label].append(bench.syscall_ns(sibling, syscalls))
+
+    for r in range(rounds):
+        order = ["agent", "none", "none2"]
+        for label in (order if r % 2 == 0 else order[::-1]):
+            if label != "agent":
+                measure(label)
+                continue
+            with Agent(workdir / f"agent-{r}", [guarded], policy) as agent:
+                time.sleep(1.0)          # let its start-up work settle
+                cpu, wall = agent.cpu_s(), time.monotonic()
+                measure(label)
+                agent_cpu.append((agent.cpu_s() - cpu) / (time.monotonic() - wall))
+    return [
+        Row("4. connect+close, unguarded process: agent on vs off", "us/connect",
+            connects["agent"], connects["none"], connects["none2"], "no change",
+            within_noise, "A/A: no agent vs no agent; the agent's own CPU meanwhile "
+            f"{statistics.median(agent_cpu) * 100:.1f}% of one CPU"),
+        Row("   getppid(), unguarded process: agent on vs off", "ns/call",
+            calls["agent"], calls["none"], calls["none2"], "-", None,
+            "every syscall runs the host-wide raw_tp/sys_enter program"),
+    ]
 
 
 def learned_table_id(agent_pid: int, cgroup_id: int) -> int:
@@ -637,15 +798,18 @@ def map_entries(map_id: int) -> int:
         os.close(fd)
 
 
-def bench_memory(resolver: BenchResolver, binary: Path, workdir: Path, learner: TempCgroup,
-                 policy: Path) -> dict:
+def bench_memory(bench: Bench, workdir: Path, learner: TempCgroup, policy: Path) -> dict:
+    resolver = bench.resolver
     names = resolver.learn_names
     with Agent(workdir / "agent-memory", [learner], policy) as agent:
         time.sleep(1.0)                              # start-up work done
         table = learned_table_id(agent.proc.pid, learner.id)
         before = map_show(table)
         rss_before = agent.rss_kib()
-        lookup_ns(resolver, binary, learner, len(names), names)
+        result = resolver.run([str(bench.tools["resolve_loop"]), *names], learner, timeout=300)
+        if result.returncode != 0 or result.stdout.strip() != "0":
+            raise RuntimeError(f"resolving {len(names)} names: {result.stdout.strip()} failed; "
+                               f"{result.stderr.strip()[-2000:]}")
         agent.wait_for(lambda e: e.get("kind") == "dns" and e.get("direction") == "answer"
                        and e["dns"].get("name", "").endswith(LEARN_ZONE),
                        timeout=60, count=len(names))
@@ -678,24 +842,25 @@ def namebook_bytes(count: int, per_workload: int | None = None) -> tuple[int, in
 # Output
 
 
-def print_rows(rows: list[Row], header: str) -> None:
-    print(header)
+def print_rows(rows: list[Row]) -> None:
+    print("ratio: the median of the per-round ratios (measured/baseline of the same round); "
+          "A/A: the same for the second baseline;\nmeasured, baseline: medians over rounds; "
+          "IQR: the middle half of the per-round ratios\n")
     print(f"| {'benchmark':<56} | {'unit':<10} | {'measured':>8} | {'baseline':>8} | "
-          f"{'ratio':>6} | {'A/A':>6} | {'target':>9} | {'verdict':<17} | note")
+          f"{'ratio':>6} | {'A/A':>6} | {'target':>9} | {'verdict':<16} | note")
     print(f"|{'-' * 58}|{'-' * 12}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 11}|"
-          f"{'-' * 19}|------")
+          f"{'-' * 18}|------")
     for row in rows:
         aa = f"{row.aa_ratio:.3f}" if row.aa else "-"
-        spread = row.paired(row.measured)
-        note = f"per-round ratios {min(spread):.3f}-{max(spread):.3f}"
+        q = statistics.quantiles(row.paired(row.measured), n=4)
+        note = f"IQR {q[0]:.3f}-{q[2]:.3f}"
         if row.aa:
-            band = row.paired(row.aa)
-            note += f", A/A {min(band):.3f}-{max(band):.3f}"
+            note += " (A/A {:.3f}-{:.3f})".format(*row.aa_band)
         note = "; ".join(filter(None, [note, row.note]))
         verdict = row.judge(row) if row.judge else "-"
         print(f"| {row.name:<56} | {row.unit:<10} | {statistics.median(row.measured):>8.1f} | "
               f"{statistics.median(row.baseline):>8.1f} | {row.ratio:>6.3f} | {aa:>6} | "
-              f"{row.target:>9} | {verdict:<17} | {note}")
+              f"{row.target:>9} | {verdict:<16} | {note}")
 
 
 def print_memory(memory: dict, book_default: tuple[int, int], book_all: tuple[int, int]) -> None:
@@ -703,30 +868,36 @@ def print_memory(memory: dict, book_default: tuple[int, int], book_all: tuple[in
     per = 10_000 / entries if entries else 0
     grown = memory["memlock_after"] - memory["memlock_before"]
     rss = memory["rss_after"] - memory["rss_before"]
-    print(f"\n3. memory: {entries} addresses learned in one cgroup "
-          f"(its table: {memory['name']} id {memory['table']}, "
-          f"max_entries {memory['max_entries']})\n")
-    print(f"| {'what':<58} | {'before':>11} | {'after':>11} | {'per 10,000 addresses':>20}")
-    print(f"|{'-' * 60}|{'-' * 13}|{'-' * 13}|{'-' * 22}")
-    print(f"| {'kernel: learned table, bpftool bytes_memlock':<58} | "
-          f"{memory['memlock_before'] / 1024:>8.0f} KiB | {memory['memlock_after'] / 1024:>8.0f} KiB"
+    print(f"\n3. memory: {entries:,} addresses learned in one cgroup (its table: "
+          f"{memory['name']}, map id {memory['table']}, max_entries {memory['max_entries']:,})\n")
+    print(f"| {'what':<62} | {'before':>11} | {'after':>11} | {'per 10,000 addresses':>20}")
+    print(f"|{'-' * 64}|{'-' * 13}|{'-' * 13}|{'-' * 22}")
+    print(f"| {'kernel: learned table, bpftool bytes_memlock':<62} | "
+          f"{memory['memlock_before'] / 1024:>7.0f} KiB | {memory['memlock_after'] / 1024:>7.0f} KiB"
           f" | {grown * per / 1024:>16.0f} KiB")
-    print(f"| {'agent: VmRSS (its NameBook holds ' + str(memory['book_holds']) + ')':<58}"
+    print(f"| {'agent: VmRSS (its NameBook holds ' + str(memory['book_holds']) + ')':<62}"
           f" | {memory['rss_before'] / 1024:>7.1f} MiB | {memory['rss_after'] / 1024:>7.1f} MiB"
           f" | {rss * per / 1024:>16.1f} MiB")
     for label, (used, held) in (("default bounds", book_default),
                                 ("per-workload bound raised", book_all)):
-        print(f"| {f'agent: NameBook alone, {label}, holds {held}':<58} | {'-':>11} | "
+        print(f"| {f'agent: NameBook alone, {label}, holds {held}':<62} | {'-':>11} | "
               f"{used / 1048576:>7.2f} MiB | {used * 10_000 / max(held, 1) / 1048576:>16.2f} MiB")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--connects", type=int, default=10_000, help="per loop")
-    parser.add_argument("--lookups", type=int, default=2_000, help="per loop")
+    parser.add_argument("--rounds", type=int, default=60,
+                        help="alternation rounds of rows 1 and 2 (default 60)")
+    parser.add_argument("--connects", type=int, default=200,
+                        help="connects per variant per round (default 200)")
+    parser.add_argument("--lookups", type=int, default=100,
+                        help="lookups per variant per round (default 100)")
+    parser.add_argument("--agent-rounds", type=int, default=8,
+                        help="agent on/off rounds of row 4 (default 8)")
+    parser.add_argument("--syscalls", type=int, default=1_000_000,
+                        help="getppid() calls per loop of row 4 (default 1,000,000)")
     parser.add_argument("--learn", type=int, default=10_000,
-                        help="addresses to learn for the memory row (the table holds 16384)")
+                        help="addresses to learn for row 3 (default 10,000; a table holds 16384)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/names.py needs root", file=sys.stderr)
@@ -748,28 +919,29 @@ def main() -> int:
                 TempCgroup(f"{TAG}-learn") as learner, \
                 TempCgroup(f"{TAG}-sibling") as sibling, \
                 TempCgroup(f"{TAG}-sibling2") as sibling2:
+            bench = Bench(tools, resolver, server)
             name_ip = resolver.addresses("one.egtest")[0]
             cidr_ip, cidr2_ip = (resolver.addresses(n)[0] for n in ("two.egtest", "three.egtest"))
             policy = workdir / "policy.yaml"
             write_policy(policy, resolver, [cidr_ip, cidr2_ip], named=[guarded, learner],
                          plain=[plain])
-            loop = ConnectLoop(resolver, server, tools["connect_loop"], args.connects)
-            memory = bench_memory(resolver, tools["resolve_loop"], workdir, learner, policy)
+            memory = bench_memory(bench, workdir, learner, policy)
             with Agent(workdir / "agent", [guarded, plain], policy):
-                rows = bench_connect(loop, args.rounds, guarded, sibling, name_ip, cidr_ip,
-                                     cidr2_ip)
-                rows += bench_dns(resolver, tools["resolve_loop"], args.rounds, args.lookups,
-                                  guarded, plain, sibling, sibling2)
-            rows.append(bench_unguarded(loop, args.rounds, workdir, guarded, sibling, policy,
-                                        cidr_ip))
+                rows = bench_connect(bench, args.rounds, args.connects, guarded, sibling,
+                                     name_ip, cidr_ip, cidr2_ip)
+                rows += bench_dns(bench, args.rounds, args.lookups, guarded, plain, sibling,
+                                  sibling2)
+            rows += bench_unguarded(bench, args.agent_rounds, args.connects, args.syscalls,
+                                    workdir, guarded, sibling, policy, cidr_ip)
     book_default = namebook_bytes(args.learn)
     book_all = namebook_bytes(args.learn, per_workload=max(args.learn, 1))
     load_after = Path("/proc/loadavg").read_text().split()[0]
-    print(f"\nallow by name (issue 15): {args.rounds} alternating rounds, medians; "
-          f"{args.connects} connects and {args.lookups} lookups per loop; "
-          f"{os.cpu_count()} CPUs, Linux {os.uname().release}; {time.monotonic() - started:.0f} s;"
-          f" load {load_before} -> {load_after}; other egress-guard agents loaded: {others}\n")
-    print_rows(rows, "")
+    print(f"\nallow by name (issue 15): rows 1-2 {args.rounds} rounds of {args.connects} "
+          f"connects / {args.lookups} lookups per variant, in one process each; row 4 "
+          f"{args.agent_rounds} agent on/off rounds; {os.cpu_count()} CPUs, Linux "
+          f"{os.uname().release}; {time.monotonic() - started:.0f} s; load average "
+          f"{load_before} -> {load_after}; other egress-guard agents loaded at start: {others}\n")
+    print_rows(rows)
     print_memory(memory, book_default, book_all)
     return 0
 

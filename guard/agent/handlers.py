@@ -142,12 +142,15 @@ class RecordHandlers:
             names = getattr(compiled, "names", None)
             if names is None:
                 continue
+            slot = policy_id & 0xFF
+            slots = self._agent.registry.slot_of
             out.append({"policy": compiled.name,
                         "resolvers": [str(network) for network in names.resolvers],
                         "resolver_ports": list(names.resolver_ports),
                         "names": [entry.pattern for entry in names.entries][:NAMES_LISTED],
                         "ttl": {"min": names.ttl_min, "max": names.ttl_max},
-                        "learned": {str(cg): n for cg, n in sorted(self.learned.items())}})
+                        "learned": {str(cg): n for cg, n in sorted(self.learned.items())
+                                    if slots.get(cg) == slot}})
         return out
 
     def judge_name(self, record: PayloadRecord) -> list[Detection]:

@@ -106,6 +106,7 @@ class Registry:
             self._agent.maps.unguard(cgroup_id)
             self._agent.objects.detach_cgroup(cgroup_id)
             self._agent.cgroup_names.unregister(cgroup_id)
+            self._agent.names.forget(cgroup_id)
         return cg
 
     def identity(self, policy_id: int, cgroup_path: str,

@@ -193,8 +193,13 @@ def compile_policy(policy: Policy, detection: Detection | None = None,
     if crowded:
         raise PolicyError(_overflows(policy, crowded))
     resolver_rule_id = len(compiled.rule_names)
+    if policy.uses_names and resolver_rule_id > RULE_ID_MAX:
+        raise PolicyError([Problem(policy.source, policy.dns.line, "spec",
+                                   f"too many rules ({resolver_rule_id}; host targets take one "
+                                   f"more rule id, for the trusted resolvers, and rule ids are "
+                                   f"16-bit, so at most {RULE_ID_MAX - 1})")])
     names = compile_names(policy, resolver_rule_id, default_resolvers) \
-        if policy.uses_names and resolver_rule_id <= RULE_ID_MAX else None
+        if policy.uses_names else None
     if names is not None:
         compiled = dataclasses.replace(
             compiled, names=names, rule_names=compiled.rule_names + (RESOLVER_RULE,))

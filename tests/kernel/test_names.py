@@ -18,7 +18,7 @@ from guard.control.server import request
 from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
-from .dnsfixtures import TOOLS, TestResolver
+from .dnsfixtures import TOOLS, TestResolver, build_query
 from .netfixtures import require_tools
 
 ALLOWED = ["one.egtest", "a.sub.egtest", "deep.b.sub.egtest", "alias.egtest", "multi.egtest",
@@ -275,3 +275,52 @@ def test_a_payload_naming_a_host_the_policy_does_not_allow_never_leaves(
         assert event["detection"]["evidence"] == {"host": "shared.egtest", "learned": "one.egtest"}
         assert event["dst"]["name"] == "one.egtest"
     assert sent[("shared.egtest", "http")] != "answered"
+
+
+# One DNS query over TCP (argv: resolver, hex query): "answered N bytes" or the failure.
+TCP_QUERY = r"""
+import socket, struct, sys
+query = bytes.fromhex(sys.argv[2])
+try:
+    s = socket.create_connection((sys.argv[1], 53), timeout=2)
+    s.sendall(struct.pack(">H", len(query)) + query)
+    size = struct.unpack(">H", s.recv(2))[0]
+    print(f"answered {size}")
+except (OSError, struct.error) as e:
+    print(type(e).__name__)
+"""
+
+
+def test_queries_over_tcp_are_judged_like_udp_ones(resolver, server, guarded):
+    _agent, cgroup, _other, _path = guarded
+    allowed = resolver.run([sys.executable, "-c", TCP_QUERY, resolver.ip,
+                            build_query("multi.egtest").hex()], cgroup).stdout
+    assert allowed.startswith("answered")
+    refused = resolver.run([sys.executable, "-c", TCP_QUERY, resolver.ip,
+                            build_query("three.egtest").hex()], cgroup).stdout
+    assert not refused.startswith("answered")
+    assert resolver.queries("three.egtest") == []
+
+
+def test_curl_reaches_an_allowed_name_and_not_another_host_on_its_address(
+        resolver, server, guarded):
+    """A real client: curl resolves one.egtest and fetches; asking for
+    shared.egtest (the same address) never leaves the host."""
+    _agent, cgroup, _other, _path = guarded
+    ip = resolver.addresses("one.egtest")[0]
+    recorder = subprocess.Popen(["ip", "netns", "exec", resolver.netns, sys.executable, "-c",
+                                 RECORDER, ip, str(server.port + 3)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert recorder.stdout.readline().strip() == "listening"
+        port = server.port + 3
+        resolver.run(["curl", "-s", "-m", "3", "-o", "/dev/null", f"http://one.egtest:{port}/"],
+                     cgroup)
+        # shared.egtest's own query would be refused: hand curl the learned address
+        resolver.run(["curl", "-s", "-m", "3", "-o", "/dev/null", "--resolve",
+                      f"shared.egtest:{port}:{ip}", f"http://shared.egtest:{port}/"], cgroup)
+    finally:
+        recorder.kill()
+        recorded = [json.loads(line) for line in recorder.communicate()[0].splitlines() if line]
+    received = b"".join(bytes.fromhex(r["data"]) for r in recorded)
+    assert b"Host: one.egtest" in received and b"shared.egtest" not in received

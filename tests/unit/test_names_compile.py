@@ -289,6 +289,8 @@ QUESTIONS = {
 def test_the_kernels_lookup(question, pattern):
     found = kernel_match(kernel_table(LOOKUP), question)
     assert (found.pattern if found is not None else None) == pattern
+    # the agent's own mirror (the payload's host check) agrees
+    assert LOOKUP.match(question) == found
 
 
 def test_the_reader_makes_hosts_what_the_kernel_compares():
@@ -378,9 +380,14 @@ def test_the_flattened_tables_mean_what_the_rules_say(seed):
         question = name() if rng.random() < 0.8 else name() + "." + name()
         for port in (22, 53, 80, 200, 443, 8080):
             for proto in (TCP, UDP):
+                expected = reference(policy, question, port, proto)
                 assert kernel_verdict(table, question, port, proto, policy.default_action) \
-                    == reference(policy, question, port, proto), (question, port, proto)
+                    == expected, (question, port, proto)
+                # the agent's mirror: None where the default applies
+                assert (table.verdict(question, port, int(proto))
+                        or (policy.default_action, RULE_NONE)) == expected
         entry = kernel_match(kernel_table(table), question)
+        assert table.match(question) == entry
         query = entry.query_action if entry is not None else None
         assert query == reference_query(policy, question), question
 
