@@ -490,8 +490,8 @@ class Agent(AgentProcess):
             text = self.events_path.read_text()
         except FileNotFoundError:
             return []
-        # the last line may be half written
-        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+        # only whole lines: the last may still be being written
+        return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
     def wait_for(self, predicate, timeout: float = 10.0, count: int = 1) -> dict:
         """The count-th event of the file that satisfies predicate."""

@@ -229,11 +229,16 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *
 	return action == GUARD_ACTION_BLOCK ? 0 : 1;
 }
 
+/*
+ * The unspecified address is where the kernel sends a connect to it:
+ * loopback (0.0.0.0 -> 127.0.0.1, :: -> ::1). Rules compare addresses, so
+ * it is judged as that address.
+ */
 static __always_inline int judge4(struct bpf_sock_addr *ctx, __u8 hook)
 {
 	struct destination dst = { .family = 4 };
 
-	dst.addr[0] = ctx->user_ip4;
+	dst.addr[0] = ctx->user_ip4 ? ctx->user_ip4 : bpf_htonl(0x7f000001);
 	dst.port = bpf_ntohs(ctx->user_port);
 	return judge(ctx, &dst, hook);
 }
@@ -250,8 +255,10 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 hook)
 	/* ::ffff:a.b.c.d reaches an IPv4 host, so IPv4 rules judge it. */
 	if (dst.addr[0] == 0 && dst.addr[1] == 0 && dst.addr[2] == bpf_htonl(0xffff)) {
 		dst.family = 4;
-		dst.addr[0] = dst.addr[3];
+		dst.addr[0] = dst.addr[3] ? dst.addr[3] : bpf_htonl(0x7f000001);
 		dst.addr[1] = dst.addr[2] = dst.addr[3] = 0;
+	} else if (!(dst.addr[0] | dst.addr[1] | dst.addr[2] | dst.addr[3])) {
+		dst.addr[3] = bpf_htonl(1); /* :: is ::1 */
 	}
 	return judge(ctx, &dst, hook);
 }

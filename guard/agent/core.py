@@ -121,7 +121,7 @@ class Agent:
         self.clock = Clock()
         self.stats = AgentStats()
         self.processes = ProcessTable()
-        self.names = NameBook()     # addresses the kernel learned from answers -> names
+        self.names = NameBook(abi.DNS_LEARNED_MAX)   # learned addresses -> names, as the kernel's
         self._cgroup_specs = cgroup_specs
         # no cgroups named: guard every container on the host, now and as they start
         self.discover = not cgroup_specs

@@ -113,6 +113,13 @@ class RecordHandlers:
                 and record.flags & abi.DnsFlags.LEARNED and parsed.name):
             agent.names.learn(header.cgroup_id, parsed.name, parsed.addresses,
                               record.ttl, time.monotonic())
+        if (record.direction == abi.DnsDirection.QUERY and header.action == abi.Action.BLOCK
+                and record.proto == abi.Proto.TCP):
+            # the kernel dropped the query segment: reset the connection, or
+            # the resolver would wait on it (a resolver reading TCP queries
+            # one at a time would stall for everyone)
+            agent.responder.reset_socket(record.cookie, header.pid, record.proto)
+            agent.report_action_errors()
         compiled = agent.compiled_policy(header.policy_id)
         # an answer arrives in softirq: the header names no process
         process = agent.processes.lookup(header.pid) if header.pid else NO_PROCESS

@@ -59,9 +59,9 @@ def listener():
     lst.close()
 
 
-# cgroup hooks per guarded cgroup: connect4/6, sendmsg4/6, sock_create,
-# cgroup_skb egress and ingress
-CGROUP_HOOKS = 7
+# cgroup hooks per guarded cgroup: connect4/6, sendmsg4/6, bind4/6, sock_create,
+# cgroup_skb egress and ingress (flow and dns)
+CGROUP_HOOKS = 11
 
 
 def port_block_policy(name: str, port: int, extra_spec: str = "", action: str = "block") -> str:
