@@ -314,9 +314,8 @@ def test_curl_reaches_an_allowed_name_and_not_another_host_on_its_address(
     try:
         assert recorder.stdout.readline().strip() == "listening"
         port = server.port + 3
-        fetched = resolver.run(["curl", "-sS", "-m", "3", "-o", "/dev/null",
-                                f"http://one.egtest:{port}/"], cgroup)
-        print(fetched.stdout, fetched.stderr)
+        resolver.run(["curl", "-s", "-m", "3", "-o", "/dev/null", f"http://one.egtest:{port}/"],
+                     cgroup)
         # shared.egtest's own query would be refused: hand curl the learned address
         resolver.run(["curl", "-s", "-m", "3", "-o", "/dev/null", "--resolve",
                       f"shared.egtest:{port}:{ip}", f"http://shared.egtest:{port}/"], cgroup)
