@@ -147,11 +147,15 @@ def doctor(as_json: bool) -> None:
               help="Run the agent as a child process and start it again whenever it crashes "
                    "or is killed (with --pin, enforcement holds across the gap and the new "
                    "agent adopts it). Each restart is an event.")
+@click.option("--format", "output_format", type=click.Choice(["json", "text"]), default="json",
+              show_default=True,
+              help="json: JSON lines, the contract (docs/events.md). text: one line per event "
+                   "for people, as `egress-guard events` shows them (coloured on a terminal).")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
         metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
         kube_api: str | None, node_name: str | None, hold_timeout_ms: int,
-        scheduling: str, supervise: bool) -> None:
+        scheduling: str, supervise: bool, output_format: str) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -164,17 +168,17 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     from guard.report.events import EventWriter
 
     if supervise:
-        from guard.cli.supervise import supervise_agent
-        sys.exit(supervise_agent([a for a in sys.argv[1:] if a != "--supervise"],
-                                 events_path))
+        from guard.cli.supervise import Supervisor, supervise_agent
+        args = [a for a in sys.argv[1:] if a != "--supervise"]
+        if output_format == "text":    # the supervisor's own events as text too
+            sys.exit(Supervisor([sys.executable, "-m", "guard", *args],
+                                _event_stream(events_path, output_format)).run())
+        sys.exit(supervise_agent(args, events_path))
     if ring_size < 4096 or ring_size & (ring_size - 1):
         fail(f"--ring-size {ring_size}: must be a power of two of at least 4096", ExitCode.USAGE)
     metrics = _host_port(metrics_address) if metrics_address else None
     policies, _compiled = _load_policy_or_fail(policy_path)
-    try:
-        stream = open(events_path, "ab") if events_path else sys.stdout.buffer
-    except OSError as exc:
-        fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
+    stream = _event_stream(events_path, output_format)
     agent = Agent(policies, list(cgroups), EventWriter(stream), ring_size=ring_size,
                   policy_path=policy_path, control_socket=control_socket,
                   pin_dir=pin_dir if pin else None, state_dir=state_dir,
@@ -192,6 +196,20 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
     except Exception as exc:  # noqa: BLE001 - a bug outside the loop: say so, then exit
         fail(f"the agent crashed: {type(exc).__name__}: {exc}", ExitCode.CRASHED)
     sys.exit(int(ExitCode.OK))
+
+
+def _event_stream(events_path: str | None, output_format: str):
+    """Where run's EventWriter writes: stdout or FILE, through the text view
+    for --format text."""
+    try:
+        stream = open(events_path, "ab") if events_path else sys.stdout.buffer
+    except OSError as exc:
+        fail(f"--events {events_path}: {exc.strerror}", ExitCode.USAGE)
+    if output_format == "text":
+        from guard.report.text import TextStream, use_colour
+
+        stream = TextStream(stream, colour=not events_path and use_colour(sys.stdout))
+    return stream
 
 
 @main.group()
@@ -248,6 +266,155 @@ def _preset_summary(text: str) -> str:
     """A preset's one-line description: its leading comment's first line."""
     first = text.split("\n", 1)[0]
     return first[1:].strip() if first.startswith("#") else ""
+
+
+@policy.command("suggest")
+@click.argument("sources", nargs=-1, required=True, metavar="EVENTS...")
+@click.option("--selector", "selectors", multiple=True, metavar="KEY=VALUE",
+              help="Only the workloads this selects, and the policy selects them: "
+                   "containerName, image, cgroupPath (globs), namespace, label.KEY, "
+                   "podLabel.KEY. Repeatable; a key given again is one more value.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the policy to FILE instead of stdout.")
+@click.option("--name", default="suggested", show_default=True,
+              help="metadata.name of the policy.")
+def policy_suggest(sources: tuple[str, ...], selectors: tuple[str, ...], output: str | None,
+                   name: str) -> None:
+    """Write the smallest policy that allows what recorded events show.
+
+    EVENTS are files of JSON lines from `run` (`-` for stdin). Connects let
+    through become allow rules, by host name where the events name the
+    destination, else by address; everything else is blocked. Every rule is
+    commented with its events. Notes on what was left out go to stderr.
+    """
+    from guard.policy import suggest
+
+    try:
+        selector = suggest.selector_terms(selectors)
+    except ValueError as exc:
+        fail(f"--selector {exc}", ExitCode.USAGE)
+    malformed: list = []
+    try:
+        made = suggest.suggest((event for _where, event in _events(sources, malformed)),
+                               selector, name, sources)
+    except ValueError as exc:
+        fail(f"--name: {exc}", ExitCode.USAGE)
+    except suggest.SuggestError as exc:
+        fail(str(exc), ExitCode.FAILURE)
+    _notes(made.notes, malformed)
+    if output:
+        try:
+            Path(output).write_text(made.text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"-o {output}: {exc.strerror}", ExitCode.USAGE)
+        click.echo(f"{output}: {made.rules} rule(s)", err=True)
+    else:
+        click.echo(made.text, nl=False)
+
+
+@policy.command("test")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False))
+@click.argument("sources", nargs=-1, required=True, metavar="EVENTS...")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per change, then a summary object.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list changes between allow and log (reported or not).")
+def policy_test(policy_file: str, sources: tuple[str, ...], as_json: bool,
+                show_all: bool) -> None:
+    """Replay recorded events against POLICY: what would it decide otherwise?
+
+    Connect, sendmsg, exec, socket and detection events are judged with the
+    kernel's tables and precedence; each whose verdict changes is printed
+    (old -> new, and what decided), then a summary. Exit 6 when something
+    recorded as allowed would be refused, 0 otherwise.
+    """
+    from guard.policy.replay import Replay
+    from guard.report import text
+
+    policies, compiled = _load_policy_or_fail(policy_file)
+    replay = Replay(policies, compiled)
+    colour = not as_json and text.use_colour(sys.stdout)
+    malformed: list = []
+    for where, event in _events(sources, malformed):
+        change = replay.feed(event, where)
+        if change is None or not (show_all or change.outcome_changed):
+            continue
+        if as_json:
+            click.echo(orjson.dumps(change.as_dict(), default=str).decode())
+        else:
+            click.echo(text.render_change(event, change.old, change.new,
+                                          change.verdict.decided, change.verdict.policy, colour))
+    summary = {**replay.summary(), "malformed": len(malformed)}
+    refused = summary["refused"]
+    summary["exit"] = int(ExitCode.REFUSED if refused else ExitCode.OK)
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+    else:
+        _notes([], malformed)
+        quiet = summary["changed"] - summary["outcome_changed"]
+        click.echo(f"policy test: {summary['judged']} event(s) judged: "
+                   f"{summary['outcome_changed']} let through or refused otherwise, {quiet} "
+                   f"only between allow and log{'' if show_all else ' (--all lists them)'}; "
+                   f"{refused} recorded as allowed would be refused")
+    sys.exit(summary["exit"])
+
+
+def _events(sources: tuple[str, ...], malformed: list):
+    """(where, event) of every line of the sources; malformed lines collected."""
+    from guard.report import lines
+
+    try:
+        opened = lines.open_sources(sources)
+    except lines.SourceError as exc:
+        fail(str(exc), ExitCode.USAGE)
+    return lines.events_of(lines.read_sources(opened), malformed)
+
+
+def _notes(notes: list[str], malformed: list) -> None:
+    for note in notes:
+        click.echo(f"egress-guard: note: {note}", err=True)
+    if malformed:
+        first = malformed[0]
+        click.echo(f"egress-guard: note: {len(malformed)} malformed line(s) skipped (first: "
+                   f"{first.where}: {first.problem})", err=True)
+
+
+@main.command("events")
+@click.argument("files", nargs=-1, metavar="[FILE]...")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep reading FILEs as they grow (and after rotation), until SIGINT.")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Only events of this kind (connect, exec, dns, detection...). Repeatable.")
+@click.option("--workload", "workloads", multiple=True, metavar="GLOB",
+              help="Only events of workloads whose container name or id, pod or cgroup "
+                   "path matches GLOB. Repeatable.")
+def events(files: tuple[str, ...], follow: bool, kinds: tuple[str, ...],
+           workloads: tuple[str, ...]) -> None:
+    """Show JSON-lines events (FILEs, or stdin) one line each, for people.
+
+    \b
+    egress-guard events /var/log/egress-guard/events.jsonl --kind connect
+    egress-guard run | egress-guard events
+    """
+    from guard.report import lines, text
+
+    colour = text.use_colour(sys.stdout)
+    paths = files or ("-",)
+    try:
+        if follow and "-" not in paths:
+            source = lines.follow(paths)
+        else:
+            source = lines.read_sources(lines.open_sources(paths))
+        for line in source:
+            if line.event is None or text.selected(line.event, kinds, workloads):
+                click.echo(text.render_line(line, colour))
+    except lines.SourceError as exc:
+        fail(str(exc), ExitCode.USAGE)
+    except KeyboardInterrupt:
+        sys.exit(int(ExitCode.OK))
+    except BrokenPipeError:   # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(int(ExitCode.OK))
 
 
 def _kube_api(url: str | None, node: str | None):

@@ -10,3 +10,4 @@ class ExitCode(enum.IntEnum):
     RUNTIME = 3        # the agent could not load, attach or run
     PERMISSION = 4     # needs root
     CRASHED = 5        # run: the agent stopped on an unexpected error (its "crashed" event says why)
+    REFUSED = 6        # policy test: the policy would refuse what was recorded as allowed
