@@ -12,13 +12,21 @@
  * A first payload is held when it is a JSON line or an HTTP POST carrying one
  * of the payload anchors that userspace wrote into eg_anchors (4-byte windows
  * of the mining dialects' vocabulary), or starts like a Stratum V2
- * SetupConnection frame: dropping
- * the segment costs the sender nothing but a retransmission, which TCP sends
- * again once the verdict lets it through. Everything else passes at once and
- * is only watched. A SOCKS5 handshake, a SOCKS4(a) request or an HTTP
- * CONNECT at the start of a flow is reported as a proxy sample and the
- * payload after it is treated as the first one. DONE costs one socket-storage lookup per packet; sockets of
- * policies that sample nothing are DONE from their first packet.
+ * SetupConnection frame: dropping the segment costs the sender nothing but a
+ * retransmission (TCP keeps it unsent and sends it, with whatever the sender
+ * wrote since, once the verdict lets it through). Everything else passes at
+ * once and is only watched. A SOCKS5 handshake, a SOCKS4(a) request or an
+ * HTTP CONNECT at the start of a flow is reported as a proxy sample and the
+ * payload after it is treated as the first one; so is the first message in
+ * the frames after a WebSocket upgrade. DONE costs one socket-storage lookup
+ * per packet; sockets of policies that sample nothing are DONE from their
+ * first packet.
+ *
+ * Filler and framing do not hide the first message (frames.h): blank
+ * segments pass and the next payload is the first, the sample starts after
+ * leading blanks, and under a holding policy a message too short to judge (a
+ * few bytes of JSON, an unfinished HTTP head) is gathered, dropped until the
+ * sender has added enough to it or the hold timeout passed.
  *
  * UDP: the first datagram to each new destination of a socket is sampled
  * (DNS queries among them); datagrams from port 53 are sampled on ingress
@@ -31,15 +39,26 @@
 #include "lib/policy.h"
 #include "lib/anchors.h"
 #include "lib/flow.h"
+#include "lib/frames.h"
 #include "lib/learned.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Views of one segment's WebSocket frames when its first ones are filler. */
+#define WS_FILLER_PASSES 4
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define DNS_PORT 53
+/* IPv6 extension headers followed to the transport header (RFC 8200 4) */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define IPV6_EXT_MAX 8
 
 /* (socket cookie, UDP destination) -> 1: destinations already sampled */
 struct {
@@ -57,6 +76,14 @@ struct {
 	__type(value, struct guard_payload_event);
 } eg_sample_scratch SEC(".maps");
 
+/* 0 -> per-CPU scratch of frames.h: unmasked frames and what a sample says */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct frame_scratch);
+} eg_frame_scratch SEC(".maps");
+
 struct packet {
 	__u32 payload_off;
 	__u32 payload_size;
@@ -64,19 +91,52 @@ struct packet {
 	__u8 family;
 	__u8 proto;
 	__u8 syn_only;     /* TCP SYN without ACK: this end opens the connection */
+	__u8 hidden;       /* IPv6 extension headers past IPV6_EXT_MAX (or a fragment) */
 	__u32 remote_addr[4];
 };
 
 /*
+ * The transport header after an IPv6 header's extension headers: hop-by-hop,
+ * routing, destination options and AH, IPV6_EXT_MAX of them at most. 0 when
+ * there are more, a fragment header (a locally sent TCP segment is never
+ * fragmented) or a header cut short.
+ */
+static __always_inline int ipv6_transport(struct __sk_buff *skb, __u8 *proto, __u32 *off)
+{
+	__u8 next = *proto, ext[2];
+	__u32 at = *off;
+
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_DEST &&
+		    next != NEXTHDR_AUTH)
+			break;
+		if (bpf_skb_load_bytes(skb, at, ext, sizeof(ext)))
+			return 0;
+		at += next == NEXTHDR_AUTH ? ((__u32)ext[1] + 2) * 4 : ((__u32)ext[1] + 1) * 8;
+		next = ext[0];
+	}
+	if (next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST ||
+	    next == NEXTHDR_AUTH || next == NEXTHDR_FRAGMENT)
+		return 0;
+	*proto = next;
+	*off = at;
+	return 1;
+}
+
+/*
  * Where the transport payload starts and how long it is. skb->data starts at
  * the network header here. egress: the remote end is the destination;
- * ingress: the source. IPv6 extension headers are not followed (such packets
- * are not sampled).
+ * ingress: the source. 0: not TCP or UDP, or not readable (pkt->hidden: its
+ * IPv6 extension headers go on past IPV6_EXT_MAX; flow_begin refuses such a
+ * flow under a holding policy).
  */
-static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt, int egress)
+__noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, int egress)
 {
 	__u32 l4_off;
 	__u8 l4_proto;
+
+	if (!pkt)
+		return 0;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
@@ -97,6 +157,10 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 		l4_off = sizeof(ip6);
 		pkt->family = 6;
 		__builtin_memcpy(pkt->remote_addr, egress ? &ip6.daddr : &ip6.saddr, 16);
+		if (!ipv6_transport(skb, &l4_proto, &l4_off)) {
+			pkt->hidden = 1;
+			return 0;
+		}
 	} else {
 		return 0;
 	}
@@ -218,26 +282,6 @@ static __always_inline int http_connect(const struct guard_payload_event *ev)
 }
 
 /*
- * Stratum V2 SetupConnection in plaintext: extension type 0, message type 0
- * (SetupConnection), a 24-bit length, then protocol 0 (mining) and
- * min_version 2 as a little-endian u16.
- */
-static __always_inline int sv2_setup_connection(const struct guard_payload_event *ev)
-{
-	return ev->sample_size >= 9 && ev->sample[0] == 0 && ev->sample[1] == 0 &&
-	       ev->sample[2] == 0 && ev->sample[6] == 0 && ev->sample[7] == 2 &&
-	       ev->sample[8] == 0;
-}
-
-/* The shapes of the JSON and HTTP mining dialects: a JSON line or a POST. */
-static __always_inline int json_or_post(const struct guard_payload_event *ev)
-{
-	return ev->sample[0] == '{' ||
-	       (ev->sample_size >= 4 && ev->sample[0] == 'P' && ev->sample[1] == 'O' &&
-		ev->sample[2] == 'S' && ev->sample[3] == 'T');
-}
-
-/*
  * Whether the server's first reply can tell userspace anything about this
  * first payload. Not after a TLS handshake record (the reply is a ServerHello),
  * an SSH banner or a GET/HEAD (the mining dialects' HTTP requests are POSTs):
@@ -256,23 +300,126 @@ static __always_inline int reply_may_confirm(const struct guard_payload_event *e
 		 (s[0] == 'H' && s[1] == 'E' && s[2] == 'A' && s[3] == 'D'));
 }
 
-/* The first payload of a flow (or the first after a proxy handshake). */
-static __always_inline int first_payload(struct __sk_buff *skb, struct flow_state *state,
-					 const struct packet *pkt)
+/*
+ * The first message of the packet's bytes [off, end) into ev: after leading
+ * blanks, or unmasked from its WebSocket frames (framing WS). v says what
+ * was found; ev->sample_size is 0 when there is no message (yet). A global
+ * function, like parse_packet and first_payload: the verifier checks it
+ * once, not once per caller and path.
+ */
+__noinline int view_payload(struct __sk_buff *skb, struct frame_scratch *fs,
+			    struct guard_payload_event *ev, struct view *v)
 {
-	struct guard_payload_event *ev = load_sample(skb, pkt);
-	struct guard_config *config;
-	__u32 zero = 0;
-	int hold, named;
+	__u32 size, off, end;
 
-	if (!ev)
+	if (!fs || !ev || !v)
+		return 0;
+	off = v->off;
+	end = v->end;
+	ev->sample_size = 0;
+	v->status = VIEW_FILLER;
+	v->skipped = 0;
+	v->full = 0;
+	if (v->framing == FRAMING_WS) {
+		ws_message(skb, fs, off, end);
+		v->status = fs->status;
+		v->skipped = 1;
+		v->start = off;
+		v->full = fs->size >= GUARD_SAMPLE_MAX; /* blanks before it shorten the sample */
+		if (fs->status == VIEW_FILLER || fs->lead >= fs->size)
+			return 0;
+		__builtin_memcpy(ev->sample, fs->buf + (fs->lead & (GUARD_SAMPLE_MAX - 1)),
+				 GUARD_SAMPLE_MAX);
+		size = fs->size - fs->lead;
+		ev->sample_size = size > GUARD_SAMPLE_MAX ? GUARD_SAMPLE_MAX : size;
+		return 0;
+	}
+	v->start = skip_blanks(skb, off, end);
+	if (v->start >= end)
+		return 0;
+	v->skipped = v->start > off;
+	size = end - v->start;
+	v->full = size >= GUARD_SAMPLE_MAX;
+	if (size > GUARD_SAMPLE_MAX)
+		size = GUARD_SAMPLE_MAX;
+	size -= 1;
+	barrier_var(size);
+	size &= GUARD_SAMPLE_MAX - 1;
+	size += 1;
+	if (bpf_skb_load_bytes(skb, v->start, ev->sample, size))
+		return 0;
+	ev->sample_size = size;
+	v->status = VIEW_MESSAGE;
+	return 0;
+}
+
+/* Start gathering, or go on; 0 once the bound passed and the message is judged as it is. */
+static __always_inline int gathering(struct flow_state *state)
+{
+	if (!state->gathering) {
+		state->gathering = 1;
+		state->since_ns = bpf_ktime_get_boot_ns();
 		return 1;
-	if (state->phase == FLOW_NEW && socks5_greeting(ev, pkt->payload_size)) {
+	}
+	if (!timed_out(state))
+		return 1;
+	count(GUARD_CTR_HOLD_TIMEOUTS);
+	return 0;
+}
+
+/*
+ * The first payload of a flow (or the first after a proxy handshake or a
+ * WebSocket upgrade): sampled, and held when it is mining-shaped.
+ */
+__noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, struct packet *pkt)
+{
+	__u32 zero = 0, end, head_end = 0;
+	struct guard_payload_event *ev;
+	struct guard_config *config;
+	struct frame_scratch *fs;
+	struct view v = {};
+	int hold, named, gather, shape, upgrade = 0;
+	__u8 flags = 0;
+
+	if (!state || !pkt)
+		return 1;
+	end = pkt->payload_off + pkt->payload_size;
+	fs = bpf_map_lookup_elem(&eg_frame_scratch, &zero);
+	ev = bpf_map_lookup_elem(&eg_sample_scratch, &zero);
+	if (!fs || !ev)
+		return 1;
+	v.off = pkt->payload_off;
+	v.end = end;
+	v.framing = state->framing;
+	view_payload(skb, fs, ev, &v);
+	/*
+	 * Blank or control frames, then more frames in the same segment (a
+	 * retransmission merges what was written apart): read on from where the
+	 * frames read so far ended, a bounded number of times.
+	 */
+	for (int pass = 0; pass < WS_FILLER_PASSES; pass++) {
+		if (v.status != VIEW_FILLER || v.framing != FRAMING_WS || fs->off >= end)
+			break;
+		v.off = fs->off;
+		view_payload(skb, fs, ev, &v);
+	}
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	gather = agent_alive(config) && (state->detect_flags & GUARD_DETECT_HOLD);
+	if (v.status == VIEW_FILLER && v.framing == FRAMING_WS && fs->off < end && gather) {
+		/* still frames after more filler than is read: not let through unjudged */
+		state->phase = FLOW_BLOCKED;
+		return drop();
+	}
+	if (v.status == VIEW_FILLER)
+		return 1; /* blanks, empty or control frames: the next payload is the first */
+	if (!ev->sample_size)
+		return gather && gathering(state) ? drop() : 1; /* a frame of blanks goes on */
+	if (state->phase == FLOW_NEW && !v.skipped && socks5_greeting(ev, pkt->payload_size)) {
 		state->flags |= GUARD_PAYLOAD_SOCKS5;
 		state->phase = FLOW_SOCKS5;
 		return 1;
 	}
-	if (state->phase == FLOW_NEW && socks4_request(ev, pkt->payload_size)) {
+	if (state->phase == FLOW_NEW && !v.skipped && socks4_request(ev, pkt->payload_size)) {
 		state->flags |= GUARD_PAYLOAD_SOCKS4;
 		state->phase = FLOW_AFTER_PROXY;
 		emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_PROXY, 0);
@@ -285,7 +432,6 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 		return 1;
 	}
 
-	config = bpf_map_lookup_elem(&eg_config, &zero);
 	/*
 	 * A flow to an address the workload learned from a name is held until
 	 * userspace has read the host its payload names (TLS SNI, HTTP Host):
@@ -298,16 +444,53 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 		state->phase = FLOW_DONE; /* sampled only for the name check */
 		return 1;
 	}
-	hold = named || ((state->detect_flags & GUARD_DETECT_HOLD) && agent_alive(config) &&
-			 (sv2_setup_connection(ev) ||
-			  (json_or_post(ev) &&
-			   has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD))));
+	gather = gather || named;
+	shape = sample_shape(ev, fs);
+	if (gather && unfinished(ev, &v, shape, &fs->facts) && gathering(state))
+		return drop();
+	if (shape == SHAPE_GET && fs->facts.websocket && state->framing == FRAMING_NONE && gather) {
+		upgrade = 1;
+		head_end = v.start + fs->facts.head_end;
+	}
+	if (state->framing == FRAMING_WS) {
+		state->flags |= GUARD_PAYLOAD_WEBSOCKET;
+		state->framing = FRAMING_NONE;
+	}
+	hold = named || (gather && (sv2_setup_connection(ev) ||
+				    (json_or_post(ev) &&
+				     has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD))));
+	if (upgrade && !named && head_end < end) {
+		/*
+		 * Frames sent with the upgrade, before its answer: their message is
+		 * what this segment carries; judged instead of the head when it is
+		 * held (the head's own sample would let it through).
+		 */
+		upgrade = 0;
+		v.off = head_end;
+		v.framing = FRAMING_WS;
+		view_payload(skb, fs, ev, &v);
+		if (v.status == VIEW_CUT && !v.full && gathering(state))
+			return drop(); /* a frame goes on past the segment: gather it */
+		if (ev->sample_size && json_or_post(ev) &&
+		    has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD)) {
+			flags = GUARD_PAYLOAD_WEBSOCKET;
+			hold = 1;
+		} else {
+			v.off = pkt->payload_off;
+			v.framing = FRAMING_NONE;
+			view_payload(skb, fs, ev, &v);
+		}
+		if (!ev->sample_size)
+			return 1;
+	}
+	state->gathering = 0;
 	state->since_ns = bpf_ktime_get_boot_ns();
-	if (!reply_may_confirm(ev))
-		state->inbound_done = 1;
+	state->inbound_done = !reply_may_confirm(ev);
 	state->sampled = emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST,
-				     (hold ? GUARD_PAYLOAD_HELD : 0) |
+				     flags | (hold ? GUARD_PAYLOAD_HELD : 0) |
 				     (named ? GUARD_PAYLOAD_NAMED : 0));
+	if (upgrade && state->sampled)
+		state->framing = FRAMING_WS_UPGRADE;
 	if (!hold) {
 		/* a lost sample gets no verdict: nothing to watch for */
 		state->phase = state->sampled ? FLOW_WATCH : FLOW_DONE;
@@ -315,6 +498,74 @@ static __always_inline int first_payload(struct __sk_buff *skb, struct flow_stat
 	}
 	state->phase = FLOW_HELD;
 	count(GUARD_CTR_FLOWS_HELD);
+	return drop();
+}
+
+/* A held flow whose sample the ring had no room for: offer the retransmission's. */
+static __always_inline void resample(struct __sk_buff *skb, struct flow_state *state,
+				     const struct packet *pkt)
+{
+	struct guard_payload_event *ev;
+	struct frame_scratch *fs;
+	struct view v = {};
+	__u32 zero = 0;
+
+	fs = bpf_map_lookup_elem(&eg_frame_scratch, &zero);
+	ev = bpf_map_lookup_elem(&eg_sample_scratch, &zero);
+	if (!fs || !ev)
+		return;
+	v.off = pkt->payload_off;
+	v.end = pkt->payload_off + pkt->payload_size;
+	v.framing = state->framing;
+	view_payload(skb, fs, ev, &v);
+	if (ev->sample_size)
+		state->sampled = emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST,
+					     GUARD_PAYLOAD_HELD);
+}
+
+/*
+ * A WebSocket upgrade's verdict: its frames are judged next. They wait for it
+ * (dropped; TCP keeps them), so a verdict on the upgrade never lets through
+ * a frame it did not judge. -1: no verdict yet; 1 with phase AFTER_PROXY:
+ * judge this packet as the first.
+ */
+static __always_inline int upgrade_verdict(struct __sk_buff *skb, struct flow_state *state)
+{
+	struct guard_flow_verdict *verdict;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+
+	verdict = bpf_map_lookup_elem(&eg_flow_verdicts, &cookie);
+	if (!verdict)
+		return -1;
+	if (verdict->action == GUARD_ACTION_BLOCK) {
+		state->phase = FLOW_BLOCKED;
+		return drop();
+	}
+	bpf_map_delete_elem(&eg_flow_verdicts, &cookie);
+	/* a held upgrade was never sent: it goes first, its frames after it */
+	state->framing = state->phase == FLOW_HELD ? FRAMING_WS_SEND : FRAMING_WS;
+	state->phase = FLOW_AFTER_PROXY;
+	return 1;
+}
+
+static __always_inline int upgrade_egress(struct __sk_buff *skb, struct flow_state *state)
+{
+	struct packet pkt = {};
+	int verdict = upgrade_verdict(skb, state);
+
+	if (verdict == 0)
+		return 0;
+	if (verdict > 0)
+		return -1;
+	if (timed_out(state)) {
+		state->phase = FLOW_DONE;
+		state->framing = FRAMING_NONE;
+		return 1;
+	}
+	if (!parse_packet(skb, &pkt, 1) || pkt.payload_size == 0)
+		return 1;
+	if (state->phase == FLOW_HELD && !state->sampled)
+		resample(skb, state, &pkt);
 	return drop();
 }
 
@@ -340,9 +591,10 @@ static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, stru
 	struct guard_policy_config *policy;
 	struct guard_cgroup_info *guard;
 	struct flow_state *state;
+	struct guard_config *config;
 	struct packet pkt = {};
 	__u64 cgroup_id, guarded_id = 0;
-	__u32 policy_id;
+	__u32 policy_id, zero = 0;
 
 	guard = guard_lookup_at(skb, 1, &cgroup_id, &guarded_id);
 	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -351,13 +603,25 @@ static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, stru
 	state->phase = FLOW_DONE;
 	if (!guard)
 		return state;
-	if (sk->protocol == IPPROTO_TCP && (!parse_packet(skb, &pkt, 1) || !pkt.syn_only))
-		return state;
+	if (sk->protocol == IPPROTO_TCP) {
+		if (!parse_packet(skb, &pkt, 1) && !pkt.hidden)
+			return state; /* not TCP over IP as far as it can be read (ESP...) */
+		if (!pkt.hidden && !pkt.syn_only)
+			return state;
+	}
 	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
 	if (!policy || !((policy->detect_flags & GUARD_DETECT_PAYLOAD) ||
 			 (policy->names & GUARD_NAMES_ON)))
 		return state;
+	if (pkt.hidden) {
+		/* IPv6 extension headers past what is followed: what the kernel
+		 * cannot read does not leave under a holding policy */
+		config = bpf_map_lookup_elem(&eg_config, &zero);
+		if ((policy->detect_flags & GUARD_DETECT_HOLD) && agent_alive(config))
+			state->phase = FLOW_BLOCKED;
+		return state;
+	}
 	state->cgroup_id = cgroup_id;
 	state->guarded_id = guarded_id;
 	state->policy_id = policy_id;
@@ -380,6 +644,12 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 	case FLOW_BLOCKED:
 		return drop();
 	case FLOW_WATCH:
+		if (state->framing == FRAMING_WS_UPGRADE) {
+			verdict = upgrade_egress(skb, state);
+			if (verdict >= 0)
+				return verdict;
+			break; /* judge this packet's frames */
+		}
 		verdict = apply_verdict(skb, state, 0);
 		if (verdict >= 0)
 			return verdict;
@@ -387,6 +657,12 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 			state->phase = FLOW_DONE;
 		return 1;
 	case FLOW_HELD:
+		if (state->framing == FRAMING_WS_UPGRADE) {
+			verdict = upgrade_egress(skb, state);
+			if (verdict >= 0)
+				return verdict;
+			break;
+		}
 		verdict = apply_verdict(skb, state, 0);
 		if (verdict >= 0)
 			return verdict;
@@ -397,13 +673,8 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 			state->phase = FLOW_DONE;
 			return 1;
 		}
-		if (!state->sampled) {
-			/* the ring was full: offer the retransmitted segment instead */
-			ev = load_sample(skb, &pkt);
-			if (ev)
-				state->sampled = emit_sample(ev, skb, &pkt, state,
-							     GUARD_SAMPLE_FIRST, GUARD_PAYLOAD_HELD);
-		}
+		if (!state->sampled)
+			resample(skb, state, &pkt); /* the ring was full before */
 		return drop();
 	}
 
@@ -415,6 +686,10 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 	}
 	if (!parse_packet(skb, &pkt, 1) || pkt.payload_size == 0)
 		return 1;
+	if (state->framing == FRAMING_WS_SEND) {
+		state->framing = FRAMING_WS; /* the allowed upgrade itself */
+		return 1;
+	}
 	if (state->phase == FLOW_SOCKS5) {
 		ev = load_sample(skb, &pkt);
 		/* the request (version 5 again); anything else is sub-negotiation */
@@ -424,7 +699,8 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 		}
 		return 1;
 	}
-	return first_payload(skb, state, &pkt);
+	/* a global function's answer is any int to the verifier: 0 (drop) or 1 */
+	return first_payload(skb, state, &pkt) ? 1 : 0;
 }
 
 static __always_inline int udp_egress(struct __sk_buff *skb, struct flow_state *state)

@@ -150,6 +150,8 @@ enum guard_payload_flags {
 	GUARD_PAYLOAD_SOCKS4 = 16,   /* the flow began with a SOCKS4 or SOCKS4a request */
 	GUARD_PAYLOAD_NAMED = 32,    /* to an address learned from a name: held until the
 				      * payload's own host name (SNI, Host) is judged */
+	GUARD_PAYLOAD_WEBSOCKET = 64, /* the sample is the message in a WebSocket's first
+				       * frames (unmasked), after an upgrade */
 };
 
 /* guard_policy_config.names: how the policy allows by name. */

@@ -22,6 +22,15 @@ enum flow_phase {
 	FLOW_BLOCKED = 6,
 };
 
+/* What wraps the first message: frames.h finds it inside. */
+enum flow_framing {
+	FRAMING_NONE = 0,
+	FRAMING_WS_UPGRADE = 1, /* a WebSocket upgrade was sent: its verdict, then its frames */
+	FRAMING_WS = 2,         /* upgraded: the next payload is judged inside its frames */
+	FRAMING_WS_SEND = 3,    /* a held upgrade was allowed: its next payload is the upgrade
+				 * itself, sent again; the one after it is judged in frames */
+};
+
 struct flow_state {
 	__u64 since_ns;     /* when the flow was sampled (WATCH, HELD) */
 	__u64 cgroup_id;
@@ -32,7 +41,9 @@ struct flow_state {
 	__u8 sampled;       /* the held sample reached the ring buffer */
 	__u8 inbound_done;  /* the server's first reply was sampled (or never will be) */
 	__u8 names;         /* the policy's guard_policy_config.names when the flow began */
-	__u8 _pad[3];
+	__u8 framing;       /* enum flow_framing: how the first message is wrapped */
+	__u8 gathering;     /* a first payload too short to judge is being gathered (since_ns) */
+	__u8 _pad[1];
 	/*
 	 * Who opened the flow, taken at its SYN (sent from connect(), in the
 	 * process's context): a later segment may leave from softirq context,

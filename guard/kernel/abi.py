@@ -166,6 +166,7 @@ class PayloadFlags(enum.IntFlag):
     HTTP_CONNECT = 8
     SOCKS4 = 16
     NAMED = 32
+    WEBSOCKET = 64
 
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64

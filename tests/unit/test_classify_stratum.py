@@ -345,14 +345,15 @@ def test_sni_of_a_pool_is_high(sni, matched):
     assert finding.evidence["matched"] == matched
 
 
-def test_no_sni_to_an_odd_port_needs_miner_traits():
+def test_no_sni_needs_miner_traits_and_an_address_not_learned_from_a_name():
     hello = client_hello(None)
     finding = only(classify_payload(hello, dst_port=5555, miner_traits=True))
     assert (finding.dialect, finding.confidence) == ("tls", "medium")
     assert finding.evidence["port"] == 5555
     assert classify_payload(hello, dst_port=5555) == []
-    assert classify_payload(hello, dst_port=443, miner_traits=True) == []
-    assert classify_payload(hello, dst_port=None, miner_traits=True) == []
+    # issue 17: XMRig with "tls": true to a pool at an IP literal on 443
+    assert only(classify_payload(hello, dst_port=443, miner_traits=True)).dialect == "tls"
+    assert classify_payload(hello, dst_port=443, miner_traits=True, named=True) == []
     assert classify_payload(hello[:120], dst_port=5555, miner_traits=True) == []
     with_alpn = client_hello(None, ["h2"])
     assert classify_payload(with_alpn, dst_port=8443, miner_traits=True) == []

@@ -3,21 +3,24 @@
 
 classify_exec: does this exec start a miner? Read from the argv (pool URLs,
 XMRig/cpuminer flags, wallet-shaped users, the MSR tweak), from `sh -c`
-strings, and from the config file the miner would read: the one named by
--c/--config, or config.json beside the binary, fetched through the caller's
-read_file callback (the agent binds it to the container's root); one it
-could not read in full is reported rather than trusted (_with_config).
+strings, from the executable itself (the strings a rename does not change,
+miner_binary.py) and from the config files the miner would read: those
+named by -c/--config and the ones it reads by default (XMRig's whole search
+list, xmr-stak's working-directory files: miner_config.py), fetched through
+the caller's read_file callback (the agent binds it to the container's
+root); one it could not read in full is reported rather than trusted
+(_with_config).
 
-The pool and donation domains, binary names and pool ports come from
-guard/data/miners.yaml (miner_indicators.py, which also judges DNS names);
-DNS messages are parsed in dns.py.
+The pool and donation domains, binary names and strings and pool ports come
+from guard/data/miners.yaml (miner_indicators.py, which also judges DNS
+names); DNS messages are parsed in dns.py.
 
 Confidence follows shared/reference/signatures.md: a stratum URL, a pool
-domain, --donate-level or `modprobe msr allow_writes=on` is high on its own;
-other miner flags are medium alone and high together; a miner's binary name
-is low alone, because renaming is free, and a renamed miner without flags is
-left to the traffic classifier. Text tools (grep, sed, echo, git...) that
-merely mention these strings never rise above low.
+domain, --donate-level, `modprobe msr allow_writes=on` or an executable
+whose strings name a miner is high on its own; other miner flags are medium
+alone and high together; a miner's binary name is low alone, because
+renaming is free. Text tools (grep, sed, echo, git...) that merely mention
+these strings never rise above low.
 """
 from __future__ import annotations
 
@@ -28,10 +31,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from guard.detect.classify import (
-    CONFIDENCES, RANK, UNREAD, Finding, jsonc, port_number, short, was_cut,
-)
+from guard.detect.classify import CONFIDENCES, RANK, UNREAD, Finding, port_number, short
 from guard.detect.classify.launchers import as_argv, basename
+from guard.detect.classify.miner_binary import BinaryVerdict, ExecutableImage, classify_binary
+from guard.detect.classify.miner_config import (
+    ConfigPlace, config_places, mining_hint, read_config,
+)
 from guard.detect.classify.miner_indicators import Indicators, load_indicators
 from guard.detect.classify.shellwords import (
     SHELLS, open_quote, shell_script_operand, simple_commands,
@@ -84,6 +89,8 @@ _ALGO_FLAGS = frozenset({"-a", "--algo", "--algorithm"})
 _URL_FLAGS = frozenset({"-o", "--url", "--pool", "-P", "--server"})
 _USER_FLAGS = frozenset({"-u", "--user", "-O", "--userpass", "--wallet", "--coinbase-addr"})
 _CONFIG_FLAGS = frozenset({"-c", "--config"})
+#: XMRig's data directory, where its config.json is looked for first.
+_DATA_DIR_FLAGS = frozenset({"--data-dir"})
 
 _ALGO_FAMILIES = re.compile(r"(?i)(?:rx|cn|cn-lite|cn-heavy|cn-pico|cn-femto|argon2|astrobwt|"
                             r"cryptonight[a-z-]*)/[a-z0-9-]+")
@@ -168,6 +175,7 @@ class _Signals:
     config_keys: list[str] = field(default_factory=list)
     config_path: str | None = None
     binary: str | None = None
+    binary_strings: list[str] = field(default_factory=list)    # miner_binary groups found
     text_tool: str | None = None
     cap: str = "high"       # inline interpreter code only mentions things: at most medium
 
@@ -228,6 +236,7 @@ class _Context:
     """State shared by the commands of one exec."""
     indicators: Indicators
     configs: list[str] = field(default_factory=list)    # config files named anywhere
+    data_dirs: list[str] = field(default_factory=list)  # --data-dir values
     named_bytes_left: int = MAX_NAMED_CONFIG_BYTES
     unread: list[str] = field(default_factory=list)     # configs not read in full
 
@@ -334,7 +343,8 @@ def _option_value(args: list[str], i: int, flags: frozenset[str]) -> tuple[str, 
 
 
 _VALUE_OPTIONS = (("url", _URL_FLAGS), ("algo", _ALGO_FLAGS), ("user", _USER_FLAGS),
-                  ("coin", frozenset({"--coin"})), ("config", _CONFIG_FLAGS))
+                  ("coin", frozenset({"--coin"})), ("config", _CONFIG_FLAGS),
+                  ("data-dir", _DATA_DIR_FLAGS))
 
 
 def _judge_flag(arg: str, signals: _Signals) -> None:
@@ -364,6 +374,9 @@ def _judge_value(kind: str, flag: str, value: str, signals: _Signals, ctx: _Cont
         signals.add("medium", f"{flag} <wallet>")
     elif kind == "config" and _looks_like_config_path(flag, value):
         ctx.configs.append(value)
+    elif kind == "data-dir" and _looks_like_config_path("--config", value) and \
+            len(ctx.data_dirs) < MAX_CONFIG_FILES:
+        ctx.data_dirs.append(value)
 
 
 def _judge_options(args: list[str], signals: _Signals, ctx: _Context) -> None:
@@ -544,6 +557,7 @@ def _config_signals(document: Any, indicators: Indicators) -> _Signals:
     cpu = document.get("cpu")
     if isinstance(cpu, dict) and {"huge-pages", "rx", "cn", "argon2", "asm"} & set(cpu):
         found("cpu", "medium")
+    _xmr_stak_signals(document, signals, indicators, found)
     pools = document.get("pools")
     entries = [p for p in pools[:16] if isinstance(p, dict)] if isinstance(pools, list) else []
     top_level_pool = isinstance(document.get("url"), str)
@@ -569,67 +583,26 @@ def _config_signals(document: Any, indicators: Indicators) -> _Signals:
     return signals
 
 
-@dataclass
-class _ConfigFile:
-    """One config file as read: its document, why it was not read in full
-    (None when it was), its text and the bytes it cost."""
-    document: Any = None
-    unread: str | None = None
-    text: str = ""
-    size: int = 0
-
-
-def _read_config(path: str, read_file: Callable[[str], bytes | None], limit: int) -> _ConfigFile:
-    try:
-        content = read_file(path)
-    except Exception:                       # the agent's callback; its failure is no finding
-        return _ConfigFile()
-    if not isinstance(content, (bytes, bytearray)) or not content:
-        return _ConfigFile()
-    cut = was_cut(content, limit)
-    raw = bytes(content[:limit])
-    text = raw.decode("utf-8", "replace")
-    unread = f"{path}: more than {limit} bytes; the rest was not read" if cut else None
-    if not text.lstrip().startswith(("{", "/")):
-        if cut and not text.strip():
-            return _ConfigFile(None, unread, text, len(raw))    # too little read to judge
-        # not JSON (nginx.conf, gunicorn.py...): no miner could read it either
-        return _ConfigFile(size=len(raw))
-    try:
-        document = jsonc.loads(text)        # a cut text mostly fails to parse: nothing lost
-    except jsonc.OverBudget as error:
-        return _ConfigFile(None, unread or f"{path}: not parsed, {error}", text, len(raw))
-    return _ConfigFile(document, unread, text, len(raw))
-
-
-#: Words that only mining configs carry, looked for (with the pool and
-#: donation domains) in a config.json beside a binary that could not be read
-#: in full. Substring searches: about 10 ms on 1 MiB.
-_CONFIG_HINTS = ("donate-level", "donate-over-proxy", "randomx", "rig-id", "nicehash",
-                 "cryptonight", "xmrig", "coinbase-addr", "kawpow", "ghostrider", "stratum+",
-                 "stratum1+", "stratum2+", "stratums:")
-
-
-def _mining_hint(text: str, indicators: Indicators) -> str | None:
-    lowered = text.lower()
-    for word in (*_CONFIG_HINTS, *sorted(indicators.pool_domains | indicators.donation_domains)):
-        if word in lowered:
-            return word
-    return None
-
-
-def _config_paths(argv: list[str], exe: str | None, named: list[str]) -> list[tuple[str, bool]]:
-    """(path, named) of the config files to read: those named on the command
-    line, then the config.json XMRig loads from beside its binary."""
-    paths = [(path, True) for path in named]
-    binary = exe if isinstance(exe, str) and exe.startswith("/") else (
-        argv[0] if argv and argv[0].startswith("/") else None)
-    if binary:
-        paths.append((posixpath.join(posixpath.dirname(binary), "config.json"), False))
-    unique: dict[str, bool] = {}
-    for path, is_named in paths:
-        unique.setdefault(path, is_named)
-    return list(unique.items())
+def _xmr_stak_signals(document: dict, signals: _Signals, indicators: Indicators,
+                      found: Callable[[str, str, str | None], None]) -> None:
+    """xmr-stak's pools.txt: pool_list entries of pool_address and
+    wallet_address, and the currency mined."""
+    pools = document.get("pool_list")
+    entries = [p for p in pools[:16] if isinstance(p, dict)] if isinstance(pools, list) else []
+    for entry in entries:
+        address = entry.get("pool_address")
+        if not isinstance(address, str) or "wallet_address" not in entry:
+            continue
+        found("pool_list", "medium", "xmr-stak")
+        _scan_text(address[:1024], signals, indicators)
+        _judge_pool_url(address[:1024], signals, indicators, named=True)
+        wallet = entry.get("wallet_address")
+        if isinstance(wallet, str) and _WALLET.fullmatch(wallet[:256]):
+            found("wallet_address", "medium", None)
+    currency = document.get("currency")
+    if entries and isinstance(currency, str) and (currency.lower() in _COINS or
+                                                   _mining_value("algo", currency)):
+        found("currency", "medium", None)
 
 
 def _dialect(signals: _Signals) -> str:
@@ -641,7 +614,7 @@ def _dialect(signals: _Signals) -> str:
         return "cpuminer"
     if signals.binary:
         return signals.binary
-    for hint in ("xmrig", "cpuminer"):
+    for hint in ("xmrig", "cpuminer", "xmr-stak"):
         if hint in signals.hints:
             return hint
     return "generic"
@@ -649,14 +622,18 @@ def _dialect(signals: _Signals) -> str:
 
 def classify_exec(argv: list[str], exe: str | None = None,
                   read_file: Callable[[str], bytes | None] | None = None, *,
-                  indicators: Indicators | None = None) -> list[Finding]:
+                  indicators: Indicators | None = None,
+                  executable: ExecutableImage | None = None) -> list[Finding]:
     """A miner_exec finding when this exec looks like a miner being started.
 
     exe is the executable's path inside the container (/proc/PID/exe): its
     name counts like argv[0]'s, and XMRig's config.json is looked for beside
-    it. read_file(path) reads a file inside the container and is the only
+    it. executable (guard.detect.files.Executable) is the file itself: its
+    strings say what it is whatever it is called (miner_binary.py, cached per
+    file). read_file(path) reads a file inside the container and is the only
     way a config is read; relative paths are passed as they were written,
-    for the callback to resolve against the process's working directory.
+    for the callback to resolve against the process's working directory, and
+    `~/...` means below the process's $HOME (miner_config.py).
 
     A config that could not be read in full (too big, nested too deep, too
     costly to strip) adds a high miner_exec finding with dialect
@@ -668,12 +645,17 @@ def classify_exec(argv: list[str], exe: str | None = None,
     elif not isinstance(exe, str):
         exe = None
     signals = _command_signals(args, ctx, 0)
-    launched = _strip_launchers(args)
-    top_program = _program_name(launched[0]) if launched else ""
     if signals.binary is None and signals.text_tool is None and isinstance(exe, str):
         signals.binary = ctx.indicators.miner_binary(exe)
-    if read_file is not None and callable(read_file) and top_program not in _TEXT_TOOLS:
-        signals = _with_config(signals, args, exe, ctx, read_file)
+    verdict = classify_binary(executable, ctx.indicators)
+    _with_binary(signals, verdict)
+    if read_file is not None and callable(read_file) and signals.text_tool is None:
+        # the places a miner reads by default, for a program that may be
+        # one: its file carries mining code, its name or flags are a miner's
+        miner_like = bool(verdict.family or verdict.traits or signals.binary or signals.hints)
+        signals = _with_config(signals, args, exe, ctx, read_file, config_places(
+            args, exe, ctx.configs, home=miner_like, data_dirs=ctx.data_dirs,
+            xmr_stak=miner_like))
     findings = []
     confidence = signals.confidence()
     if confidence is not None:
@@ -684,20 +666,37 @@ def classify_exec(argv: list[str], exe: str | None = None,
     return findings
 
 
+def _with_binary(signals: _Signals, verdict: BinaryVerdict) -> None:
+    """The executable's strings: a miner's name for it, whatever the file is
+    called (a text tool's name does not cap it then); traits are weak."""
+    if verdict.family is not None:
+        signals.add("strong" if verdict.confidence == "high" else "medium",
+                    f"binary:{verdict.family}")
+        signals.hints.append(verdict.family)
+        signals.binary_strings = list(verdict.groups)
+        signals.text_tool = None
+        signals.cap = "high"
+    for trait in verdict.traits[:2]:
+        signals.add("weak", f"binary trait:{trait}")
+
+
 def _with_config(signals: _Signals, argv: list[str], exe: str | None, ctx: _Context,
-                 read_file: Callable[[str], bytes | None]) -> _Signals:
+                 read_file: Callable[[str], bytes | None],
+                 places: list[ConfigPlace]) -> _Signals:
     """signals plus the first config file that carries miner keys: a config
     the process was pointed at is evidence of its own, so it lifts the cap
     that inline code puts on a command.
 
     What cannot be read in full goes to ctx.unread, to fail closed: always
     for a file named by -c/--config (the program was pointed at it), but
-    for config.json beside the binary only when what was read mentions
-    mining. That file is read for every exec of every program, and a big
-    benign one (over MAX_CONFIG_BYTES) must not block a workload; a miner's
-    padded config still names its pool, algorithm or donation level."""
+    for a default one (config.json beside the binary, ~/.xmrig.json...) only
+    when what was read mentions mining. Those are read for every exec of
+    every program, and a big benign one (over MAX_CONFIG_BYTES) must not
+    block a workload; a miner's padded config still names its pool,
+    algorithm or donation level."""
     named_seen = 0
-    for path, named in _config_paths(argv, exe, ctx.configs):
+    for place in places:
+        path, named = place.path, place.named
         if named:
             named_seen += 1
             if named_seen > MAX_CONFIG_FILES:
@@ -707,11 +706,11 @@ def _with_config(signals: _Signals, argv: list[str], exe: str | None, ctx: _Cont
             limit = min(MAX_CONFIG_BYTES, ctx.named_bytes_left)
         else:
             limit = MAX_CONFIG_BYTES
-        config_file = _read_config(path, read_file, limit)
+        config_file = read_config(place, read_file, limit)
         if named:
             ctx.named_bytes_left -= config_file.size
         if config_file.unread is not None:
-            hint = None if named else _mining_hint(config_file.text, ctx.indicators)
+            hint = None if named else mining_hint(config_file.text, ctx.indicators)
             if named or hint is not None:
                 ctx.unread.append(config_file.unread + (f" (it mentions {hint})" if hint else ""))
         config = _config_signals(config_file.document, ctx.indicators)
@@ -746,6 +745,8 @@ def _evidence(argv: list[str], exe: str | None, signals: _Signals) -> dict[str, 
         evidence["binary"] = signals.binary
     if signals.urls:
         evidence["url"] = signals.urls[0]
+    if signals.binary_strings:
+        evidence["binary_strings"] = [short(x, 64) for x in signals.binary_strings[:8]]
     if signals.config_path:
         evidence["config"] = short(signals.config_path, EVIDENCE_CHARS)
         evidence["config_keys"] = signals.config_keys[:16]

@@ -4,7 +4,8 @@ pool ports of guard/data/miners.yaml, and the names they flag.
 
 - load_indicators / parse_indicators: the lists, kept with their sources
   and date so they can be updated without a code change; the exec
-  (miner.py) and stratum (stratum.py) classifiers read the same lists.
+  (miner.py, miner_binary.py) and stratum (stratum.py) classifiers read the
+  same lists.
 - classify_dns: is this DNS name a pool or an XMRig donation host?
 """
 from __future__ import annotations
@@ -38,6 +39,10 @@ class Indicators:
     pool_ports: frozenset[int]
     sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     updated: Mapping[str, str] = field(default_factory=dict)
+    #: miner -> groups of strings its executable carries (binary_strings.families)
+    binary_families: Mapping[str, tuple[tuple[bytes, ...], ...]] = field(default_factory=dict)
+    #: strings of mining code any miner may carry (binary_strings.traits)
+    binary_traits: tuple[bytes, ...] = ()
 
     def match_domain(self, name: Any) -> DomainMatch | None:
         """The list entry equal to name or to one of its parent domains.
@@ -114,6 +119,26 @@ def _ports(section: Mapping[str, Any], where: str) -> frozenset[int]:
 _SECTIONS = ("pool_domains", "donation_domains", "miner_binaries", "pool_ports")
 
 
+def _binary_strings(section: Any, where: str) -> tuple[dict[str, tuple[tuple[bytes, ...], ...]],
+                                                        tuple[bytes, ...]]:
+    """binary_strings: optional (files older than it stay valid)."""
+    if section is None:
+        return {}, ()
+    if not isinstance(section, dict) or not isinstance(section.get("families"), dict):
+        raise ValueError(f"{where}: expected families (a mapping) and traits")
+    _string_list(section, "sources", where)
+    families = {}
+    for name, groups in section["families"].items():
+        if not isinstance(groups, list) or not groups or not all(
+                isinstance(g, list) and g and all(isinstance(x, str) and len(x) >= 4 for x in g)
+                for g in groups):
+            raise ValueError(f"{where}.families.{name}: expected lists of strings (4+ chars)")
+        families[str(name).lower()] = tuple(tuple(x.encode("latin-1") for x in g)
+                                            for g in groups)
+    traits = tuple(x.encode("latin-1") for x in _string_list(section, "traits", where))
+    return families, traits
+
+
 def parse_indicators(text: str, origin: str = "miners.yaml") -> Indicators:
     """Indicators from the YAML text of a miners file; ValueError names what is wrong."""
     try:
@@ -131,6 +156,11 @@ def parse_indicators(text: str, origin: str = "miners.yaml") -> Indicators:
         if section.get("updated") is None:
             raise ValueError(f"{origin}: {name}: missing 'updated' (the date the list was checked)")
         sections[name] = section
+    try:
+        families, traits = _binary_strings(document.get("binary_strings"),
+                                           f"{origin}: binary_strings")
+    except UnicodeEncodeError:
+        raise ValueError(f"{origin}: binary_strings: strings must be latin-1") from None
     return Indicators(
         pool_domains=_domains(sections["pool_domains"], f"{origin}: pool_domains"),
         donation_domains=_domains(sections["donation_domains"], f"{origin}: donation_domains"),
@@ -140,6 +170,8 @@ def parse_indicators(text: str, origin: str = "miners.yaml") -> Indicators:
         pool_ports=_ports(sections["pool_ports"], f"{origin}: pool_ports"),
         sources={name: tuple(sections[name]["sources"]) for name in _SECTIONS},
         updated={name: str(sections[name].get("updated", "")) for name in _SECTIONS},
+        binary_families=families,
+        binary_traits=traits,
     )
 
 

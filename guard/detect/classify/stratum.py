@@ -7,8 +7,12 @@ guarded cgroup, so it is a funnel and most flows leave it at the top:
 
 1. One byte picks at most one parser: `{` newline-delimited JSON, 0x16 TLS,
    0x00 Stratum V2, 0x04/0x05 SOCKS, an upper-case letter HTTP (and HTTP
-   CONNECT). SSH banners, Redis, HTTP/2 prefaces, LSP's `Content-Length:`
-   framing and binary protocols stop here or after the request line.
+   CONNECT), a masked WebSocket frame header. SSH banners, Redis, HTTP/2
+   prefaces, LSP's `Content-Length:` framing and binary protocols stop here
+   or after the request line. Blank bytes before the first message are
+   filler (the kernel's sample starts after them; so does this reader), and
+   WebSocket frames are unmasked first (the frames after an upgrade in the
+   same bytes, or frames alone), as the kernel does (bpf/lib/frames.h).
 2. A candidate must then contain an anchor, found by C-speed substring
    searches over at most MAX_SAMPLE bytes: `"mining.`, `"login"` or
    `"eth_` for JSON; the getwork/getblocktemplate/submitblock method names,
@@ -31,9 +35,10 @@ XMRig). Confidence follows shared/reference/signatures.md:
   proxy target in the pool lists;
 - medium: getwork/getblocktemplate/submitblock (bitcoind and monerod serve
   them to pool software), X-Mining-Extensions, other `mining.*` methods,
-  eth_*Work without a worker, a cut or non-mining SetupConnection, and a
-  ClientHello without SNI to a port other than 443 from a process with
-  miner traits.
+  eth_*Work without a worker, a cut or non-mining SetupConnection, an XMRig
+  login cut before its pass and agent (the rest was never seen), and a
+  ClientHello without SNI, to an address not learned from a name, from a
+  process with miner traits (XMRig sends no SNI to an IP-literal pool).
 
 An inbound reply with mining.notify or a `"job":{"blob"` raises a payload
 finding one step; miner_traits (the process already looks like a miner)
@@ -41,7 +46,6 @@ raises medium payload findings to high. Ports never flag alone.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -50,10 +54,17 @@ from typing import Any
 import orjson
 
 from guard.detect.classify import (
-    CONFIDENCES, RANK, Finding, http_head_fields, port_number, short,
+    CONFIDENCES, RANK, Finding, http_head_fields, short,
 )
+from guard.detect.classify.framing import websocket_frame, websocket_message
 from guard.detect.classify.miner_indicators import Indicators, load_indicators
+from guard.detect.classify.proxies import (
+    HTTP_CONNECT, SOCKS4, SOCKS5, ProxyTarget, after_proxy_handshake, parse_proxy_request,
+)
 from guard.detect.classify.tls import parse_tls_client_hello
+
+__all__ = ["classify_payload", "ProxyTarget", "parse_proxy_request", "after_proxy_handshake",
+           "SOCKS5", "SOCKS4", "HTTP_CONNECT", "PAYLOAD_DIALECTS"]
 
 #: Bytes of a sample looked at: first messages are small (XMRig's login is
 #: under 1 KiB), and the bound keeps a hostile payload cheap.
@@ -73,9 +84,6 @@ ETHEREUMSTRATUM_2 = "ethereumstratum-2.0.0"
 GETWORK_HTTP = "getwork-http"
 STRATUM_V2_PLAINTEXT = "stratum-v2-plaintext"
 TLS = "tls"
-SOCKS5 = "socks5"
-SOCKS4 = "socks4"
-HTTP_CONNECT = "http-connect"
 
 #: Dialects read from the payload itself: the ones an inbound reply or the
 #: process's miner traits can confirm.
@@ -303,14 +311,20 @@ def _judge_mining_method(method: str, view: _JsonView) -> _Verdict:
     return _Verdict(STRATUM_V1, "medium", method, {})
 
 
-def _judge_login(view: _JsonView) -> _Verdict | None:
+def _judge_login(view: _JsonView, cut: bool = False) -> _Verdict | None:
     """XMRig/xmr-stak login: params with login and pass+agent, or the algo
-    list (xmrig's algorithm negotiation). Generic login RPCs lack these."""
+    list (xmrig's algorithm negotiation). Generic login RPCs lack these. A
+    line cut inside params after its login (the sample ended) is medium:
+    what would have decided was never seen."""
     if view.get("params") is not _OBJECT or not view.has("params", "login"):
         return None
     has_pass_and_agent = view.has("params", "pass") and view.has("params", "agent")
     has_algo_list = view.get("params", "algo") is _ARRAY
     if not (has_pass_and_agent or has_algo_list):
+        if cut and isinstance(view.string("params", "login"), str):
+            return _Verdict(CRYPTONOTE_LOGIN, "medium", "login",
+                            {"keys": [k for k in ("login", "pass", "agent")
+                                      if view.has("params", k)], "cut": True})
         return None
     keys = [k for k in ("login", "pass", "agent", "rigid", "algo") if view.has("params", k)]
     evidence: dict[str, Any] = {"keys": keys, "agent": view.string("params", "agent")}
@@ -319,14 +333,14 @@ def _judge_login(view: _JsonView) -> _Verdict | None:
     return _Verdict(CRYPTONOTE_LOGIN, "high", "login", evidence)
 
 
-def _judge_message(view: _JsonView) -> _Verdict | None:
+def _judge_message(view: _JsonView, cut: bool = False) -> _Verdict | None:
     method = view.string("method")
     if method is None or len(method) > 64:
         return None
     if method.startswith("mining."):
         return _judge_mining_method(method, view)
     if method == "login":
-        return _judge_login(view)
+        return _judge_login(view, cut)
     worker = view.string("worker")
     if method == "eth_submitLogin":
         return _Verdict(ETH_PROXY, "high", method, {"worker": worker})
@@ -340,7 +354,8 @@ def _json_lines(data: bytes) -> list[Finding]:
     if not any(anchor in data for anchor in _JSON_ANCHORS):
         return []
     verdicts: list[_Verdict] = []
-    for line in data.split(b"\n", MAX_JSON_LINES)[:MAX_JSON_LINES]:
+    lines = data.split(b"\n", MAX_JSON_LINES)[:MAX_JSON_LINES]
+    for number, line in enumerate(lines):
         line = line.strip()
         if not line:
             continue
@@ -349,7 +364,7 @@ def _json_lines(data: bytes) -> list[Finding]:
         view = _read_json_object(line, _JSON_METHODS)
         if view is None:
             break
-        verdict = _judge_message(view)
+        verdict = _judge_message(view, cut=number == len(lines) - 1 and not line.endswith(b"}"))
         if verdict is not None:
             verdicts.append(verdict)
     if not verdicts:
@@ -362,6 +377,8 @@ def _json_lines(data: bytes) -> list[Finding]:
 
 
 def _evidence_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
     if isinstance(value, list):
         return [short(v, 64) for v in value[:8]]
     return short(value, EVIDENCE_CHARS)
@@ -484,7 +501,7 @@ def _stratum_v2(data: bytes) -> list[Finding]:
 _HTTP_ALPN = frozenset({"h2", "h3", "http/1.1", "http/1.0", "spdy/3.1"})
 
 
-def _tls(data: bytes, dst_port: int | None, miner_traits: bool,
+def _tls(data: bytes, dst_port: int | None, miner_traits: bool, named: bool,
          indicators: Indicators) -> list[Finding]:
     hello = parse_tls_client_hello(data)
     if hello is None:
@@ -496,171 +513,19 @@ def _tls(data: bytes, dst_port: int | None, miner_traits: bool,
             return []
         evidence.update(matched=match.entry, list=match.list)
         return [_finding("high", TLS, evidence)]
-    # XMRig sends SNI only when a pool sets "sni": true, and no ALPN. Without
-    # a complete hello, dst_port or miner traits this would flag half the
-    # internal TLS of the world.
-    if (hello.complete and hello.server_name is None and miner_traits and dst_port is not None
-            and dst_port != 443 and not _HTTP_ALPN & set(hello.alpn)):
+    # XMRig sends SNI only when a pool sets "sni": true, and no ALPN; to a
+    # pool at an IP literal it has no name to send. Without a complete hello
+    # and miner traits this would flag half the internal TLS of the world; an
+    # address the workload learned from a name had one it chose not to send.
+    if (hello.complete and hello.server_name is None and miner_traits and not named
+            and not _HTTP_ALPN & set(hello.alpn)):
         evidence.update(port=dst_port, miner_traits=True)
         return [_finding("medium", TLS, evidence)]
     return []
 
 
 # --------------------------------------------------------------------------
-# Proxies: SOCKS4/5 and HTTP CONNECT
-
-
-@dataclass(frozen=True)
-class ProxyTarget:
-    """The destination a client asks a proxy for."""
-    protocol: str           # "socks5" | "socks4" | "http-connect"
-    host: str               # a name or an address, as the client wrote it
-    port: int
-    end: int | None         # offset in the buffer where the tunnelled bytes start;
-                            # None when the request's end is not in the buffer
-
-
-def _printable_host(raw: bytes) -> str | None:
-    if not raw or not all(0x21 <= b < 0x7F for b in raw):
-        return None
-    return raw.decode("ascii")
-
-
-class _Reader:
-    """Bounds-checked reads from a byte string; None once data runs out."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.position = 0
-
-    def take(self, size: int) -> bytes | None:
-        chunk = self.data[self.position:self.position + size]
-        if len(chunk) < size:
-            return None
-        self.position += size
-        return chunk
-
-    def number(self, size: int) -> int | None:
-        chunk = self.take(size)
-        return None if chunk is None else int.from_bytes(chunk, "big")
-
-    def vector(self, length_size: int) -> bytes | None:
-        size = self.number(length_size)
-        return None if size is None else self.take(size)
-
-
-def _socks5_greeting_length(data: bytes) -> int | None:
-    """Length of a SOCKS5 greeting (05, count, methods) at the start of data."""
-    if len(data) < 3 or data[0] != 0x05 or not 1 <= data[1] <= 16:
-        return None
-    methods = data[2:2 + data[1]]
-    if len(methods) != data[1] or any(m > 0x03 and not 0x80 <= m <= 0xFE for m in methods):
-        return None
-    return 2 + data[1]
-
-
-def _socks5_request(data: bytes, start: int) -> ProxyTarget | None:
-    """05 cmd 00 atyp address port: CONNECT, BIND, UDP ASSOCIATE or Tor's RESOLVE."""
-    reader = _Reader(data[start:])
-    head = reader.take(4)
-    if head is None or head[0] != 0x05 or head[1] not in (1, 2, 3, 0xF0) or head[2] != 0:
-        return None
-    host: str | None
-    if head[3] == 0x01:
-        raw = reader.take(4)
-        host = str(ipaddress.IPv4Address(raw)) if raw is not None else None
-    elif head[3] == 0x04:
-        raw = reader.take(16)
-        host = str(ipaddress.IPv6Address(raw)) if raw is not None else None
-    elif head[3] == 0x03:
-        raw = reader.vector(1)
-        host = _printable_host(raw) if raw is not None else None
-    else:
-        return None
-    port = reader.number(2)
-    if host is None or port is None:
-        return None
-    return ProxyTarget(SOCKS5, host, port, start + reader.position)
-
-
-def _socks5(data: bytes) -> ProxyTarget | None:
-    # `05 01 00` is both a greeting (one method: no auth) and the start of a
-    # CONNECT request; a greeting is only taken as such when the buffer ends
-    # there or another 05 follows.
-    greeting = _socks5_greeting_length(data)
-    if greeting is not None and len(data) > greeting and data[greeting] == 0x05:
-        return _socks5_request(data, greeting)
-    if greeting is not None and len(data) == greeting:
-        return None
-    return _socks5_request(data, 0)
-
-
-def _socks4(data: bytes) -> ProxyTarget | None:
-    """04 01 port ipv4 userid 00, and SOCKS4a's 0.0.0.x plus host 00."""
-    if len(data) < 9 or data[0] != 0x04 or data[1] not in (1, 2):
-        return None
-    port = int.from_bytes(data[2:4], "big")
-    address = data[4:8]
-    user_end = data.find(b"\x00", 8, 8 + 256)
-    if user_end < 0:
-        return None
-    if address[:3] == b"\x00\x00\x00" and address[3] != 0:
-        host_end = data.find(b"\x00", user_end + 1, user_end + 1 + 256)
-        host = _printable_host(data[user_end + 1:host_end]) if host_end > 0 else None
-        end = host_end + 1
-    else:
-        host = str(ipaddress.IPv4Address(address))
-        end = user_end + 1
-    if host is None:
-        return None
-    return ProxyTarget(SOCKS4, host, port, end)
-
-
-def _http_connect(data: bytes) -> ProxyTarget | None:
-    line_end = data.find(b"\r\n", 0, 2048)
-    line = data[:line_end] if line_end >= 0 else data[:2048]
-    parts = line.split(b" ")
-    if len(parts) != 3 or parts[0] != b"CONNECT" or not parts[2].startswith(b"HTTP/1."):
-        return None
-    authority = parts[1].decode("latin-1")
-    if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = authority.rpartition(":")
-    port = port_number(port_text)
-    if not host or port is None or _printable_host(host.encode("latin-1")) is None:
-        return None
-    head_end = data.find(b"\r\n\r\n")
-    return ProxyTarget(HTTP_CONNECT, host, port, head_end + 4 if head_end >= 0 else None)
-
-
-def parse_proxy_request(payload: bytes) -> ProxyTarget | None:
-    """The target of a SOCKS5 request (after an optional greeting in the
-    same buffer), a SOCKS4/4a request or an HTTP CONNECT; None otherwise,
-    including for a SOCKS5 greeting alone (it names no target yet)."""
-    data = _sample(payload)
-    if data[:1] == b"\x05":
-        return _socks5(data)
-    if data[:1] == b"\x04":
-        return _socks4(data)
-    if data.startswith(b"CONNECT "):
-        return _http_connect(data)
-    return None
-
-
-def after_proxy_handshake(payload: bytes) -> bytes | None:
-    """The bytes that follow the client's proxy handshake in this buffer: b""
-    when it holds nothing else (a SOCKS5 greeting alone, or a CONNECT sent
-    before the proxy's answer), None when it is not a proxy handshake. Feed
-    a non-empty result to classify_payload with the target's port."""
-    data = _sample(payload)
-    target = parse_proxy_request(data)
-    if target is not None:
-        return data[target.end:] if target.end is not None else b""
-    if data[:1] == b"\x05" and _socks5_greeting_length(data) == len(data):
-        return b""
-    return None
+# Proxies: SOCKS4/5 and HTTP CONNECT (their requests are read in proxies.py)
 
 
 def _proxy(data: bytes, miner_traits: bool, indicators: Indicators,
@@ -677,7 +542,8 @@ def _proxy(data: bytes, miner_traits: bool, indicators: Indicators,
     if not nested and target.end is not None and target.end < len(data):
         via = {"via": target.protocol,
                "proxy_target": short(f"{target.host}:{target.port}", EVIDENCE_CHARS)}
-        for inner in _classify(data[target.end:], target.port, miner_traits, indicators, True):
+        for inner in _classify(data[target.end:], target.port, miner_traits, False, indicators,
+                               True):
             findings.append(_finding(inner.confidence, inner.dialect, {**inner.evidence, **via}))
     return findings
 
@@ -700,23 +566,52 @@ def _reply_anchor(inbound: Any, dialect: str | None) -> str | None:
     return match.group(0).decode("ascii", "replace") if match else None
 
 
-def _classify(data: bytes, dst_port: int | None, miner_traits: bool, indicators: Indicators,
-              nested: bool) -> list[Finding]:
-    """Dispatch on the first byte: each protocol family has its own."""
+_BLANKS = b" \t\r\n"
+
+
+def _classify(data: bytes, dst_port: int | None, miner_traits: bool, named: bool,
+              indicators: Indicators, nested: bool) -> list[Finding]:
+    """Dispatch on the first byte after any blanks: each protocol family has its own."""
+    data = data.lstrip(_BLANKS)
     if not data:
         return []
     first = data[0]
-    if first == 0x7B or (first in b" \t\r\n" and data.lstrip()[:1] == b"{"):
-        return _json_lines(data.lstrip())
+    if first == 0x7B:
+        return _json_lines(data)
     if first == 0x16:
-        return _tls(data, dst_port, miner_traits, indicators)
+        return _tls(data, dst_port, miner_traits, named, indicators)
     if first == 0x00:
         return _stratum_v2(data)
     if first in (0x04, 0x05) or data.startswith(b"CONNECT "):
         return _proxy(data, miner_traits, indicators, nested)
+    if not nested and (websocket_frame(data) or data.startswith(b"GET ")):
+        framed = _websocket(data, dst_port, miner_traits, indicators)
+        if framed is not None:
+            return framed
     if 0x41 <= first <= 0x5A:
         return _http_request(data)
     return []
+
+
+# --------------------------------------------------------------------------
+# WebSocket (RFC 6455 5.2): the message in a client's first frames (framing.py)
+
+
+def _websocket(data: bytes, dst_port: int | None, miner_traits: bool,
+               indicators: Indicators) -> list[Finding] | None:
+    """Findings in the message a WebSocket's first frames carry, after an
+    upgrade request in the same bytes or alone; None when data holds none."""
+    framed = data
+    if data.startswith(b"GET "):
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep or not rest or b"websocket" not in head.lower():
+            return None
+        framed = rest
+    unmasked = websocket_message(framed)
+    if unmasked is None or not unmasked[0].strip(_BLANKS):
+        return None
+    return [_finding(f.confidence, f.dialect, {**f.evidence, "framing": "websocket"})
+            for f in _classify(unmasked[0], dst_port, miner_traits, False, indicators, True)]
 
 
 def _confirmed(finding: Finding, inbound: Any, miner_traits: bool) -> Finding:
@@ -738,22 +633,29 @@ def _confirmed(finding: Finding, inbound: Any, miner_traits: bool) -> Finding:
 
 
 def classify_payload(payload: bytes, *, dst_port: int | None = None, inbound: bytes | None = None,
-                     miner_traits: bool = False,
+                     miner_traits: bool = False, named: bool = False,
                      indicators: Indicators | None = None) -> list[Finding]:
     """Stratum-family findings for the first outbound bytes of a flow.
 
-    dst_port is the destination port (for the TLS-without-SNI rule; ports
-    never flag alone). inbound, when the caller has it, is the server's
-    first reply. miner_traits says the process already looks like a miner
-    (miner_exec findings): it turns a bare TLS hello to an odd port into a
-    medium finding and lifts medium payload findings to high. indicators
-    defaults to the packaged guard/data/miners.yaml."""
+    dst_port is the destination port (evidence; ports never flag alone).
+    inbound, when the caller has it, is the server's first reply.
+    miner_traits says the process already looks like a miner (miner_exec
+    findings): it turns a ClientHello without SNI into a medium finding
+    (unless named: the address was learned from a name, the kernel's
+    GUARD_PAYLOAD_NAMED) and lifts medium payload findings to high.
+    indicators defaults to the packaged guard/data/miners.yaml.
+
+    payload may also be several samples of one flow in order (a message the
+    kernel saw in pieces): they are read as one stream."""
+    if isinstance(payload, (list, tuple)):
+        payload = b"".join(bytes(p) for p in payload
+                           if isinstance(p, (bytes, bytearray, memoryview)))[:MAX_SAMPLE]
     data = _sample(payload)
     if not data:
         return []
     port = dst_port if isinstance(dst_port, int) and not isinstance(dst_port, bool) else None
     traits = miner_traits is True
-    findings = _classify(data, port, traits, indicators or load_indicators(), False)
+    findings = _classify(data, port, traits, named is True, indicators or load_indicators(), False)
     if not findings and inbound is not None and data.lstrip()[:1] == b"{":
         # a JSON line the client dialects do not know, answered like a pool
         reply = _reply_anchor(inbound, None)
