@@ -9,8 +9,10 @@
 #include "lib/common.h"
 #include "lib/events.h"
 #include "lib/guarded.h"
+#include "lib/policy.h"
 #include "lib/proc_verdict.h"
 #include "lib/exec.h"
+#include "lib/stdio_socket.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -143,6 +145,68 @@ static __always_inline __u32 basename_offset(struct exec_scratch *s, const char 
 	return LOAD(s->mark) & PATH_MASK;
 }
 
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define IPPROTO_UDP 17
+
+/*
+ * A program that starts with an inet socket on stdin, stdout or stderr: a
+ * reverse shell however the socket got there (dup, dup2, dup3, fcntl
+ * F_DUPFD, a socket made on a freed low descriptor, dup'ed before its
+ * connect, UDP). Reported as a stdio_socket event with oldfd == newfd (found
+ * at exec, not at a dup); when the program is a shell, an interpreter or a
+ * socket relay (its exec entry holds it for a detection) and the policy
+ * says reverseShell: kill, it dies here, before its first instruction.
+ */
+static __always_inline void stdio_socket_at_exec(struct task_struct *task, __u64 cgroup_id,
+						 __u32 policy_id, __u8 hold_flags)
+{
+	struct guard_policy_config *policy;
+	struct file **fds, *file;
+	struct sock *sk = NULL;
+	struct socket *sock;
+	__u32 max, fd = 0;
+	__u16 family = 0, state;
+	__u8 action, proto;
+
+	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
+	if (!policy || !(policy->detect_flags & GUARD_DETECT_STDIO_SOCKET))
+		return;
+	max = BPF_CORE_READ(task, files, fdt, max_fds);
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	for (int i = 0; i < 3; i++) {
+		struct sock *candidate;
+
+		if (i >= max || bpf_probe_read_kernel(&file, sizeof(file), &fds[i]) || !file)
+			continue;
+		if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+			continue;
+		sock = BPF_CORE_READ(file, private_data);
+		candidate = BPF_CORE_READ(sock, sk);
+		family = BPF_CORE_READ(candidate, __sk_common.skc_family);
+		if (family != AF_INET && family != AF_INET6)
+			continue;
+		state = BPF_CORE_READ(candidate, __sk_common.skc_state);
+		proto = BPF_CORE_READ(candidate, sk_protocol);
+		/* connected: a TCP flow, or a UDP socket with a peer */
+		if (proto == IPPROTO_UDP ? !BPF_CORE_READ(candidate, __sk_common.skc_dport)
+					 : (state != TCP_ESTABLISHED && state != TCP_SYN_SENT))
+			continue;
+		sk = candidate;
+		fd = i;
+		break;
+	}
+	if (!sk)
+		return;
+	action = hold_flags ? policy->stdio_socket_action : GUARD_ACTION_LOG;
+	if (action == GUARD_ACTION_KILL)
+		bpf_send_signal(SIGKILL);
+	count_verdict(action);
+	emit_stdio_socket(sk, family, fd, fd, cgroup_id, policy_id, action);
+}
+
 /*
  * A raw tracepoint, attached by name: unlike a classic tracepoint it needs no
  * tracefs mount, which many hosts (this project's CI included) do not have.
@@ -218,6 +282,8 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 	fill_header(&s->ev.hdr, GUARD_EVENT_EXEC, size, cgroup_id, policy_id,
 		    verdict.action, verdict.rule_id);
 	event_output(&s->ev, size);
+	if (verdict.action != GUARD_ACTION_KILL)
+		stdio_socket_at_exec(task, cgroup_id, policy_id, verdict.flags);
 	return 0;
 }
 

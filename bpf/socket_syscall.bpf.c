@@ -19,6 +19,7 @@
 #include "lib/guarded.h"
 #include "lib/policy.h"
 #include "lib/raw_sockets.h"
+#include "lib/stdio_socket.h"
 #include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -54,7 +55,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 static __always_inline int stdio_socket(struct pt_regs *regs)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct guard_stdio_socket_event *ev;
 	struct guard_policy_config *policy;
 	struct guard_cgroup_info *guard;
 	__u32 oldfd = PT_REGS_PARM1_CORE_SYSCALL(regs);
@@ -93,24 +93,8 @@ static __always_inline int stdio_socket(struct pt_regs *regs)
 	if (policy->stdio_socket_action == GUARD_ACTION_KILL)
 		bpf_send_signal(SIGKILL);
 	count_verdict(policy->stdio_socket_action);
-	ev = event_reserve(sizeof(*ev));
-	if (!ev)
-		return 0;
-	fill_header(&ev->hdr, GUARD_EVENT_STDIO_SOCKET, sizeof(*ev), cgroup_id, policy_id,
-		    policy->stdio_socket_action, GUARD_RULE_DETECTION);
-	ev->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	ev->oldfd = oldfd;
-	ev->newfd = newfd;
-	ev->family = family == AF_INET ? 4 : 6;
-	ev->proto = BPF_CORE_READ(sk, sk_protocol);
-	ev->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	ev->_pad0 = 0;
-	__builtin_memset(ev->addr, 0, sizeof(ev->addr));
-	if (family == AF_INET)
-		bpf_core_read(ev->addr, 4, &sk->__sk_common.skc_daddr);
-	else
-		bpf_core_read(ev->addr, 16, &sk->__sk_common.skc_v6_daddr);
-	event_submit(ev);
+	emit_stdio_socket(sk, family, oldfd, newfd, cgroup_id, policy_id,
+			  policy->stdio_socket_action);
 	return 0;
 }
 

@@ -19,7 +19,7 @@ apt_packages=(make gcc libbpf-dev libbpf1 bpftool iproute2
 # the container tests: podman with runc (crun refuses hybrid cgroup hosts),
 # a static busybox to build a test image from, and debootstrap for the
 # agent image's Debian base (no registry is needed)
-test_packages=(podman runc busybox-static debootstrap git curl openssh-server openssh-client autossh netcat-openbsd netcat-traditional ncat socat dnsmasq-base)
+test_packages=(podman runc busybox-static debootstrap git curl fish tcsh zsh openssh-server openssh-client autossh netcat-openbsd netcat-traditional ncat socat dnsmasq-base)
 # clang 14 (Debian 12's default) miscompiles the BPF programs: take clang-16
 # where the distribution has it (Debian 12, Ubuntu 23.04+), else the default.
 

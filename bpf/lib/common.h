@@ -31,7 +31,7 @@
  *
  * A few maps of one program's own mechanics stay in its .bpf.c beside their
  * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_sample_scratch,
- * eg_dns_names, eg_dns_scratch).
+ * eg_frame_scratch, eg_dns_names, eg_dns_scratch).
  * Userspace shares every eg_* map between the objects by name
  * (guard/kernel/objects.py: the first object that declares a map creates it,
  * later ones reuse its fd), so an object without a map simply takes no part

@@ -19,6 +19,7 @@ wakes the sender, which must not get to run on.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from typing import Any, Callable
@@ -270,7 +271,8 @@ class RecordHandlers:
         if policy is not None:
             detections = decide(agent.detector.payload_findings(
                 policy, record, miner_traits="miner_exec" in process.detections,
-                ssh_judged=bool(process.detections & SSH_TYPES), argv=process.argv), policy)
+                ssh_judged=bool(process.detections & SSH_TYPES), argv=process.argv,
+                files_of=agent.files_of), policy)
         if record.flags & abi.PayloadFlags.NAMED:
             detections += self.judge_name(record)
         action = strongest(detections)
@@ -333,11 +335,19 @@ class RecordHandlers:
         process = agent.processes.lookup(header.pid)
         if policy is None:
             return
-        detections = decide(agent.detector.stdio_socket_findings(record, process.argv), policy)
+        findings = agent.detector.stdio_socket_findings(record, process.argv)
+        if record.oldfd == record.newfd:
+            # found at exec (exec.bpf.c): the program started with the socket on the fd
+            findings = [dataclasses.replace(f, dialect="stdio-socket-at-exec") for f in findings]
+        detections = decide(findings, policy)
         action = strongest(detections)
-        # kill was done by the kernel at the dup; block ends the socket and
-        # refuses the process's further connects. A UDP socket cannot be
-        # reset and sends without connect(): the process is killed instead.
+        # kill was done by the kernel at the dup, or at exec for a shell,
+        # interpreter or relay; any other program found at exec is killed
+        # here. Block ends the socket and refuses the process's further
+        # connects. A UDP socket cannot be reset and sends without connect():
+        # the process is killed instead.
+        if action == "kill" and header.action != abi.Action.KILL:
+            agent.responder.kill(header.pid, agent.cgroup_names.name(header.cgroup_id))
         if action == "block":
             if record.proto == abi.Proto.UDP:
                 agent.responder.kill(header.pid, agent.cgroup_names.name(header.cgroup_id))

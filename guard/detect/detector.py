@@ -14,9 +14,10 @@ import posixpath
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from guard.kernel.abi import SampleKind
-from guard.detect.classify import Finding, dedupe_findings
+from guard.kernel.abi import PayloadFlags, SampleKind
+from guard.detect.classify import BLOCK_BYPASS, Finding, dedupe_findings
 from guard.detect.classify import dns, miner, reverse_shell, ssh, stratum, tunnels
+from guard.detect.classify import tunnel_behaviour
 from guard.detect.classify.miner_indicators import Indicators, classify_dns, load_indicators
 from guard.detect.classify.ssh_argv import SSH_PROGRAMS
 from guard.kernel.records import PayloadRecord, StdioSocketRecord
@@ -40,7 +41,13 @@ class Detection:
 def decide(findings: Iterable[Finding], policy: Policy) -> list[Detection]:
     """Each finding with the policy's action for its type; `off` drops it.
     A low-confidence finding is only ever logged: it is a hint, and the
-    guard does not break a workload on a hint."""
+    guard does not break a workload on a hint.
+
+    `block` means the action does not happen. It refuses the process's
+    connects (or drops its flow), which stops nothing that travels another
+    way; a finding whose evidence says why (BLOCK_BYPASS: a forward over a
+    control socket, a ProxyCommand, a request that already arrived) is
+    killed instead, and its evidence says so (`enforced_by`)."""
     decided = []
     for finding in findings:
         action = policy.action_for(finding.type)
@@ -48,6 +55,11 @@ def decide(findings: Iterable[Finding], policy: Policy) -> list[Detection]:
             continue
         if finding.confidence == "low" and action in ENFORCING:
             action = "log"
+        bypass = finding.evidence.get(BLOCK_BYPASS)
+        if action == "block" and bypass:
+            action = "kill"
+            finding = Finding(finding.type, finding.confidence, finding.dialect,
+                              {**finding.evidence, "enforced_by": f"kill: {bypass[0]}"})
         decided.append(Detection(finding, action))
     return decided
 
@@ -132,7 +144,8 @@ class Detector:
                                   lambda: reverse_shell.classify_reverse_shell(argv))
         if policy.detection("minerExec") != "off":
             findings += self._run("miner exec", "miner_exec", lambda: miner.classify_exec(
-                argv, exe, files.read_file if files else None, indicators=self.indicators))
+                argv, exe, files.read_file if files else None, indicators=self.indicators,
+                executable=getattr(files, "executable", lambda: None)()))
         return findings
 
     @staticmethod
@@ -146,19 +159,24 @@ class Detector:
 
     def payload_findings(self, policy: Policy, record: PayloadRecord, *,
                          miner_traits: bool = False, ssh_judged: bool = False,
-                         argv: list[str] | None = None) -> list[Finding]:
+                         argv: list[str] | None = None,
+                         files_of: Callable[[int], ProcessFiles | None] | None = None
+                         ) -> list[Finding]:
+        """files_of(pid): the sending process's files, read only for an SSH
+        banner from a program not judged as ssh at exec (its configs)."""
         kind, sample, port = record.sample_kind, record.sample, record.port
         findings: list[Finding] = []
         if kind in (SampleKind.FIRST, SampleKind.PROXY):
             if policy.detection("stratum") != "off":
                 findings += self._run("stratum", "stratum", lambda: stratum.classify_payload(
                     sample, dst_port=port, miner_traits=miner_traits,
-                    indicators=self.indicators))
+                    indicators=self.indicators, named=bool(record.flags & PayloadFlags.NAMED)))
             if kind == SampleKind.FIRST:
                 if policy.detection("tunnelTool") != "off":
                     findings += self._run("tunnel payload", "tunnel_tool",
                                           lambda: tunnels.classify_tunnel_payload(sample, port))
-                findings += self._banner(policy, sample, port, ssh_judged, argv)
+                files = (lambda: files_of(record.header.pid)) if files_of else (lambda: None)
+                findings += self._banner(policy, sample, port, ssh_judged, argv, files)
         elif kind == SampleKind.UDP and port == 53:
             findings += self._run("dns", "miner_dns", lambda: self._dns_query(sample))
         elif kind == SampleKind.DNS_ANSWER:
@@ -183,28 +201,40 @@ class Detector:
 
     def inbound_findings(self, policy: Policy, first: bytes, port: int, reply: bytes, *,
                          miner_traits: bool = False) -> list[Finding]:
-        """Stratum findings for a flow's first bytes read together with the
-        server's first reply (mining.notify, an XMRig job): what the reply
-        confirms or reveals."""
-        if policy.detection("stratum") == "off":
-            return []
-        return self._run("stratum", "stratum", lambda: stratum.classify_payload(
-            first, dst_port=port, inbound=reply, miner_traits=miner_traits,
-            indicators=self.indicators))
+        """What the server's first reply on a flow says, read together with
+        the flow's first bytes: a stratum reply (mining.notify, an XMRig job)
+        confirms or reveals mining; a reply that is itself a request (an HTTP
+        request line, a tunnel's open message) is a reverse tunnel."""
+        findings: list[Finding] = []
+        if policy.detection("stratum") != "off":
+            findings += self._run("stratum", "stratum", lambda: stratum.classify_payload(
+                first, dst_port=port, inbound=reply, miner_traits=miner_traits,
+                indicators=self.indicators))
+        if policy.detection("tunnelTool") != "off":
+            findings += self._run("tunnel reply", "tunnel_tool",
+                                  lambda: tunnel_behaviour.classify_reply(reply, first, port))
+        return findings
 
     def _banner(self, policy: Policy, sample: bytes, port: int, ssh_judged: bool,
-                argv: list[str] | None) -> list[Finding]:
+                argv: list[str] | None,
+                files: Callable[[], ProcessFiles | None]) -> list[Finding]:
         """An SSH banner from a program not judged as ssh at exec (a renamed
-        or unknown client): the banner names it, and its argv is read as an
-        ssh command line in case it asks for forwards."""
+        or unknown client): the banner names it, and its argv is read as the
+        command line of the client the banner names, with the config files
+        that client would read (-F, ~/.ssh/config, /etc/ssh/ssh_config inside
+        the process's root), like a client found by its name."""
         if ssh_judged or not sample.startswith(b"SSH-"):
             return []
-        findings = self._run("ssh banner", "ssh_outbound",
-                             lambda: ssh.classify_ssh_banner(sample, port))
+        banner = self._run("ssh banner", "ssh_outbound",
+                           lambda: ssh.classify_ssh_banner(sample, port))
+        findings = list(banner)
         if argv and policy.detection("sshReverseTunnel") != "off":
+            family = banner[0].dialect if banner else None
+            program = {"dropbear": "dbclient", "putty": "plink"}.get(family, "ssh")
+            # only OpenSSH reads ssh_config; a library's argv is no ssh command line
+            read = files() if family == "openssh" else None
             findings += self._run("ssh argv", "ssh_reverse_tunnel", lambda: [
-                f for f in ssh.classify_ssh(argv, None, allowlist=policy.ssh_allow,
-                                            program="ssh")
+                f for f in self._ssh(policy, argv, read, program)
                 if f.type == "ssh_reverse_tunnel"])
         return findings
 

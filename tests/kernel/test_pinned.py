@@ -25,7 +25,8 @@ BLOCKED, ALLOWED = 29801, 29802
 PROGRAMS = {"guard_exec", "guard_connect4", "guard_connect6", "guard_sendmsg4",
             "guard_sendmsg6", "guard_sock_create", "guard_socket_syscall",
             "guard_cgroup_mkdir", "guard_cgroup_rmdir", "guard_egress", "guard_ingress", "guard_fork",
-            "guard_destroy_tcp"}
+            "guard_destroy_tcp", "guard_bind4", "guard_bind6", "guard_dns_query",
+            "guard_dns_answer"}
 
 POLICY = port_block_policy("pinned", BLOCKED)
 

@@ -12,17 +12,23 @@ what a budget keeps a classifier from reading is reported as unread rather
 than taken as harmless (a finding with dialect UNREAD).
 
     miner.py            exec: pool URLs, miner flags, config files
+      miner_config.py     the configs a miner reads by default (XMRig's search list)
+      miner_binary.py     a miner by the strings of its executable, whatever its name
     miner_indicators.py the lists of guard/data/miners.yaml; DNS names
-    stratum.py          first bytes: stratum dialects, proxies in front of them
+    stratum.py          first bytes: stratum dialects
+      proxies.py          SOCKS4/5 and HTTP CONNECT in front of them
+      framing.py          filler, gathered segments and WebSocket frames around a message
     ssh.py              ssh exec: config applied, findings; the SSH banner
       ssh_argv.py         ssh, autossh, dbclient, plink command lines
       ssh_forward.py      forward specs and destinations
       ssh_config.py       the ssh_config files ssh would read
     tunnels.py          tunnelling agents, by exec and by first bytes
+    tunnel_behaviour.py reverse tunnels by behaviour: the far end sends the requests
     reverse_shell.py    a shell handed to a socket, in argv or `sh -c`
     launchers.py        which program an argv finally runs (env, sudo, npx...)
     shellwords.py       a small shell lexer: commands, pipes, redirections
     tls.py, dns.py      ClientHello and DNS message readers
+    payload_host.py     the host a first payload names (SNI, HTTP Host): allow by name
     jsonc.py            JSON with comments, inside budgets
 
 This module holds what they all share: Finding, the confidence ranks, and
@@ -41,6 +47,11 @@ RANK = {confidence: rank for rank, confidence in enumerate(CONFIDENCES)}
 #: unread part could have hidden, at high confidence, so enforcing policies
 #: fail closed.
 UNREAD = "unread-config"
+#: Evidence key of a finding that refusing the process's connects (a policy's
+#: `block`) cannot stop: a list of sentences saying why (a forward over a
+#: control socket, a request that already arrived). detector.decide kills
+#: such a process instead, so `block` still means the action does not happen.
+BLOCK_BYPASS = "block_bypass"
 
 
 @dataclass(frozen=True)

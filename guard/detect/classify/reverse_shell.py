@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from guard.detect.classify import Finding, dedupe_findings, port_number, short, split_host_port
 from guard.detect.classify.launchers import as_argv, basename, unwrap_launchers
 from guard.detect.classify.shellwords import (
-    SHELLS, Stage, command_name, command_words, pipelines, shell_mode, shell_script_operand,
+    SHELLS, UNKNOWN_SHELL, Stage, command_name, command_words, dialects_of, pipelines, shell_mode,
+    shell_script_operand,
 )
 
 #: How much of a script or inline code is looked at.
@@ -359,12 +360,17 @@ def _dev_net_findings(pipelines: list[list[Stage]], script: str) -> list[Finding
                 findings.append(_finding("dev_tcp_shell", "bash", confidence, target=target,
                                          excerpt=script))
             elif words and _stdin_duplicated(stage) and any(
-                    op in (">", ">&", "&>", ">>", "<>") for _, op, _ in redirections):
+                    op in _OUTPUT_REDIRECTIONS for _, op, _ in redirections):
                 findings.append(_finding("dev_tcp_stdio", "bash", "high", target=target,
                                          excerpt=script, program=command_name(words)))
             # Anything else (`echo > /dev/tcp/db/5432`, `cat < /dev/tcp/h/80`)
             # is a port check or a download, not a shell.
     return findings
+
+
+#: Redirections that send a command's output to their target (csh's among them).
+_OUTPUT_REDIRECTIONS = frozenset({">", ">&", "&>", ">>", "&>>", "<>", ">|", ">>&", ">&!", ">>&!",
+                                  ">!", ">>!", ">?", ">>?"})
 
 
 def _pipeline_findings(pipelines: list[list[Stage]], script: str) -> list[Finding]:
@@ -412,16 +418,27 @@ def _ztcp_findings(pipelines: list[list[Stage]], script: str) -> list[Finding]:
     return [_finding("zsh_ztcp", "zsh", "high", target=target, excerpt=script)] if on_reply else []
 
 
-def _script_findings(script: str, depth: int) -> list[Finding]:
+def _script_findings(script: str, depth: int,
+                     dialects: tuple[str, ...] = UNKNOWN_SHELL) -> list[Finding]:
+    """A shell string read with each dialect the shell running it may
+    speak (shellwords.dialects_of): what any reading finds counts, so a
+    string cannot hide behind the rules of a shell it is not run by. The
+    commands it runs are followed once each, however many readings name
+    them."""
     script = script[:MAX_SCRIPT]
-    parsed = pipelines(script)
-    findings = _dev_net_findings(parsed, script) + _pipeline_findings(parsed, script)
-    findings += _ztcp_findings(parsed, script)
-    for pipeline in parsed:
-        for stage in pipeline:
-            words = command_words(stage.words)
-            if words and words[0] != "exec":
-                findings += _argv_findings(words, depth + 1)
+    findings: list[Finding] = []
+    nested: dict[tuple[str, ...], None] = {}
+    for dialect in dialects:
+        parsed = pipelines(script, dialect=dialect)
+        findings += _dev_net_findings(parsed, script) + _pipeline_findings(parsed, script)
+        findings += _ztcp_findings(parsed, script)
+        for pipeline in parsed:
+            for stage in pipeline:
+                words = command_words(stage.words)
+                if words and words[0] != "exec":
+                    nested.setdefault(tuple(words))
+    for words in nested:
+        findings += _argv_findings(list(words), depth + 1)
     return findings
 
 
@@ -651,7 +668,7 @@ def _argv_findings(argv: list[str], depth: int) -> list[Finding]:
     name = command_name(words)
     if name in SHELLS:
         script = shell_script_operand(words)
-        return _script_findings(script, depth) if script is not None else []
+        return _script_findings(script, depth, dialects_of(name)) if script is not None else []
     if name in NETCATS:
         return _netcat_findings(words)
     if name == "socat":

@@ -11,12 +11,22 @@ read for that destination (ssh_config.py, inside budgets), and turns the
 result into findings:
 
 - ssh_reverse_tunnel: a remote forward from argv, -o, a config file or
-  `-O forward`; and, dialect "unread-config", config that ssh would read but
-  a budget kept from being read (it may hold one);
+  `-O forward`; dialect "unread-config", config that ssh would read but the
+  guard could not (a budget ran out, `-F /dev/stdin`, a FIFO: it may hold
+  one); and the standing ways to add one later: a control master (dialect
+  "control-master", any process that reaches its socket can ask it for a
+  forward), `-O proxy` ("mux-proxy") and the `~C` escape command line
+  ("escape-commandline");
 - ssh_outbound: any other SSH connection, ranked higher on web ports, for
   SOCKS or tun forwarding, and to known tunnelling services;
 - from the identification string an SSH client sends first on the wire:
   ssh_outbound naming the client software, or tunnel_tool for chisel.
+
+Every finding also says when refusing the process's connects cannot stop
+it (evidence BLOCK_BYPASS, see block_bypass): the connection or the request
+would travel over a control socket, a ProxyCommand or a ProxyJump hop, or
+through configuration the guard could not read. A policy's `block` then
+kills the process instead (detector.decide).
 
 Pure: config files are read only through a callback the caller binds to the
 process's own root (/proc/PID/root), and hostile input never raises.
@@ -29,10 +39,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from guard.detect.classify import UNREAD, Finding
+from guard.detect.classify import BLOCK_BYPASS, UNREAD, Finding, short
 from guard.detect.classify.ssh_argv import SshInvocation, parse_ssh_argv
 from guard.detect.classify.ssh_config import (
     DYNAMIC, REMOTE, TUNNEL, ConfigForward, ConfigReader, ListDir, ReadFile, glob_match,
+    is_stream_path,
 )
 from guard.detect.classify.ssh_forward import (
     Destination, Forward, config_forward, jump_hosts, ssh_port, tunnel_forward,
@@ -40,13 +51,16 @@ from guard.detect.classify.ssh_forward import (
 from guard.detect.classify.tunnels import chisel_banner, tunnel_name
 
 __all__ = ["EffectiveSsh", "evaluate_ssh", "effective_forwards", "classify_effective",
-           "classify_ssh", "classify_ssh_banner"]
+           "classify_ssh", "classify_ssh_banner", "block_bypass"]
 
 #: Ports that look like something else to an egress filter.
 EVASIVE_PORTS = frozenset({80, 443, 53})
 #: Remote forwards reported one finding each; a config of 20,000 of them
 #: gives this many events, the last one counting the rest.
 MAX_REVERSE_FINDINGS = 16
+#: ControlMaster values as readconf.c reads them.
+_CONTROL_MASTER = {"yes": "yes", "true": "yes", "no": "no", "false": "no", "ask": "ask",
+                   "auto": "auto", "autoask": "autoask"}
 
 
 # --------------------------------------------------------------------------
@@ -67,7 +81,12 @@ class EffectiveSsh:
     forwards_cleared: bool = False     # ClearAllForwardings (or -W without it set)
     files_read: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    unread: tuple[str, ...] = ()       # what ssh would read but a budget kept from being read
+    unread: tuple[str, ...] = ()       # what ssh would read but the guard could not
+    control_path: str | None = None    # ControlPath (-S), None when unset or "none"
+    control_master: str = "no"         # yes | no | ask | auto | autoask
+    escape_commandline: bool = False   # EnableEscapeCommandline, escapes not off
+    #: carrier keywords behind an unevaluated Match exec: (keyword, args, origin, condition)
+    conditional: tuple[tuple[str, tuple[str, ...], str, str | None], ...] = ()
 
 
 def _config_files(invocation: SshInvocation, home: str, cwd: str | None) -> list[tuple[str, bool, bool]]:
@@ -85,9 +104,26 @@ def _config_files(invocation: SshInvocation, home: str, cwd: str | None) -> list
 
 def _argv_only(invocation: SshInvocation) -> EffectiveSsh:
     destination = invocation.destination
+    first: dict[str, str] = {}
+    for keyword, args, _option in invocation.settings:
+        first.setdefault(keyword, " ".join(args))
     return EffectiveSsh(invocation, destination.host, destination.port or 22, destination.user,
                         invocation.forwards, invocation.options, invocation.jump_hosts,
-                        invocation.proxy_command, False, (), invocation.notes)
+                        invocation.proxy_command, False, (), invocation.notes,
+                        control_path=_control_path(first.get("controlpath")),
+                        control_master=_CONTROL_MASTER.get(
+                            (first.get("controlmaster") or "no").lower(), "no"))
+
+
+def _control_path(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
+
+
+def _escape_commandline(reader: ConfigReader) -> bool:
+    """`~C` can add forwards to a running session (off by default since
+    OpenSSH 9.2; older clients allow it whenever escapes work)."""
+    enabled = (reader.value("enableescapecommandline") or "").lower() in ("yes", "true")
+    return enabled and (reader.value("escapechar") or "").lower() != "none"
 
 
 def evaluate_ssh(invocation: SshInvocation, read_file: ReadFile | None = None, home: str = "/root",
@@ -104,10 +140,17 @@ def evaluate_ssh(invocation: SshInvocation, read_file: ReadFile | None = None, h
     for keyword, args, option in invocation.settings:
         reader.obtain(keyword, args, "argv", option)
     notes = list(invocation.notes)
+    unread: list[str] = []
     if read_file is not None:
         for path, user_config, required in _config_files(invocation, home, cwd):
             if not reader.read(path, user_config) and required:
-                notes.append(f"-F {path} cannot be read: ssh refuses to start")
+                notes.append(f"-F {path} cannot be read")
+                if not is_stream_path(path) and not any(u.startswith(path + ":")
+                                                        for u in reader.unread):
+                    # ssh stops on a missing -F, unless the file appears while
+                    # ssh is held: nothing about it is known, so it is unread
+                    unread.append(f"-F {path}: could not be read (missing when the guard"
+                                  " looked: ssh reads it if it appears before ssh starts)")
     notes += reader.notes
     forwards = list(invocation.forwards) + [_from_config(line) for line in reader.forwards]
     forwards += _config_tunnel(invocation, reader)
@@ -119,7 +162,12 @@ def evaluate_ssh(invocation: SshInvocation, read_file: ReadFile | None = None, h
                         reader.value("user") or uid_user or None, tuple(forwards),
                         {key: tuple(values) for key, values in reader.options().items()},
                         hops, proxy_command, cleared, tuple(reader.files_read), tuple(notes),
-                        tuple(reader.unread))
+                        tuple(reader.unread + unread),
+                        control_path=_control_path(reader.value("controlpath")),
+                        control_master=_CONTROL_MASTER.get(
+                            (reader.value("controlmaster") or "no").lower(), "no"),
+                        escape_commandline=_escape_commandline(reader),
+                        conditional=tuple(reader.conditional))
 
 
 def _from_config(line: ConfigForward) -> Forward:
@@ -251,6 +299,9 @@ def _common_evidence(effective: EffectiveSsh) -> dict[str, Any]:
         out["control_command"] = invocation.control_command
     if invocation.stdio_forward:
         out["stdio_forward"] = invocation.stdio_forward
+    if effective.control_path is not None:
+        out["control_path"] = short(effective.control_path, 256)
+        out["control_master"] = effective.control_master
     service = _service(effective.host)
     if service:
         out["service"] = service
@@ -325,26 +376,133 @@ def classify_effective(effective: EffectiveSsh, allowlist: Any = ()) -> list[Fin
     invocation = effective.invocation
     if invocation.no_connection or invocation.protocol != "ssh":
         return []
-    if invocation.control_command not in (None, "forward"):
-        return []       # check/exit/stop/cancel/proxy talk to an existing master only
+    if invocation.control_command not in (None, "forward", "proxy"):
+        return []       # check/exit/stop/cancel only talk to an existing master
     allowance = _allowance(effective, allowlist)
     remote_allowed = bool(allowance and allowance.destination and REMOTE in allowance.kinds)
-    remote = [forward for forward in effective.forwards
-              if forward.kind == REMOTE and not remote_allowed]
-    findings = [_reverse_finding(effective, forward, allowance)
-                for forward in remote[:MAX_REVERSE_FINDINGS]]
-    if len(remote) > MAX_REVERSE_FINDINGS:
-        last = findings[-1]
-        findings[-1] = Finding(last.type, last.confidence, last.dialect, {
-            **last.evidence, "forwards_not_listed": len(remote) - MAX_REVERSE_FINDINGS})
-    findings = findings or [_outbound_finding(effective, allowance)]
+    remote: list[Forward] = []
+    if invocation.control_command == "proxy":
+        findings = [] if effective.control_path is None else \
+            _capability_findings(effective, allowance, remote_allowed)
+    else:
+        remote = [forward for forward in effective.forwards
+                  if forward.kind == REMOTE and not remote_allowed]
+        findings = [_reverse_finding(effective, forward, allowance)
+                    for forward in remote[:MAX_REVERSE_FINDINGS]]
+        if len(remote) > MAX_REVERSE_FINDINGS:
+            last = findings[-1]
+            findings[-1] = Finding(last.type, last.confidence, last.dialect, {
+                **last.evidence, "forwards_not_listed": len(remote) - MAX_REVERSE_FINDINGS})
+        if not findings:
+            findings = [_outbound_finding(effective, allowance)]
+            findings += _capability_findings(effective, allowance, remote_allowed)
     if effective.unread:
         findings.append(_unread_finding(effective))
+    bypass = block_bypass(effective, bool(remote) or bool(effective.unread))
+    if bypass:
+        findings = [Finding(f.type, f.confidence, f.dialect, {**f.evidence, BLOCK_BYPASS: bypass})
+                    for f in findings]
+    return findings
+
+
+# --------------------------------------------------------------------------
+# What refusing the process's connects cannot stop
+
+
+def block_bypass(effective: EffectiveSsh, reverse: bool) -> list[str]:
+    """Why refusing this process's connects (and its children's: the kernel
+    hands the refusal down at fork) cannot stop what it would do: its session
+    or its requests would travel over a Unix socket to a master, or its
+    connection would be made by a program it runs (ProxyCommand, ProxyJump),
+    which may reach the server through a relay it never connects to.
+    reverse: a remote forward was found (or config that may hold one was not
+    read), so a master is a bypass too: it would serve the forward to its
+    own and to any mux client. Empty: ssh makes its connection itself.
+
+    -W (stdio forwarding) is no bypass of its own: ssh connects to the server
+    itself and -W clears the forwards unless ClearAllForwardings=no; it
+    travels over a control socket or a ProxyCommand only when those say so."""
+    invocation = effective.invocation
+    reasons: list[str] = []
+    path, master = effective.control_path, effective.control_master
+    if path is not None and invocation.control_command == "forward":
+        reasons.append(f"the forward would travel over the control socket {short(path, 120)}"
+                       " to a master that is already connected")
+    elif path is not None and invocation.control_command == "proxy":
+        reasons.append(f"-O proxy hands its standard input to the master at {short(path, 120)}:"
+                       " whatever drives it uses that master's connection")
+    elif path is not None and master in ("no", "auto", "autoask"):
+        reasons.append(f"with ControlPath {short(path, 120)} ssh first tries a running master:"
+                       " its session and forwards would travel over that control socket")
+    if reverse and path is not None and master != "no" and invocation.control_command is None:
+        reasons.append(f"as a control master (ControlMaster {master}) it would also carry the"
+                       f" forwards any process asks for over {short(path, 120)}")
+    if effective.proxy_command:
+        reasons.append(f"ProxyCommand `{short(effective.proxy_command, 120)}` makes the connection:"
+                       " what it runs may reach the server through a relay or an inherited"
+                       " descriptor, not a connect of its own")
+    if effective.jump_hosts:
+        reasons.append("ProxyJump runs the hop's client through the user's shell and PATH"
+                       " (`ssh -W ...`): its connection is made by whatever that names")
+    for keyword, args, origin, condition in effective.conditional:
+        if keyword in ("proxycommand", "proxyjump", "controlpath") and args and \
+                args[0].lower() != "none":
+            reasons.append(f"{condition or origin} (not evaluated) may set"
+                           f" {_CARRIER_NAMES[keyword]} {short(' '.join(args), 80)}")
+            break
+    if effective.unread:
+        reasons.append("configuration the guard could not read may set a ProxyCommand or a"
+                       " ControlPath")
+    return reasons[:8]
+
+
+_CARRIER_NAMES = {"proxycommand": "ProxyCommand", "proxyjump": "ProxyJump",
+                  "controlpath": "ControlPath"}
+
+
+def _capability_findings(effective: EffectiveSsh, allowance: _Allowance | None,
+                         remote_allowed: bool) -> list[Finding]:
+    """Standing ways to add a remote forward after the exec was judged:
+
+    - a control master: any process that reaches its socket (an ssh mux
+      client, or a few lines of Python speaking the mux protocol) can ask it
+      for a forward, and no exec of ssh is there to judge;
+    - `-O proxy`: the master serves whatever speaks SSH on its stdin;
+    - the `~C` escape command line: `-R` typed into the running session.
+
+    Medium, so `block` refuses the process's connects: a master that never
+    connects serves nothing. Low (only ever logged) when the destination and
+    every hop are allowlisted: the allowlist trusts that server, and the
+    event still says what the master could carry. None when the allowlist
+    permits remote forwards there."""
+    if remote_allowed:
+        return []
+    invocation = effective.invocation
+    found: list[tuple[str, str]] = []
+    if invocation.control_command == "proxy":
+        found.append(("mux-proxy", "-O proxy: the master serves whatever speaks SSH on this"
+                                   " process's standard input, remote forwards included"))
+    elif effective.control_path is not None and effective.control_master != "no":
+        found.append(("control-master", "a control master carries the forwards any process"
+                                        " asks for over its socket, long after this exec"))
+    if effective.escape_commandline:
+        found.append(("escape-commandline", "EnableEscapeCommandline: `~C -R ...` adds a remote"
+                                            " forward to the running session"))
+    trusted = bool(allowance and allowance.destination)
+    findings = []
+    for dialect, note in found:
+        evidence = _common_evidence(effective)
+        evidence["note"] = note
+        if trusted:
+            evidence["destination_allowlisted"] = True
+        findings.append(Finding(type="ssh_reverse_tunnel", dialect=dialect, evidence=evidence,
+                                confidence="low" if trusted else "medium"))
     return findings
 
 
 def _unread_finding(effective: EffectiveSsh) -> Finding:
-    """Config that ssh would read and the reader did not (a budget ran out):
+    """Config that ssh would read and the reader did not (a budget ran out,
+    a stream such as -F /dev/stdin, a FIFO, an -F missing when looked at):
     it may hold a RemoteForward, so it counts as one, at high confidence, and
     whatever was read stays reported beside it. No allowlist covers it: the
     unread part may as well change the destination."""

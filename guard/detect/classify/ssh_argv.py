@@ -91,6 +91,8 @@ class _Builder:
     protocol: str = "ssh"
     ambiguous: bool = False
     notes: list[str] = field(default_factory=list)
+    masters: int = 0                               # -M given this many times
+    control_path: str | None = None                # the last -S
 
     def first_user(self, user: str | None, option: str) -> None:
         if user:
@@ -106,11 +108,20 @@ class _Builder:
         self.port = self.port if self.port is not None else port
 
     def freeze(self) -> SshInvocation:
+        # ssh.c sets -M and -S straight into its options: they beat any -o
+        # and config line, so they come first (first value wins after them).
+        # -M toggles: yes, then ask (-MM), then yes again.
+        first: list[tuple[str, tuple[str, ...], str]] = []
+        if self.masters:
+            first.append(("controlmaster", ("yes" if self.masters % 2 else "ask",),
+                          "-" + "M" * min(self.masters, 2)))
+        if self.control_path is not None:
+            first.append(("controlpath", (self.control_path,), "-S"))
         return SshInvocation(
             program=self.program, destination=Destination(self.host, self.user, self.port),
             forwards=tuple(self.forwards), config_files=tuple(self.config_files),
             options={key: tuple(values) for key, values in self.options.items()},
-            settings=tuple(self.settings), control_command=self.control_command,
+            settings=tuple(first + self.settings), control_command=self.control_command,
             no_connection=self.no_connection or self.host is None, jump_hosts=self.jump_hosts,
             proxy_command=self.proxy_command, stdio_forward=self.stdio_forward,
             flags=frozenset(self.flags), command=tuple(self.command), protocol=self.protocol,
@@ -176,7 +187,7 @@ def _openssh_option(builder: _Builder, letter: str, value: str) -> None:
         builder.notes.append("-P takes a tag since OpenSSH 9.4 and was an ignored flag before:"
                              " older clients read its value as the destination")
     elif letter == "S":
-        builder.settings.append(("controlpath", (value,), "-S"))
+        builder.control_path = value               # the last -S wins
 
 
 def _openssh_options(args: list[str], i: int, builder: _Builder) -> tuple[int, bool]:
@@ -207,6 +218,8 @@ def _openssh_options(args: list[str], i: int, builder: _Builder) -> tuple[int, b
                 # it, so it is read as a flag and noted rather than trusted.
                 builder.notes.append(f"unknown option -{letter}")
             builder.flags.add(letter)
+            if letter == "M":
+                builder.masters += 1
             if letter in "VG":
                 builder.no_connection = True       # -V prints the version, -G the config
         i += 1
@@ -457,6 +470,11 @@ def _parse_plink(args: list[str]) -> SshInvocation:
                 builder.protocol = _PLINK_OTHER_PROTOCOLS[arg]
             elif arg in ("-ssh", "-ssh-connection"):
                 builder.protocol = "ssh"
+            elif arg == "-share":
+                # PuTTY connection sharing: the first plink is the upstream
+                # (a master), later ones talk to it over a local socket
+                builder.settings.append(("controlmaster", ("auto",), "-share"))
+                builder.settings.append(("controlpath", ("(plink sharing socket)",), "-share"))
             builder.flags.add(arg)
             i += 1
             continue

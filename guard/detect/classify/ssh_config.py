@@ -16,6 +16,7 @@ Pure: files and directories are read only through the caller's callbacks.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -30,6 +31,15 @@ REMOTE, LOCAL, DYNAMIC, TUNNEL = "remote", "local", "dynamic", "tunnel"
 #: ssh_config keywords that add up instead of first-value-wins.
 FORWARD_KEYWORDS = {"remoteforward": REMOTE, "localforward": LOCAL, "dynamicforward": DYNAMIC}
 ACCUMULATING_KEYWORDS = frozenset(FORWARD_KEYWORDS) | {"identityfile", "certificatefile", "sendenv"}
+#: Keywords that decide what carries the connection or adds forwards at run
+#: time (ssh.py, block_bypass): behind an unevaluated Match exec they are
+#: kept as conditional, like the forwards there.
+CARRIER_KEYWORDS = frozenset({"proxycommand", "proxyjump", "controlpath", "controlmaster",
+                              "enableescapecommandline"})
+#: Paths that name a stream of the process itself (ssh reads them fine:
+#: `ssh -F /dev/stdin`); the agent cannot read them without taking the data.
+_STREAM_PATH = re.compile(r"/dev/(stdin|fd/[0-9]+|tty[^/]*|pts/[0-9]+)|"
+                          r"/proc/(self|thread-self|[0-9]+)(/task/[0-9]+)?/fd/[0-9]+")
 
 #: OpenSSH's READCONF_MAX_DEPTH: ssh itself stops with a fatal error deeper.
 MAX_INCLUDE_DEPTH = 16
@@ -126,6 +136,11 @@ def split_config_line(line: str) -> tuple[str, list[str]]:
 
 _KEYWORD_NAMES = {"remoteforward": "RemoteForward", "localforward": "LocalForward",
                   "dynamicforward": "DynamicForward", "tunnel": "Tunnel"}
+
+
+def is_stream_path(path: str) -> bool:
+    """/dev/stdin, /dev/fd/N, /proc/self/fd/N and the like."""
+    return _STREAM_PATH.fullmatch(path) is not None
 
 
 def keyword_name(keyword: str) -> str:
@@ -255,6 +270,8 @@ class ConfigReader:
         self.first: dict[str, tuple[tuple[str, ...], str, str]] = {}   # keyword -> (args, origin, option)
         self.many: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         self.forwards: list[ConfigForward] = []
+        #: CARRIER_KEYWORDS behind an unevaluated Match exec: (keyword, args, origin, condition)
+        self.conditional: list[tuple[str, tuple[str, ...], str, str | None]] = []
         self.files_read: list[str] = []
         self.notes: list[str] = []
         #: What OpenSSH would read but a budget kept from being read.
@@ -370,8 +387,20 @@ class ConfigReader:
         if len(self.files_read) >= MAX_CONFIG_FILES:
             self._skip(f"{path}: not read, more than {MAX_CONFIG_FILES} config files")
             return False
+        if path == "/dev/null":
+            self.files_read.append(path)            # ssh reads it as an empty file
+            return True
+        if is_stream_path(path):
+            self._skip(f"{path}: a stream of the process itself (ssh reads it; the guard"
+                       " cannot without taking its data): not read")
+            return False
         text = self._read(path)
         if text is None:
+            if self._listing(path) is not None:
+                return False                        # a directory: ssh reads nothing from it
+            if self._exists(path):
+                self._skip(f"{path}: present but not a regular file the guard can read"
+                           " (a FIFO, a socket, a device): ssh would read it")
             return False
         self.files_read.append(path)
         current = scope
@@ -398,7 +427,36 @@ class ConfigReader:
             elif current.state == "maybe" and keyword in FORWARD_KEYWORDS:
                 self.forwards.append(ConfigForward(keyword, tuple(args), origin,
                                                    keyword_name(keyword), current.condition))
+            elif (current.state == "maybe" and keyword in CARRIER_KEYWORDS
+                  and len(self.conditional) < MAX_NOTES):
+                self.conditional.append((keyword, tuple(args), origin, current.condition))
         return True
+
+    def _listing(self, path: str) -> object:
+        """The directory listing of path (None: not a directory, or no lister)."""
+        if self.list_dir is None:
+            return None
+        self._spend(_CALLBACK_COST, path)
+        try:
+            names = self.list_dir(path)
+        except OSError:
+            return None
+        return None if isinstance(names, (str, bytes)) else names
+
+    def _exists(self, path: str) -> bool:
+        """Whether path is a name in its directory (the reader said it cannot
+        read it: present means a FIFO, socket or device, not a missing file)."""
+        directory, _, name = path.rstrip("/").rpartition("/")
+        if not name or self.list_dir is None:
+            return False
+        self._spend(_CALLBACK_COST, path)
+        try:
+            names = self.list_dir(directory or "/")
+        except OSError:
+            return False
+        if names is None or isinstance(names, (str, bytes)):
+            return False
+        return any(entry == name for entry in itertools.islice(names, MAX_DIR_ENTRIES + 1))
 
     def _patterns_match(self, value: str, patterns: Iterable[str], origin: str) -> bool:
         """Some pattern matches value, and no matching negated (`!`) one vetoes."""

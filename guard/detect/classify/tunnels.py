@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 from guard.detect.classify import Finding, dedupe_findings, http_head_fields, jsonc, short
 from guard.detect.classify.launchers import basename, unwrap_launchers
 from guard.detect.classify.tls import parse_tls_client_hello
+from guard.detect.classify.tunnel_behaviour import classify_first, localtunnel_setup_reply
 
 #: How much of a payload is looked at: first flights are small, and a bound
 #: keeps hostile input from costing more than it is worth.
@@ -203,8 +204,10 @@ def _parse_flags(args: list[str], with_value: frozenset[str]) -> _Parsed:
     return parsed
 
 
-#: Short flags that carry secrets without saying so (frpc -t TOKEN, bore -s SECRET).
-_TOOL_SECRET_FLAGS = {"frp": frozenset({"t"}), "bore": frozenset({"s"})}
+#: Short flags that carry secrets without saying so (frpc -t TOKEN, bore -s
+#: SECRET, htc -A USER:PASSWORD).
+_TOOL_SECRET_FLAGS = {"frp": frozenset({"t"}), "bore": frozenset({"s"}),
+                      "httptunnel": frozenset({"A"})}
 
 
 def _tool_finding(dialect: str, confidence: str, argv: list[str], secret_positions: Iterable[int] = (),
@@ -359,6 +362,41 @@ def _localtunnel(argv: list[str]) -> list[Finding]:
                          subdomain=parsed.value("subdomain", "s"))
 
 
+#: httptunnel (htc.c, hts.c getopt_long): options that take a value.
+_HTC_VALUE_FLAGS = frozenset({"A", "B", "c", "d", "F", "k", "M", "P", "T", "U", "z", "D", "l",
+                              "proxy-authorization", "proxy-buffer-size", "content-length",
+                              "device", "forward-port", "keep-alive", "max-connection-age",
+                              "proxy", "timeout", "user-agent", "proxy-authorization-file",
+                              "debug", "logfile"})
+_HTS_VALUE_FLAGS = frozenset({"d", "F", "k", "M", "c", "S", "p", "D", "l", "device", "forward-port",
+                              "keep-alive", "max-connection-age", "content-length", "pid-file",
+                              "debug", "logfile"})
+
+
+def _htc(argv: list[str]) -> list[Finding]:
+    """htc [options] HOST[:PORT]: a two-way tunnel in HTTP requests to hts,
+    fed from a local port (-F), a device (-d) or stdin/stdout (-s)."""
+    parsed = _parse_flags(argv[1:], _HTC_VALUE_FLAGS)
+    if parsed.has("h", "help", "V", "version"):
+        return _tool_finding("httptunnel", "low", argv, role="client")
+    server = parsed.positional[-1] if parsed.positional else None
+    source = parsed.value("F", "forward-port", "d", "device") or \
+        ("stdin-stdout" if parsed.has("s", "stdin-stdout") else None)
+    confidence = "high" if server and source else "medium"
+    return _tool_finding("httptunnel", confidence, argv, role="client", server=server,
+                         source=source, proxy=parsed.value("P", "proxy"))
+
+
+def _hts(argv: list[str]) -> list[Finding]:
+    """hts [options] [HOST:]PORT: the tunnel's server end, listening."""
+    parsed = _parse_flags(argv[1:], _HTS_VALUE_FLAGS)
+    if parsed.has("h", "help", "V", "version"):
+        return _tool_finding("httptunnel", "low", argv, role="server")
+    return _tool_finding("httptunnel", "medium", argv, role="server",
+                         forward=parsed.value("F", "forward-port", "d", "device"),
+                         port=parsed.positional[-1] if parsed.positional else None)
+
+
 def _subcommand_rule(dialect: str, tunnel: set[str], setup: set[str] = frozenset(),
                      value_flags: frozenset[str] = frozenset(), any_operand: bool = False,
                      secret_after: set[str] = frozenset()) -> Callable[[list[str]], list[Finding]]:
@@ -421,6 +459,8 @@ _TUNNEL_TOOLS: dict[str, Callable[[list[str]], list[Finding]]] = {
     "bore": _bore,
     "lt": _localtunnel,
     "localtunnel": _localtunnel,
+    "htc": _htc,
+    "hts": _hts,
     "pktriot": _subcommand_rule("packetriot", {"http", "https", "tcp", "start", "tunnel"},
                                 {"configure", "route", "edit"}),
     "zrok": _subcommand_rule("zrok", {"share", "reserve"}, {"enable", "invite"},
@@ -644,15 +684,6 @@ def _cloudflared_port(data: bytes, dst_port: int | None) -> list[Finding]:
     return []
 
 
-def _localtunnel_setup(data: bytes) -> list[Finding]:
-    """The JSON a localtunnel server answers `GET /?new` with."""
-    head = data[:4096]
-    if b'"max_conn_count"' in head and b'"url"' in head and b'"port"' in head:
-        return [Finding(type="tunnel_tool", confidence="high", dialect="localtunnel",
-                        evidence={"signal": "setup_reply"})]
-    return []
-
-
 def _name_finding(name: str, dst_port: int | None, source: str) -> list[Finding]:
     entry = tunnel_name(name)
     if entry is None:
@@ -674,7 +705,9 @@ def classify_tunnel_payload(payload: bytes, dst_port: int | None, sni: str | Non
     the DNS name the address came from); a ClientHello or HTTP request in
     the payload is also read for them. Agent control-plane names and
     protocol signatures are high; public tunnel URLs are medium (someone
-    may merely be visiting one)."""
+    may merely be visiting one). What the bytes do whatever the tool is
+    called (an HTTP response sent first, httptunnel's and localtunnel's
+    requests) is tunnel_behaviour.classify_first's."""
     data = bytes(payload[:MAX_PAYLOAD]) if isinstance(payload, (bytes, bytearray, memoryview)) else b""
     port = dst_port if isinstance(dst_port, int) and not isinstance(dst_port, bool) else None
     head = _http_head(data)      # read once: chisel's and the Host checks share it
@@ -688,6 +721,9 @@ def classify_tunnel_payload(payload: bytes, dst_port: int | None, sni: str | Non
             findings += _name_finding(name, port, source)
     if not any(f.dialect == "cloudflared" for f in findings):
         findings += _cloudflared_port(data, port)
-    findings += _localtunnel_setup(data)
-    return dedupe_findings(findings)
+    findings += localtunnel_setup_reply(data)
+    behaviour = classify_first(data, port)
+    if findings:    # a tool already named (chisel's 101 answer): no second finding for it
+        behaviour = [f for f in behaviour if f.dialect != "reverse-http"]
+    return dedupe_findings(findings + behaviour)
 

