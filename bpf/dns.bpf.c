@@ -31,13 +31,10 @@
 #include "lib/guarded.h"
 #include "lib/policy.h"
 #include "lib/names.h"
+#include "lib/packet.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 #define LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 #define DNS_HEADER 12
 #define DNS_TYPE_A 1
@@ -104,55 +101,20 @@ static __always_inline int resolver_port(const struct guard_config *config, __u1
 /*
  * The DNS message of a UDP datagram or a TCP segment (after its 2-byte
  * length: a message split over segments is read as far as it goes) to or
- * from a port of a resolver. 0: not one.
+ * from a port of a resolver, the packet read by lib/packet.h (IPv6
+ * extension headers included). 0: not one.
  */
-static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_packet *pkt,
+static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_packet *dns,
 					    int egress, const struct guard_config *config)
 {
-	__u32 l4_off, payload_off, len = skb->len;
-	__u8 l4_proto;
+	struct packet pkt = {};
+	__u32 payload_off, len = skb->len;
+	__be16 size;
 
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
-
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
-			return 0;
-		l4_proto = ip.protocol;
-		l4_off = ip.ihl * 4;
-		pkt->family = 4;
-		pkt->remote_addr[0] = egress ? ip.daddr : ip.saddr;
-		pkt->remote_addr[1] = pkt->remote_addr[2] = pkt->remote_addr[3] = 0;
-	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
-			return 0;
-		l4_proto = ip6.nexthdr;
-		l4_off = sizeof(ip6);
-		pkt->family = 6;
-		__builtin_memcpy(pkt->remote_addr, egress ? &ip6.daddr : &ip6.saddr, 16);
-	} else {
+	if (!parse_packet(skb, &pkt, egress) || !resolver_port(config, pkt.remote_port))
 		return 0;
-	}
-	if (l4_proto == IPPROTO_UDP) {
-		struct udphdr udp;
-
-		if (bpf_skb_load_bytes(skb, l4_off, &udp, sizeof(udp)))
-			return 0;
-		pkt->proto = GUARD_PROTO_UDP;
-		pkt->remote_port = bpf_ntohs(egress ? udp.dest : udp.source);
-		payload_off = l4_off + sizeof(udp);
-	} else if (l4_proto == IPPROTO_TCP) {
-		struct tcphdr tcp;
-		__be16 size;
-
-		if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)))
-			return 0;
-		pkt->proto = GUARD_PROTO_TCP;
-		pkt->remote_port = bpf_ntohs(egress ? tcp.dest : tcp.source);
-		if (!resolver_port(config, pkt->remote_port))
-			return 0;
-		payload_off = l4_off + tcp.doff * 4;
+	payload_off = pkt.payload_off;
+	if (pkt.proto == GUARD_PROTO_TCP) {
 		if (len < payload_off + 2)
 			return 0; /* no payload: handshakes and acks */
 		if (bpf_skb_load_bytes(skb, payload_off, &size, sizeof(size)))
@@ -160,13 +122,13 @@ static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_pa
 		payload_off += 2;
 		if (len > payload_off + bpf_ntohs(size))
 			len = payload_off + bpf_ntohs(size);
-	} else {
-		return 0;
 	}
-	if (!resolver_port(config, pkt->remote_port))
-		return 0;
-	pkt->msg_off = payload_off;
-	pkt->msg_size = len > payload_off ? len - payload_off : 0;
+	dns->family = pkt.family;
+	dns->proto = pkt.proto;
+	dns->remote_port = pkt.remote_port;
+	__builtin_memcpy(dns->remote_addr, pkt.remote_addr, 16);
+	dns->msg_off = payload_off;
+	dns->msg_size = len > payload_off ? len - payload_off : 0;
 	return 1;
 }
 

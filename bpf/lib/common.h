@@ -28,6 +28,9 @@
  *                   eg_flow_verdicts
  *   raw_sockets.h   (no map: the raw-socket      sock_create,
  *                   verdict)                     socket_syscall
+ *   packet.h        (no map: where a packet's    dns, flow
+ *                   payload starts)
+ *   stdio_socket.h  (no map: the stdio event)    exec, socket_syscall
  *
  * A few maps of one program's own mechanics stay in its .bpf.c beside their
  * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_sample_scratch,

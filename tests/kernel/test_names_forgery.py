@@ -212,3 +212,31 @@ def test_under_log_a_query_no_rule_allows_is_reported_not_refused(resolver, serv
                                and e["dns"]["name"] == "three.egtest")
         assert query["action"] == "log" and "no-rule" in query["dns"]["why"]
         assert resolver.queries("three.egtest")
+
+
+# A UDP query over IPv6 behind a destination-options header (argv: resolver,
+# hex query): "answered", "EPERM" or the failure.
+DSTOPTS_QUERY = r"""
+import errno, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, 59, bytes([0, 0, 1, 4, 0, 0, 0, 0]))  # IPV6_DSTOPTS, PadN
+s.settimeout(2)
+try:
+    s.sendto(bytes.fromhex(sys.argv[2]), (sys.argv[1], 53))
+    s.recv(2048)
+    print("answered")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, type(e).__name__) if e.errno else type(e).__name__)
+"""
+
+
+def test_a_query_behind_ipv6_extension_headers_is_judged_like_any_other(resolver, guarded):
+    """The kernel reads DNS packets with the same parser as first payloads:
+    an extension header does not hide the question."""
+    _agent, cgroup = guarded
+    allowed = run(resolver, cgroup, DSTOPTS_QUERY, resolver.ip6, build_query("one.egtest").hex())
+    assert allowed == ["answered"]
+    refused = run(resolver, cgroup, DSTOPTS_QUERY, resolver.ip6,
+                  build_query("two.egtest").hex())
+    assert refused == ["EPERM"]
+    assert resolver.queries("two.egtest") == []
