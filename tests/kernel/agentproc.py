@@ -158,3 +158,22 @@ class GuardedCgroup:
             self.agent.close()
         finally:
             self.cg.close()
+
+
+def guarded_by_key(directory: Path, tag: str, policy_text):
+    """A module fixture's body: get(key) -> (cgroup, agent), one GuardedCgroup
+    per key made on first use under the policy policy_text(key) (written in
+    directory); all closed when the generator ends."""
+    made: dict[str, GuardedCgroup] = {}
+
+    def get(key: str):
+        if key not in made:
+            policy = directory / f"{key}.yaml"
+            policy.write_text(policy_text(key))
+            made[key] = GuardedCgroup(policy, tag)
+        return made[key].cg, made[key].agent
+    try:
+        yield get
+    finally:
+        for guard in made.values():
+            guard.close()

@@ -15,9 +15,8 @@ import pytest
 from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
-from .dnsfixtures import TOOLS, TestResolver, build_query
-from .netfixtures import require_tools
-from .test_names import connect_once, names_policy
+from .dnsfixtures import TestResolver, build_query
+from .test_names import connect_once, names_policy, resolver, server  # noqa: F401 (fixtures)
 
 #: The workload may talk to itself on loopback (so that it can run a resolver of its own).
 LOOPBACK = """\
@@ -78,18 +77,6 @@ try:
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e)))
 """
-
-
-@pytest.fixture(scope="module")
-def resolver():
-    require_tools(*TOOLS)
-    with TestResolver() as test_resolver:
-        yield test_resolver
-
-
-@pytest.fixture(scope="module")
-def server(resolver):
-    return resolver.serve()
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,9 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from .agentproc import AgentProcess
-from .dnsfixtures import TOOLS, TestResolver
-from .netfixtures import require_tools
-from .test_names import names_policy
+from .test_names import names_policy, resolver  # noqa: F401 (fixture)
 from .test_podman import IMAGE, PODMAN_RUN, containers, image  # noqa: F401 (fixtures)
-
-
-@pytest.fixture(scope="module")
-def resolver():
-    require_tools(*TOOLS)
-    with TestResolver() as test_resolver:
-        yield test_resolver
 
 
 def test_a_container_reaches_an_allowed_name_and_nothing_else(tmp_path, image, containers,  # noqa: F811

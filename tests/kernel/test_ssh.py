@@ -19,7 +19,7 @@ import pytest
 
 from guard.demo.sandbox import TempCgroup
 
-from .agentproc import AgentProcess, GuardedCgroup
+from .agentproc import AgentProcess, guarded_by_key
 from .netfixtures import end_tree, require_tools
 from .sshd import Sshd, free_port, wait_listening
 
@@ -50,17 +50,7 @@ def tools():
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    made: dict[str, GuardedCgroup] = {}
-
-    def get(remote: str) -> tuple[TempCgroup, AgentProcess]:
-        if remote not in made:
-            policy = tmp_path_factory.mktemp("ssh") / f"{remote}.yaml"
-            policy.write_text(policy_text(remote))
-            made[remote] = GuardedCgroup(policy, "egress-guard-ssh")
-        return made[remote].cg, made[remote].agent
-    yield get
-    for guard in made.values():
-        guard.close()
+    yield from guarded_by_key(tmp_path_factory.mktemp("ssh"), "egress-guard-ssh", policy_text)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import pytest
 
 from guard.demo.sandbox import TempCgroup
 
-from .agentproc import AgentProcess, GuardedCgroup
+from .agentproc import AgentProcess, guarded_by_key
 from .netfixtures import end_tree, require_tools
 from .sshd import Sshd, free_port, wait_listening
 
@@ -54,17 +54,7 @@ def tools():
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    made: dict[str, GuardedCgroup] = {}
-
-    def get(action: str) -> tuple[TempCgroup, AgentProcess]:
-        if action not in made:
-            policy = tmp_path_factory.mktemp("ssh-hardening") / f"{action}.yaml"
-            policy.write_text(policy_text(action))
-            made[action] = GuardedCgroup(policy, "egress-guard-sshhard")
-        return made[action].cg, made[action].agent
-    yield get
-    for guard in made.values():
-        guard.close()
+    yield from guarded_by_key(tmp_path_factory.mktemp("ssh-hardening"), "egress-guard-sshhard", policy_text)
 
 
 @pytest.fixture(scope="module")
