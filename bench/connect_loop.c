@@ -10,9 +10,10 @@
 //
 // connect_loop -a IP PORT BLOCK ROUNDS GAP_MS CGROUP_DIR...
 //   Alternating: ROUNDS times, every CGROUP_DIR in turn (the order reversed
-//   every other round), one process that moves itself into the cgroup
-//   before its block (a socket belongs to the cgroup its creator was in)
-//   and makes BLOCK connections there, each socket() + SO_LINGER {1,0} +
+//   every other round), one process that forks a child per block; the child
+//   moves itself into the cgroup (a socket belongs to the cgroup its creator
+//   was in; a process that left a guarded cgroup again would be an escape
+//   the guard stops) and makes BLOCK connections there, each socket() + SO_LINGER {1,0} +
 //   connect() + close(): the close sends a RST and leaves no TIME_WAIT, so
 //   the ports never run out however long it runs. After each block it
 //   sleeps GAP_MS, untimed, so work a block left behind (the agent writing
@@ -27,39 +28,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "loop.h"
 
 #define MAX_VARIANTS 8
 
 static long failures;
 static int last_errno;
-
-static long long now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b)
-{
-	long long x = *(const long long *)a, y = *(const long long *)b;
-
-	return (x > y) - (x < y);
-}
-
-static void join(const char *procs)
-{
-	int fd = open(procs, O_WRONLY);
-
-	if (fd < 0 || write(fd, "0", 1) != 1) {
-		perror(procs);
-		exit(3);
-	}
-	close(fd);
-}
 
 static void connect_once(const struct sockaddr_in *addr, int linger0)
 {
@@ -134,19 +112,38 @@ int main(int argc, char **argv)
 			int i = r % 2 ? nv - 1 - k : k;
 			long long sum = 0;
 
-			join(procs[i]);
-			for (long j = 0; j < block; j++) {
-				long long t0 = now_ns();
+			long long out[5];	/* mean, median, slowest, failures, last errno */
+			int fds[2];
+			pid_t child = child_in(procs[i], fds);
 
-				connect_once(&addr, 1);
-				took[j] = now_ns() - t0;
-				sum += took[j];
+			if (child == 0) {
+				for (long j = 0; j < block; j++) {
+					long long t0 = now_ns();
+
+					connect_once(&addr, 1);
+					took[j] = now_ns() - t0;
+					sum += took[j];
+				}
+				qsort(took, block, sizeof(*took), by_value);
+				out[0] = sum / block;
+				out[1] = took[block / 2];
+				out[2] = took[block - 1];
+				out[3] = failures;
+				out[4] = last_errno;
+				send_all(fds[1], out, sizeof(out));
+				_exit(0);
 			}
-			qsort(took, block, sizeof(*took), by_value);
-			mean[i] = sum / block;
-			median[i] = took[block / 2];
-			if (took[block - 1] > slowest)
-				slowest = took[block - 1];
+			if (!receive_all(fds[0], out, sizeof(out)) | !reap(child, fds[0])) {
+				fprintf(stderr, "block in %s: the child failed\n", procs[i]);
+				return 1;
+			}
+			mean[i] = out[0];
+			median[i] = out[1];
+			if (out[2] > slowest)
+				slowest = out[2];
+			failures += out[3];
+			if (out[3])
+				last_errno = (int)out[4];
 			nanosleep(&gap, NULL);
 		}
 		for (int i = 0; i < nv; i++)

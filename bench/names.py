@@ -72,7 +72,6 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -84,6 +83,7 @@ from guard.kernel import abi, libbpf  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
 from guard.workloads.names import NameBook  # noqa: E402
 from procstat import memory_kib  # noqa: E402
+from ratios import Row, at_most, compile_tools, print_rows, within_noise  # noqa: E402
 from tests.kernel.agentproc import AgentProcess  # noqa: E402
 from tests.kernel.dnsfixtures import TestResolver  # noqa: E402
 
@@ -98,301 +98,8 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 # ---------------------------------------------------------------------------
 # The compiled loops
 
-ALTERNATE_C = r"""
-// alternate MODE ARG BLOCK ROUNDS VARIANT...: the variants in turn, BLOCK
-// operations each, ROUNDS times (the order reversed every other round), in
-// one process that moves itself into a variant's cgroup before its block.
-// MODE connect: ARG is the port; a VARIANT is CGROUP_DIR,HOST, HOST resolved
-//   (getaddrinfo, AF_INET) once, inside that cgroup, before the first round;
-//   an operation is socket() + SO_LINGER 0 + connect() + close(): the close
-//   sends a RST and leaves no TIME_WAIT.
-// MODE lookup: ARG is a name; a VARIANT is CGROUP_DIR; an operation is
-//   getaddrinfo(ARG, AF_INET): one A query through the system resolver.
-// Prints a line per round (each variant's median ns over its block, in the
-// order given), then "p99" and each variant's p99 over all its operations,
-// then "failures N LAST_ERRNO" and each variant's address.
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
-#define MAX_VARIANTS 8
-
-struct variant {
-	char procs[4096];
-	struct sockaddr_in addr;
-	long long *all; /* every operation's ns */
-	long n;
-};
-
-static long failures;
-static int last_errno;
-
-static long long now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b)
-{
-	long long x = *(const long long *)a, y = *(const long long *)b;
-
-	return (x > y) - (x < y);
-}
-
-static void join(const char *procs)
-{
-	int fd = open(procs, O_WRONLY);
-
-	if (fd < 0 || write(fd, "0", 1) != 1) {
-		perror(procs);
-		exit(3);
-	}
-	close(fd);
-}
-
-static void connect_once(const struct sockaddr_in *addr)
-{
-	struct linger linger = { .l_onoff = 1, .l_linger = 0 };
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	if (fd < 0) {
-		failures++;
-		last_errno = errno;
-		return;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
-	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr))) {
-		failures++;
-		last_errno = errno;
-	}
-	close(fd);
-}
-
-static void lookup_once(const char *name)
-{
-	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *res;
-
-	if (getaddrinfo(name, NULL, &hints, &res)) {
-		failures++;
-		return;
-	}
-	freeaddrinfo(res);
-}
-
-int main(int argc, char **argv)
-{
-	static struct variant v[MAX_VARIANTS];
-	int connecting, nv;
-	long block, rounds;
-	long long *took;
-
-	if (argc < 6 || argc - 5 > MAX_VARIANTS)
-		return 2;
-	connecting = !strcmp(argv[1], "connect");
-	block = atol(argv[3]);
-	rounds = atol(argv[4]);
-	nv = argc - 5;
-	took = calloc(block, sizeof(*took));
-	if (!took || block < 1 || rounds < 1)
-		return 2;
-	for (int i = 0; i < nv; i++) {
-		char *dir = argv[5 + i], *host = strchr(dir, ',');
-
-		if (host)
-			*host++ = '\0';
-		snprintf(v[i].procs, sizeof(v[i].procs), "%s/cgroup.procs", dir);
-		v[i].all = calloc(block * rounds, sizeof(*v[i].all));
-		if (!v[i].all)
-			return 1;
-		join(v[i].procs);
-		if (connecting) {
-			struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
-			struct addrinfo *res;
-
-			if (!host || getaddrinfo(host, argv[2], &hints, &res)) {
-				fprintf(stderr, "cannot resolve %s\n", host ? host : "(no host)");
-				return 3;
-			}
-			memcpy(&v[i].addr, res->ai_addr, sizeof(v[i].addr));
-			freeaddrinfo(res);
-		} else {
-			lookup_once(argv[2]); /* the first loads glibc's NSS modules */
-		}
-	}
-	failures = 0;
-	for (long r = 0; r < rounds; r++) {
-		long long median[MAX_VARIANTS];
-
-		for (int k = 0; k < nv; k++) {
-			int i = r % 2 ? nv - 1 - k : k;
-
-			join(v[i].procs);
-			for (long j = 0; j < block; j++) {
-				long long t0 = now_ns();
-
-				if (connecting)
-					connect_once(&v[i].addr);
-				else
-					lookup_once(argv[2]);
-				took[j] = now_ns() - t0;
-			}
-			memcpy(v[i].all + v[i].n, took, block * sizeof(*took));
-			v[i].n += block;
-			qsort(took, block, sizeof(*took), by_value);
-			median[i] = took[block / 2];
-		}
-		for (int i = 0; i < nv; i++)
-			printf("%s%lld", i ? " " : "", median[i]);
-		printf("\n");
-	}
-	printf("p99");
-	for (int i = 0; i < nv; i++) {
-		qsort(v[i].all, v[i].n, sizeof(*v[i].all), by_value);
-		printf(" %lld", v[i].all[v[i].n * 99 / 100]);
-	}
-	printf("\nfailures %ld %d", failures, last_errno);
-	for (int i = 0; i < nv; i++) {
-		char text[INET_ADDRSTRLEN] = "-";
-
-		if (connecting)
-			inet_ntop(AF_INET, &v[i].addr.sin_addr, text, sizeof(text));
-		printf(" %s", text);
-	}
-	printf("\n");
-	return 0;
-}
-"""
-
-RESOLVE_C = r"""
-// resolve_loop NAME...: getaddrinfo(NAME, AF_INET) of each name once;
-// prints the number that failed.
-#include <netdb.h>
-#include <stdio.h>
-
-int main(int argc, char **argv)
-{
-	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *res;
-	int failures = 0;
-
-	for (int i = 1; i < argc; i++) {
-		if (getaddrinfo(argv[i], NULL, &hints, &res))
-			failures++;
-		else
-			freeaddrinfo(res);
-	}
-	printf("%d\n", failures);
-	return 0;
-}
-"""
-
-ACCEPT_C = r"""
-// accept_any PORT: listen on every address, accept and close forever;
-// prints "listening" once bound. The benchmark ends it by pid.
-#include <arpa/inet.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-int main(int argc, char **argv)
-{
-	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = INADDR_ANY };
-	int one = 1, fd;
-
-	if (argc != 2)
-		return 2;
-	addr.sin_port = htons(atoi(argv[1]));
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) || listen(fd, 4096))
-		return 1;
-	printf("listening\n");
-	fflush(stdout);
-	for (;;) {
-		int conn = accept(fd, NULL, NULL);
-
-		if (conn >= 0)
-			close(conn);
-	}
-}
-"""
-
-SYSCALL_C = r"""
-// syscall_loop COUNT: getppid() COUNT times through syscall(2) (no libc
-// caching), timed in blocks of 1000; prints the median block's ns per call.
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-#define BLOCK 1000
-
-static long long now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b)
-{
-	long long x = *(const long long *)a, y = *(const long long *)b;
-
-	return (x > y) - (x < y);
-}
-
-int main(int argc, char **argv)
-{
-	long blocks;
-	long long *took;
-
-	if (argc != 2)
-		return 2;
-	blocks = atol(argv[1]) / BLOCK;
-	if (blocks < 1)
-		blocks = 1;
-	took = calloc(blocks, sizeof(*took));
-	if (!took)
-		return 1;
-	for (long b = 0; b < blocks; b++) {
-		long long t0 = now_ns();
-
-		for (int i = 0; i < BLOCK; i++)
-			syscall(SYS_getppid);
-		took[b] = now_ns() - t0;
-	}
-	qsort(took, blocks, sizeof(*took), by_value);
-	printf("%.1f\n", (double)took[blocks / 2] / BLOCK);
-	return 0;
-}
-"""
-
-SOURCES = {"alternate": ALTERNATE_C, "resolve_loop": RESOLVE_C, "accept_any": ACCEPT_C,
-           "syscall_loop": SYSCALL_C}
-
-
 def build(out: Path) -> dict[str, Path]:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise SystemExit("bench/names.py needs a C compiler (cc)")
-    tools = {}
-    for name, source in SOURCES.items():
-        (out / f"{name}.c").write_text(source)
-        subprocess.run([cc, "-O2", "-Wall", "-o", str(out / name), str(out / f"{name}.c")],
-                       check=True)
-        tools[name] = out / name
-    return tools
+    return compile_tools(out, ("names_loop", "resolve_loop", "accept_loop", "syscall_loop"))
 
 
 # ---------------------------------------------------------------------------
@@ -427,7 +134,7 @@ class AcceptServer:
     """The compiled accept loop on every address of the resolver's namespace."""
 
     def __init__(self, resolver: BenchResolver, binary: Path, port: int):
-        self.argv = ["ip", "netns", "exec", resolver.netns, str(binary), str(port)]
+        self.argv = ["ip", "netns", "exec", resolver.netns, str(binary), str(port), "any"]
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "AcceptServer":
@@ -603,20 +310,24 @@ class Alternation:
 class Bench:
     """The tools, the resolver and the server every measurement uses."""
 
-    def __init__(self, tools: dict[str, Path], resolver: BenchResolver, server: AcceptServer):
+    def __init__(self, tools: dict[str, Path], resolver: BenchResolver, server: AcceptServer,
+                 loop: TempCgroup):
         self.tools = tools
         self.resolver = resolver
         self.server = server
+        self.loop = loop    # nothing guards it: the loop starts here, each block's child moves
 
     def alternate(self, mode: str, arg: str, block: int, rounds: int,
                   variants: list[tuple[TempCgroup, str | None]]) -> Alternation:
-        """Run the alternate loop (see ALTERNATE_C), started in the first
-        variant's cgroup; variants: (cgroup, host or None)."""
+        """Run the alternate loop (bench/names_loop.c), started in a cgroup
+        nothing guards (its children move into the variants' cgroups: a
+        process leaving a guarded cgroup would be an escape the guard stops);
+        variants: (cgroup, host or None)."""
         specs = [str(cg.path) + (f",{host}" if host else "") for cg, host in variants]
         tw = time_wait(), self.server.time_wait()
         result = self.resolver.run(
-            [str(self.tools["alternate"]), mode, arg, str(block), str(rounds), *specs],
-            variants[0][0], timeout=900)
+            [str(self.tools["names_loop"]), mode, arg, str(block), str(rounds), *specs],
+            self.loop, timeout=900)
         growth = max(time_wait() - tw[0], self.server.time_wait() - tw[1])
         if result.returncode != 0:
             raise RuntimeError(f"alternate {mode}: exit {result.returncode}: "
@@ -633,48 +344,7 @@ class Bench:
     def syscall_ns(self, cgroup: TempCgroup, count: int) -> float:
         result = cgroup.run([str(self.tools["syscall_loop"]), str(count)], timeout=600,
                             text=True)
-        return float(result.stdout)
-
-
-@dataclass
-class Row:
-    name: str
-    unit: str
-    measured: list[float]        # per round
-    baseline: list[float]        # per round, paired with measured
-    aa: list[float] | None       # a second baseline per round: the noise floor
-    target: str
-    judge: Callable[["Row"], str] | None = None
-    note: str = ""
-
-    def paired(self, samples: list[float]) -> list[float]:
-        return [m / b for m, b in zip(samples, self.baseline)]
-
-    @property
-    def ratio(self) -> float:
-        """The median of the per-round ratios."""
-        return statistics.median(self.paired(self.measured))
-
-    @property
-    def aa_ratio(self) -> float | None:
-        return statistics.median(self.paired(self.aa)) if self.aa else None
-
-    @property
-    def aa_band(self) -> tuple[float, float]:
-        """The middle half of the per-round A/A ratios: the noise floor."""
-        q = statistics.quantiles(self.paired(self.aa), n=4)
-        return q[0], q[2]
-
-
-def at_most(limit: float) -> Callable[[Row], str]:
-    return lambda row: "met" if row.ratio <= limit else "NOT met"
-
-
-def within_noise(row: Row) -> str:
-    """Met when the ratio lies inside the middle half of the A/A ratios."""
-    low, high = row.aa_band
-    return "met (in A/A IQR)" if low <= row.ratio <= high else \
-        f"NOT met ({(row.ratio - 1) * 100:+.1f}%)"
+        return float(result.stdout.split()[0])     # "MEDIAN MEAN": the median block
 
 
 # ---------------------------------------------------------------------------
@@ -842,27 +512,6 @@ def namebook_bytes(count: int, per_workload: int | None = None) -> tuple[int, in
 # Output
 
 
-def print_rows(rows: list[Row]) -> None:
-    print("ratio: the median of the per-round ratios (measured/baseline of the same round); "
-          "A/A: the same for the second baseline;\nmeasured, baseline: medians over rounds; "
-          "IQR: the middle half of the per-round ratios\n")
-    print(f"| {'benchmark':<56} | {'unit':<10} | {'measured':>8} | {'baseline':>8} | "
-          f"{'ratio':>6} | {'A/A':>6} | {'target':>9} | {'verdict':<16} | note")
-    print(f"|{'-' * 58}|{'-' * 12}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 11}|"
-          f"{'-' * 18}|------")
-    for row in rows:
-        aa = f"{row.aa_ratio:.3f}" if row.aa else "-"
-        q = statistics.quantiles(row.paired(row.measured), n=4)
-        note = f"IQR {q[0]:.3f}-{q[2]:.3f}"
-        if row.aa:
-            note += " (A/A {:.3f}-{:.3f})".format(*row.aa_band)
-        note = "; ".join(filter(None, [note, row.note]))
-        verdict = row.judge(row) if row.judge else "-"
-        print(f"| {row.name:<56} | {row.unit:<10} | {statistics.median(row.measured):>8.1f} | "
-              f"{statistics.median(row.baseline):>8.1f} | {row.ratio:>6.3f} | {aa:>6} | "
-              f"{row.target:>9} | {verdict:<16} | {note}")
-
-
 def print_memory(memory: dict, book_default: tuple[int, int], book_all: tuple[int, int]) -> None:
     entries = memory["entries"]
     per = 10_000 / entries if entries else 0
@@ -913,13 +562,14 @@ def main() -> int:
         workdir = Path(tmp)
         tools = build(workdir)
         with BenchResolver(workdir, args.learn) as resolver, \
-                AcceptServer(resolver, tools["accept_any"], PORT) as server, \
+                AcceptServer(resolver, tools["accept_loop"], PORT) as server, \
                 TempCgroup(f"{TAG}-guarded") as guarded, \
                 TempCgroup(f"{TAG}-plain") as plain, \
                 TempCgroup(f"{TAG}-learn") as learner, \
                 TempCgroup(f"{TAG}-sibling") as sibling, \
-                TempCgroup(f"{TAG}-sibling2") as sibling2:
-            bench = Bench(tools, resolver, server)
+                TempCgroup(f"{TAG}-sibling2") as sibling2, \
+                TempCgroup(f"{TAG}-loop") as loop:
+            bench = Bench(tools, resolver, server, loop)
             name_ip = resolver.addresses("one.egtest")[0]
             cidr_ip, cidr2_ip = (resolver.addresses(n)[0] for n in ("two.egtest", "three.egtest"))
             policy = workdir / "policy.yaml"
@@ -941,7 +591,7 @@ def main() -> int:
           f"{args.agent_rounds} agent on/off rounds; {os.cpu_count()} CPUs, Linux "
           f"{os.uname().release}; {time.monotonic() - started:.0f} s; load average "
           f"{load_before} -> {load_after}; other egress-guard agents loaded at start: {others}\n")
-    print_rows(rows)
+    print_rows(rows, name_width=56, digits=1)
     print_memory(memory, book_default, book_all)
     return 0
 

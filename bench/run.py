@@ -42,10 +42,11 @@ Rows:
     statistics (bpftool's run_time_ns / run_cnt of the agent's programs),
     on only while those connections run (BPF_ENABLE_STATS: an fd, so no
     sysctl is changed and the statistics go off when it closes, even if
-    this process dies). The raw_tp/sys_enter program runs for every system
-    call of every task on the host: an equally long window just before,
-    with nothing of this benchmark running, is subtracted from its figures;
-    what remains is the loop's 4 system calls and the listener's 2.
+    this process dies). The raw_tp/sys_enter program (attached only with
+    `run --syscall-hook` or a names policy: 0 here) would run for every
+    system call of every task on the host: an equally long window just
+    before, with nothing of this benchmark running, is subtracted from its
+    figures; what remains is the loop's 4 system calls and the listener's 2.
 (d) fork+exec of /bin/true, guarded (every exec reported) vs unguarded, and
     libbpf-tools' execsnoop running vs not as the baseline of exec tracing;
     agent start-up and resident memory.
@@ -61,7 +62,6 @@ removed on exit; processes are ended by pid.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -81,16 +81,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from guard.demo.sandbox import TempCgroup  # noqa: E402
-from guard.kernel.libbpf import lib  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
 from procstat import memory_kib  # noqa: E402
+from bpfstats import SYS_ENTER, BpfStats, foreign_agents, prog_stats  # noqa: E402
+from ratios import Row, at_most, compile_tools, print_rows  # noqa: E402
 from tests.kernel.agentproc import AgentProcess  # noqa: E402
 
 PORT = 29500
 TAG = "egbench-run"
 TRACEFS = Path("/sys/kernel/tracing")
 AGENT_ROOT = ROOT        # --tree: the agent's code from another checkout
-BPF_STATS_RUN_TIME = 0
 TCP_TIME_WAIT = "06"
 # The previous figure of docs/performance.md ("Connect and exec"), measured
 # with the old loop: 20,000 connects per whole-loop round, plain close.
@@ -100,26 +100,17 @@ OLD_DOC_FIGURE = "1.045 to 1.058 (10,000-CIDR policy, destination allowed)"
 PROGRAMS = [
     ("guard_connect4", "cgroup/connect4"),
     ("guard_sock_create", "cgroup/sock_create"),
+    ("guard_sock_release", "cgroup/sock_release (flow)"),
     ("guard_egress", "cgroup_skb/egress (flow)"),
     ("guard_ingress", "cgroup_skb/ingress (flow)"),
     ("guard_dns_query", "cgroup_skb/egress (dns)"),
     ("guard_dns_answer", "cgroup_skb/ingress (dns)"),
     ("guard_socket_syscall", "raw_tp/sys_enter (host-wide)"),
 ]
-SYS_ENTER = "guard_socket_syscall"
 
 
 def build(out: Path) -> dict[str, Path]:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise SystemExit("bench/run.py needs a C compiler (cc)")
-    tools = {}
-    for name in ("connect_loop", "syscall_loop", "exec_loop", "accept_loop"):
-        binary = out / name
-        subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(HERE / f"{name}.c")],
-                       check=True)
-        tools[name] = binary
-    return tools
+    return compile_tools(out, ("connect_loop", "syscall_loop", "exec_loop", "accept_loop"))
 
 
 # ---------------------------------------------------------------------------
@@ -394,52 +385,6 @@ def whole_loop_ns(cgroup: TempCgroup, argv: list[str], ops: int) -> float:
     return elapsed / ops
 
 
-class BpfStats:
-    """The kernel's BPF run-time statistics, on while inside: BPF_ENABLE_STATS
-    (an fd: the statistics stay on while it is open, go off when it closes
-    or this process dies, and kernel.bpf_stats_enabled is never written).
-    Where that call is missing, the sysctl, put back on exit."""
-
-    def __enter__(self) -> "BpfStats":
-        self.fd, self.sysctl_was = -1, None
-        fd = lib().bpf_enable_stats(ctypes.c_int(BPF_STATS_RUN_TIME))
-        if fd >= 0:
-            self.fd = fd
-            self.how = "BPF_ENABLE_STATS fd"
-            return self
-        knob = Path("/proc/sys/kernel/bpf_stats_enabled")
-        self.sysctl_was = knob.read_text().strip()
-        knob.write_text("1")
-        self.how = f"kernel.bpf_stats_enabled (was {self.sysctl_was}, put back)"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-        if self.sysctl_was is not None:
-            Path("/proc/sys/kernel/bpf_stats_enabled").write_text(self.sysctl_was)
-
-
-def bpf_progs() -> list[dict]:
-    return json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
-                                     capture_output=True, text=True).stdout)
-
-
-def prog_stats(ids: set[int]) -> dict[str, tuple[int, int]]:
-    """name -> (run_time_ns, run_cnt), summed over the programs in ids."""
-    stats: dict[str, tuple[int, int]] = {}
-    for prog in bpf_progs():
-        if prog["id"] in ids and prog.get("name", "").startswith("guard_"):
-            t, n = stats.get(prog["name"], (0, 0))
-            stats[prog["name"]] = (t + prog.get("run_time_ns", 0), n + prog.get("run_cnt", 0))
-    return stats
-
-
-def foreign_agents(mine: set[int] = frozenset()) -> int:
-    """Other egress-guard agents' raw_tp/sys_enter programs loaded now."""
-    return sum(1 for p in bpf_progs() if p.get("name") == SYS_ENTER and p["id"] not in mine)
-
-
 @dataclass
 class PerConnection:
     """BPF time per connection, per program: name -> (ns per connection, runs per connection)."""
@@ -484,42 +429,6 @@ def bpf_per_connection(label: str, agent: Agent, ns: NetNS, listener: Listener,
             c -= ic * busy_s / idle_s
         programs[name] = (t / n, c / n)
     return PerConnection(label, programs, n, on.how)
-
-
-@dataclass
-class Row:
-    name: str
-    unit: str
-    measured: list[float]        # per round
-    baseline: list[float]        # per round, paired with measured
-    aa: list[float] | None       # a second baseline per round: the noise floor
-    target: str = "-"
-    judge: Callable[["Row"], str] | None = None
-    note: str = ""
-    by_median: tuple[list[float], list[float]] | None = None  # per-op medians, if any
-
-    def paired(self, samples: list[float], baseline: list[float] | None = None) -> list[float]:
-        return [m / b for m, b in zip(samples, baseline or self.baseline)]
-
-    @property
-    def ratio(self) -> float:
-        return statistics.median(self.paired(self.measured))
-
-    @property
-    def aa_ratio(self) -> float | None:
-        return statistics.median(self.paired(self.aa)) if self.aa else None
-
-    def band(self, samples: list[float]) -> tuple[float, float]:
-        ratios = self.paired(samples)
-        if len(ratios) < 2:
-            return ratios[0], ratios[0]
-        q = statistics.quantiles(ratios, n=4)
-        return q[0], q[2]
-
-
-def at_most(limit: float) -> Callable[[Row], str]:
-    return lambda row: "met" if row.ratio <= limit else \
-        f"NOT met ({(row.ratio - 1) * 100:+.1f}%)"
 
 
 def connect_rows(run: Alternation, labels: list[tuple[str, str, Callable | None]],
@@ -661,15 +570,15 @@ def part_unguarded(args, res: Results, tools, workdir: Path, ns: NetNS, listener
     clean = [t for t in rounds if all(alone for _, _, alone in t.values())]
     used = clean if len(clean) >= 3 else rounds
     note = (f"{len(used)} of {len(rounds)} rounds, "
-            + ("those with no other agent loaded" if used is clean else
-               f"ALL (only {len(clean)} had no other agent's sys_enter loaded: "
+            + ("those with no other agent's sys_enter attached" if used is clean else
+               f"ALL (only {len(clean)} had no other agent's sys_enter attached: "
                "every side taxed)"))
 
     def column(label: str, index: int) -> list[float]:
         return [t[label][index] for t in used]
     res.rows.append(Row("(b) getppid(), unguarded process: agent vs no agent", "ns/call",
                         column("agent", 0), column("none", 0), column("none2", 0), "<= 1.02",
-                        at_most(1.02), f"the host-wide raw_tp/sys_enter program; {note}"))
+                        at_most(1.02), f"any host-wide hook of the agent's; {note}"))
     res.rows.append(Row("    connect+close, unguarded process: agent vs no agent", "us/conn",
                         column("agent", 1), column("none", 1), column("none2", 1), "-", None))
 
@@ -735,26 +644,6 @@ def execsnoop_rounds(args, tools, cgroup: TempCgroup):
 
 # ---------------------------------------------------------------------------
 # Output
-
-
-def print_rows(rows: list[Row]) -> None:
-    print("ratio: the median of the per-round ratios (measured/baseline of the same round); "
-          "A/A: the same for a second baseline;\nmeasured, baseline: medians over rounds; "
-          "IQR: the middle half of the per-round ratios\n")
-    print(f"| {'benchmark':<64} | {'unit':<8} | {'measured':>8} | {'baseline':>8} | "
-          f"{'ratio':>6} | {'A/A':>6} | {'target':>8} | {'verdict':<15} | note")
-    print(f"|{'-' * 66}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 10}|"
-          f"{'-' * 17}|------")
-    for row in rows:
-        aa = f"{row.aa_ratio:.3f}" if row.aa else "-"
-        note = "IQR {:.3f}-{:.3f}".format(*row.band(row.measured))
-        if row.aa:
-            note += " (A/A {:.3f}-{:.3f})".format(*row.band(row.aa))
-        note = "; ".join(filter(None, [note, row.note]))
-        verdict = row.judge(row) if row.judge else "-"
-        print(f"| {row.name:<64} | {row.unit:<8} | {statistics.median(row.measured):>8.2f} | "
-              f"{statistics.median(row.baseline):>8.2f} | {row.ratio:>6.3f} | {aa:>6} | "
-              f"{row.target:>8} | {verdict:<15} | {note}")
 
 
 def print_per_connection(per: list[PerConnection]) -> None:

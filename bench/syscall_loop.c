@@ -9,22 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loop.h"
+
 #define BLOCK 1000
-
-static long long now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b)
-{
-	long long x = *(const long long *)a, y = *(const long long *)b;
-
-	return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv)
 {

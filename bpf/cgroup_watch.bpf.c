@@ -27,7 +27,7 @@ static __always_inline int report(struct cgroup *cgrp, const char *path, __u32 o
 		return 0;
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != CGROUP2_HIERARCHY)
 		return 0;
-	ev = event_reserve(sizeof(*ev));
+	ev = event_reserve(sizeof(*ev), GUARD_EVENT_CGROUP, 0, GUARD_ACTION_LOG);
 	if (!ev)
 		return 0;
 	fill_header(&ev->hdr, GUARD_EVENT_CGROUP, sizeof(*ev), BPF_CORE_READ(cgrp, kn, id), 0,

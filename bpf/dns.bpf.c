@@ -348,7 +348,7 @@ static __always_inline void emit(struct dns_scratch *s, struct __sk_buff *skb,
 	ev->message_size = size;
 	bytes = offsetof(struct guard_dns_event, message) + size;
 	ev->hdr.size = bytes;
-	event_output(ev, bytes);
+	event_output(&ev->hdr, bytes);
 }
 
 static __always_inline void reset_event(struct guard_dns_event *ev)

@@ -13,6 +13,7 @@
 #include "lib/proc_verdict.h"
 #include "lib/exec.h"
 #include "lib/stdio_socket.h"
+#include "lib/task_marks.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -40,6 +41,8 @@ const volatile struct guard_abi_anchor {
 	enum guard_dns_direction dns_direction;
 	enum guard_dns_flags dns_flags;
 	enum guard_name_kind name_kind;
+	enum guard_escape_how escape_how;
+	enum guard_escape_flags escape_flags;
 	struct guard_payload_event payload_event;
 	struct guard_dns_event dns_event;
 	struct guard_name_key name_key;
@@ -67,6 +70,7 @@ const volatile struct guard_abi_anchor {
 	struct guard_exec_key exec_key;
 	struct guard_exec_verdict exec_verdict;
 	struct guard_sendmsg_key sendmsg_key;
+	struct guard_escape_event escape_event;
 } guard_abi_anchor;
 
 #define LOAD(x) (*(volatile __u32 *)&(x))
@@ -159,27 +163,42 @@ static __always_inline __u32 basename_offset(struct exec_scratch *s, const char 
  * at exec, not at a dup); when the program is a shell, an interpreter or a
  * socket relay (its exec entry holds it for a detection) and the policy
  * says reverseShell: kill, it dies here, before its first instruction.
+ * Such a program is also judged by its parent's fds 0-2 (see below).
  */
 static __always_inline void stdio_socket_at_exec(struct task_struct *task, __u64 cgroup_id,
 						 __u32 policy_id, __u8 hold_flags)
 {
 	struct guard_policy_config *policy;
-	struct file **fds, *file;
+	struct file **fds = NULL, *file;
+	struct files_struct *files;
 	struct sock *sk = NULL;
 	struct socket *sock;
-	__u32 max, fd = 0;
+	__u32 max = 0, fd = 0;
 	__u16 family = 0, state;
 	__u8 action, proto;
 
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
 	if (!policy || !(policy->detect_flags & GUARD_DETECT_STDIO_SOCKET))
 		return;
-	max = BPF_CORE_READ(task, files, fdt, max_fds);
-	fds = BPF_CORE_READ(task, files, fdt, fd);
-	for (int i = 0; i < 3; i++) {
+	/*
+	 * Its own fds 0-2, then, for a shell or interpreter, its parent's: a
+	 * program that put the socket on its own stdio and runs the shell
+	 * behind a pty (python's pty.spawn) gives the shell the pty, not the
+	 * socket.
+	 */
+	for (int i = 0; i < 6; i++) {
 		struct sock *candidate;
+		__u32 at = i < 3 ? i : i - 3;
 
-		if (i >= max || bpf_probe_read_kernel(&file, sizeof(file), &fds[i]) || !file)
+		if (i == 0 || i == 3) {
+			if (i == 3 && !hold_flags)
+				break;
+			files = i == 0 ? BPF_CORE_READ(task, files)
+				       : BPF_CORE_READ(task, real_parent, files);
+			max = BPF_CORE_READ(files, fdt, max_fds);
+			fds = BPF_CORE_READ(files, fdt, fd);
+		}
+		if (at >= max || bpf_probe_read_kernel(&file, sizeof(file), &fds[at]) || !file)
 			continue;
 		if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 			continue;
@@ -195,7 +214,7 @@ static __always_inline void stdio_socket_at_exec(struct task_struct *task, __u64
 					 : (state != TCP_ESTABLISHED && state != TCP_SYN_SENT))
 			continue;
 		sk = candidate;
-		fd = i;
+		fd = at;
 		break;
 	}
 	if (!sk)
@@ -222,12 +241,13 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 	struct guard_cgroup_info *guard;
 	struct exec_scratch *s;
 	__u32 zero = 0, policy_id, exe_base, file_base, file_len;
-	__u64 cgroup_id, argv_size, size;
+	__u64 cgroup_id, guarded_id, argv_size, size;
 	long n;
 
-	guard = current_guard(&cgroup_id);
+	guard = current_guard_at(&cgroup_id, &guarded_id);
 	if (!guard)
 		return 0;
+	mark_current(guarded_id); /* guarded from now on, wherever it goes (escape.bpf.c) */
 	policy_id = active_policy(guard);
 	s = bpf_map_lookup_elem(&eg_exec_scratch, &zero);
 	if (!s)
@@ -281,7 +301,7 @@ int guard_exec(struct bpf_raw_tracepoint_args *ctx)
 		size = sizeof(s->ev);
 	fill_header(&s->ev.hdr, GUARD_EVENT_EXEC, size, cgroup_id, policy_id,
 		    verdict.action, verdict.rule_id);
-	event_output(&s->ev, size);
+	event_output(&s->ev.hdr, size);
 	if (verdict.action != GUARD_ACTION_KILL)
 		stdio_socket_at_exec(task, cgroup_id, policy_id, verdict.flags);
 	return 0;

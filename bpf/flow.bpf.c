@@ -28,9 +28,12 @@
  * few bytes of JSON, an unfinished HTTP head) is gathered, dropped until the
  * sender has added enough to it or the hold timeout passed.
  *
- * UDP: the first datagram to each new destination of a socket is sampled
- * (DNS queries among them); datagrams from port 53 are sampled on ingress
- * (DNS answers). Nothing UDP is held.
+ * A TCP flow gets its socket storage with its first payload (from its SYN
+ * until then it is an entry of eg_flow_opening): a connection that sends
+ * nothing allocates nothing. UDP sockets get none at all: the first datagram
+ * to each new destination of a socket is recorded in eg_udp_seen and sampled
+ * (DNS queries among them); a datagram from port 53 of a destination the
+ * socket sent to is sampled on ingress (DNS answers). Nothing UDP is held.
  */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -42,6 +45,7 @@
 #include "lib/frames.h"
 #include "lib/learned.h"
 #include "lib/packet.h"
+#include "lib/samples.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -50,21 +54,43 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define DNS_PORT 53
 
-/* (socket cookie, UDP destination) -> 1: destinations already sampled */
+/*
+ * (socket cookie, UDP destination) -> who sent there first and under which
+ * policy: the destinations a UDP socket has sent to (the first datagram to
+ * each is sampled), and the only sources whose DNS answers are sampled for
+ * it. UDP sockets get no socket storage: a DNS lookup's socket lives for
+ * one or two datagrams, and an allocation per lookup was most of its cost.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct guard_sendmsg_key);
-	__type(value, __u8);
+	__type(value, struct flow_state);
 } eg_udp_seen SEC(".maps");
 
-/* 0 -> per-CPU scratch: a sample event is too large for the BPF stack */
+/*
+ * socket cookie -> the state of a TCP flow between its SYN and its first
+ * payload (tcp_opening): who opened it, under which policy. Preallocated, so
+ * an entry costs no allocation; full, a flow gets its socket storage at once
+ * (nothing goes unwatched: a workload that fills it with silent connections
+ * only brings back the allocation). Not an LRU: an evicted entry would be a
+ * flow let through unwatched. An entry whose socket closes after a reload
+ * took this cgroup's flow programs away stays until the agent's maps go.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FLOW_OPENING_MAX);
+	__type(key, __u64);
+	__type(value, struct flow_state);
+} eg_flow_opening SEC(".maps");
+
+/* 0 -> per-CPU scratch for a flow state being made (too large for the stack beside a packet) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct guard_payload_event);
-} eg_sample_scratch SEC(".maps");
+	__type(value, struct flow_state);
+} eg_opening_scratch SEC(".maps");
 
 /* 0 -> per-CPU scratch of frames.h: unmasked frames and what a sample says */
 struct {
@@ -74,117 +100,6 @@ struct {
 	__type(value, struct frame_scratch);
 } eg_frame_scratch SEC(".maps");
 
-
-/* Copy the first bytes of the payload into the scratch event; 0 if none. */
-static __always_inline struct guard_payload_event *load_sample(struct __sk_buff *skb,
-								const struct packet *pkt)
-{
-	struct guard_payload_event *ev;
-	__u32 zero = 0, size = pkt->payload_size;
-
-	ev = bpf_map_lookup_elem(&eg_sample_scratch, &zero);
-	if (!ev || size == 0)
-		return NULL;
-	if (size > GUARD_SAMPLE_MAX)
-		size = GUARD_SAMPLE_MAX;
-	/* one register the verifier can bound to [1, GUARD_SAMPLE_MAX] */
-	size -= 1;
-	barrier_var(size);
-	size &= GUARD_SAMPLE_MAX - 1;
-	size += 1;
-	if (bpf_skb_load_bytes(skb, pkt->payload_off, ev->sample, size))
-		return NULL;
-	ev->sample_size = size;
-	return ev;
-}
-
-static __always_inline int emit_sample(struct guard_payload_event *ev, struct __sk_buff *skb,
-				       const struct packet *pkt, const struct flow_state *state,
-				       __u8 kind, __u8 flags)
-{
-	__u32 size = ev->sample_size;
-	__u64 bytes;
-
-	fill_header(&ev->hdr, GUARD_EVENT_PAYLOAD, 0, state->cgroup_id, state->policy_id,
-		    GUARD_ACTION_LOG, GUARD_RULE_NONE);
-	if (state->tgid) {
-		ev->hdr.pid = state->tgid;
-		ev->hdr.ppid = state->ppid;
-		ev->hdr.uid = state->uid;
-		ev->hdr.start_ns = state->start_ns;
-		__builtin_memcpy(ev->hdr.comm, state->comm, sizeof(ev->hdr.comm));
-	}
-	ev->cookie = bpf_get_socket_cookie(skb);
-	ev->family = pkt->family;
-	ev->proto = pkt->proto;
-	ev->sample_kind = kind;
-	ev->flags = flags | state->flags |
-		    (pkt->payload_size > GUARD_SAMPLE_MAX ? GUARD_PAYLOAD_TRUNCATED : 0);
-	ev->port = pkt->remote_port;
-	ev->payload_size = pkt->payload_size;
-	ev->_pad0 = 0;
-	__builtin_memcpy(ev->addr, pkt->remote_addr, 16);
-	if (size > GUARD_SAMPLE_MAX)
-		size = GUARD_SAMPLE_MAX;
-	bytes = offsetof(struct guard_payload_event, sample) + size;
-	ev->hdr.size = bytes;
-	count(GUARD_CTR_FLOWS_SAMPLED);
-	if (bpf_ringbuf_output(&eg_events, ev, bytes, 0)) {
-		count(GUARD_CTR_EVENTS_LOST);
-		return 0;
-	}
-	count(GUARD_CTR_EVENTS_SENT);
-	return 1;
-}
-
-/* SOCKS5 greeting (RFC 1928): version 5, n methods, then exactly n bytes. */
-static __always_inline int socks5_greeting(const struct guard_payload_event *ev, __u32 size)
-{
-	return size >= 3 && size <= 257 && ev->sample[0] == 5 && ev->sample[1] >= 1 &&
-	       size == 2 + (__u32)ev->sample[1];
-}
-
-/*
- * SOCKS4 CONNECT or BIND, whole in one segment: version 4, command 1 or 2,
- * port, IPv4 address, a NUL-terminated user id (SOCKS4a: then a
- * NUL-terminated host name), so the request ends with a NUL. The proxy's
- * 8-byte answer comes back, and the client's next payload is the first.
- */
-static __always_inline int socks4_request(const struct guard_payload_event *ev, __u32 size)
-{
-	__u32 last = ev->sample_size - 1;
-
-	barrier_var(last);
-	last &= GUARD_SAMPLE_MAX - 1;
-	return size >= 9 && size == ev->sample_size && ev->sample[0] == 4 &&
-	       (ev->sample[1] == 1 || ev->sample[1] == 2) && ev->sample[last] == 0;
-}
-
-static __always_inline int http_connect(const struct guard_payload_event *ev)
-{
-	return ev->sample_size >= 8 && ev->sample[0] == 'C' && ev->sample[1] == 'O' &&
-	       ev->sample[2] == 'N' && ev->sample[3] == 'N' && ev->sample[4] == 'E' &&
-	       ev->sample[5] == 'C' && ev->sample[6] == 'T' && ev->sample[7] == ' ';
-}
-
-/*
- * Whether the server's first reply can tell userspace anything about this
- * first payload. Not after a TLS handshake record (the reply is a ServerHello),
- * an SSH banner or a GET/HEAD (the mining dialects' HTTP requests are POSTs):
- * those flows, most of an agent's traffic, cost one sample instead of two.
- */
-static __always_inline int reply_may_confirm(const struct guard_payload_event *ev)
-{
-	const unsigned char *s = ev->sample;
-
-	if (s[0] == 0x16)
-		return 0;
-	if (ev->sample_size < 4)
-		return 1;
-	return !((s[0] == 'S' && s[1] == 'S' && s[2] == 'H' && s[3] == '-') ||
-		 (s[0] == 'G' && s[1] == 'E' && s[2] == 'T' && s[3] == ' ') ||
-		 (s[0] == 'H' && s[1] == 'E' && s[2] == 'A' && s[3] == 'D'));
-}
 
 /*
  * The first message of the packet's bytes [off, end) into ev: after leading
@@ -264,7 +179,7 @@ __noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, st
 	struct guard_config *config;
 	struct frame_scratch *fs;
 	struct view v = {};
-	int hold, named, gather, shape, upgrade = 0;
+	int hold, named, hold_named, tunnel, gather, shape, upgrade = 0;
 	__u8 flags = 0;
 
 	if (!state || !pkt)
@@ -294,6 +209,7 @@ __noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, st
 	if (v.status == VIEW_FILLER && v.framing == FRAMING_WS && fs->off < end && gather) {
 		/* still frames after more filler than is read: not let through unjudged */
 		state->phase = FLOW_BLOCKED;
+		emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST, GUARD_PAYLOAD_UNJUDGED);
 		return drop();
 	}
 	if (v.status == VIEW_FILLER)
@@ -326,11 +242,13 @@ __noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, st
 	named = (state->names & GUARD_NAMES_ON) && agent_alive(config) &&
 		learned_address(state->guarded_id, bpf_get_netns_cookie(skb), pkt->family,
 				pkt->remote_addr);
+	/* audit: the name is judged and reported, the payload never waits */
+	hold_named = named && !state->audit;
 	if (!named && !(state->detect_flags & GUARD_DETECT_PAYLOAD)) {
 		state->phase = FLOW_DONE; /* sampled only for the name check */
 		return 1;
 	}
-	gather = gather || named;
+	gather = gather || hold_named;
 	shape = sample_shape(ev, fs);
 	if (gather && unfinished(ev, &v, shape, &fs->facts) && gathering(state))
 		return drop();
@@ -342,9 +260,17 @@ __noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, st
 		state->flags |= GUARD_PAYLOAD_WEBSOCKET;
 		state->framing = FRAMING_NONE;
 	}
-	hold = named || (gather && (sv2_setup_connection(ev) ||
-				    (json_or_post(ev) &&
-				     has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD))));
+	/*
+	 * Under an enforcing tunnelTool: a tunnel's open, and whatever the
+	 * sandbox sends first on a flow whose server spoke first (it answers a
+	 * request the far end sent: a reverse tunnel's data connection, or a
+	 * greeting protocol such as SSH or SMTP) wait for the verdict.
+	 */
+	tunnel = (state->detect_flags & GUARD_DETECT_HOLD_TUNNEL) && agent_alive(config) &&
+		 (state->server_first || tunnel_open(ev));
+	hold = hold_named || tunnel || (gather && (sv2_setup_connection(ev) ||
+					  (json_or_post(ev) &&
+					   has_anchor(ev->sample, ev->sample_size, GUARD_ANCHOR_PAYLOAD))));
 	if (upgrade && !named && head_end < end) {
 		/*
 		 * Frames sent with the upgrade, before its answer: their message is
@@ -471,51 +397,109 @@ static __always_inline void owner(struct flow_state *state)
  * socket is only if that packet is its SYN, i.e. the guarded process
  * connects out. Accepted connections (a server in the sandbox answering,
  * sshd sending its banner) and connections older than the guard are not.
+ * Fills *state and returns 1 for a watched flow (NEW, or BLOCKED when its
+ * headers cannot be read under a holding policy); 0 otherwise.
  */
-static __always_inline struct flow_state *flow_begin(struct __sk_buff *skb, struct bpf_sock *sk)
+static __always_inline int flow_begin(struct __sk_buff *skb, struct bpf_sock *sk,
+				      struct flow_state *state)
 {
 	struct guard_policy_config *policy;
 	struct guard_cgroup_info *guard;
-	struct flow_state *state;
 	struct guard_config *config;
 	struct packet pkt = {};
 	__u64 cgroup_id, guarded_id = 0;
 	__u32 policy_id, zero = 0;
 
 	guard = guard_lookup_at(skb, 1, &cgroup_id, &guarded_id);
-	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!state)
-		return NULL;
-	state->phase = FLOW_DONE;
 	if (!guard)
-		return state;
+		return 0;
 	if (sk->protocol == IPPROTO_TCP) {
 		if (!parse_packet(skb, &pkt, 1) && !pkt.hidden)
-			return state; /* not TCP over IP as far as it can be read (ESP...) */
+			return 0; /* not TCP over IP as far as it can be read (ESP...) */
 		if (!pkt.hidden && !pkt.syn_only)
-			return state;
+			return 0;
 	}
 	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
 	if (!policy || !((policy->detect_flags & GUARD_DETECT_PAYLOAD) ||
 			 (policy->names & GUARD_NAMES_ON)))
-		return state;
+		return 0;
 	if (pkt.hidden) {
 		/* IPv6 extension headers past what is followed: what the kernel
 		 * cannot read does not leave under a holding policy */
 		config = bpf_map_lookup_elem(&eg_config, &zero);
-		if ((policy->detect_flags & GUARD_DETECT_HOLD) && agent_alive(config))
-			state->phase = FLOW_BLOCKED;
-		return state;
+		if (!((policy->detect_flags & GUARD_DETECT_HOLD) && agent_alive(config)) ||
+		    policy->audit)
+			return 0;
+		state->phase = FLOW_BLOCKED;
+		return 1;
 	}
 	state->cgroup_id = cgroup_id;
 	state->guarded_id = guarded_id;
 	state->policy_id = policy_id;
 	state->detect_flags = policy->detect_flags;
 	state->names = policy->names;
+	state->audit = policy->audit;
 	state->phase = FLOW_NEW;
 	owner(state);
-	return state;
+	return 1;
+}
+
+static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *state);
+
+/*
+ * A TCP socket without state: one that is opening (SYN sent, no payload
+ * yet), or one that is not watched. Socket-local storage costs an
+ * allocation per socket (about a microsecond, most of what the guard added
+ * to a connect+close), so a watched flow gets it only with its first
+ * payload; from its SYN until then it is an entry of eg_flow_opening,
+ * which its first payload or its release removes (guard_sock_release).
+ * When that table is full the socket gets its storage at the SYN, as a
+ * flow always did: nothing goes unwatched. Unwatched sockets cost a
+ * storage and a hash lookup per packet.
+ */
+static __always_inline int tcp_opening(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	struct flow_state *opening, *state, *scratch;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+	/*
+	 * The kernel counts a data segment in data_segs_out before it reaches
+	 * this hook, and never a bare SYN, ACK, FIN or RST: 0 means nothing of
+	 * this flow, this packet included, carried data (no parse needed).
+	 */
+	int sent_data = !tp || tp->data_segs_out;
+	struct packet pkt = {};
+	__u32 zero = 0;
+
+	opening = bpf_map_lookup_elem(&eg_flow_opening, &cookie);
+	if (!opening) {
+		if (sk->state != BPF_TCP_SYN_SENT)
+			return 1; /* not watched: accepted, older than the guard, or policy */
+		scratch = bpf_map_lookup_elem(&eg_opening_scratch, &zero);
+		if (!scratch)
+			return 1;
+		__builtin_memset(scratch, 0, sizeof(*scratch));
+		if (!flow_begin(skb, sk, scratch))
+			return 1;
+		if (scratch->phase == FLOW_NEW &&
+		    !(sent_data && parse_packet(skb, &pkt, 1) && pkt.payload_size) &&
+		    !bpf_map_update_elem(&eg_flow_opening, &cookie, scratch, BPF_NOEXIST))
+			return 1; /* the SYN: opening until the first payload */
+		/* a SYN with data (TCP Fast Open), unreadable headers, or a full table */
+		state = bpf_sk_storage_get(&eg_flow_state, sk, scratch, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!state)
+			return scratch->detect_flags & GUARD_DETECT_HOLD ? drop() : 1;
+		return tcp_egress(skb, state);
+	}
+	if (!sent_data || !parse_packet(skb, &pkt, 1) || pkt.payload_size == 0)
+		return 1; /* acks before the first payload, a fin, a reset */
+	state = bpf_sk_storage_get(&eg_flow_state, sk, opening, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!state)
+		/* no memory for the state: a holding policy's flow waits (TCP retransmits) */
+		return opening->detect_flags & GUARD_DETECT_HOLD ? drop() : 1;
+	bpf_map_delete_elem(&eg_flow_opening, &cookie);
+	return tcp_egress(skb, state);
 }
 
 static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *state)
@@ -589,24 +573,46 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 	return first_payload(skb, state, &pkt) ? 1 : 0;
 }
 
-static __always_inline int udp_egress(struct __sk_buff *skb, struct flow_state *state)
+/* The destination key of a UDP datagram: the remote end, as parsed. */
+static __always_inline void udp_key(struct __sk_buff *skb, const struct packet *pkt,
+				    struct guard_sendmsg_key *key)
+{
+	key->cookie = bpf_get_socket_cookie(skb);
+	__builtin_memcpy(key->addr, pkt->remote_addr, 16);
+	key->port = pkt->remote_port;
+}
+
+/*
+ * A datagram: the first to each destination of a watched socket is recorded
+ * (eg_udp_seen, with its sender) and, when the policy samples payloads,
+ * sampled. Later ones cost a lookup.
+ */
+static __always_inline int udp_egress(struct __sk_buff *skb, struct bpf_sock *sk)
 {
 	struct guard_sendmsg_key key = {};
 	struct guard_payload_event *ev;
+	struct flow_state *scratch;
 	struct packet pkt = {};
-	__u8 one = 1;
+	__u32 zero = 0;
 
-	if (state->phase == FLOW_DONE || !(state->detect_flags & GUARD_DETECT_PAYLOAD) ||
-	    !parse_packet(skb, &pkt, 1))
+	if (!parse_packet(skb, &pkt, 1))
 		return 1;
-	key.cookie = bpf_get_socket_cookie(skb);
-	__builtin_memcpy(key.addr, pkt.remote_addr, 16);
-	key.port = pkt.remote_port;
-	if (bpf_map_update_elem(&eg_udp_seen, &key, &one, BPF_NOEXIST))
+	udp_key(skb, &pkt, &key);
+	if (bpf_map_lookup_elem(&eg_udp_seen, &key))
+		return 1;
+	scratch = bpf_map_lookup_elem(&eg_opening_scratch, &zero);
+	if (!scratch)
+		return 1;
+	__builtin_memset(scratch, 0, sizeof(*scratch));
+	if (!flow_begin(skb, sk, scratch) || scratch->phase != FLOW_NEW)
+		return 1;
+	if (bpf_map_update_elem(&eg_udp_seen, &key, scratch, BPF_NOEXIST))
+		return 1;
+	if (!(scratch->detect_flags & GUARD_DETECT_PAYLOAD))
 		return 1;
 	ev = load_sample(skb, &pkt);
 	if (ev)
-		emit_sample(ev, skb, &pkt, state, GUARD_SAMPLE_UDP, 0);
+		emit_sample(ev, skb, &pkt, scratch, GUARD_SAMPLE_UDP, 0);
 	return 1;
 }
 
@@ -631,15 +637,26 @@ int guard_egress(struct __sk_buff *skb)
 
 	if (!sk)
 		return 1;
+	if (sk->protocol != IPPROTO_TCP)
+		return udp_egress(skb, sk);
 	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
-	if (!state) {
-		state = flow_begin(skb, sk);
-		if (!state)
-			return 1;
-	}
-	if (sk->protocol == IPPROTO_TCP)
-		return tcp_egress(skb, state);
-	return udp_egress(skb, state);
+	return state ? tcp_egress(skb, state) : tcp_opening(skb, sk);
+}
+
+/* A socket that closes before its first payload leaves the opening table. */
+SEC("cgroup/sock_release")
+int guard_sock_release(struct bpf_sock *sk)
+{
+	__u64 cookie;
+
+	if (sk->protocol != IPPROTO_TCP)
+		return 1;
+	cookie = bpf_get_socket_cookie(sk);
+	/* most sockets have none left (their first payload took it): a lookup
+	 * takes no lock, a delete does */
+	if (bpf_map_lookup_elem(&eg_flow_opening, &cookie))
+		bpf_map_delete_elem(&eg_flow_opening, &cookie);
+	return 1;
 }
 
 /*
@@ -648,11 +665,35 @@ int guard_egress(struct __sk_buff *skb)
  * client's bytes only suggested (or reveals a dialect the client's bytes did
  * not). One sample per flow; nothing is held on ingress.
  */
+/*
+ * The server's first bytes on a flow the sandbox opened and has sent nothing
+ * on yet: a far end that speaks first with a request (an HTTP request line,
+ * a tunnel's open) is the client of a reverse tunnel, whatever the sandbox's
+ * program is called. Sampled once (inbound_done); the sandbox's own first
+ * payload is judged as always afterwards. Nothing is held on ingress.
+ */
+static __always_inline int server_first(struct __sk_buff *skb, struct flow_state *state)
+{
+	struct guard_payload_event *ev;
+	struct packet pkt = {};
+
+	if (!parse_packet(skb, &pkt, 0) || pkt.payload_size == 0)
+		return 1;
+	state->inbound_done = 1;
+	state->server_first = 1;
+	ev = load_sample(skb, &pkt);
+	if (ev)
+		emit_sample(ev, skb, &pkt, state, GUARD_SAMPLE_SERVER_FIRST, 0);
+	return 1;
+}
+
 static __always_inline int tcp_ingress(struct __sk_buff *skb, struct flow_state *state)
 {
 	struct guard_payload_event *ev;
 	struct packet pkt = {};
 
+	if (state->phase == FLOW_NEW && !state->inbound_done)
+		return server_first(skb, state);
 	if (state->inbound_done || (state->phase != FLOW_WATCH && state->phase != FLOW_DONE) ||
 	    !state->sampled)
 		return 1;
@@ -665,9 +706,30 @@ static __always_inline int tcp_ingress(struct __sk_buff *skb, struct flow_state 
 	return 1;
 }
 
+/*
+ * A watched TCP flow that has sent nothing yet has no storage (tcp_opening):
+ * the server's first bytes give it its storage, then server_first.
+ */
+static __always_inline int tcp_opening_ingress(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct flow_state *opening, *state;
+	struct packet pkt = {};
+
+	opening = bpf_map_lookup_elem(&eg_flow_opening, &cookie);
+	if (!opening || !parse_packet(skb, &pkt, 0) || pkt.payload_size == 0)
+		return 1; /* not watched, or the SYN-ACK and acks */
+	state = bpf_sk_storage_get(&eg_flow_state, sk, opening, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!state)
+		return 1;
+	bpf_map_delete_elem(&eg_flow_opening, &cookie);
+	return server_first(skb, state);
+}
+
 SEC("cgroup_skb/ingress")
 int guard_ingress(struct __sk_buff *skb)
 {
+	struct guard_sendmsg_key key = {};
 	struct guard_payload_event *ev;
 	struct flow_state *state;
 	struct packet pkt = {};
@@ -675,15 +737,18 @@ int guard_ingress(struct __sk_buff *skb)
 
 	if (!sk)
 		return 1;
-	/* the flow sent first, so its state exists */
-	state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
-	if (!state)
-		return 1;
-	if (sk->protocol == IPPROTO_TCP)
-		return tcp_ingress(skb, state);
-	if (state->phase == FLOW_DONE || !(state->detect_flags & GUARD_DETECT_DNS))
-		return 1;
+	if (sk->protocol == IPPROTO_TCP) {
+		state = bpf_sk_storage_get(&eg_flow_state, sk, 0, 0);
+		if (state)
+			return tcp_ingress(skb, state);
+		return tcp_opening_ingress(skb, sk);
+	}
+	/* a DNS answer from where this socket sent a query: its sender's record */
 	if (!parse_packet(skb, &pkt, 0) || pkt.remote_port != DNS_PORT)
+		return 1;
+	udp_key(skb, &pkt, &key);
+	state = bpf_map_lookup_elem(&eg_udp_seen, &key);
+	if (!state || !(state->detect_flags & GUARD_DETECT_DNS))
 		return 1;
 	ev = load_sample(skb, &pkt);
 	if (ev)

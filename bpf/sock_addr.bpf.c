@@ -36,7 +36,7 @@ static __always_inline void emit_connect(const struct destination *dst, __u8 hoo
 {
 	struct guard_connect_event *ev;
 
-	ev = event_reserve(sizeof(*ev));
+	ev = event_reserve(sizeof(*ev), GUARD_EVENT_CONNECT, cgroup_id, action);
 	if (!ev)
 		return;
 	fill_header(&ev->hdr, GUARD_EVENT_CONNECT, sizeof(*ev), cgroup_id,
@@ -301,6 +301,7 @@ static __always_inline int judge_bind(struct bpf_sock_addr *ctx, struct destinat
 	__u64 cgroup_id;
 	__u32 policy_id;
 	int taken = 0;
+	__u8 action;
 
 	guard = current_guard(&cgroup_id);
 	if (!guard)
@@ -315,9 +316,10 @@ static __always_inline int judge_bind(struct bpf_sock_addr *ctx, struct destinat
 	if (!taken)
 		return 1;
 	dst->proto = ctx->protocol == GUARD_PROTO_UDP ? GUARD_PROTO_UDP : GUARD_PROTO_TCP;
-	count_verdict(GUARD_ACTION_BLOCK);
-	emit_connect(dst, hook, cgroup_id, policy_id, GUARD_ACTION_BLOCK, policy->resolver_rule_id);
-	return 0;
+	action = policy->audit ? GUARD_ACTION_WOULD_BLOCK : GUARD_ACTION_BLOCK;
+	count_verdict(action);
+	emit_connect(dst, hook, cgroup_id, policy_id, action, policy->resolver_rule_id);
+	return action != GUARD_ACTION_BLOCK;
 }
 
 SEC("cgroup/bind4")

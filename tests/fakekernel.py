@@ -64,7 +64,7 @@ __all__ = [
     "IdleWatchdog",
     "FakeMaps", "FakeMetadata", "FakeObjects", "FakeRing", "SignalSink", "cgroup_record", "connect_record",
     "encode_header", "exec_record", "fake_agent", "kernel", "payload_record", "signals",
-    "socket_record", "stdio_socket_record",
+    "socket_record", "stdio_socket_record", "escape_record",
 ]
 
 FAKE_PID = 5_000_001        # above pid_max's ceiling (4194304): never a real process
@@ -226,6 +226,24 @@ def stdio_socket_record(ip: str | bytes | None = "198.18.0.9", port: int = 4444,
     return _finish(ev, ctypes.sizeof(ev), size)
 
 
+def escape_record(dst_cgroup_id: int = 4242, dst_path: str | bytes = "/elsewhere", *,
+                  how: abi.EscapeHow | int = abi.EscapeHow.PROCS, flags: int = 0,
+                  tid: int | None = None, mover_pid: int | None = None,
+                  mover_comm: str | bytes = "sh", size: int | None = None,
+                  **header: Any) -> bytes:
+    """struct guard_escape_event: a guarded process (the header's pid, and
+    cgroup_id: the guarded cgroup it left) moved to dst_cgroup_id; action
+    defaults to KILL (the kernel killed it at the move)."""
+    header.setdefault("action", Action.KILL)
+    hdr = encode_header(EventKind.ESCAPE, **header)
+    ev = abi.EscapeEvent(hdr=hdr, dst_cgroup_id=dst_cgroup_id, how=how, flags=flags,
+                         tid=hdr.pid if tid is None else tid,
+                         mover_pid=hdr.pid if mover_pid is None else mover_pid)
+    _put(ev, abi.EscapeEvent.mover_comm, _raw(mover_comm)[:abi.COMM_LEN - 1])
+    _put(ev, abi.EscapeEvent.dst_path, _raw(dst_path)[:abi.PATH_MAX - 1])
+    return _finish(ev, ctypes.sizeof(ev), size)
+
+
 def _dns_name(name: str | bytes) -> bytes:
     """A name in wire form, uncompressed; bytes are taken as labels raw."""
     raw = _raw(name).rstrip(b".")
@@ -339,6 +357,7 @@ class FakeMaps(_Recorder):
         self.resets: list[int] = []                # cookies marked in eg_destroy
         self.anchors: dict[int, int] = {}
         self.counter_values: dict[str, int] = {}   # e.g. {"events_lost": 3}
+        self.workload_loss_values: dict[int, tuple[int, int]] = {}   # cgroup id -> (shed, lost)
         self.watching = False
         self.heartbeat_timeout_ms = 0
         self.heartbeat_ns = 0
@@ -452,6 +471,10 @@ class FakeMaps(_Recorder):
     def counters(self) -> dict[str, int]:
         return {c.name.lower(): self.counter_values.get(c.name.lower(), 0) for c in abi.Counter}
 
+    def workload_losses(self) -> dict[int, tuple[int, int]]:
+        """Set workload_loss_values[cgroup id] = (shed, lost) in a test."""
+        return dict(self.workload_loss_values)
+
 
 class FakeObjects(_Recorder):
     """Stands in for guard.bpf.loader.GuardObjects: nothing is loaded;
@@ -464,12 +487,14 @@ class FakeObjects(_Recorder):
         self.objects: dict[str, Any] = {}
         self.map_fds: dict[str, int] = {}
         self.cgroups: dict[int, str] = {}          # attached: cgroup id -> path
+        self.optional: dict[int, frozenset[str] | None] = {}   # its packet programs (None: all)
         self.unavailable: dict[str, str] = {} if can_reset_sockets else {
             "destroy": "not in this fake"}
         self.pins = None
         self.adopted = False
         self.pinned: list[int] = []
         self.attached_global = False
+        self.syscall_hook = False                   # sys_enter attached (set_syscall_hook)
         self.socket_resets = 0                      # runs of the reset iterator
         self._can_reset = can_reset_sockets
         self.closed: bool | None = None             # keep_pins of the close, once closed
@@ -480,12 +505,20 @@ class FakeObjects(_Recorder):
     def programs(self):
         return iter(())
 
-    def attach_global(self) -> None:
+    def attach_global(self, syscall_hook: bool = False) -> None:
+        self.syscall_hook = syscall_hook
         self._record("attach_global")
+
+    def set_syscall_hook(self, on: bool) -> None:
+        self.syscall_hook = on
+        self._record(f"set_syscall_hook {on}")
         self.attached_global = True
 
-    def attach_cgroup(self, path: str, cgroup_id: int) -> str:
-        self._record("attach_cgroup", path, cgroup_id)
+    def attach_cgroup(self, path: str, cgroup_id: int,
+                      optional: frozenset[str] | None = None) -> str:
+        if cgroup_id not in self.cgroups:
+            self._record("attach_cgroup", path, cgroup_id)
+        self.optional[cgroup_id] = optional
         return self.cgroups.setdefault(cgroup_id, path)
 
     @property
@@ -495,6 +528,9 @@ class FakeObjects(_Recorder):
     def run_socket_reset(self) -> None:
         self._record("run_socket_reset")
         self.socket_resets += 1
+
+    def mark_guarded_tasks(self) -> None:
+        self._record("mark_guarded_tasks")   # the adoption iterator (escape.bpf.c)
 
     def detach_cgroup(self, cgroup_id: int) -> None:
         self._record("detach_cgroup", cgroup_id)

@@ -41,6 +41,13 @@
 #define GUARD_DNS_ANSWERS_MAX 64
 /* Distinct resolver ports per policy (guarded processes may not bind them). */
 #define GUARD_DNS_PORTS 4
+/* Fair shedding (events.h): while the ring is at least half full a workload
+ * (leaf cgroup) gets 1/GUARD_FAIR_SHARE of the ring's bytes per
+ * GUARD_FAIR_WINDOW_MS (eight noisy workloads at their share fill the other half) */
+#define GUARD_FAIR_SHARE 16
+#define GUARD_FAIR_WINDOW_MS 100
+/* workloads whose shed and lost records are counted (eg_workload_loss, LRU) */
+#define GUARD_WORKLOAD_LOSS_MAX 4096
 
 enum guard_event_kind {
 	GUARD_EVENT_EXEC = 1,
@@ -50,6 +57,7 @@ enum guard_event_kind {
 	GUARD_EVENT_PAYLOAD = 5,      /* first bytes of a flow, for the classifiers */
 	GUARD_EVENT_STDIO_SOCKET = 6, /* an inet socket dup'ed onto fd 0, 1 or 2 */
 	GUARD_EVENT_DNS = 7,          /* a DNS query or answer of a policy that allows by name */
+	GUARD_EVENT_ESCAPE = 8,       /* a guarded process moved out of its guarded cgroup */
 };
 
 enum guard_cgroup_op {
@@ -66,6 +74,14 @@ enum guard_action {
 	GUARD_ACTION_LOG = 1,
 	GUARD_ACTION_BLOCK = 2,
 	GUARD_ACTION_KILL = 3,
+	/*
+	 * Audit mode (spec.mode: audit): let through and reported; the rest of
+	 * the value says what enforce mode would have done. The low two bits
+	 * are LOG (the verdict counters count them as log), and they rank above
+	 * LOG in the same order as BLOCK and KILL, so precedence holds.
+	 */
+	GUARD_ACTION_WOULD_BLOCK = 5,
+	GUARD_ACTION_WOULD_KILL = 9,
 };
 
 /* IANA protocol numbers, so the kernel can compare them with sk->protocol. */
@@ -99,7 +115,8 @@ enum guard_counter {
 	GUARD_CTR_DNS_LEARNED = 10,   /* addresses learned from trusted answers */
 	GUARD_CTR_DNS_REFUSED = 11,   /* queries refused at the send */
 	GUARD_CTR_DNS_UNTRUSTED = 12, /* answers not believed (source, path or parse) */
-	GUARD_CTR_MAX = 13,
+	GUARD_CTR_EVENTS_SHED = 13,   /* records a workload over its fair share did not get in */
+	GUARD_CTR_MAX = 14,
 };
 
 enum guard_exec_match {
@@ -125,12 +142,16 @@ enum guard_detect_flags {
 	GUARD_DETECT_HOLD = 2,         /* hold back first payloads that carry a payload anchor */
 	GUARD_DETECT_DNS = 4,          /* sample DNS answers (queries come with PAYLOAD) */
 	GUARD_DETECT_STDIO_SOCKET = 8, /* report inet sockets dup'ed onto fd 0-2 */
+	GUARD_DETECT_HOLD_TUNNEL = 16, /* hold a tunnel's open, and the sandbox's first payload
+					* on a flow whose server spoke first (tunnelTool enforcing) */
 };
 
 /* eg_anchors value bits: where a 4-byte anchor counts. */
 enum guard_anchor_kind {
 	GUARD_ANCHOR_PAYLOAD = 1, /* in a first payload: hold it until a verdict */
 	GUARD_ANCHOR_ARGV = 2,    /* in argv of a GUARD_HOLD_IF_ANCHOR program: stop it */
+	GUARD_ANCHOR_ARGV_PAIR = 4, /* 2 bytes (key: the window with its first two bytes 0),
+				     * in argv as ARGV: a shell quote that cuts words apart */
 };
 
 /* guard_payload_event.sample_kind */
@@ -140,6 +161,8 @@ enum guard_sample_kind {
 	GUARD_SAMPLE_UDP = 3,        /* first datagram to a new UDP destination */
 	GUARD_SAMPLE_DNS_ANSWER = 4, /* a datagram from port 53 */
 	GUARD_SAMPLE_INBOUND = 5,    /* the server's first reply on a flow that was let through */
+	GUARD_SAMPLE_SERVER_FIRST = 6, /* the server's first bytes on a flow the sandbox opened and
+					* has sent nothing on yet */
 };
 
 enum guard_payload_flags {
@@ -152,6 +175,8 @@ enum guard_payload_flags {
 				      * payload's own host name (SNI, Host) is judged */
 	GUARD_PAYLOAD_WEBSOCKET = 64, /* the sample is the message in a WebSocket's first
 				       * frames (unmasked), after an upgrade */
+	GUARD_PAYLOAD_UNJUDGED = 128, /* refused unjudged: more WebSocket frames of filler
+				       * than the kernel reads came before any message */
 };
 
 /* guard_policy_config.names: how the policy allows by name. */
@@ -336,7 +361,10 @@ struct guard_policy_config {
 	__u32 dns_ttl_max;    /* ... and at most this long */
 	__u16 dns_ports[GUARD_DNS_PORTS]; /* resolver ports (0: unused): no guarded bind() */
 	__u16 resolver_rule_id; /* the rule_id connects to a trusted resolver get */
-	__u16 _pad1;
+	__u8 audit;           /* 1: spec.mode audit: what no table decides (raw sockets,
+			       * resolver-port binds, named first payloads) is reported,
+			       * never refused or held */
+	__u8 _pad1;
 };
 
 /* eg_config value (single entry): host-wide knobs. */
@@ -449,6 +477,46 @@ struct guard_learned_name {
 
 struct guard_learned {
 	struct guard_learned_name names[GUARD_DNS_NAMES_PER_ADDR];
+};
+
+/* guard_escape_event.how: the way a guarded process left its guarded cgroup. */
+enum guard_escape_how {
+	GUARD_ESCAPE_PROCS = 1,   /* its pid written into another cgroup's cgroup.procs */
+	GUARD_ESCAPE_THREADS = 2, /* one of its threads written into another cgroup.threads */
+	GUARD_ESCAPE_CLONE = 3,   /* a child cloned into another cgroup (clone3 CLONE_INTO_CGROUP) */
+};
+
+/* guard_escape_event.flags */
+enum guard_escape_flags {
+	GUARD_ESCAPE_DST_GUARDED = 1, /* the destination is guarded, by another policy slot */
+	GUARD_ESCAPE_UNSIGNALLED = 2, /* the kernel could not signal it: userspace kills it */
+};
+
+/*
+ * A guarded process (hdr.pid, hdr.comm, hdr.start_ns) was moved out of its
+ * guarded cgroup (hdr.cgroup_id: the guarded cgroup it belonged to) into a
+ * cgroup neither inside it nor guarded by the same policy slot. hdr.action:
+ * KILL (the kernel sent SIGKILL at the move, before it runs again) or
+ * WOULD_KILL (audit mode). The mover is who wrote the pid (or cloned).
+ */
+struct guard_escape_event {
+	struct guard_event_header hdr;
+	__u64 dst_cgroup_id; /* where it went (cgroup v2 id) */
+	__u32 how;           /* enum guard_escape_how */
+	__u32 flags;         /* enum guard_escape_flags */
+	__u32 tid;           /* the thread moved (THREADS), the child (CLONE), else hdr.pid */
+	__u32 mover_pid;     /* thread-group id of the writer (or of the cloning parent) */
+	char mover_comm[GUARD_COMM_LEN];
+	char dst_path[GUARD_PATH_MAX]; /* below the cgroup2 mount, "/a/b"; CLONE: empty */
+};
+
+/* eg_workload_loss value: one workload's share of the ring under pressure */
+struct guard_workload_loss {
+	__u64 window_ns; /* CLOCK_BOOTTIME start of its current window */
+	__u32 in_window; /* bytes of records it queued in that window */
+	__u32 _pad0;
+	__u64 shed;      /* records refused: over its share while the ring was half full */
+	__u64 lost;      /* records that found the ring full */
 };
 
 #endif /* GUARD_ABI_H */

@@ -62,4 +62,38 @@ static __always_inline int has_anchor(const __u8 *buf, __u32 size, __u8 kind)
 	return scan.found;
 }
 
+/*
+ * An argv also holds when the last two bytes of a window are a 2-byte
+ * anchor (GUARD_ANCHOR_ARGV_PAIR, keyed as the window with its first two
+ * bytes zero): a shell's quoting can cut every 4-byte word of a one-liner
+ * apart (ANSI-C `$'\x2fdev\x2ftcp'`, locale `$"..."`), while the quote
+ * itself is two bytes that are always there. Only argv scans do this second
+ * lookup; a first payload's scan (flow.bpf.c) is has_anchor's alone.
+ */
+static long argv_anchor_step(__u32 i, struct anchor_scan *scan)
+{
+	__u32 pair;
+	__u8 *kind;
+
+	if (anchor_step(i, scan))
+		return 1; /* the end, or a 4-byte anchor */
+	if (i < 1)
+		return 0;
+	pair = scan->window & 0xffff0000;
+	kind = bpf_map_lookup_elem(&eg_anchors, &pair);
+	if (kind && (*kind & GUARD_ANCHOR_ARGV_PAIR)) {
+		scan->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int has_argv_anchor(const __u8 *buf, __u32 size)
+{
+	struct anchor_scan scan = { .buf = buf, .size = size, .kind = GUARD_ANCHOR_ARGV };
+
+	bpf_loop(GUARD_SAMPLE_MAX, argv_anchor_step, &scan, 0);
+	return scan.found;
+}
+
 #endif /* GUARD_LIB_ANCHORS_H */

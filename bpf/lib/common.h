@@ -9,7 +9,8 @@
  * Who owns which map (key -> value comments beside each declaration), and
  * which objects include it:
  *
- *   events.h        eg_events, eg_counters       all but destroy
+ *   events.h        eg_events, eg_counters,      all but destroy
+ *                   eg_workload_loss
  *   config.h        eg_config                    all but destroy
  *   guarded.h       eg_guarded, eg_slots         dns, exec, flow, sock_addr,
  *                                                sock_create, socket_syscall
@@ -26,15 +27,17 @@
  *                   eg_held_execs, eg_exec_scratch
  *   flow.h          eg_flow_state,               flow
  *                   eg_flow_verdicts
+ *   samples.h       eg_sample_scratch            flow
  *   raw_sockets.h   (no map: the raw-socket      sock_create,
  *                   verdict)                     socket_syscall
  *   packet.h        (no map: where a packet's    dns, flow
  *                   payload starts)
  *   stdio_socket.h  (no map: the stdio event)    exec, socket_syscall
+ *   task_marks.h    eg_task_marks                exec, escape
  *
  * A few maps of one program's own mechanics stay in its .bpf.c beside their
- * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_sample_scratch,
- * eg_frame_scratch, eg_dns_names, eg_dns_scratch).
+ * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_flow_opening,
+ * eg_opening_scratch, eg_frame_scratch, eg_dns_names, eg_dns_scratch).
  * Userspace shares every eg_* map between the objects by name
  * (guard/kernel/objects.py: the first object that declares a map creates it,
  * later ones reuse its fd), so an object without a map simply takes no part

@@ -103,9 +103,8 @@ static __always_inline int must_hold(struct exec_scratch *s, __u8 flags, __u64 a
 		return 0;
 	if (flags & GUARD_HOLD_ALWAYS)
 		return 1;
-	return has_anchor((const __u8 *)s->ev.argv,
-			  argv_size < GUARD_ARGV_SCAN ? argv_size : GUARD_ARGV_SCAN,
-			  GUARD_ANCHOR_ARGV);
+	return has_argv_anchor((const __u8 *)s->ev.argv,
+			       argv_size < GUARD_ARGV_SCAN ? argv_size : GUARD_ARGV_SCAN);
 }
 
 #endif /* GUARD_LIB_EXEC_H */

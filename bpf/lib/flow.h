@@ -12,6 +12,9 @@
 #include "config.h"
 #include "events.h"
 
+/* TCP flows between their SYN and their first payload, host-wide (flow.bpf.c) */
+#define FLOW_OPENING_MAX 16384
+
 enum flow_phase {
 	FLOW_NEW = 0,
 	FLOW_SOCKS5 = 1,      /* SOCKS5 greeting seen, the request comes next */
@@ -43,7 +46,7 @@ struct flow_state {
 	__u8 names;         /* the policy's guard_policy_config.names when the flow began */
 	__u8 framing;       /* enum flow_framing: how the first message is wrapped */
 	__u8 gathering;     /* a first payload too short to judge is being gathered (since_ns) */
-	__u8 _pad[1];
+	__u8 audit;         /* the policy's guard_policy_config.audit when the flow began */
 	/*
 	 * Who opened the flow, taken at its SYN (sent from connect(), in the
 	 * process's context): a later segment may leave from softirq context,
@@ -53,7 +56,8 @@ struct flow_state {
 	__u32 tgid;
 	__u32 ppid;
 	__u32 uid;
-	__u32 _pad1;
+	__u8 server_first;  /* the server sent bytes before the sandbox did (server_first) */
+	__u8 _pad1[3];
 	char comm[GUARD_COMM_LEN];
 	__u64 guarded_id;   /* the guarded cgroup (itself or an ancestor of cgroup_id) */
 };

@@ -14,23 +14,28 @@
 #include "policy.h"
 
 /*
- * Whether the current task's policy refuses raw and packet sockets. A
+ * What the current task's policy does with a raw or packet socket the caller
+ * refuses with `refuse` (BLOCK or KILL): ALLOW when the policy allows them,
+ * `refuse`, or under audit the WOULD_ action (reported, let through). A
  * guarded cgroup whose policy is missing fails closed.
  */
-static __always_inline int raw_sockets_denied(__u64 *cgroup_id, __u32 *policy_id)
+static __always_inline __u8 raw_socket_action(__u64 *cgroup_id, __u32 *policy_id, __u8 refuse)
 {
 	struct guard_policy_config *policy;
 	struct guard_cgroup_info *guard = current_guard(cgroup_id);
 
 	if (!guard)
-		return 0;
+		return GUARD_ACTION_ALLOW;
 	*policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, policy_id);
 	if (policy && !policy->deny_raw_sockets) {
 		count_verdict(GUARD_ACTION_ALLOW);
-		return 0;
+		return GUARD_ACTION_ALLOW;
 	}
-	return 1;
+	if (policy && policy->audit)
+		return refuse == GUARD_ACTION_KILL ? GUARD_ACTION_WOULD_KILL
+						   : GUARD_ACTION_WOULD_BLOCK;
+	return refuse;
 }
 
 static __always_inline void emit_socket(__u64 cgroup_id, __u32 policy_id, __u8 action,
@@ -39,7 +44,7 @@ static __always_inline void emit_socket(__u64 cgroup_id, __u32 policy_id, __u8 a
 	struct guard_socket_event *ev;
 
 	count_verdict(action);
-	ev = event_reserve(sizeof(*ev));
+	ev = event_reserve(sizeof(*ev), GUARD_EVENT_SOCKET, cgroup_id, action);
 	if (!ev)
 		return;
 	fill_header(&ev->hdr, GUARD_EVENT_SOCKET, sizeof(*ev), cgroup_id, policy_id, action,

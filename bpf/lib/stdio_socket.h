@@ -16,7 +16,7 @@ static __always_inline void emit_stdio_socket(struct sock *sk, __u16 family, __u
 {
 	struct guard_stdio_socket_event *ev;
 
-	ev = event_reserve(sizeof(*ev));
+	ev = event_reserve(sizeof(*ev), GUARD_EVENT_STDIO_SOCKET, cgroup_id, action);
 	if (!ev)
 		return;
 	fill_header(&ev->hdr, GUARD_EVENT_STDIO_SOCKET, sizeof(*ev), cgroup_id, policy_id,

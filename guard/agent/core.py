@@ -28,8 +28,6 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import struct
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -45,6 +43,9 @@ from guard.agent.holds import HoldWatchdog
 from guard.agent.registry import Registry
 from guard.agent.reloads import ReloadProtocol
 from guard.agent.scheduling import CpuShare, cgroup_company, lateness_s
+from guard.agent.losses import LossReport
+from guard.agent.sweeps import (COMPUTE_SAMPLE_S, ComputeSweep, PacketSocketSweep,
+                                packet_socket_mode, syscall_hook_wanted)
 from guard.control.server import ControlError, ControlServer
 from guard.detect.detector import Detector
 from guard.detect.files import ProcessFiles
@@ -52,17 +53,19 @@ from guard.detect.vocabulary import anchor_table
 from guard.kernel import abi, libbpf
 from guard.kernel.host import KernelError, KernelFactory, Ring, open_kernel
 from guard.kernel.maps import Maps
+from guard.kernel.records import kind_of, written_ns
 from guard.kernel.objects import ENFORCEMENT_LEVEL, RING_SIZE_DEFAULT, GuardObjects
 from guard.policy.compile import CompiledPolicy
 from guard.policy.fast import warm_up, with_rules
 from guard.policy.load import default_policy
 from guard.policy.model import Policy, PolicyError, Problem
 from guard.report.events import (Clock, EventWriter, agent_event, crashed_event, error_event,
-                                 loss_event, policy_event)
+                                 policy_event)
 from guard.report.metrics import MetricsServer
 from guard.respond.responder import Responder, cgroup_path_of
 from guard.workloads.cgroups import Cgroup, CgroupError, CgroupNames, resolve
-from guard.workloads.containers import container_of, is_container_cgroup
+from guard.workloads.containers import container_of, running_containers
+from guard.workloads.own import OwnCgroup, find_own_cgroup
 from guard.workloads.kubernetes import PodWatcher
 from guard.workloads.names import NameBook
 from guard.workloads.process import ProcessTable
@@ -93,7 +96,6 @@ class AgentStats:
     decode_errors: int = 0
     handler_errors: int = 0     # records whose handling raised (reported, never fatal)
     loop_errors: int = 0        # loop turns and tick chores that raised (likewise)
-    lost_reported: int = 0
     reloads: int = 0
     samples: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -108,10 +110,14 @@ class Agent:
                  runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS,
                  kube_api: tuple[str, str, str | None, str | None] | None = None,
                  unselected: str = "default", hold_timeout_ms: int = HOLD_TIMEOUT_MS_DEFAULT,
-                 scheduling: str = "background", *, kernel: KernelFactory = open_kernel,
-                 metadata: Callable[[tuple[str, ...]], MetadataCache] = MetadataCache):
-        # the seams: the kernel (guard/kernel/host.py) and the runtime's metadata
+                 scheduling: str = "background", *, syscall_hook: bool = False,
+                 compute_sample_s: float = COMPUTE_SAMPLE_S,
+                 kernel: KernelFactory = open_kernel, reasons_dir: str | None = None,
+                 metadata: Callable[[tuple[str, ...]], MetadataCache] = MetadataCache,
+                 own_cgroup: Callable[[Path], OwnCgroup] = find_own_cgroup):
+        # the seams: the kernel (guard/kernel/host.py), the runtime's metadata, where it runs
         self._kernel_factory = kernel
+        self._find_own = own_cgroup
         self._metadata_factory = metadata
         # what nothing selects: the embedded default, or left unguarded
         self._unselected = unselected
@@ -127,6 +133,10 @@ class Agent:
         self.discover = not cgroup_specs
         self._ring_size = ring_size
         self._hold_timeout_ms = hold_timeout_ms
+        self.syscall_hook = syscall_hook   # sys_enter: host-wide, so only when asked
+        self.packet_sweep = PacketSocketSweep(self)
+        self.compute_sweep = ComputeSweep(self, compute_sample_s)
+        self.losses = LossReport(self)      # per workload, every LOSS_REPORT_INTERVAL_S
         # the loop's scheduling policy (see scheduling.py)
         self._cpu = CpuShare(scheduling, company=cgroup_company)
         self.detector = Detector()
@@ -138,7 +148,7 @@ class Agent:
         self._holds: HoldWatchdog | None = None
         self._detections_by: dict[tuple[str, str], int] = {}
         self.registry = Registry(self)
-        self.handlers = RecordHandlers(self, self.registry.on_cgroup)
+        self.handlers = RecordHandlers(self, self.registry.on_cgroup, reasons_dir)
         self._control_path = control_socket
         self._pin_dir = Path(pin_dir) if pin_dir else None
         # pinned generations outlive the agent; so must their names
@@ -180,10 +190,9 @@ class Agent:
         except CgroupError as exc:
             raise AgentError(str(exc)) from None
         self._mount = mount
-        for cg in cgroups:
-            if cg.level == 0:
-                raise AgentError(f"{cg.path}: refusing to guard the root cgroup "
-                                 "(name a child cgroup, e.g. a container's)")
+        self.registry.own = self._find_own(mount)   # never guarded (guard/workloads/own.py)
+        for refusal in filter(None, map(self.registry.own.refusal, cgroups)):
+            raise AgentError(refusal)   # the root cgroup, or the agent's own
         self.cgroup_names = kernel.cgroup_names(mount)
         mismatches = kernel.check_abi()
         if mismatches:
@@ -212,12 +221,13 @@ class Agent:
             previously_guarded = self._adopt() if self._objects.adopted else []
             self._switch_to(self.policies, compiled)
             self.generations.write_names()
-            self._objects.attach_global()
+            # sys_enter as the first switch decided (syscall_hook_wanted)
+            self._objects.attach_global(syscall_hook=self._objects.syscall_hook)
             if self.discover:
                 # watch first, then scan: a container starting in between is
                 # seen twice rather than not at all (guard() is idempotent)
                 self._maps.watch_cgroups(True)
-                cgroups = _running_containers(mount)
+                cgroups = running_containers(mount)
             for cg in cgroups:
                 self.guard(cg)
             self.registry.release_adopted(previously_guarded)
@@ -290,6 +300,10 @@ class Agent:
         generation retires later. If an install fails, the set in force stays
         whole. Only the policies' names, selectors and failClosed are read
         here (a large egress list may not be built yet, see reload)."""
+        hook = syscall_hook_wanted(self.syscall_hook, [main for main, _twin in compiled])
+        if hook:    # on before a policy that needs it judges anything
+            self._objects.set_syscall_hook(True)
+        self.registry.widen_for(compiled)   # packet programs before the policy needing them
         generation, ids, slots = self.generations.install(compiled)
         for slot, (policy_id, fail_closed_id) in enumerate(slots):
             self._maps.set_slot(slot, policy_id, fail_closed_id)
@@ -304,6 +318,9 @@ class Agent:
         self.registry.reselect()
         for slot in range(len(policies), previous_slots):
             self._maps.set_slot(slot, 0)  # no cgroup points here any more
+        self.registry.settle_needs()
+        if not hook:
+            self._objects.set_syscall_hook(False)
         return generation
 
     def reload(self, policy: Policy | Sequence[Policy],
@@ -372,7 +389,7 @@ class Agent:
         for key, _ in selector.select(timeout=TICK_S):
             if key.data == "ring":
                 self._ring.consume()
-                written = _written_ns(self._pending[0]) if self._pending else 0
+                written = written_ns(self._pending[0]) if self._pending else 0
                 if written:
                     self._cpu.pace(lateness_s(written))
                 batched = self._drain() > 0
@@ -392,7 +409,7 @@ class Agent:
                 self._tick(now)
         if now - self._last_losses >= LOSS_REPORT_INTERVAL_S:
             self._last_losses = now
-            self._report_losses()
+            self.losses()
         self.writer.flush()   # what the tick or an answer wrote, if anything
         if batched:
             time.sleep(BATCH_WINDOW_S)
@@ -415,6 +432,7 @@ class Agent:
         fails (and is reported) never keeps the others from running."""
         self._beat()
         for chore in (self._report_watchdog, self.registry.reselect_if_news, self.handlers.sweep,
+                      self.packet_sweep, self.compute_sweep,
                       lambda: self.generations.retire_due(now), self.reloads.if_asked):
             try:
                 chore()
@@ -446,8 +464,12 @@ class Agent:
         if not self._pending:
             return 0
         batch, self._pending[:] = list(self._pending), []
+        handle = self.handle
         for i, raw in enumerate(batch):
-            self._handle_safely(raw)
+            try:   # inline, not a call per record: this loop runs for every record
+                handle(raw)
+            except Exception as exc:  # noqa: BLE001 - MemoryError, RecursionError included
+                self._handle_failed(raw, exc)
             if i % HEARTBEAT_EVERY == HEARTBEAT_EVERY - 1:
                 self._beat_if_due()
         self._responder.flush_allowed()
@@ -455,16 +477,14 @@ class Agent:
         self.writer.flush()
         return len(batch)
 
-    def _handle_safely(self, raw: bytes) -> None:
-        """One record: whatever a workload's bytes make a handler do, the
-        loop goes on. A failure is counted and reported with its cause;
-        the enforcement the kernel already did stands, and a program held
-        at exec is never left stopped (see RecordHandlers.judge_exec)."""
-        try:
-            self.handle(raw)
-        except Exception as exc:  # noqa: BLE001 - MemoryError, RecursionError included
-            self.stats.handler_errors += 1
-            self.error(f"record not handled: {_cause(exc)}", record_kind=_kind_of(raw))
+    def _handle_failed(self, raw: bytes, exc: Exception) -> None:
+        """A record whose handling raised (_drain catches it): whatever a
+        workload's bytes make a handler do, the loop goes on. The failure
+        is counted and reported with its cause; the enforcement the kernel
+        already did stands, and a program held at exec is never left
+        stopped (see RecordHandlers.judge_exec)."""
+        self.stats.handler_errors += 1
+        self.error(f"record not handled: {_cause(exc)}", record_kind=kind_of(raw))
 
     def error(self, message: str, **fields: Any) -> None:
         self.writer.write(error_event(self.clock, message, **fields))
@@ -506,8 +526,9 @@ class Agent:
 
     def emit(self, event: dict[str, Any], policy_id: int) -> None:
         """An event of a record, enriched (container, pod, identity), counted, written."""
-        self.stats.events += 1
-        self.stats.by_kind[event["kind"]] = self.stats.by_kind.get(event["kind"], 0) + 1
+        stats, kind = self.stats, event["kind"]
+        stats.events += 1
+        stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
         if "container" in event:
             event["container"] = self.registry.container(event["cgroup"]["path"])
             pod = self.registry.pod(event["cgroup"]["path"])
@@ -516,9 +537,10 @@ class Agent:
             identity = self.registry.identity(policy_id, event["cgroup"]["path"], pod)
             if identity:
                 event["identity"] = identity
-        key = (event["kind"], event["action"])
+        key = (kind, event["action"])
         self._events_by[key] = self._events_by.get(key, 0) + 1
         self.writer.write(event)
+        self.handlers.feedback.on_event(event, policy_id)   # spec.feedback: tell the sandbox
 
     def _held_policy(self, pid: int) -> tuple[Policy | None, str | None]:
         """(policy, cgroup path) of a program the kernel holds (hold watchdog)."""
@@ -533,13 +555,6 @@ class Agent:
 
     def counters(self) -> dict[str, int]:
         return self._maps.counters() if self._maps else {}
-
-    def _report_losses(self) -> None:
-        lost = self.counters().get("events_lost", 0)
-        if lost > self.stats.lost_reported:
-            self.writer.write(loss_event(self.clock, lost - self.stats.lost_reported, lost))
-            self.writer.flush()
-            self.stats.lost_reported = lost
 
     # -- stop ----------------------------------------------------------------
     def stop(self) -> None:
@@ -563,7 +578,7 @@ class Agent:
             try:
                 self._ring.consume()
                 self._drain()
-                self._report_losses()
+                self.losses()
             finally:
                 self._ring.close()
                 self._ring = None
@@ -642,11 +657,13 @@ class Agent:
             "policies": [{"name": p.name, "source": p.source, "slot": slot}
                          for slot, p in enumerate(self.policies)],
             "enforcement": ENFORCEMENT_LEVEL,
+            "packet_sockets": packet_socket_mode(self._objects),
             "cgroups": [_cgroup_entry(cg, self.metadata, self.policies[self.registry.slot_of[cg.id]])
                         for cg in self.registry.guarded.values()],
             "discovery": self.discover,
+            "self": self.registry.own.as_dict(),
             "counters": self.counters(),
-            "names": self.handlers.names_status(self.generations.active_ids),
+            **self.handlers.status(self.generations.active_ids),   # names, feedback
             "detections": {f"{t}/{a}": n for (t, a), n in sorted(self._detections_by.items())},
             "events": self.stats.events,
             "reloads": self.stats.reloads,
@@ -708,21 +725,6 @@ def _cgroup_entry(cg: Cgroup, metadata: MetadataCache | None, policy: Policy) ->
     return entry
 
 
-def _running_containers(mount: Path) -> list[Cgroup]:
-    """The cgroups of every container running now (a walk of the cgroup2 tree
-    that does not descend into containers)."""
-    found = []
-    for dirpath, dirnames, _files in os.walk(mount):
-        relative = "/" + os.path.relpath(dirpath, mount)
-        if relative != "/." and is_container_cgroup(relative):
-            dirnames[:] = []
-            try:
-                found.append(resolve(relative, mount))
-            except CgroupError:
-                continue  # removed while we looked
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -742,28 +744,6 @@ def _cause(exc: BaseException) -> str:
         last = frames[-1]
         text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
     return text
-
-
-_KIND = abi.EventHeader.kind   # guard_event_header.kind, at its ABI offset
-
-
-def _kind_of(raw: bytes) -> int | None:
-    """The kind field of a record's header, when there is one."""
-    end = _KIND.offset + _KIND.size
-    return int.from_bytes(raw[_KIND.offset:end], sys.byteorder) if len(raw) >= end else None
-
-
-_WRITTEN_NS = struct.Struct("=Q")   # guard_event_header.ktime_ns
-_WRITTEN_AT = abi.EventHeader.ktime_ns.offset
-assert abi.EventHeader.ktime_ns.size == _WRITTEN_NS.size
-
-
-def _written_ns(raw: bytes) -> int:
-    """When the kernel wrote a record (CLOCK_BOOTTIME); 0 if it is too short
-    to say (decode reports it)."""
-    if len(raw) < _WRITTEN_AT + _WRITTEN_NS.size:
-        return 0
-    return _WRITTEN_NS.unpack_from(raw, _WRITTEN_AT)[0]
 
 
 class AgentCrashed(Exception):

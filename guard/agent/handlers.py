@@ -11,6 +11,7 @@ found through a table.
     dns       a query refused or logged, an answer read (allow by name): what
               the kernel learned goes into the NameBook, so events name it
     cgroup    discovery: a container's cgroup appears or goes (the registry)
+    escape    a guarded process moved out of its guarded cgroup: killed
 
 The kernel has already enforced every verdict it reports (EPERM at connect or
 socket, SIGKILL at exec); these handlers act on what only userspace can judge
@@ -24,17 +25,19 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from guard.agent.feedback import Feedback
 from guard.agent.generations import generation_of
 from guard.detect.classify import RANK, Finding
 from guard.detect.classify.dns import parse_message
 from guard.detect.classify.payload_host import payload_host
-from guard.detect.detector import Detection, decide, strongest
+from guard.detect.detector import Detection, audit, decide, strongest
 from guard.kernel import abi
-from guard.kernel.records import (CgroupRecord, ConnectRecord, DecodeError, DnsRecord, ExecRecord,
-                                  PayloadRecord, SocketRecord, StdioSocketRecord, decode)
+from guard.kernel.records import (CgroupRecord, ConnectRecord, DecodeError, DnsRecord,
+                                  EscapeRecord, ExecRecord, PayloadRecord, SocketRecord,
+                                  StdioSocketRecord, decode)
 from guard.policy.compile import simulate
 from guard.policy.model import Policy
-from guard.report.events import describe, describe_detection
+from guard.report.events import describe, describe_detection, describe_escape
 from guard.workloads.process import ProcessInfo
 
 NO_PROCESS = ProcessInfo(exe=None, argv=[], argv_truncated=False)
@@ -49,8 +52,11 @@ class RecordHandlers:
     processes, detector, files_of, cgroup_names, the responder and the maps,
     the compiled generations, and emit/error/report_action_errors for events."""
 
-    def __init__(self, agent, on_cgroup: Callable[[CgroupRecord], None]):
+    def __init__(self, agent, on_cgroup: Callable[[CgroupRecord], None],
+                 reasons_dir: str | None = None):
         self._agent = agent
+        # spec.feedback: reasons told to the sandbox after each refusal the agent reports
+        self.feedback = Feedback(agent, reasons_dir)
         self._table: dict[type, Callable[[Any], None]] = {
             ExecRecord: self.on_exec,
             ConnectRecord: self.on_verdict,
@@ -58,12 +64,16 @@ class RecordHandlers:
             PayloadRecord: self.on_payload,
             StdioSocketRecord: self.on_stdio_socket,
             DnsRecord: self.on_dns,
+            EscapeRecord: self.on_escape,
             CgroupRecord: on_cgroup,
         }
         self._swept = time.monotonic()
         self.learned: dict[int, int] = {}   # guarded cgroup id -> addresses learned (last sweep)
         # cookie -> (first payload, port, reported (type, dialect) -> confidence rank)
         self.first_samples: OrderedDict[int, tuple[bytes, int, dict]] = OrderedDict()
+        # cookie -> the host a flow's first payload named (TLS SNI, HTTP Host), or None:
+        # the compute-abuse correlation weighs a flow that says where it goes lower
+        self.first_hosts: OrderedDict[int, str | None] = OrderedDict()
 
     def handle(self, raw: bytes) -> None:
         agent = self._agent
@@ -78,28 +88,39 @@ class RecordHandlers:
     # -- the kernel's verdicts, explained ------------------------------------
     def on_exec(self, record: ExecRecord) -> None:
         process = self._agent.processes.record_exec(record)
-        detections = self.judge_exec(record, process)
-        self.on_verdict(record, process)
-        for detection in detections:
-            self.emit_detection(record.header, detection, process)
+        # a kill, and resuming or killing a held program, wait until the
+        # events are out: the program is told why (spec.feedback) while it
+        # still has its stderr, before it runs on
+        after: list[Callable[[], None]] = []
+        try:
+            detections = self.judge_exec(record, process, after)
+            self.on_verdict(record, process)
+            for detection in detections:
+                self.emit_detection(record.header, detection, process)
+        finally:
+            for act in after:
+                act()
 
-    def on_verdict(self, record, process=None) -> None:
+    def on_verdict(self, record, process=None, found_by: str | None = None) -> None:
         agent = self._agent
         header = record.header
         if process is None:
             process = agent.processes.lookup(header.pid)
         compiled = agent.compiled_policy(header.policy_id)
-        rule = compiled.rule_name(header.rule_id) if compiled else None
-        if header.rule_id == abi.RULE_DETECTION:
+        rule_id = header.rule_id
+        # RULE_NONE names no rule in any generation: the common case asks nothing
+        rule = compiled.rule_name(rule_id) if compiled and rule_id != abi.RULE_NONE else None
+        if rule_id == abi.RULE_DETECTION:
             rule = "detection"  # refused because a detection judged the process
+        # an empty NameBook (no policy allows by name) names nothing
         name = (self.name_of(header.cgroup_id, record.ip)
-                if isinstance(record, ConnectRecord) else None)
-        event = describe(
-            record, agent.clock, rule=rule,
-            cgroup_path=agent.cgroup_names.name(header.cgroup_id),
-            policy_name=compiled.name if compiled else None,
-            generation=generation_of(header.policy_id),
-            process=process, name=name)
+                if isinstance(record, ConnectRecord) and agent.names else None)
+        # positional: rule, cgroup_path, policy_name, process, generation
+        event = describe(record, agent.clock, rule, agent.cgroup_names.name(header.cgroup_id),
+                         compiled.name if compiled else None, process,
+                         generation_of(header.policy_id), name=name)
+        if found_by is not None:
+            event["found"] = found_by   # not a hook's verdict: the agent found it (sweeps.py)
         agent.emit(event, header.policy_id)
 
     # -- allow by name ---------------------------------------------------------
@@ -141,6 +162,10 @@ class RecordHandlers:
         self._swept = now
         self.learned = self._agent.maps.sweep_learned(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
+    def status(self, policy_ids) -> dict[str, Any]:
+        """The record path's part of the agent's status."""
+        return {"names": self.names_status(policy_ids), "feedback": self.feedback.status()}
+
     def names_status(self, policy_ids) -> list[dict[str, Any]]:
         """Per policy in force that allows by name: whom it trusts, how many
         names; and the addresses each guarded cgroup has learned."""
@@ -179,16 +204,19 @@ class RecordHandlers:
                 return []
             action = "block"
         else:
+            # judged as enforce mode would (an audit policy's tables say WOULD_)
             verdict = names.verdict(host, record.port, int(record.proto))
-            if verdict is not None and verdict[0] != abi.Action.BLOCK:
+            if verdict is not None and verdict[0].enforced != abi.Action.BLOCK:
                 return []
             fallback, _rule = simulate(compiled, record.ip, record.port, record.proto)
+            fallback = fallback.enforced
             if verdict is None and fallback == abi.Action.ALLOW and _rule:
                 return []   # a CIDR rule allows the address whatever it is called
             action = "block" if verdict is not None or fallback == abi.Action.BLOCK else "log"
         learned = self.name_of(header.cgroup_id, record.ip)
-        return [Detection(Finding(type="name_mismatch", confidence="high", dialect=source,
-                                  evidence={"host": host, "learned": learned}), action)]
+        return [audit(Detection(Finding(type="name_mismatch", confidence="high", dialect=source,
+                                        evidence={"host": host, "learned": learned}), action),
+                      compiled.policy)]
 
     def name_of(self, cgroup_id: int, ip: str) -> str | None:
         return self._agent.names.name_of(cgroup_id, ip, time.monotonic())
@@ -213,15 +241,19 @@ class RecordHandlers:
             header, agent.clock, detection.as_dict(), detection.action,
             cgroup_path=agent.cgroup_names.name(header.cgroup_id),
             policy_name=compiled.name if compiled else None,
-            generation=generation_of(header.policy_id), process=process, dst=dst)
+            generation=generation_of(header.policy_id), process=process, dst=dst,
+            would=detection.would)
         agent.count_detection(detection.finding.type, detection.action)
         agent.emit(event, header.policy_id)
 
-    def judge_exec(self, record: ExecRecord, process) -> list[Detection]:
+    def judge_exec(self, record: ExecRecord, process,
+                   after: list[Callable[[], None]]) -> list[Detection]:
         """Classify an exec; act before a held program runs its first instruction.
         Whatever happens on the way, a held program is settled: resumed, or
         killed when the agent could not judge it (the kernel held it because
-        an enforcing detection wanted a verdict: no verdict fails closed)."""
+        an enforcing detection wanted a verdict: no verdict fails closed).
+        The kill and the settling go to `after`, which the caller runs
+        whatever happens."""
         agent = self._agent
         header = record.header
         detections: list[Detection] = []
@@ -240,10 +272,10 @@ class RecordHandlers:
             if action == "block":
                 agent.responder.block_process(header.pid, header.start_ns)
             elif action == "kill" and not record.held:
-                agent.responder.kill(header.pid, cgroup_path)
+                after.append(lambda: agent.responder.kill(header.pid, cgroup_path))
         finally:
             if record.held:
-                self.settle_held(header.pid, action, cgroup_path)
+                after.append(lambda: self.settle_held(header.pid, action, cgroup_path))
         return detections
 
     def settle_held(self, pid: int, action: str | None, cgroup_path: str | None) -> None:
@@ -259,8 +291,11 @@ class RecordHandlers:
 
     # -- flows -------------------------------------------------------------------
     def on_payload(self, record: PayloadRecord) -> None:
-        if record.sample_kind == abi.SampleKind.INBOUND:
+        if record.sample_kind in (abi.SampleKind.INBOUND, abi.SampleKind.SERVER_FIRST):
             self.on_inbound(record)
+            return
+        if record.flags & abi.PayloadFlags.UNJUDGED:
+            self.on_unjudged(record)
             return
         agent = self._agent
         header = record.header
@@ -286,25 +321,56 @@ class RecordHandlers:
             elif record.sample_kind == abi.SampleKind.FIRST:
                 agent.responder.allow_flow(record.cookie)
                 self.remember_first(record, detections)
+                named = payload_host(record.sample)
+                self.first_hosts[record.cookie] = named[1] if named else None
+                while len(self.first_hosts) > FIRST_SAMPLES_KEPT:
+                    self.first_hosts.popitem(last=False)
         dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
         for detection in detections:
             self.emit_detection(header, detection, process, dst=dst)
         agent.report_action_errors()
 
+    def on_unjudged(self, record: PayloadRecord) -> None:
+        """A flow the kernel refused before it saw any message: more
+        WebSocket frames of filler than it reads (flow.bpf.c), which would
+        otherwise pass unjudged. Its socket is reset (the sender must not
+        wait on a flow that goes nowhere) and the refusal reported, with
+        why, as a detection of type unjudged_flow."""
+        agent = self._agent
+        header = record.header
+        agent.responder.block_flow(record.cookie, header.pid, record.proto)
+        finding = Finding(type="unjudged_flow", confidence="medium", dialect="websocket-filler",
+                          evidence={"why": "more WebSocket frames of filler (empty, blank or "
+                                           "control frames) than the kernel reads came "
+                                           "before any message",
+                                    "payload_size": record.payload_size})
+        dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
+        self.emit_detection(header, Detection(finding, "block"),
+                            agent.processes.lookup(header.pid), dst=dst)
+        agent.report_action_errors()
+
     def on_inbound(self, record: PayloadRecord) -> None:
         """The server's first reply on a flow that was let through: report
-        what it confirms beyond what the client's bytes showed, and act."""
+        what it confirms beyond what the client's bytes showed, and act. Or
+        the server's first bytes before the sandbox sent any (SERVER_FIRST)."""
         agent = self._agent
-        first = self.first_samples.pop(record.cookie, None)
         header = record.header
         policy = self.policy_of(header.policy_id)
-        if first is None or policy is None:
-            return
-        sample, port, reported = first
         process = agent.processes.lookup(header.pid)
-        findings = agent.detector.inbound_findings(
-            policy, sample, port, record.sample,
-            miner_traits="miner_exec" in process.detections)
+        if record.sample_kind == abi.SampleKind.SERVER_FIRST:
+            # the far end spoke first, before the sandbox sent anything
+            if policy is None:
+                return
+            findings, reported = agent.detector.server_first_findings(
+                policy, record.sample, record.port), {}
+        else:
+            first = self.first_samples.pop(record.cookie, None)
+            if first is None or policy is None:
+                return
+            sample, port, reported = first
+            findings = agent.detector.inbound_findings(
+                policy, sample, port, record.sample,
+                miner_traits="miner_exec" in process.detections)
         news = [f for f in findings
                 if RANK[f.confidence] > reported.get((f.type, f.dialect), -1)]
         detections = decide(news, policy)
@@ -348,6 +414,10 @@ class RecordHandlers:
         # the process is killed instead.
         if action == "kill" and header.action != abi.Action.KILL:
             agent.responder.kill(header.pid, agent.cgroup_names.name(header.cgroup_id))
+        if record.proto == abi.Proto.UDP:
+            # a UDP socket cannot be reset: audit says what enforce would do
+            detections = [Detection(d.finding, d.action, "kill") if d.would == "block" else d
+                          for d in detections]
         if action == "block":
             if record.proto == abi.Proto.UDP:
                 agent.responder.kill(header.pid, agent.cgroup_names.name(header.cgroup_id))
@@ -359,4 +429,26 @@ class RecordHandlers:
         dst = {"ip": record.ip, "port": record.port}
         for detection in detections:
             self.emit_detection(header, detection, process, dst=dst)
+        agent.report_action_errors()
+
+    # -- a guarded process that left its cgroup -------------------------------------
+    def on_escape(self, record: EscapeRecord) -> None:
+        """The kernel killed it at the move (escape.bpf.c), before it ran
+        again; when the kernel could not signal it, it is killed here, in
+        the cgroup it went to. Audit mode (WOULD_KILL) only reports."""
+        agent = self._agent
+        header = record.header
+        dst_path = record.dst_path or agent.cgroup_names.name(record.dst_cgroup_id)
+        killed_by = None
+        if header.action == abi.Action.KILL:
+            killed_by = "kernel"
+            if record.flags & abi.EscapeFlags.UNSIGNALLED:
+                killed_by = "agent" if agent.responder.kill(header.pid, dst_path) else None
+        compiled = agent.compiled_policy(header.policy_id)
+        event = describe_escape(
+            record, agent.clock, cgroup_path=agent.cgroup_names.name(header.cgroup_id),
+            dst_path=dst_path, policy_name=compiled.name if compiled else None,
+            generation=generation_of(header.policy_id),
+            process=agent.processes.lookup(header.pid), killed_by=killed_by)
+        agent.emit(event, header.policy_id)
         agent.report_action_errors()

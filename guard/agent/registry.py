@@ -6,21 +6,25 @@ without hooks. Its policy is the one that selects it with what is known now
 (path, container name, image and labels, pod namespace and labels); names
 and labels that arrive later, and reloads, move it (reselect: one eg_guarded
 update each, atomic). Discovery guards a container's cgroup as it appears and
-frees it as it goes. The events that say so are built in guard/report.
+frees it as it goes. The agent's own cgroup (its container's, when it runs in
+one: guard/workloads/own.py) is never guarded: discovery passes it by and no
+policy selects it. The events that say so are built in guard/report.
 """
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from guard.agent.generations import SLOT_BITS, generation_of
+from guard.agent.generations import FAIL_CLOSED_BIT, SLOT_BITS, generation_of
 from guard.kernel import libbpf
+from guard.kernel.objects import cgroup_objects_for
 from guard.kernel.records import CgroupRecord
 from guard.policy.model import Policy, Workload, select_policy
 from guard.report.events import container_event
 from guard.workloads.cgroups import Cgroup, CgroupError, resolve
 from guard.workloads.containers import container_of, is_container_cgroup
 from guard.workloads.kubernetes import PodInfo
+from guard.workloads.own import OwnCgroup
 from guard.workloads.runtime import ContainerInfo, describe_container
 
 
@@ -35,13 +39,16 @@ class Registry:
         self.slot_of: dict[int, int] = {}      # guarded cgroup id -> slot
         self.waiting: dict[int, Cgroup] = {}   # containers no policy selects (yet)
         self._seen_facts = (0, 0)              # metadata and pod versions last selected on
+        self.unmarked = False                  # cgroups guarded since their processes were marked
+        # where the agent runs: never guarded (found at start)
+        self.own = OwnCgroup(None, None, problem="not started")
 
     def guard(self, cg: Cgroup) -> None:
         """Attach first, then mark guarded: a cgroup is never marked without
         hooks. Its policy is the one that selects it with what is known now;
         names and labels that arrive later may move it (see reselect)."""
-        if cg.id in self.guarded:
-            return
+        if cg.id in self.guarded or self.own.covers(cg):
+            return   # the agent's own cgroup: never, whatever selects it
         container = container_of(cg.relative)
         if container is not None:
             self._agent.metadata.request(container.id)  # enrich later; enforcement starts now
@@ -49,12 +56,22 @@ class Registry:
         if slot is None:
             self.waiting[cg.id] = cg
             return
-        self._agent.objects.attach_cgroup(str(cg.path), cg.id)
+        self._agent.objects.attach_cgroup(str(cg.path), cg.id, self.needs(slot))
         self._agent.maps.guard(cg.id, cg.level, slot)
         self.guarded[cg.id] = cg
         self.slot_of[cg.id] = slot
+        self.unmarked = True
         self.waiting.pop(cg.id, None)
         self._agent.cgroup_names.register(cg)
+
+    def mark_tasks(self) -> None:
+        """Mark the processes already running in cgroups guarded since the
+        last run (escape.bpf.c's adoption iterator), so leaving the cgroup
+        is an escape for them too: one walk of the host's tasks, however
+        many cgroups were guarded meanwhile (at start, by a reselect)."""
+        if self.unmarked:
+            self._agent.objects.mark_guarded_tasks()
+            self.unmarked = False   # after: a run that failed is tried again next tick
 
     def workload(self, cgroup_path: str) -> Workload:
         """What selectors may ask of a cgroup: its path, and its container's
@@ -74,11 +91,13 @@ class Registry:
                 self._agent.pods.version if self._agent.pods else 0)
 
     def reselect_if_news(self) -> None:
-        """Selection only changes when names, labels or pods do."""
+        """Selection only changes when names, labels or pods do. Then (each
+        tick) the processes of cgroups guarded since are marked."""
         version = self._facts_version()
         if version != self._seen_facts:
             self._seen_facts = version
             self.reselect()
+        self.mark_tasks()
 
     def reselect(self) -> None:
         """Move cgroups whose selecting policy changed (metadata arrived, or a
@@ -93,9 +112,53 @@ class Registry:
                 self.release(cgroup_id)
                 self.waiting[cgroup_id] = cg
             elif slot != self.slot_of.get(cgroup_id):
+                # the new slot's packet programs first, the old slot's go after
+                self._attach(cg, _union(self.needs(self.slot_of.get(cgroup_id)), self.needs(slot)))
                 self._agent.maps.guard(cgroup_id, cg.level, slot)
                 self.slot_of[cgroup_id] = slot
+                self._attach(cg, self.needs(slot))
                 self.container_event("selected", cgroup_id, cg.relative)
+
+    # -- the packet programs a policy needs (objects.cgroup_objects_for) ---------
+    def needs(self, slot: int | None, pair=None) -> frozenset[str] | None:
+        """The optional cgroup objects (flow, dns) the policy of a slot needs,
+        its fail-closed twin's included: from pair (main, fail-closed
+        compiled policies) or the generation in force. None: all of them
+        (what an adopted generation needs is not known)."""
+        if slot is None:
+            return frozenset()
+        if pair is None:
+            generations = self._agent.generations
+            policy_id = generations.active << SLOT_BITS | slot
+            pair = (generations.get(policy_id), generations.get(policy_id | FAIL_CLOSED_BIT))
+        if pair[0] is None:
+            return None
+        need: frozenset[str] = frozenset()
+        for compiled in pair:
+            if compiled is None:
+                continue
+            if not hasattr(compiled, "detect_flags"):
+                return None
+            need |= cgroup_objects_for(compiled.detect_flags, compiled.names is not None)
+        return need
+
+    def widen_for(self, compiled) -> None:
+        """Before a switch to compiled ((main, fail-closed) per slot): each
+        guarded cgroup gets what its slot's new policy needs beside what it
+        has, so no policy judges a cgroup without its packet programs."""
+        for cgroup_id, cg in list(self.guarded.items()):
+            slot = self.slot_of.get(cgroup_id)
+            new = self.needs(slot, compiled[slot]) if slot is not None and slot < len(compiled) \
+                else None
+            self._attach(cg, _union(self.needs(slot), new))
+
+    def settle_needs(self) -> None:
+        """After a switch: each guarded cgroup keeps only what its policy needs."""
+        for cgroup_id, cg in list(self.guarded.items()):
+            self._attach(cg, self.needs(self.slot_of.get(cgroup_id)))
+
+    def _attach(self, cg: Cgroup, optional: frozenset[str] | None) -> None:
+        self._agent.objects.attach_cgroup(str(cg.path), cg.id, optional)
 
     def release(self, cgroup_id: int) -> Cgroup | None:
         """Unmark, detach and forget a guarded cgroup (its container is gone)."""
@@ -153,6 +216,8 @@ class Registry:
         if record.op == record.op.MKDIR:
             if cgroup_id in self.guarded or not is_container_cgroup(record.path):
                 return
+            if self.own.excluded is not None and cgroup_id == self.own.excluded.id:
+                return   # the agent's own container (an agent that starts before it)
             try:
                 cg = resolve(record.path, self._agent.mount)
                 self.guard(cg)
@@ -188,11 +253,14 @@ class Registry:
         return event
 
     def release_adopted(self, previously_guarded: list[int]) -> None:
-        """Cgroups a previous agent guarded that this one was not asked to."""
+        """At start, once the cgroups given are guarded: release those a
+        previous agent guarded that this one was not asked to, and mark the
+        processes already running in the guarded ones (mark_tasks)."""
         stale = set(previously_guarded) | set(self._agent.objects.pinned_cgroups())
         for cgroup_id in stale - set(self.guarded):
             self._agent.maps.unguard_adopted(cgroup_id)
             self._agent.objects.detach_cgroup(cgroup_id)
+        self.mark_tasks()
 
     def policy_for_path(self, cgroup_path: str) -> Policy | None:
         """The policy of the guarded cgroup at or above a cgroup path."""
@@ -206,3 +274,6 @@ class Registry:
                 return None
             path = path.rsplit("/", 1)[0] or "/"
 
+
+def _union(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    return None if a is None or b is None else a | b

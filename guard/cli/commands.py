@@ -147,15 +147,32 @@ def doctor(as_json: bool) -> None:
               help="Run the agent as a child process and start it again whenever it crashes "
                    "or is killed (with --pin, enforcement holds across the gap and the new "
                    "agent adopts it). Each restart is an event.")
+@click.option("--syscall-hook", is_flag=True,
+              help="Also attach the sys_enter raw tracepoint: socket(AF_PACKET) in a guarded "
+                   "cgroup is killed at the call and dup2/dup3 of a connected socket onto fd "
+                   "0-2 at the call. Every system call of every process on the host then pays "
+                   "for it (about 80 ns here: docs/performance.md). Without it packet sockets "
+                   "are found by a sweep (twice a second) and their owners killed, and a "
+                   "socket on stdio is found when the process execs.")
+@click.option("--compute-sample-s", type=click.FloatRange(0, 60), default=5.0, show_default=True,
+              help="How often each guarded workload's CPU is sampled, and while it is busy "
+                   "(half a core or more) its TCP flows' byte counters: a workload that keeps "
+                   "its CPU busy while a long-lived flow carries small periodic uploads is "
+                   "mining (a `stratum` finding, dialect compute-correlation). 0: off.")
 @click.option("--format", "output_format", type=click.Choice(["json", "text"]), default="json",
               show_default=True,
               help="json: JSON lines, the contract (docs/events.md). text: one line per event "
                    "for people, as `egress-guard events` shows them (coloured on a terminal).")
+@click.option("--reasons-dir", metavar="DIR",
+              help="Where workloads whose policy sets spec.feedback.file get their reasons "
+                   "file: DIR/WORKLOAD/reasons.jsonl, for a read-only bind mount into the "
+                   "container (docs/deployment.md). Default: STATE_DIR/reasons.")
 def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | None,
         ring_size: int, control_socket: str, pin: bool, pin_dir: str, state_dir: str,
         metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
         kube_api: str | None, node_name: str | None, hold_timeout_ms: int,
-        scheduling: str, supervise: bool, output_format: str) -> None:
+        scheduling: str, supervise: bool, syscall_hook: bool, compute_sample_s: float,
+        output_format: str, reasons_dir: str | None) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -185,7 +202,9 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
                   metrics_address=metrics,
                   runtime_sockets=runtime_sockets or DEFAULT_SOCKETS,
                   kube_api=_kube_api(kube_api, node_name), unselected=unselected,
-                  hold_timeout_ms=hold_timeout_ms, scheduling=scheduling)
+                  hold_timeout_ms=hold_timeout_ms, scheduling=scheduling,
+                  syscall_hook=syscall_hook, compute_sample_s=compute_sample_s,
+                  reasons_dir=reasons_dir or os.path.join(state_dir, "reasons"))
     try:
         start_and_run_until_signalled(agent)
     except AgentError as exc:
@@ -227,9 +246,10 @@ def policy_check(file: str) -> None:
         hosts = sum(target.host is not None for rule in parsed.egress
                     for target in rule.targets) if parsed.uses_names else 0
         names = f", {hosts} name target(s)" if hosts else ""
+        audit = ", mode audit: refuses nothing" if parsed.audit else ""
         click.echo(f"{file}: ok (policy {parsed.name!r}: {len(parsed.egress)} egress rule(s), "
                    f"{len(parsed.exec_rules)} exec rule(s), "
-                   f"{len(tables.ipv4) + len(tables.ipv6)} prefix(es){names}{selects})")
+                   f"{len(tables.ipv4) + len(tables.ipv6)} prefix(es){names}{selects}{audit})")
 
 
 @policy.command("preset")
@@ -323,7 +343,7 @@ def policy_test(policy_file: str, sources: tuple[str, ...], as_json: bool,
                 show_all: bool) -> None:
     """Replay recorded events against POLICY: what would it decide otherwise?
 
-    Connect, sendmsg, exec, socket and detection events are judged with the
+    Connect, sendmsg, DNS query, exec, socket and detection events are judged with the
     kernel's tables and precedence; each whose verdict changes is printed
     (old -> new, and what decided), then a summary. Exit 6 when something
     recorded as allowed would be refused, 0 otherwise.
@@ -490,6 +510,10 @@ def status(as_json: bool, socket_path: str) -> None:
     click.echo(f"cgroups      {len(response['cgroups'])} guarded")
     for cg in response["cgroups"]:
         click.echo(f"  {cg['path']} (id {cg['id']})")
+    own = response.get("self")   # absent from an older agent's answer
+    if own:
+        click.echo(f"self         {own['cgroup']['path']} " + (
+            "(never guarded)" if own["excluded"] else f"(not found: {own.get('problem')})"))
     counters = response["counters"]
     click.echo("counters     " + ", ".join(f"{k}={v}" for k, v in counters.items()))
     click.echo(f"events       {response['events']} written, {response['reloads']} reload(s)")
@@ -526,19 +550,30 @@ def uninstall(pin_dir: str, socket_path: str) -> None:
 
 
 @main.command()
-def demo() -> None:
-    """Guard a throw-away sandbox, try allowed and refused actions in it, explain.
+@click.option("--miner", type=click.Path(exists=True, dir_okay=False),
+              help="An XMRig binary for the miner step (default: xmrig on PATH, else a "
+                   "stand-in sending XMRig's login line).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (ok, steps with their events) instead of the story.")
+def demo(miner: str | None, as_json: bool) -> None:
+    """Replay the incident in a throw-away sandbox, guarded, and explain each step.
 
     Makes a temporary cgroup and a network namespace with a test host
     (198.18.0.0/15, no route out), runs the agent on them with a demo policy,
-    shows each action with its verdict and event, then removes everything.
+    shows the policy's rules, then a miner's pool login, an ssh -R, a reverse
+    shell and a tunnel, each with what happened and its event, then removes
+    everything. Exit 0 only if every step was stopped as the policy says.
     """
     from guard.demo.run import run_demo
 
     if os.geteuid() != 0:
         fail("the demo needs root (it makes a cgroup and a network namespace)",
              ExitCode.PERMISSION)
-    if not run_demo(click.echo):
+    steps: list[dict] = []
+    ok = run_demo((lambda _line: None) if as_json else click.echo, miner=miner, record=steps)
+    if as_json:
+        click.echo(orjson.dumps({"ok": bool(ok), "steps": steps}, default=str).decode())
+    if not ok:
         sys.exit(int(ExitCode.FAILURE))
 
 

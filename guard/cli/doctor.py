@@ -111,6 +111,13 @@ def _probe(name: str, program: str, attach: bool) -> Mechanism:
             obj.close()
 
 
+#: What the sys_enter program adds to each system call of every task on the
+#: host while attached, measured on the development VM (bench/run.py, the
+#: syscall-tax row: a getppid() loop, 166 ns without it): the tracing slow
+#: path plus the program.
+SYSCALL_HOOK_COST_NS = 80
+
+
 def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
     """Say which mechanism enforces what on this host, and what else exists."""
     stronger = [name for name in ("bpf_lsm", "fentry", "kprobe") if mech[name].available]
@@ -118,23 +125,32 @@ def _enforcement(mech: dict[str, Mechanism]) -> dict[str, object]:
         "level": ENFORCEMENT_LEVEL,
         "egress": "cgroup sock_addr hooks (connect4/6, sendmsg4/6): the call fails with EPERM",
         "raw_sockets": "cgroup sock_create hook: socket(SOCK_RAW) fails with EPERM",
-        "packet_sockets": "raw tracepoint sys_enter + bpf_send_signal(SIGKILL): the caller of "
-                          "socket(AF_PACKET) dies before the call returns (sock_create does "
-                          "not see packet sockets and BPF-LSM is not used)",
+        "packet_sockets": "by default a sweep of guarded processes (twice a second: their "
+                          "network namespace's /proc/net/packet, then their descriptors) "
+                          "kills the owner of an AF_PACKET socket; frames it sent before "
+                          "are not stopped (sock_create does not see packet sockets and "
+                          "BPF-LSM is not used). `run --syscall-hook`: raw tracepoint "
+                          "sys_enter + bpf_send_signal(SIGKILL), the caller dies before "
+                          "socket() returns, at a price to every system call of every "
+                          "process on the host (see syscall_hook_cost_ns)",
+        "syscall_hook_cost_ns": SYSCALL_HOOK_COST_NS,
         "exec_kill": "raw tracepoint sched_process_exec + bpf_send_signal(SIGKILL), "
                      "before the new program runs",
         "exec_hold": "raw tracepoint sched_process_exec + bpf_send_signal(SIGSTOP): ssh, "
                      "tunnel tools, netcat and suspect interpreters wait for the agent's "
                      "verdict (SIGCONT, refused connects, or SIGKILL)",
         "payloads": "cgroup_skb egress: the first payload of every flow is sampled; a JSON "
-                    "or POST payload with a mining anchor (or a Stratum V2 frame) is dropped "
-                    "until the verdict and TCP retransmits it",
+                    "or POST payload with a mining anchor (or a Stratum V2 frame), a tunnel "
+                    "service's open, and the first payload on a flow whose server spoke "
+                    "first are dropped until the verdict and TCP retransmits them",
         "socket_reset": ("TCP iterator + bpf_sock_destroy: a blocked flow's socket is reset"
                          if mech["sock_destroy"].available else
                          "unavailable (bpf_sock_destroy needs Linux 6.5): a blocked flow's "
                          "packets are dropped but its socket is not reset"),
-        "reverse_shell": "raw tracepoint sys_enter: dup2/dup3 of a connected inet socket onto "
-                         "fd 0-2 is reported, or killed at the call",
+        "reverse_shell": "raw tracepoint sched_process_exec: a program that starts with an "
+                         "inet socket on fd 0-2 (however it got there) is reported, or killed "
+                         "before its first instruction when it is a shell or interpreter; "
+                         "with `run --syscall-hook` also dup2/dup3 at the call",
         "names": "cgroup_skb ingress (dns.bpf.c): a trusted resolver's answer is read before "
                  "the socket gets it and the addresses of an allowed name are allowed for that "
                  "workload; cgroup_skb egress: a query for a name no rule allows is dropped at "

@@ -6,8 +6,11 @@ context manager that removes what it made, also when the body fails, and ends
 only the processes it started itself, by pid.
 
 Test hosts live in a namespace made here, reached over a veth pair with
-addresses from 198.18.0.0/15 (RFC 2544 benchmarking space) and no default
-route, so nothing sent to them can leave the machine.
+addresses from 198.18.0.0/15 (RFC 2544 benchmarking space); the namespace
+has no default route, so nothing sent to a test host leaves the machine.
+Only the addresses of a test host's /30 are its: on a host whose default
+route covers 198.18.0.0/15, any other address of that range goes out, so a
+test connects only to addresses a namespace of its own holds.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ def _unique(tag: str) -> str:
     return f"{tag}-{os.getpid()}-{next(_counter)}"
 
 
-def _end(proc: subprocess.Popen) -> None:
-    """End a process this module started, by its pid, and reap it."""
+def end_process(proc: subprocess.Popen) -> None:
+    """End a process this module (or its caller) started, by its pid, and reap it."""
     if proc.poll() is None:
         proc.kill()
     try:
@@ -77,7 +80,7 @@ class TempCgroup:
         try:
             out, err = proc.communicate(timeout=timeout)
         finally:
-            _end(proc)
+            end_process(proc)
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def python(self, code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -85,7 +88,7 @@ class TempCgroup:
 
     def close(self) -> None:
         for proc in self._procs:
-            _end(proc)
+            end_process(proc)
         self._procs.clear()
         for _ in range(50):
             try:
@@ -164,7 +167,7 @@ class TestHost:
 
     def close(self) -> None:
         for proc in self._servers:
-            _end(proc)
+            end_process(proc)
         self._servers.clear()
         if not self._created:
             return

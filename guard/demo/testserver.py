@@ -3,8 +3,10 @@
 
 python -m guard.demo.testserver --tcp|--udp PORT...  binds every PORT on all
 addresses, prints "listening", then one line per connection or datagram:
-"tcp PORT BYTES" once a connection closes, "udp PORT BYTES" per datagram.
-It exits when its parent ends it or after an hour, whichever comes first.
+"accept PORT" when a connection is accepted, "tcp PORT BYTES" once it closes
+(also by a reset: a guard that destroys a client's socket resets it),
+"udp PORT BYTES" per datagram. BYTES is what the server received. It exits
+when its parent ends it or after an hour, whichever comes first.
 """
 from __future__ import annotations
 
@@ -39,8 +41,12 @@ def main(argv: list[str]) -> int:
             elif role == "listen":
                 conn, _addr = sock.accept()
                 sel.register(conn, selectors.EVENT_READ, ("conn", port, 0))
+                print(f"accept {port}", flush=True)
             else:
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except OSError:   # ECONNRESET: the client's socket was destroyed
+                    data = b""
                 if data:
                     sel.modify(sock, selectors.EVENT_READ, ("conn", port, received + len(data)))
                 else:

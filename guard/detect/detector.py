@@ -32,10 +32,24 @@ from guard.policy.model import ACTION_WORD_RANK, Policy
 @dataclass(frozen=True)
 class Detection:
     finding: Finding
-    action: str   # log | block | kill
+    action: str   # log | block | kill: what is done
+    would: str | None = None   # audit mode: block | kill, what enforce would have done
 
     def as_dict(self) -> dict:
         return self.finding.as_dict()
+
+    @property
+    def enforced(self) -> str:
+        """What enforce mode does with it."""
+        return self.would or self.action
+
+
+def audit(detection: Detection, policy: Policy | None) -> Detection:
+    """The detection as policy's mode carries it out: under audit a block or
+    kill is only logged, and `would` says which it was."""
+    if policy is None or not policy.audit or detection.action not in ENFORCING:
+        return detection
+    return Detection(detection.finding, "log", detection.action)
 
 
 def decide(findings: Iterable[Finding], policy: Policy) -> list[Detection]:
@@ -60,7 +74,7 @@ def decide(findings: Iterable[Finding], policy: Policy) -> list[Detection]:
             action = "kill"
             finding = Finding(finding.type, finding.confidence, finding.dialect,
                               {**finding.evidence, "enforced_by": f"kill: {bypass[0]}"})
-        decided.append(Detection(finding, action))
+        decided.append(audit(Detection(finding, action), policy))
     return decided
 
 
@@ -214,6 +228,14 @@ class Detector:
             findings += self._run("tunnel reply", "tunnel_tool",
                                   lambda: tunnel_behaviour.classify_reply(reply, first, port))
         return findings
+
+    def server_first_findings(self, policy: Policy, data: bytes, port: int) -> list[Finding]:
+        """The server's first bytes on a flow the sandbox opened and has sent
+        nothing on: a request from the far end is a reverse tunnel."""
+        if policy.detection("tunnelTool") == "off":
+            return []
+        return self._run("tunnel server-first", "tunnel_tool",
+                         lambda: tunnel_behaviour.classify_server_first(data, port))
 
     def _banner(self, policy: Policy, sample: bytes, port: int, ssh_judged: bool,
                 argv: list[str] | None,

@@ -47,6 +47,37 @@ INTERPRETERS = tuple(sorted(SHELLS | {
 #: 4-byte windows of reverse-shell one-liners: /dev/tcp/, /dev/udp/, socket
 #: modules (socket, IO::Socket, TCPSocket, fsockopen), mkfifo back-pipes.
 ARGV_ANCHORS = (b"/tcp", b"/udp", b"sock", b"Sock", b"fifo")
+#: 2-byte anchors of an argv (the kernel looks up the last two bytes of each
+#: window too): ANSI-C quoting `$'...'` (\x2f, \057, \u002f, \U0000002f, any
+#: escape: what it decodes to is out of the kernel's sight) and locale
+#: quoting `$"..."`, either of which can cut every 4-byte word apart.
+ARGV_PAIR_ANCHORS = (b"$'", b'$"')
+#: Quote characters the shell removes inside a word (`/dev/t'c'p`,
+#: `/dev/"tcp"`, `/dev/t\cp` are /dev/tcp).
+_REMOVED_QUOTES = b"'\"\\"
+
+
+def _quoted_windows(word: bytes) -> tuple[bytes, ...]:
+    """The 4-byte windows at the start of `word` (a slash and three bytes)
+    when quotes are put into it: its first byte, then any merge of a prefix
+    of the rest with quote characters. Every way of quoting a /dev/tcp
+    redirection's "/tcp" begins with one of them; the plain word is one."""
+    found: set[bytes] = set()
+
+    def grow(window: bytes, rest: bytes) -> None:
+        if len(window) == 4:
+            found.add(window)
+            return
+        if rest:
+            grow(window + rest[:1], rest[1:])
+        for quote in _REMOVED_QUOTES:
+            grow(window + bytes([quote]), rest)
+    grow(word[:1], word[1:])
+    return tuple(sorted(found))
+
+
+ARGV_QUOTED_ANCHORS = tuple(sorted({w for word in (b"/tcp", b"/udp")
+                                    for w in _quoted_windows(word)} - set(ARGV_ANCHORS)))
 #: 4-byte windows of the mining dialects' first messages (JSON lines and
 #: HTTP POSTs only: the kernel looks for them only in first messages that
 #: start with '{' or "POST", after any blanks or inside WebSocket frames):
@@ -58,18 +89,24 @@ PAYLOAD_ANCHORS = (b"mini", b'"log', b"Logi", b"getW", b"getw", b"getb", b"X-Mi"
 def anchor_table() -> dict[int, int]:
     """eg_anchors contents: little-endian u32 of each window -> kinds."""
     table: dict[int, int] = {}
-    for kind, anchors in ((AnchorKind.ARGV, ARGV_ANCHORS), (AnchorKind.PAYLOAD, PAYLOAD_ANCHORS)):
+    for kind, anchors in ((AnchorKind.ARGV, ARGV_ANCHORS + ARGV_QUOTED_ANCHORS),
+                          (AnchorKind.PAYLOAD, PAYLOAD_ANCHORS),
+                          (AnchorKind.ARGV_PAIR, ARGV_PAIR_ANCHORS)):
         for anchor in anchors:
-            assert len(anchor) == 4, anchor
-            key = int.from_bytes(anchor, "little")
+            assert len(anchor) == (2 if kind == AnchorKind.ARGV_PAIR else 4), anchor
+            # a pair is the last two bytes of a window: its first two are 0
+            key = int.from_bytes(anchor.rjust(4, b"\0"), "little")
             table[key] = table.get(key, 0) | int(kind)
     return table
 
 
 def has_anchor(data: bytes, kind: AnchorKind, limit: int = abi.SAMPLE_MAX) -> bool:
     """What the kernel's scan finds (tests and benchmarks use it)."""
-    anchors = ARGV_ANCHORS if kind == AnchorKind.ARGV else PAYLOAD_ANCHORS
     window = bytes(data[:limit])
+    if kind == AnchorKind.ARGV:
+        anchors = ARGV_ANCHORS + ARGV_QUOTED_ANCHORS + ARGV_PAIR_ANCHORS
+    else:
+        anchors = PAYLOAD_ANCHORS
     return any(anchor in window for anchor in anchors)
 
 
@@ -223,6 +260,8 @@ def kernel_detection(policy: Detections) -> tuple[int, Action]:
         flags |= DetectFlags.PAYLOAD
     if policy.detection("stratum") in ENFORCING:
         flags |= DetectFlags.HOLD
+    if policy.detection("tunnelTool") in ENFORCING:
+        flags |= DetectFlags.HOLD_TUNNEL
     if policy.detection("stratum") != "off":
         flags |= DetectFlags.PAYLOAD | DetectFlags.DNS
     shell = policy.detection("reverseShell")

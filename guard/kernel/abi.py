@@ -28,6 +28,9 @@ DNS_NAMES_PER_ADDR = 4
 DNS_LEARNED_MAX = 16384
 DNS_ANSWERS_MAX = 64
 DNS_PORTS = 4
+FAIR_SHARE = 16             # a workload's share of the ring's bytes per window while half full
+FAIR_WINDOW_MS = 100
+WORKLOAD_LOSS_MAX = 4096
 
 
 class EventKind(enum.IntEnum):
@@ -38,6 +41,7 @@ class EventKind(enum.IntEnum):
     PAYLOAD = 5
     STDIO_SOCKET = 6
     DNS = 7
+    ESCAPE = 8
 
 
 class CgroupOp(enum.IntEnum):
@@ -54,10 +58,34 @@ class Action(enum.IntEnum):
     LOG = 1
     BLOCK = 2
     KILL = 3
+    # audit mode: let through and reported (log); enforce would have blocked/killed
+    WOULD_BLOCK = 5
+    WOULD_KILL = 9
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        """What the kernel did, as events spell it (a WOULD_ action: log)."""
+        return "log" if self in _WOULD else self.name.lower()
+
+    @property
+    def would(self) -> str | None:
+        """What enforce mode would have done, for an audit verdict; else None."""
+        enforced = _WOULD.get(self)
+        return enforced.label if enforced is not None else None
+
+    @property
+    def enforced(self) -> "Action":
+        """The action enforce mode takes for this verdict."""
+        return _WOULD.get(self, self)
+
+    @property
+    def audited(self) -> "Action":
+        """This verdict under audit mode: BLOCK and KILL become WOULD_."""
+        return _AUDITED.get(self, self)
+
+
+_WOULD = {Action.WOULD_BLOCK: Action.BLOCK, Action.WOULD_KILL: Action.KILL}
+_AUDITED = {enforced: would for would, enforced in _WOULD.items()}
 
 
 class Proto(enum.IntEnum):
@@ -93,9 +121,10 @@ class Counter(enum.IntEnum):
     DNS_LEARNED = 10
     DNS_REFUSED = 11
     DNS_UNTRUSTED = 12
+    EVENTS_SHED = 13
 
 
-COUNTER_MAX = 13
+COUNTER_MAX = 14
 
 
 class ExecMatch(enum.IntEnum):
@@ -119,11 +148,13 @@ class DetectFlags(enum.IntFlag):
     HOLD = 2
     DNS = 4
     STDIO_SOCKET = 8
+    HOLD_TUNNEL = 16
 
 
 class AnchorKind(enum.IntFlag):
     PAYLOAD = 1
     ARGV = 2
+    ARGV_PAIR = 4   # 2 bytes, keyed as a window with its first two bytes 0: argv only
 
 
 class SampleKind(enum.IntEnum):
@@ -132,6 +163,7 @@ class SampleKind(enum.IntEnum):
     UDP = 3
     DNS_ANSWER = 4
     INBOUND = 5
+    SERVER_FIRST = 6
 
 
 class PolicyNames(enum.IntFlag):
@@ -159,6 +191,18 @@ class NameKind(enum.IntEnum):
     BELOW = 2
 
 
+class EscapeHow(enum.IntEnum):
+    """enum guard_escape_how: how a guarded process left its guarded cgroup"""
+    PROCS = 1     # its pid written into another cgroup's cgroup.procs
+    THREADS = 2   # one of its threads written into another cgroup.threads
+    CLONE = 3     # a child cloned into another cgroup (clone3 CLONE_INTO_CGROUP)
+
+
+class EscapeFlags(enum.IntFlag):
+    DST_GUARDED = 1   # the destination is guarded, by another policy slot
+    UNSIGNALLED = 2   # the kernel could not signal it: userspace kills it
+
+
 class PayloadFlags(enum.IntFlag):
     HELD = 1
     TRUNCATED = 2
@@ -167,6 +211,7 @@ class PayloadFlags(enum.IntFlag):
     SOCKS4 = 16
     NAMED = 32
     WEBSOCKET = 64
+    UNJUDGED = 128   # refused unjudged: more WebSocket filler frames than the kernel reads
 
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -242,6 +287,22 @@ class CgroupEvent(ctypes.Structure):
         ("op", u32),
         ("level", u32),
         ("path", ctypes.c_char * PATH_MAX),
+    ]
+
+
+class EscapeEvent(ctypes.Structure):
+    """struct guard_escape_event: hdr names the process that left and the
+    guarded cgroup it left (hdr.cgroup_id)"""
+    c_name = "guard_escape_event"
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("dst_cgroup_id", u64),
+        ("how", u32),
+        ("flags", u32),
+        ("tid", u32),
+        ("mover_pid", u32),
+        ("mover_comm", ctypes.c_char * COMM_LEN),
+        ("dst_path", ctypes.c_char * PATH_MAX),
     ]
 
 
@@ -339,7 +400,8 @@ class PolicyConfig(ctypes.Structure):
         ("dns_ttl_max", u32),
         ("dns_ports", u16 * DNS_PORTS),
         ("resolver_rule_id", u16),
-        ("_pad1", u16),
+        ("audit", u8),
+        ("_pad1", u8),
     ]
 
 
@@ -457,12 +519,20 @@ class Learned(ctypes.Structure):
     _fields_ = [("names", LearnedName * DNS_NAMES_PER_ADDR)]
 
 
+class WorkloadLoss(ctypes.Structure):
+    """struct guard_workload_loss: eg_workload_loss, one workload's shed and lost records"""
+    c_name = "guard_workload_loss"
+    _fields_ = [("window_ns", u64), ("in_window", u32), ("_pad0", u32), ("shed", u64),
+                ("lost", u64)]
+
+
 #: Every struct that crosses the boundary, for the BTF layout check.
 SHARED_STRUCTS = (
     EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupEvent, PayloadEvent,
     StdioSocketEvent, DnsEvent, FlowVerdict, ProcVerdict, CgroupInfo, Slot, PolicyConfig,
     Config, Lpm4Key, Lpm6Key, Host4Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
-    NameKey, NameValue, NameRulesKey, LearnedKey, LearnedName, Learned,
+    NameKey, NameValue, NameRulesKey, LearnedKey, LearnedName, Learned, EscapeEvent,
+    WorkloadLoss,
 )
 
 #: Every enum that crosses the boundary: C enum name -> (Python enum, C prefix).
@@ -485,4 +555,6 @@ SHARED_ENUMS = {
     "guard_dns_direction": (DnsDirection, "GUARD_DNS_"),
     "guard_dns_flags": (DnsFlags, "GUARD_DNS_"),
     "guard_name_kind": (NameKind, "GUARD_NAME_"),
+    "guard_escape_how": (EscapeHow, "GUARD_ESCAPE_"),
+    "guard_escape_flags": (EscapeFlags, "GUARD_ESCAPE_"),
 }

@@ -289,13 +289,9 @@ class RingBuffer:
     def __init__(self, map_fd: int, on_record: Callable[[bytes], None]):
         self._on_record = on_record
         # Keep the ctypes callback alive as long as libbpf may call it.
-        self._callback = RingbufSampleFn(self._sample)
+        self._callback = RingbufSampleFn(_sampler(on_record))
         self._ptr = check_ptr(lib().ring_buffer__new(map_fd, self._callback, None, None),
                               "ring_buffer__new")
-
-    def _sample(self, _ctx, data, size):
-        self._on_record(ctypes.string_at(data, size))
-        return 0
 
     def poll(self, timeout_ms: int) -> int:
         ret = lib().ring_buffer__poll(self._ptr, timeout_ms)
@@ -315,3 +311,15 @@ class RingBuffer:
         if self._ptr:
             lib().ring_buffer__free(self._ptr)
             self._ptr = None
+
+
+def _sampler(on_record: Callable[[bytes], None]) -> Callable[[int, int, int], int]:
+    """The ring's per-record callback: libbpf calls it once per record, from
+    C, so it does only the copy and the hand-over (names bound once, no
+    attribute lookups: it runs 100,000 times a second under a storm)."""
+    string_at = ctypes.string_at
+
+    def sample(_ctx, data, size):
+        on_record(string_at(data, size))
+        return 0
+    return sample

@@ -195,7 +195,8 @@ class Maps:
             config = abi.PolicyConfig(default_action=policy.default_action,
                                       deny_raw_sockets=int(policy.deny_raw_sockets),
                                       stdio_socket_action=policy.stdio_socket_action,
-                                      detect_flags=policy.detect_flags)
+                                      detect_flags=policy.detect_flags,
+                                      audit=int(getattr(policy, "audit", False)))
             if policy.names is not None:
                 self._install_names(policy_id, policy.names, record)
                 config.names = abi.PolicyNames.ON
@@ -715,6 +716,20 @@ class Maps:
             libbpf.map_update(self._fd["eg_destroy"], ctypes.c_uint64(cookie), ctypes.c_uint8(1))
 
     # -- counters ------------------------------------------------------------
+    def workload_losses(self) -> dict[int, tuple[int, int]]:
+        """Leaf cgroup id -> (records shed over its fair share, records that
+        found the ring full), from eg_workload_loss (an LRU: the least recent
+        workloads' counts may be gone)."""
+        fd = self._fd.get("eg_workload_loss")
+        if fd is None:
+            return {}
+        out = {}
+        value = abi.WorkloadLoss()
+        for cgroup in libbpf.map_keys(fd, ctypes.c_uint64):
+            if libbpf.map_lookup(fd, cgroup, value) and (value.shed or value.lost):
+                out[cgroup.value] = (value.shed, value.lost)
+        return out
+
     def counters(self) -> dict[str, int]:
         """Per-CPU counters summed over CPUs, by lower-case counter name."""
         values = (ctypes.c_uint64 * libbpf.possible_cpus())()

@@ -38,10 +38,28 @@ def objects_dir() -> Path:
     return Path(str(resources.files("guard") / "objects"))
 
 
+#: uname -m -> the architecture name bpf/Makefile writes into objects/arch
+MACHINE_ARCH = {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}
+
+
 def object_path(name: str) -> Path:
-    path = objects_dir() / f"{name}.bpf.o"
+    """The object `name`, built for this machine: the objects directory's
+    `arch` file (written by bpf/Makefile) must name this machine's
+    architecture, since pt_regs and syscall numbers differ (a directory
+    without one, an old tree's, is taken as it is)."""
+    directory = objects_dir()
+    path = directory / f"{name}.bpf.o"
     if not path.is_file():
         raise LibbpfError(errno.ENOENT, f"BPF object {path} is missing (was the package built?)")
+    try:
+        built_for = (directory / "arch").read_text().strip()
+    except FileNotFoundError:
+        return path
+    machine = os.uname().machine
+    if built_for != MACHINE_ARCH.get(machine, machine):
+        raise LibbpfError(errno.ENOEXEC, f"BPF objects in {directory} are built for {built_for}, "
+                                         f"this machine is {machine} (install the package built "
+                                         f"for it, or make -C bpf)")
     return path
 
 
@@ -159,7 +177,7 @@ class BpfObject:
 class CgroupAttachment:
     path: str
     cgroup_id: int
-    links: list[Link] = field(default_factory=list)
+    links: dict[str, Link] = field(default_factory=dict)   # program name -> link
 
 
 BPFFS_DEFAULT = Path("/sys/fs/bpf")
@@ -241,11 +259,32 @@ def remove_pins(root: Path) -> list[str]:
     return removed
 
 
+#: Objects whose cgroup programs run on every packet: attached to a cgroup
+#: only when its policy needs them (cgroup_objects_for).
+OPTIONAL_CGROUP = frozenset({"flow", "dns"})
+
+
+def cgroup_objects_for(detect_flags: int, names: bool) -> frozenset[str]:
+    """Which OPTIONAL_CGROUP objects a policy needs: flow for payload, DNS
+    answer or name checks; dns for allow by name (its queries and answers)."""
+    need = set()
+    if names or detect_flags & (abi.DetectFlags.PAYLOAD | abi.DetectFlags.DNS
+                                | abi.DetectFlags.HOLD):
+        need.add("flow")
+    if names:
+        need.add("dns")
+    return frozenset(need)
+
+
+#: The programs on raw_tp/sys_enter (socket_syscall.bpf.c): opt-in, see attach_global.
+SYSCALL_HOOK = frozenset({"guard_socket_syscall"})
+
+
 class GuardObjects:
     """egress-guard's programs and maps, loaded together, attached per cgroup."""
 
     NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall", "cgroup_watch", "flow", "dns",
-             "destroy")
+             "destroy", "escape")
     # Loaded when the kernel can: without them the guard still drops a blocked
     # flow's packets, it just cannot reset its socket (bpf_sock_destroy, 6.5).
     OPTIONAL = ("destroy",)
@@ -257,6 +296,8 @@ class GuardObjects:
         self._pinned_map_fds: list[int] = []
         self.cgroups: dict[int, CgroupAttachment] = {}
         self.unavailable: dict[str, str] = {}  # optional object -> why it did not load
+        self.syscall_hook = False   # sys_enter attached (set_syscall_hook)
+        self._syscall_links: dict[str, Link] = {}
         self.pins = PinLayout(pin_dir) if pin_dir else None
         if pin_dir:
             ensure_bpffs(pin_dir)
@@ -349,31 +390,71 @@ class GuardObjects:
                 raise
         return link
 
-    def attach_global(self) -> None:
-        """Host-wide hooks (raw tracepoints); they act only for guarded cgroups."""
+    def attach_global(self, syscall_hook: bool = False) -> None:
+        """Host-wide hooks (raw tracepoints); they act only for guarded
+        cgroups. sys_enter (SYSCALL_HOOK) puts every system call of every
+        task on the host on the tracing slow path, so it is attached only
+        when asked (set_syscall_hook)."""
         for prog in self.programs():
-            if not prog.is_cgroup and not prog.is_iterator:
-                pin = self.pins.links / prog.name if self.pins else None
-                self._global_links.append(self._attach_or_adopt(prog, pin, prog.attach))
+            if prog.is_cgroup or prog.is_iterator or prog.name in SYSCALL_HOOK:
+                continue
+            pin = self.pins.links / prog.name if self.pins else None
+            self._global_links.append(self._attach_or_adopt(prog, pin, prog.attach))
+        self.set_syscall_hook(syscall_hook)
 
-    def attach_cgroup(self, path: str, cgroup_id: int) -> CgroupAttachment:
-        if cgroup_id in self.cgroups:
-            return self.cgroups[cgroup_id]
-        attachment = CgroupAttachment(path, cgroup_id)
+    def set_syscall_hook(self, on: bool) -> None:
+        """Attach or detach the sys_enter program (a previous agent's pinned
+        one included). Idempotent."""
+        for prog in self.programs():
+            if prog.name not in SYSCALL_HOOK:
+                continue
+            pin = self.pins.links / prog.name if self.pins else None
+            link = self._syscall_links.pop(prog.name, None)
+            if on:
+                self._syscall_links[prog.name] = link or self._attach_or_adopt(
+                    prog, pin, prog.attach)
+                continue
+            if link is not None:
+                link.destroy()
+            if pin is not None and pin.exists():
+                pin.unlink()   # its last reference: the kernel detaches it
+        self.syscall_hook = bool(self._syscall_links)
+
+    def attach_cgroup(self, path: str, cgroup_id: int,
+                      optional: frozenset[str] | None = None) -> CgroupAttachment:
+        """Attach a cgroup's programs: every object's, of the OPTIONAL_CGROUP
+        ones (flow, dns: a packet program runs on every packet) only those
+        named in optional (None: all). Called again for a guarded cgroup it
+        attaches what is newly needed and detaches (and unpins) what is not
+        any more, a previous agent's pins included."""
+        attachment = self.cgroups.get(cgroup_id) or CgroupAttachment(path, cgroup_id)
         pin_dir = None
         if self.pins:
             pin_dir = self.pins.cgroup_dir(cgroup_id)
             pin_dir.mkdir(mode=0o700, exist_ok=True)
+        added: list[str] = []
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for prog in self.programs():
-                if prog.is_cgroup:
+            for object_name, obj in self.objects.items():
+                wanted = (optional is None or object_name not in OPTIONAL_CGROUP
+                          or object_name in optional)
+                for prog in obj.programs.values():
+                    if not prog.is_cgroup:
+                        continue
                     pin = pin_dir / prog.name if pin_dir else None
-                    attachment.links.append(self._attach_or_adopt(
-                        prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path)))
+                    if not wanted:
+                        link = attachment.links.pop(prog.name, None)
+                        if link is not None:
+                            link.destroy()
+                        if pin is not None and pin.exists():
+                            pin.unlink()   # its last reference: the kernel detaches it
+                    elif prog.name not in attachment.links:
+                        attachment.links[prog.name] = self._attach_or_adopt(
+                            prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path))
+                        added.append(prog.name)
         except BaseException:
-            for link in attachment.links:
-                link.destroy()
+            for name in added:
+                attachment.links.pop(name).destroy()
             raise
         finally:
             os.close(fd)
@@ -384,15 +465,25 @@ class GuardObjects:
     def can_reset_sockets(self) -> bool:
         return "destroy" in self.objects
 
+    def mark_guarded_tasks(self) -> None:
+        """Run the task iterator of escape.bpf.c once: every process already
+        in a guarded cgroup gets its mark (eg_task_marks), so leaving the
+        cgroup is an escape for it too, not only for those that exec, fork
+        or move in after the cgroup was guarded."""
+        self._run_iterator("escape", "guard_mark_tasks", "the task-marking iterator")
+
     def run_socket_reset(self) -> None:
         """Run the TCP iterator once: it resets the sockets whose cookies
         are in eg_destroy, in the calling thread's network namespace."""
-        prog = self.objects["destroy"].programs["guard_destroy_tcp"]
-        link = prog.attach()
+        self._run_iterator("destroy", "guard_destroy_tcp", "the socket-reset iterator")
+
+    def _run_iterator(self, object_name: str, program: str, what: str) -> None:
+        """Attach an iterator program, read it to its end, detach it."""
+        link = self.objects[object_name].programs[program].attach()
         try:
             fd = lib().bpf_iter_create(link.fd)
             if fd < 0:
-                raise LibbpfError(-fd, "create the socket-reset iterator")
+                raise LibbpfError(-fd, f"create {what}")
             try:
                 while os.read(fd, 4096):
                     pass
@@ -405,7 +496,7 @@ class GuardObjects:
         """Detach a cgroup's programs, pinned or not."""
         attachment = self.cgroups.pop(cgroup_id, None)
         if attachment:
-            for link in attachment.links:
+            for link in attachment.links.values():
                 link.destroy()
         if self.pins:
             pin_dir = self.pins.cgroup_dir(cgroup_id)
@@ -420,13 +511,14 @@ class GuardObjects:
         Safe to call twice."""
         for cgroup_id in list(self.cgroups):
             if keep_pins:
-                for link in self.cgroups.pop(cgroup_id).links:
+                for link in self.cgroups.pop(cgroup_id).links.values():
                     link.destroy()
             else:
                 self.detach_cgroup(cgroup_id)
-        for link in self._global_links:
+        for link in [*self._global_links, *self._syscall_links.values()]:
             link.destroy()
         self._global_links.clear()
+        self._syscall_links.clear()
         for obj in self.objects.values():
             obj.close()
         self.objects.clear()

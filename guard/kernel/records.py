@@ -24,11 +24,6 @@ _EXE = slice(abi.ExecEvent.exe.offset, abi.ExecEvent.exe.offset + abi.PATH_MAX)
 _KINDS = {int(k): k for k in abi.EventKind}
 _PROTOS = {int(p): p for p in abi.Proto}
 _HOOKS = {int(h): h for h in abi.Hook}
-_CONNECT_FAMILY = abi.ConnectEvent.family.offset
-_CONNECT_ADDR = abi.ConnectEvent.addr.offset
-# family, proto, hook, _pad0, port of struct guard_connect_event
-_CONNECT_FIXED = struct.Struct("=BBBBH")
-assert _CONNECT_FIXED.size == abi.ConnectEvent._pad1.offset - _CONNECT_FAMILY
 # flags, exe_size, argv_size of struct guard_exec_event, in host byte order
 _EXEC_FIXED = struct.Struct("=IHH")
 assert _EXEC_FIXED.size == _FILENAME.start - _EXEC_FLAGS
@@ -143,8 +138,24 @@ class DnsRecord:
     message: bytes
 
 
+@dataclass(slots=True)
+class EscapeRecord:
+    """A guarded process moved out of its guarded cgroup. The header names
+    that process (pid, comm, start_ns), the guarded cgroup it left
+    (cgroup_id) and what the kernel did (action: KILL, or WOULD_KILL in
+    audit mode)."""
+    header: Header
+    how: abi.EscapeHow
+    flags: abi.EscapeFlags
+    dst_cgroup_id: int
+    dst_path: str     # below the cgroup2 mount; "" for a clone (named by id)
+    tid: int          # the thread moved (THREADS), the child (CLONE), else the pid
+    mover_pid: int    # who wrote the pid (or cloned)
+    mover_comm: str
+
+
 Record = (ExecRecord | ConnectRecord | SocketRecord | CgroupRecord | PayloadRecord
-          | StdioSocketRecord | DnsRecord)
+          | StdioSocketRecord | DnsRecord | EscapeRecord)
 
 
 def _text(raw: bytes) -> str:
@@ -155,19 +166,55 @@ def _text(raw: bytes) -> str:
 
 
 def _header(data: bytes) -> Header:
+    return _header_of(_HEADER_FIXED.unpack_from(data))
+
+
+def _header_of(fields: tuple) -> Header:
+    """A Header from the first 14 values a struct of _HEADER_FORMAT unpacked."""
     (kind, _size, ktime_ns, cgroup_id, pid, ppid, uid, policy_id, comm, action_code, _pad0,
-     rule_id, _pad1, start_ns) = _HEADER_FIXED.unpack_from(data)
+     rule_id, _pad1, start_ns) = fields[:14]
     action = _ACTIONS.get(action_code)
     if action is None:
         raise DecodeError(f"unknown action {action_code}")
-    return Header(kind=_KINDS[kind], ktime_ns=ktime_ns, cgroup_id=cgroup_id,
-                  pid=pid, ppid=ppid, uid=uid, policy_id=policy_id,
-                  comm=_text(comm), action=action, rule_id=rule_id,
-                  start_ns=start_ns)
+    return Header(_KINDS[kind], ktime_ns, cgroup_id, pid, ppid, uid, policy_id,
+                  _cached(_COMMS, comm, _text), action, rule_id, start_ns)
 
 
-_HEADER_FIXED = struct.Struct(f"=IIQQIIII{abi.COMM_LEN}sBBHIQ")
+#: Texts of the most recent raw values (comm, addresses): a storm of records
+#: from one process repeats them. Bounded: emptied when full, so a workload
+#: that varies them costs the decode it always cost, never memory.
+TEXT_CACHED = 4096
+_COMMS: dict[bytes, str] = {}
+_ADDRESSES: dict[bytes, str] = {}
+
+
+def _cached(cache: dict, raw: bytes, make) -> str:
+    text = cache.get(raw)
+    if text is None:
+        text = make(raw)
+        if len(cache) >= TEXT_CACHED:
+            cache.clear()
+        cache[raw] = text
+    return text
+
+
+def _ipv4(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET, raw)
+
+
+def _ipv6(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+_HEADER_FORMAT = f"=IIQQIIII{abi.COMM_LEN}sBBHIQ"
+_HEADER_FIXED = struct.Struct(_HEADER_FORMAT)
 assert _HEADER_FIXED.size == ctypes.sizeof(abi.EventHeader)
+# the whole struct guard_connect_event in one unpack: the header, then
+# family, proto, hook, _pad0, port, _pad1, addr
+_CONNECT_ALL = struct.Struct(_HEADER_FORMAT + "BBBBHH16s")
+assert _CONNECT_ALL.size == ctypes.sizeof(abi.ConnectEvent)
+assert abi.ConnectEvent.family.offset == _HEADER_FIXED.size
+assert abi.ConnectEvent.addr.offset == _CONNECT_ALL.size - 16
 
 
 def split_argv(raw: bytes) -> list[str]:
@@ -196,16 +243,18 @@ def _exec(data: bytes) -> ExecRecord:
 
 
 def _connect(data: bytes) -> ConnectRecord:
-    # one event per connect of a guarded cgroup: the fields are read by offset
-    family, proto, hook, _pad, port = _CONNECT_FIXED.unpack_from(data, _CONNECT_FAMILY)
-    if proto not in _PROTOS or hook not in _HOOKS or family not in (4, 6):
+    # one event per connect of a guarded cgroup (a storm makes 100,000 a
+    # second): header and fields in one unpack, texts from the caches
+    fields = _CONNECT_ALL.unpack_from(data)
+    family, proto, hook, _pad0, port, _pad1, addr = fields[14:]
+    found_proto, found_hook = _PROTOS.get(proto), _HOOKS.get(hook)
+    if found_proto is None or found_hook is None or family not in (4, 6):
         raise DecodeError(f"bad connect record (family {family}, proto {proto}, hook {hook})")
     if family == 4:
-        ip = socket.inet_ntop(socket.AF_INET, data[_CONNECT_ADDR:_CONNECT_ADDR + 4])
+        ip = _cached(_ADDRESSES, addr[:4], _ipv4)
     else:
-        ip = socket.inet_ntop(socket.AF_INET6, data[_CONNECT_ADDR:_CONNECT_ADDR + 16])
-    return ConnectRecord(header=_header(data), family=family, proto=_PROTOS[proto],
-                         hook=_HOOKS[hook], ip=ip, port=port)
+        ip = _cached(_ADDRESSES, addr, _ipv6)
+    return ConnectRecord(_header_of(fields), family, found_proto, found_hook, ip, port)
 
 
 def _socket(data: bytes) -> SocketRecord:
@@ -297,6 +346,17 @@ def _dns_flags(bits: int) -> abi.DnsFlags:
     return abi.DnsFlags(bits)
 
 
+def _escape(data: bytes) -> EscapeRecord:
+    ev = abi.EscapeEvent.from_buffer_copy(data)
+    try:
+        how = abi.EscapeHow(ev.how)
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from None
+    return EscapeRecord(header=_header(data), how=how, flags=abi.EscapeFlags(ev.flags),
+                        dst_cgroup_id=ev.dst_cgroup_id, dst_path=_text(ev.dst_path), tid=ev.tid,
+                        mover_pid=ev.mover_pid, mover_comm=_text(ev.mover_comm))
+
+
 _DECODERS = {
     abi.EventKind.EXEC: (_exec, _ARGV_OFFSET),
     abi.EventKind.CONNECT: (_connect, ctypes.sizeof(abi.ConnectEvent)),
@@ -305,6 +365,7 @@ _DECODERS = {
     abi.EventKind.PAYLOAD: (_payload, _SAMPLE_OFFSET),
     abi.EventKind.STDIO_SOCKET: (_stdio_socket, ctypes.sizeof(abi.StdioSocketEvent)),
     abi.EventKind.DNS: (_dns, _DNS_MESSAGE),
+    abi.EventKind.ESCAPE: (_escape, ctypes.sizeof(abi.EscapeEvent)),
 }
 
 
@@ -320,3 +381,25 @@ def decode(data: bytes) -> Record:
         raise DecodeError(f"{abi.EventKind(kind).name.lower()} record of {len(data)} bytes "
                           f"is shorter than {min_size}")
     return decoder(data)
+
+
+_KIND = abi.EventHeader.kind   # guard_event_header.kind, at its ABI offset
+
+
+def kind_of(raw: bytes) -> int | None:
+    """The kind field of a record's header, when there is one."""
+    end = _KIND.offset + _KIND.size
+    return int.from_bytes(raw[_KIND.offset:end], sys.byteorder) if len(raw) >= end else None
+
+
+_WRITTEN_NS = struct.Struct("=Q")   # guard_event_header.ktime_ns
+_WRITTEN_AT = abi.EventHeader.ktime_ns.offset
+assert abi.EventHeader.ktime_ns.size == _WRITTEN_NS.size
+
+
+def written_ns(raw: bytes) -> int:
+    """When the kernel wrote a record (CLOCK_BOOTTIME); 0 if it is too short
+    to say (decode reports it)."""
+    if len(raw) < _WRITTEN_AT + _WRITTEN_NS.size:
+        return 0
+    return _WRITTEN_NS.unpack_from(raw, _WRITTEN_AT)[0]

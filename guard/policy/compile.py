@@ -27,6 +27,13 @@ compiled from them without building its EgressRules. `v4` and `v6` decode the
 tables into mappings; `simulate` answers from them like the kernel does, and
 tests compare both.
 
+Audit mode (spec.mode: audit) is compiled, not programmed: every BLOCK and
+KILL the tables hold becomes WOULD_BLOCK or WOULD_KILL (abi.Action), which
+the kernel lets through and reports with the rule that decided, after the
+precedence was settled on the enforce actions; nothing is held or stopped at
+exec. What no table decides (raw sockets, resolver-port binds, first
+payloads to learned addresses) reads the policy's `audit` flag.
+
 What the kernel samples, holds and stops for the detections is the
 classifiers' business (guard/detect/vocabulary.py): the caller passes it in as
 a `detection` function, so the compiler knows no classifier.
@@ -44,7 +51,8 @@ from itertools import accumulate, compress, repeat
 from operator import eq, itemgetter
 from typing import Callable, Mapping, Protocol, Sequence
 
-from guard.kernel.abi import PORT_RULE, RULE_NONE, RULES_PER_PREFIX, Action, Proto
+from guard.kernel.abi import (PORT_RULE, RULE_NONE, RULES_PER_PREFIX, Action, DetectFlags,
+                              Proto)
 from guard.policy.cidr import host_mask, network_v4
 from guard.policy.names import RESOLVER_RULE, NameTable, compile_names
 from guard.policy.model import (ACTION_RANK, EgressRule, ExecRule, Network, Policy, PolicyError,
@@ -143,6 +151,7 @@ class CompiledPolicy:
     exec_holds: Mapping[str, int] = dataclasses.field(default_factory=dict)  # name -> ExecHold
     # allow by name (guard/policy/names.py): None when the policy names no host
     names: NameTable | None = None
+    audit: bool = False     # spec.mode audit: the tables hold WOULD_ actions
     policy: Policy | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @cached_property
@@ -203,7 +212,44 @@ def compile_policy(policy: Policy, detection: Detection | None = None,
     if names is not None:
         compiled = dataclasses.replace(
             compiled, names=names, rule_names=compiled.rule_names + (RESOLVER_RULE,))
-    return compiled
+    return audited(compiled) if policy.audit else compiled
+
+
+#: action byte -> the byte audit mode stores instead (BLOCK, KILL -> WOULD_)
+_AUDIT_BYTES = bytes(Action(value).audited if value in (Action.BLOCK, Action.KILL) else value
+                     for value in range(256))
+
+
+def _audit_rules(packed: bytes) -> bytes:
+    """Packed struct guard_port_rule with every action audited."""
+    if not packed:
+        return packed
+    rules = bytearray(packed)
+    rules[5::PORT_RULE.size] = rules[5::PORT_RULE.size].translate(_AUDIT_BYTES)
+    return bytes(rules)
+
+
+def audited(compiled: CompiledPolicy) -> CompiledPolicy:
+    """The compiled policy as audit mode gives it to the kernel: the same
+    rules in the same order, every BLOCK and KILL a WOULD_ action; no first
+    payload held and no program stopped at exec."""
+    def exec_table(table):
+        return types.MappingProxyType({key: (action.audited, rule_id)
+                                       for key, (action, rule_id) in table.items()})
+    names = compiled.names
+    if names is not None:
+        names = dataclasses.replace(names, entries=tuple(
+            dataclasses.replace(entry, query_action=entry.query_action.audited,
+                                rules=_audit_rules(entry.rules))
+            for entry in names.entries))
+    return dataclasses.replace(
+        compiled, audit=True, default_action=compiled.default_action.audited,
+        ipv4=dataclasses.replace(compiled.ipv4, rules=_audit_rules(compiled.ipv4.rules)),
+        ipv6=dataclasses.replace(compiled.ipv6, rules=_audit_rules(compiled.ipv6.rules)),
+        exec_names=exec_table(compiled.exec_names), exec_paths=exec_table(compiled.exec_paths),
+        stdio_socket_action=compiled.stdio_socket_action.audited,
+        detect_flags=compiled.detect_flags & ~(DetectFlags.HOLD | DetectFlags.HOLD_TUNNEL),
+        exec_holds=types.MappingProxyType({}), names=names)
 
 
 def egress_table(policy: Policy) -> EgressTable:

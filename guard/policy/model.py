@@ -10,6 +10,10 @@ says about them is the readers' business.
 Defaults a policy may leave out:
 
 - `spec.defaultAction`: `log` (report what no rule decides, block nothing);
+- `spec.mode`: `enforce` (`audit`: nothing refused, killed, held or reset;
+  events say what enforce would have done);
+- `spec.feedback.stderr`, `spec.feedback.file`: false (no reason lines on a
+  refused process's stderr, no reasons file for the workload);
 - `spec.sockets.raw`: `deny`. Raw and packet sockets send packets that never
   pass the connect/sendmsg hooks, so allowing them would let a guarded
   process step around every egress rule; a policy must opt in explicitly;
@@ -74,6 +78,9 @@ EXEC_ACTIONS = {action.label: action for action in (Action.LOG, Action.KILL)}
 PROTOCOLS = {"tcp": Proto.TCP, "udp": Proto.UDP, "any": Proto.ANY}
 RAW_SOCKET_MODES = {"allow": False, "deny": True}   # value: deny_raw_sockets
 UNNAMED_MODES = {"allow": False, "block": True}     # spec.dns.unnamed -> block_unnamed
+#: spec.mode: enforce (the default) carries verdicts out; audit refuses, kills,
+#: holds and resets nothing, and reports what enforce would have done (`would`).
+MODES = {"enforce": False, "audit": True}           # value: Policy.audit
 FAIL_CLOSED_AFTER_S = (1, 3600)   # heartbeat age bounds for spec.failClosed.afterSeconds
 FAIL_CLOSED_DEFAULT_S = 5
 LABEL_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -239,6 +246,13 @@ class Policy:
     identity_labels: tuple[str, ...] = ()   # label/annotation keys copied onto events
     ssh_allow: tuple[Mapping[str, object], ...] = ()  # spec.ssh.allow, for classify_ssh
     dns: DnsSettings = DnsSettings()
+    audit: bool = False                     # spec.mode: audit
+    feedback_stderr: bool = False           # spec.feedback.stderr: reasons on the process's stderr
+    feedback_file: bool = False             # spec.feedback.file: the workload's reasons file
+
+    @property
+    def mode(self) -> str:
+        return "audit" if self.audit else "enforce"
 
     @property
     def uses_names(self) -> bool:

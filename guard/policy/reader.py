@@ -35,7 +35,7 @@ from guard.policy.model import (ALL_PORTS, ANY_ADDRESS, API_VERSION, DETECTIONS,
                                 DNS_RESOLVER_PORTS, DNS_TTL_LIMIT, DNS_TTL_MAX_DEFAULT,
                                 DNS_TTL_MIN_DEFAULT, EGRESS_ACTIONS, EXEC_ACTIONS, EXEC_STRING_MAX,
                                 FAIL_CLOSED_AFTER_S, FAIL_CLOSED_DEFAULT_S, KIND, LABEL_OPERATORS,
-                                POLICY_NAME, POLICY_NAME_MAX, PORT_MAX, PORT_MIN, PROTOCOLS,
+                                MODES, POLICY_NAME, POLICY_NAME_MAX, PORT_MAX, PORT_MIN, PROTOCOLS,
                                 RAW_SOCKET_MODES, RULE_NAME, SSH_FORWARDS, UNNAMED_MODES, DnsSettings,
                                 EgressRule, ExecRule, FailClosed, LabelRequirement, Network,
                                 Policy, PolicyError, Problem, Selector, Target, normalise_host)
@@ -409,6 +409,15 @@ class Reader:
             self.at(node, field, f"expected a string, got {_kind(node)}")
         return default
 
+    def boolean(self, node: Node | None, field: str, default: bool) -> bool:
+        """true or false (YAML's booleans; a quoted "true" is a string)."""
+        if node is None or _is_null(node):
+            return default
+        if isinstance(node, ScalarNode) and node.tag == BOOL:
+            return node.value.lower() in ("true", "yes", "on", "y")
+        self.at(node, field, f"expected true or false, got {_show(node)}")
+        return default
+
     def checked(self, node: Node | None, field: str, check: Callable[[str], T]) -> T | None:
         """A string passed through check, which raises _Invalid to refuse it."""
         text = self.string(node, field)
@@ -446,7 +455,8 @@ class Reader:
         name = self.checked(metadata.get("name"), "metadata.name", _check_policy_name)
         spec = self.mapping(top.get("spec"), "spec",
                             ("defaultAction", "egress", "exec", "sockets", "detections",
-                             "ssh", "failClosed", "selector", "identityLabels", "dns"),
+                             "ssh", "failClosed", "selector", "identityLabels", "dns",
+                             "mode", "feedback"),
                             nullable=True)
         default_action = self.choice(spec.get("defaultAction"), "spec.defaultAction",
                                      "action", EGRESS_ACTIONS, Action.LOG)
@@ -463,11 +473,17 @@ class Reader:
         selector = self.selector(spec.get("selector"), "spec.selector")
         identity = self.strings(spec.get("identityLabels"), "spec.identityLabels", _check_word)
         dns = self.dns(spec.get("dns"), "spec.dns")
+        audit = self.choice(spec.get("mode"), "spec.mode", "mode", MODES, False)
+        feedback = self.mapping(spec.get("feedback"), "spec.feedback", ("stderr", "file"),
+                                nullable=True)
+        stderr = self.boolean(feedback.get("stderr"), "spec.feedback.stderr", False)
+        reasons_file = self.boolean(feedback.get("file"), "spec.feedback.file", False)
         return Policy(name=name, default_action=default_action, egress=egress,
                       exec_rules=exec_rules, deny_raw_sockets=deny_raw,
                       detections=detections, source=self.source, fail_closed=fail_closed,
                       selector=selector, identity_labels=identity, ssh_allow=ssh_allow,
-                      dns=dns)
+                      dns=dns, audit=audit, feedback_stderr=stderr,
+                      feedback_file=reasons_file)
 
     def dns(self, node: Node | None, field: str) -> DnsSettings:
         """spec.dns: {resolvers: [targets by cidr], ttl: {min, max}, unnamed}."""

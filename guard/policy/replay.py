@@ -18,6 +18,13 @@ rules, NameTable.verdict for names), in the kernel's order
                       port (rule dns-resolvers); else defaultAction
     bind              refused on a trusted resolver's port under a policy that
                       allows by name, else not judged (allowed)
+    dns query         to a resolver the policy trusts (dns.bpf.c
+                      guard_dns_query): the rules naming the question's name
+                      (the most permissive of them: a query has no port),
+                      else defaultAction; to any other resolver, or under a
+                      policy without names, the datagram is egress like any
+                      other, judged as a sendmsg to the resolver. Answers
+                      are never refused: not judged
     exec              exec rules by basename and path of `filename` and of
                       `process.exe`: kill beats log; no rule: log
     socket            spec.sockets.raw: deny refuses (packet sockets: kill)
@@ -44,7 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
 
-from guard.kernel.abi import RULE_NONE, Action, Proto
+from guard.kernel.abi import PORT_RULE, RULE_NONE, Action, Proto
 from guard.policy.compile import CompiledPolicy, compile_policy, simulate
 from guard.policy.load import default_policy
 from guard.policy.names import RESOLVER_RULE
@@ -271,7 +278,8 @@ class Change:
                          "cgroup": _dict(event.get("cgroup")).get("path")},
             "process": {"pid": process.get("pid"), "comm": process.get("comm")},
         }
-        for key in ("dst", "proto", "hook", "filename", "socket", "detection"):
+        for key in ("dst", "proto", "hook", "filename", "socket", "detection", "direction",
+                    "resolver", "dns"):
             if key in event:
                 out[key] = event[key]
         return out
@@ -359,6 +367,32 @@ class Replay:
                 "a resolver the policy does not trust)"))
         return _egress(compiled, flow, learned, name)
 
+    def _dns(self, judged: _Judged, event: dict) -> Verdict | None:
+        # A recording under a policy that logs by name holds every query it
+        # let through: refusing one makes the workload's lookup fail before
+        # any connect (EAI_AGAIN), even when a CIDR rule allows the address.
+        if event.get("direction") != "query":
+            return None
+        server = flow_of({"dst": _dict(event.get("resolver")), "proto": event.get("proto")})
+        if server is None:
+            return None
+        compiled, policy = judged.compiled, judged.policy.name
+        names = compiled.names
+        if names is None or server.port not in names.resolver_ports or not any(
+                server.address in network for network in names.resolvers):
+            return _egress(compiled, dataclasses.replace(server, hook="sendmsg"), None, policy)
+        question = _name(_dict(event.get("dns")).get("name"))
+        entry = names.match(question) if question is not None else None
+        if entry is None:
+            return Verdict(Action(compiled.default_action).label, None,
+                           "defaultAction (no rule names the query)", policy)
+        rule_id = next((rule[4] for rule in PORT_RULE.iter_unpack(entry.rules)
+                        if rule[3] == int(entry.query_action)), RULE_NONE)
+        rule = compiled.rule_name(rule_id) if rule_id != RULE_NONE else None
+        return Verdict(entry.query_action.label, rule,
+                       f"rule {rule} (name {entry.pattern})" if rule else f"name {entry.pattern}",
+                       policy)
+
     def _exec(self, judged: _Judged, event: dict) -> Verdict | None:
         compiled = judged.compiled
         process = _dict(event.get("process"))
@@ -369,13 +403,16 @@ class Replay:
                                       compiled.exec_paths.get(path)) if hit is not None]
         if not found:
             return Verdict("log", None, "no exec rule", judged.policy.name)
-        action, rule_id = max(found, key=lambda hit: (ACTION_RANK[hit[0]], -hit[1]))
+        # (an audit policy's WOULD_ actions rank as what they would do, as in the kernel)
+        action, rule_id = max(found, key=lambda hit: (ACTION_RANK[hit[0].enforced], -hit[1]))
         rule = compiled.rule_name(rule_id)
         return Verdict(action.label, rule, f"rule {rule}", judged.policy.name)
 
     def _socket(self, judged: _Judged, event: dict) -> Verdict | None:
         if not judged.policy.deny_raw_sockets:
             return Verdict("allow", None, "sockets.raw: allow", judged.policy.name)
+        if judged.policy.audit:
+            return Verdict("log", None, "sockets.raw: deny (spec.mode: audit)", judged.policy.name)
         packet = _dict(event.get("socket")).get("family") == "packet"
         return Verdict("kill" if packet else "block", None, "sockets.raw: deny",
                        judged.policy.name)
@@ -389,7 +426,7 @@ class Replay:
             return self._name_mismatch(judged, event, detection)
         policy = judged.policy
         action = policy.action_for(kind)
-        if detection.get("confidence") == "low" and action in ("block", "kill"):
+        if (detection.get("confidence") == "low" or policy.audit) and action in ("block", "kill"):
             action = "log"
         key = {"stratum": "stratum", "miner_dns": "stratum"}.get(kind, kind)
         return Verdict(action, None, f"detections for {key}", policy.name)
@@ -423,7 +460,7 @@ def _egress(compiled: CompiledPolicy, flow: Flow, name: str | None, policy: str)
     if names is not None:
         by_name = names.verdict(name, flow.port, int(flow.proto)) if name else None
         if by_name is not None:
-            if not matched or ACTION_RANK[by_name[0]] > ACTION_RANK[action]:
+            if not matched or ACTION_RANK[by_name[0].enforced] > ACTION_RANK[action.enforced]:
                 action, rule_id = by_name
                 rule = compiled.rule_name(rule_id)
                 return Verdict(action.label, rule, f"rule {rule} (name {name})", policy)
@@ -436,6 +473,6 @@ def _egress(compiled: CompiledPolicy, flow: Flow, name: str | None, policy: str)
     return Verdict(action.label, rule, f"rule {rule}", policy)
 
 
-_JUDGES = {"connect": Replay._connect, "exec": Replay._exec, "socket": Replay._socket,
-           "detection": Replay._detection}
+_JUDGES = {"connect": Replay._connect, "dns": Replay._dns, "exec": Replay._exec,
+           "socket": Replay._socket, "detection": Replay._detection}
 

@@ -16,7 +16,8 @@ from typing import IO, Any, Iterator, Protocol, Sequence
 from guard.kernel import abi
 from guard.report import safejson
 from guard.workloads.containers import container_of
-from guard.kernel.records import ConnectRecord, DnsRecord, ExecRecord, Header, SocketRecord
+from guard.kernel.records import (ConnectRecord, DnsRecord, EscapeRecord, ExecRecord, Header,
+                                  SocketRecord)
 from guard.workloads.process import ProcessInfo
 
 _HOOK_NAMES = {abi.Hook.CONNECT4: "connect", abi.Hook.CONNECT6: "connect",
@@ -32,6 +33,10 @@ _DNS_WHY = ((abi.DnsFlags.UNTRUSTED, "untrusted-resolver"), (abi.DnsFlags.LOOPED
             (abi.DnsFlags.NO_TABLE, "no-table"))
 #: Flags that say the kernel did not believe an answer.
 _DNS_DISTRUST = abi.DnsFlags.UNTRUSTED | abi.DnsFlags.LOOPED | abi.DnsFlags.UNPARSED
+# the same as plain ints, for the record path
+_DNS_WHY_BITS = tuple((int(flag), word) for flag, word in _DNS_WHY)
+_DNS_DISTRUST_BITS = int(_DNS_DISTRUST)
+_DNS_UNPARSED = int(abi.DnsFlags.UNPARSED)
 
 
 class DnsAddress(Protocol):
@@ -65,6 +70,7 @@ class Clock:
     """Kernel CLOCK_BOOTTIME stamps -> RFC 3339 wall-clock times with ns."""
 
     def __init__(self):
+        self._seconds, self._text = -1, ""   # the last second stamped, as text
         self.resync()
 
     def resync(self) -> None:
@@ -74,7 +80,12 @@ class Clock:
         return rfc3339(time.time_ns())
 
     def from_boot_ns(self, ktime_ns: int) -> str:
-        return rfc3339(ktime_ns + self._offset)
+        # rfc3339(), with the text of the last second kept: a storm's
+        # records come thousands to the second
+        seconds, nanos = divmod(ktime_ns + self._offset, 1_000_000_000)
+        if seconds != self._seconds:
+            self._seconds, self._text = seconds, _second(seconds)
+        return f"{self._text}.{nanos:09d}Z"
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,24 +99,40 @@ def rfc3339(wall_ns: int) -> str:
 
 
 def _common(header: Header, clock: Clock, rule: str | None, cgroup_path: str | None,
-            policy_name: str | None, generation: int, process: ProcessInfo) -> dict[str, Any]:
-    return {
-        "ts": clock.from_boot_ns(header.ktime_ns),
-        "kind": header.kind.name.lower(),
-        "action": header.action.label,
-        "rule": rule,
-        "policy": {"name": policy_name, "generation": generation},
-        "process": {
-            "pid": header.pid,
-            "ppid": header.ppid,
-            "uid": header.uid,
-            "comm": header.comm,
-            "exe": process.exe,
-            "argv": process.argv,
-            "argv_truncated": process.argv_truncated,
-        },
-        "cgroup": {"id": header.cgroup_id, "path": cgroup_path},
+            policy_name: str | None, generation: int, process: ProcessInfo,
+            action: str | None = None, would: str | None = None) -> dict[str, Any]:
+    """The fields every event carries. action, would: what was done and,
+    in audit mode, what enforce would have done (the kernel's verdict
+    says both unless given)."""
+    if action is None:
+        action, would = _ACTION_WORDS[header.action]
+    # built in the order of the contract (docs/events.md), one key at a time:
+    # cheaper than merging dicts, on a path that runs for every event
+    event = {"ts": clock.from_boot_ns(header.ktime_ns), "kind": _KIND_NAMES[header.kind],
+             "action": action}
+    if would is not None:
+        event["would"] = would
+    event["rule"] = rule
+    event["policy"] = {"name": policy_name, "generation": generation}
+    event["process"] = {
+        "pid": header.pid,
+        "ppid": header.ppid,
+        "uid": header.uid,
+        "comm": header.comm,
+        "exe": process.exe,
+        "argv": process.argv,
+        "argv_truncated": process.argv_truncated,
     }
+    event["cgroup"] = {"id": header.cgroup_id, "path": cgroup_path}
+    return event
+
+
+#: Words of the enums an event spells, looked up once (an enum's properties
+#: cost more than the rest of a field).
+_KIND_NAMES = {kind: kind.name.lower() for kind in abi.EventKind}
+_ACTION_WORDS = {action: (action.label, action.would) for action in abi.Action}
+_PROTO_LABELS = {proto: proto.label for proto in abi.Proto}
+_FAMILIES = {4: "ipv4", 6: "ipv6"}
 
 
 def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
@@ -129,11 +156,12 @@ def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
         event["filename"] = record.filename
         event["process"]["exe_truncated"] = record.exe_truncated
     elif isinstance(record, ConnectRecord):
-        event["proto"] = record.proto.label
-        event["family"] = f"ipv{record.family}"
-        event["dst"] = {"ip": record.ip, "port": record.port}
-        if name is not None:
-            event["dst"]["name"] = name
+        event["proto"] = _PROTO_LABELS[record.proto]
+        event["family"] = _FAMILIES.get(record.family) or f"ipv{record.family}"
+        if name is None:
+            event["dst"] = {"ip": record.ip, "port": record.port}
+        else:
+            event["dst"] = {"ip": record.ip, "port": record.port, "name": name}
         event["hook"] = _HOOK_NAMES.get(record.hook) or record.hook.name.lower()
     elif isinstance(record, SocketRecord):
         event["socket"] = {"family": _family_name(record.family),
@@ -149,12 +177,12 @@ def _describe_dns(event: dict[str, Any], record: DnsRecord, parsed: ParsedDns | 
     process fields are 0: the kernel saw it in softirq, not in the receiver."""
     answer = record.direction == abi.DnsDirection.ANSWER
     event["direction"] = "answer" if answer else "query"
-    event["proto"] = record.proto.label
-    event["family"] = f"ipv{record.family}"
+    event["proto"] = _PROTO_LABELS[record.proto]
+    event["family"] = _FAMILIES.get(record.family) or f"ipv{record.family}"
     event["resolver"] = {"ip": record.ip, "port": record.port}
-    flags = record.flags
-    said = flags | abi.DnsFlags.UNPARSED if parsed is None else flags
-    why = [word for flag, word in _DNS_WHY if said & flag]
+    flags = int(record.flags)    # plain int: an IntFlag's & is a Python call
+    said = flags | _DNS_UNPARSED if parsed is None else flags
+    why = [word for flag, word in _DNS_WHY_BITS if said & flag]
     dns: dict[str, Any] = {
         "name": parsed.name if parsed is not None else None,
         "type": parsed.qtype_text if parsed is not None else None,
@@ -167,19 +195,20 @@ def _describe_dns(event: dict[str, Any], record: DnsRecord, parsed: ParsedDns | 
     if answer:
         dns["ttl"] = record.ttl
     dns["learned"] = record.learned
-    dns["trusted"] = not flags & _DNS_DISTRUST
+    dns["trusted"] = not flags & _DNS_DISTRUST_BITS
     dns["why"] = why
     event["dns"] = dns
 
 
 def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], action: str,
                        cgroup_path: str | None, policy_name: str | None, generation: int,
-                       process: ProcessInfo, dst: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A detection event: {"kind": "detection", "action", "detection": {"type",
-    "dialect", "confidence", "evidence"}, "process", "cgroup", "dst"}."""
-    event = _common(header, clock, None, cgroup_path, policy_name, generation, process)
+                       process: ProcessInfo, dst: dict[str, Any] | None = None,
+                       would: str | None = None) -> dict[str, Any]:
+    """A detection event: {"kind": "detection", "action"[, "would"], "detection":
+    {"type", "dialect", "confidence", "evidence"}, "process", "cgroup", "dst"}."""
+    event = _common(header, clock, None, cgroup_path, policy_name, generation, process,
+                    action=action, would=would)
     event["kind"] = "detection"
-    event["action"] = action
     event["detection"] = detection
     event["dst"] = dst
     container = container_of(cgroup_path) if cgroup_path else None
@@ -189,6 +218,33 @@ def describe_detection(header: Header, clock: Clock, detection: dict[str, Any], 
 
 
 # -- the agent's own events (docs/events.md): built here, nowhere else ----------
+
+#: escape.how: which file was written (or clone3 CLONE_INTO_CGROUP)
+_ESCAPE_HOW = {abi.EscapeHow.PROCS: "cgroup.procs", abi.EscapeHow.THREADS: "cgroup.threads",
+               abi.EscapeHow.CLONE: "clone_into_cgroup"}
+
+
+def describe_escape(record: EscapeRecord, clock: Clock, cgroup_path: str | None,
+                    dst_path: str | None, policy_name: str | None, generation: int,
+                    process: ProcessInfo, killed_by: str | None) -> dict[str, Any]:
+    """A guarded process that left its guarded cgroup (docs/events.md,
+    escape): cgroup is the guarded cgroup it left; escape says how, where
+    to, who moved it and who killed it ("kernel", "agent", or None when
+    audit mode only reported it)."""
+    event = _common(record.header, clock, None, cgroup_path, policy_name, generation, process)
+    container = container_of(cgroup_path) if cgroup_path else None
+    if container is not None:
+        event["container"] = container.as_dict()
+    event["escape"] = {
+        "how": _ESCAPE_HOW[record.how],
+        "tid": record.tid,
+        "to": {"id": record.dst_cgroup_id, "path": dst_path,
+               "guarded": bool(record.flags & abi.EscapeFlags.DST_GUARDED)},
+        "mover": {"pid": record.mover_pid, "comm": record.mover_comm},
+        "killed_by": killed_by,
+    }
+    return event
+
 
 def error_event(clock: Clock, message: str, **fields: Any) -> dict[str, Any]:
     """{"kind": "error", "error": message}: something the agent could not do;
@@ -232,9 +288,15 @@ def policy_event(clock: Clock, state: str, **fields: Any) -> dict[str, Any]:
     return {"ts": clock.now(), "kind": "policy", "state": state, **fields}
 
 
-def loss_event(clock: Clock, lost: int, lost_total: int) -> dict[str, Any]:
-    """The kernel could not queue records: never silent."""
-    return {"ts": clock.now(), "kind": "loss", "lost": lost, "lost_total": lost_total}
+def loss_event(clock: Clock, lost: int, lost_total: int, shed: int = 0, shed_total: int = 0,
+               workloads: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The kernel could not queue records, or shed a workload's over its
+    fair share of a filling ring: never silent, and said per workload."""
+    event = {"ts": clock.now(), "kind": "loss", "lost": lost, "lost_total": lost_total,
+             "shed": shed, "shed_total": shed_total}
+    if workloads is not None:
+        event["workloads"] = workloads
+    return event
 
 
 class EventWriter:

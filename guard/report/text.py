@@ -163,7 +163,8 @@ def _would(event: dict) -> str:
 _TYPE_WORDS = {"stratum": "mining traffic", "miner_exec": "miner command line",
                "miner_dns": "mining pool name", "ssh_reverse_tunnel": "ssh reverse tunnel",
                "ssh_outbound": "ssh connection", "tunnel_tool": "tunnel tool",
-               "reverse_shell": "reverse shell", "name_mismatch": "payload names another host"}
+               "reverse_shell": "reverse shell", "name_mismatch": "payload names another host",
+               "unjudged_flow": "flow refused unjudged"}
 _STRATUM_DIALECTS = {"stratum-v1": "stratum v1", "stratum-v1-bip310": "stratum v1, BIP310",
                      "cryptonote-login": "cryptonote", "ethereumstratum-1.0.0":
                      "EthereumStratum/1.0.0", "ethereumstratum-2.0.0": "EthereumStratum/2.0.0",
@@ -272,11 +273,17 @@ def _name_mismatch(dialect: str, evidence: dict) -> str:
     return f"payload names {host}, address learned for {learned} ({dialect or '?'})"
 
 
+def _unjudged_flow(dialect: str, evidence: dict) -> str:
+    if dialect == "websocket-filler":
+        return "refused unjudged: WebSocket frames of filler beyond what the kernel reads"
+    return "refused unjudged" + (f" ({dialect})" if dialect else "")
+
+
 _FINDINGS: dict[str, Callable[[str, dict], str]] = {
     "stratum": _stratum, "miner_exec": _miner_exec, "miner_dns": _miner_dns,
     "ssh_reverse_tunnel": _ssh_reverse_tunnel, "ssh_outbound": _ssh_outbound,
     "tunnel_tool": _tunnel_tool, "reverse_shell": _reverse_shell,
-    "name_mismatch": _name_mismatch,
+    "name_mismatch": _name_mismatch, "unjudged_flow": _unjudged_flow,
 }
 
 
@@ -467,10 +474,23 @@ def _generic(event: dict) -> tuple[str, str]:
     return "", _generic_words(event) + _would(event)
 
 
+def _escape(event: dict) -> tuple[str, str]:
+    escape = _dict(event.get("escape"))
+    to, mover = _dict(escape.get("to")), _dict(escape.get("mover"))
+    where = _text(to.get("path")) or f"cgroup {_text(to.get('id'), 24) or '?'}"
+    how = _text(escape.get("how"), 24) or "?"
+    words = f"left its guarded cgroup ({how}, by {_text(mover.get('comm'), 16) or '?'}" \
+            f"[{_text(mover.get('pid'), 10) or '?'}])"
+    killed_by = _text(escape.get("killed_by"), 8)
+    if killed_by:
+        words += f", killed by the {killed_by}"
+    return f"to {where}", words + _would(event)
+
+
 RENDERERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "connect": _connect, "exec": _exec, "socket": _socket, "dns": _dns,
     "detection": _detection, "agent": _agent, "container": _container,
-    "policy": _policy, "loss": _loss, "error": _error,
+    "policy": _policy, "loss": _loss, "error": _error, "escape": _escape,
 }
 
 # -- lines -----------------------------------------------------------------------------

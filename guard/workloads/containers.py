@@ -17,11 +17,17 @@ runtime and by cgroup driver (cgroupfs or systemd):
 The monitors beside containers (podman's conmon, CRI-O's conmon) have cgroups
 named like containers with "-conmon-"; they are not containers. Paths below a
 container's cgroup (a container may make its own) belong to that container.
+running_containers() walks the mount for the containers running now.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from guard.workloads.cgroups import Cgroup, CgroupError, resolve
 
 _ID = r"(?P<id>[0-9a-f]{64})"
 _POD = r"pod(?P<pod>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
@@ -39,6 +45,10 @@ _COMPONENTS = [
 _POD_IN_PATH = re.compile(rf"(?:^|[/-]){_POD}(?:\.slice)?(?:/|$)")
 
 
+#: cgroup paths whose container_of answer is kept (least recently asked go first)
+CONTAINER_OF_CACHED = 4096
+
+
 @dataclass(frozen=True)
 class ContainerRef:
     runtime: str         # podman, docker, containerd, cri-o, kubernetes (runtime unknown)
@@ -50,8 +60,12 @@ class ContainerRef:
         return {"id": self.id, "runtime": self.runtime}
 
 
+@lru_cache(maxsize=CONTAINER_OF_CACHED)
 def container_of(path: str) -> ContainerRef | None:
-    """The container whose cgroup is path or an ancestor of it, or None."""
+    """The container whose cgroup is path or an ancestor of it, or None.
+    Asked for every event (a dozen patterns per path component): the
+    answers for the most recent paths are kept (a path's answer never
+    changes; ContainerRef is immutable)."""
     parts = [p for p in path.split("/") if p]
     for depth in range(len(parts), 0, -1):
         name, parent = parts[depth - 1], "/".join(parts[:depth - 1])
@@ -70,3 +84,18 @@ def is_container_cgroup(path: str) -> bool:
     """True when path is a container's own cgroup (not a cgroup inside one)."""
     ref = container_of(path)
     return ref is not None and ref.cgroup == "/" + "/".join(p for p in path.split("/") if p)
+
+
+def running_containers(mount: Path) -> list[Cgroup]:
+    """The cgroups of every container running now (a walk of the cgroup2 tree
+    that does not descend into containers)."""
+    found = []
+    for dirpath, dirnames, _files in os.walk(mount):
+        relative = "/" + os.path.relpath(dirpath, mount)
+        if relative != "/." and is_container_cgroup(relative):
+            dirnames[:] = []
+            try:
+                found.append(resolve(relative, mount))
+            except CgroupError:
+                continue  # removed while we looked
+    return found

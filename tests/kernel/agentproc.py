@@ -141,13 +141,13 @@ class GuardedCgroup:
     """One agent with one policy file, guarding one temporary cgroup; the
     detection tests keep one per policy for a whole module."""
 
-    def __init__(self, policy: Path, tag: str):
+    def __init__(self, policy: Path, tag: str, extra: list[str] | None = None):
         from guard.demo.sandbox import TempCgroup
 
         self.cg = TempCgroup(tag)
         self.cg.__enter__()
         try:
-            self.agent = AgentProcess([str(self.cg.path)], policy=policy)
+            self.agent = AgentProcess([str(self.cg.path)], policy=policy, extra=extra)
             self.agent.__enter__()
         except BaseException:
             self.cg.close()

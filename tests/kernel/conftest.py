@@ -8,6 +8,23 @@ import pytest
 
 from guard.demo.sandbox import TempCgroup
 
+from . import images
+
+
+@pytest.fixture(scope="session")
+def agent_image():
+    """The agent image built from deploy/Containerfile (minutes), once per
+    session for test_image.py and test_manifest.py; removed at the end."""
+    with images.agent_image() as image:
+        yield image
+
+
+@pytest.fixture(scope="session")
+def busybox_image(tmp_path_factory):
+    """A busybox workload image (static binary, a few applets); removed at the end."""
+    with images.busybox_image(tmp_path_factory.mktemp("busybox")) as image:
+        yield image
+
 
 @pytest.fixture
 def guarded_cgroup():
@@ -59,9 +76,13 @@ def listener():
     lst.close()
 
 
-# cgroup hooks per guarded cgroup: connect4/6, sendmsg4/6, bind4/6, sock_create,
-# cgroup_skb egress and ingress (flow and dns)
-CGROUP_HOOKS = 11
+# cgroup hooks per guarded cgroup: connect4/6, sendmsg4/6, bind4/6, sock_create
+# always; flow.bpf.c's cgroup_skb egress and ingress and sock_release when the
+# policy samples payloads (the default detections do); dns.bpf.c's two when it
+# allows by name (objects.cgroup_objects_for)
+CGROUP_HOOKS_BASE = 7
+CGROUP_HOOKS = CGROUP_HOOKS_BASE + 3            # a policy with the default detections
+CGROUP_HOOKS_NAMES = CGROUP_HOOKS + 2           # and allow by name
 
 
 def port_block_policy(name: str, port: int, extra_spec: str = "", action: str = "block") -> str:

@@ -575,9 +575,13 @@ class TestResolver:
     """
     __test__ = False  # a helper, not a pytest test class
 
-    def __init__(self, subnets=SUBNETS, log_queries: bool = True):
+    def __init__(self, subnets=SUBNETS, log_queries: bool = True, more_names=None):
+        """more_names: (v4, v6) -> {name: [Record]}, names served beside
+        make_zone's (addresses in the same prefixes, made once the free
+        subnet is known), for tests whose workloads need names of their own."""
         self._subnets = subnets
         self.log_queries = log_queries
+        self._more_names = more_names
         n = next(_counter)
         self.netns = f"egdns-srv-{os.getpid()}-{n}"
         self.host_if = f"egdns{os.getpid()}-{n % 100}"[:15]
@@ -659,6 +663,8 @@ class TestResolver:
         try:
             self._choose_subnet()
             self.zone = make_zone(self.v4, self.v6)
+            if self._more_names is not None:
+                self.zone.update(self._more_names(self.v4, self.v6))
             self.dir = Path(tempfile.mkdtemp(prefix="egdns-"))
             self._write_client_files()
             self._make_network()

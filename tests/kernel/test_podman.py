@@ -3,9 +3,7 @@
 from agent start when already running; released when they go."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tarfile
 import time
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from guard.control.server import request
 
 from .agentproc import ROOT, AgentProcess
+from . import images
 from .conftest import port_block_policy
 from .test_reload import AcceptingListener
 
@@ -28,21 +27,8 @@ POLICY = port_block_policy("containers", PORT)
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     """A busybox image made from the static binary, removed afterwards."""
-    for tool in ("podman", "runc", "busybox"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} is not installed (scripts/setup.sh installs it)")
-    root = tmp_path_factory.mktemp("rootfs")
-    archive = root / "rootfs.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(shutil.which("busybox"), arcname="bin/busybox")
-        for applet in ("sh", "nc", "sleep", "true", "cat", "echo"):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-    subprocess.run(["podman", "import", "-q", str(archive), IMAGE], check=True,
-                   capture_output=True)
-    yield IMAGE
-    subprocess.run(["podman", "rmi", "-f", IMAGE], capture_output=True)
+    with images.busybox_image(tmp_path_factory.mktemp("rootfs"), IMAGE) as made:
+        yield made
 
 
 @pytest.fixture

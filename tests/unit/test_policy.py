@@ -487,13 +487,20 @@ def test_every_kernel_action_has_one_rank_and_its_word_the_same():
     word, Action.label) is the same ranking, and orders the actions alike."""
     from guard.policy.model import ACTION_RANK, ACTION_WORD_RANK
 
-    assert set(ACTION_RANK) == set(Action)     # a new Action needs a rank
-    assert len(set(ACTION_RANK.values())) == len(Action)
+    # a new Action needs a rank; audit's WOULD_ actions rank as what they would do
+    assert set(ACTION_RANK) == {action.enforced for action in Action}
+    assert all(action.audited.enforced == action for action in ACTION_RANK)
+    assert len(set(ACTION_RANK.values())) == len(ACTION_RANK)
     assert ACTION_WORD_RANK == {action.label: rank for action, rank in ACTION_RANK.items()}
     assert sorted(ACTION_WORD_RANK, key=ACTION_WORD_RANK.__getitem__) == \
-        [action.label for action in sorted(Action, key=ACTION_RANK.__getitem__)]
-    assert [a.label for a in sorted(Action, key=ACTION_RANK.__getitem__)] == \
+        [action.label for action in sorted(ACTION_RANK, key=ACTION_RANK.__getitem__)]
+    assert [a.label for a in sorted(ACTION_RANK, key=ACTION_RANK.__getitem__)] == \
         ["allow", "log", "block", "kill"]
+    # the kernel compares verdicts by value: WOULD_ keeps the enforce order above LOG
+    assert Action.LOG < Action.WOULD_BLOCK < Action.WOULD_KILL
+    assert [a.label for a in (Action.WOULD_BLOCK, Action.WOULD_KILL)] == ["log", "log"]
+    assert [a.would for a in (Action.WOULD_BLOCK, Action.WOULD_KILL, Action.BLOCK)] == \
+        ["block", "kill", None]
 
 
 def test_the_words_a_policy_spells_actions_with_are_the_kernels_labels():

@@ -240,6 +240,74 @@ def test_binds_to_a_resolver_port_are_refused_only_under_names():
     assert change.new == "allow" and not change.refused
 
 
+def query(name, action="log", resolver="10.88.0.1", port=53, proto="udp", **extra):
+    """A dns query event as the agent writes one under a policy that logs by name."""
+    return {"ts": "2026-11-28T10:00:00Z", "kind": "dns", "action": action, "rule": None,
+            "cgroup": CG, "direction": "query", "proto": proto,
+            "resolver": {"ip": resolver, "port": port},
+            "dns": {"name": name, "type": "A", "answers": [], "cnames": [], "learned": 0,
+                    "trusted": True, "why": []}, **extra}
+
+
+def test_queries_are_judged_by_the_names_the_policy_allows():
+    replay = one(NAMES.format(name_action="allow", cidr_action="allow").replace(
+        "host: pypi.org", 'host: "*.example.org"'))
+    change = replay.feed(query("a.example.org"))          # log -> allow: let through either way
+    assert (change.new, change.verdict.rule, change.refused) == ("allow", "by-name", False)
+    assert change.verdict.decided == "rule by-name (name *.example.org)"
+    refused = replay.feed(query("example.org"))            # "*." is strictly below
+    assert (refused.new, refused.verdict.decided, refused.refused) == (
+        "block", "defaultAction (no rule names the query)", True)
+    assert refused.as_dict()["dns"]["name"] == "example.org"
+    assert refused.as_dict()["resolver"] == {"ip": "10.88.0.1", "port": 53}
+    # a name whose rules only log is asked with log; one refused at the time may pass now
+    logging = one(NAMES.format(name_action="log", cidr_action="allow"))
+    assert logging.feed(query("pypi.org")) is None
+    assert logging.feed(query("pypi.org", action="block")).new == "log"
+    # answers are never refused
+    answer = dict(query("example.org"), direction="answer")
+    assert replay.feed(answer) is None
+    assert replay.counts["judged dns"] == 2 and replay.counts["refused"] == 1
+
+
+def test_a_query_to_a_resolver_the_policy_does_not_trust_is_a_datagram_like_any_other():
+    names = one(NAMES.format(name_action="allow", cidr_action="allow"))
+    change = names.feed(query("pypi.org", resolver="10.96.0.10"))
+    assert (change.new, change.verdict.decided) == ("block", "defaultAction")
+    assert names.feed(query("pypi.org", port=5353)).new == "block"   # not a resolver port
+    plain = one("""\
+  defaultAction: block
+  egress:
+    - name: resolver
+      action: allow
+      to:
+        - cidr: 10.88.0.1/32
+          ports: [53]
+""")
+    assert plain.feed(query("anything.example", action="allow")) is None
+    assert plain.feed(query("anything.example", resolver="10.88.0.2")).refused
+
+
+def test_a_policy_allowing_the_address_but_not_the_name_refuses_the_lookup(tmp_path):
+    """A git server allowed by its address alone: the connect passes, but
+    under defaultAction block the query for its name never leaves, so the
+    clone fails at the lookup; `policy test` says so (exit 6)."""
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in (
+        query("pypi.org"), query("git.example"),
+        connect("151.101.0.223", 443, "pypi.org"), connect("192.0.2.10", 9418, "git.example"))))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(HEAD.format(name="by-address") + NAMES.format(
+        name_action="allow", cidr_action="allow").replace("151.101.0.0/16", "192.0.2.10/32")
+        .replace("[443]\n  dns", "[9418]\n  dns"))
+    result = CliRunner().invoke(main, ["policy", "test", "--json", str(policy), str(events)])
+    assert result.exit_code == ExitCode.REFUSED, result.output
+    *changes, summary = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [(c["where"].rsplit(":", 1)[1], c["event_kind"], c["new"]) for c in changes] == \
+        [("2", "dns", "block")]
+    assert summary["refused"] == 1 and summary["by_kind"] == {"connect": 2, "dns": 2}
+
+
 def test_connects_a_detection_refused_are_not_judged_again():
     replay = one("  defaultAction: allow\n")
     assert replay.feed(connect("192.0.2.1", 22, action="block", rule="detection")) is None
@@ -361,7 +429,8 @@ def test_malformed_lines_are_counted_on_stderr_and_stdin_is_read(tmp_path):
 VALUES = st.none() | st.booleans() | st.integers(-2, 70000) | st.text(max_size=10) | \
     st.sampled_from(["tcp", "udp", "bind", "sendmsg", "log", "block", "kill", "allow",
                      "answer", "192.0.2.1", "::ffff:10.0.0.1", "pypi.org", "packet",
-                     "name_mismatch", "stratum", "low", "2026-11-28T10:00:00Z", "detection"])
+                     "name_mismatch", "stratum", "low", "2026-11-28T10:00:00Z", "detection",
+                     "query", "10.88.0.1"])
 NESTED = st.recursive(VALUES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
     st.sampled_from(["ip", "port", "name", "proto", "answers", "learned", "trusted", "ttl",
                      "type", "confidence", "evidence", "host", "family", "exe", "path",
@@ -371,7 +440,7 @@ EVENT = st.fixed_dictionaries(
      "action": VALUES},
     optional={key: NESTED for key in ("ts", "rule", "dst", "proto", "hook", "cgroup",
                                       "container", "direction", "dns", "detection", "socket",
-                                      "filename", "process", "k8s", "identity")})
+                                      "filename", "process", "k8s", "identity", "resolver")})
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

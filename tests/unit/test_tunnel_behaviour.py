@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from guard.detect.classify import BLOCK_BYPASS, Finding
 from guard.detect.classify.reverse_shell import classify_reverse_shell
 from guard.detect.classify.shellwords import dialects_of, simple_commands
-from guard.detect.classify.tunnel_behaviour import classify_first, classify_reply
+from guard.detect.classify.tunnel_behaviour import (classify_first, classify_reply,
+                                                    classify_server_first)
 from guard.detect.classify.tunnels import (
     TUNNEL_TOOL_NAMES, classify_tunnel_exec, classify_tunnel_payload,
 )
@@ -236,6 +237,41 @@ def test_the_agent_kills_a_client_whose_server_sends_requests():
         assert (detection["detection"]["dialect"], detection["action"]) == ("reverse-http", "kill")
         assert fake.signals.signals_to(fake.pid) == [signal.SIGKILL]
         assert fake.maps.resets == [21]
+
+
+@pytest.mark.parametrize("first_bytes", [
+    b"GET / HTTP/1.1\r\nHost: me.own-server\r\n\r\n",      # localtunnel's data connection
+    b"POST /index.html?crap=1700000000 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\n\r\n",
+])
+def test_a_request_before_the_sandbox_said_anything_is_a_reverse_tunnel(first_bytes):
+    finding = only(classify_server_first(first_bytes, 7000))
+    assert finding.dialect == "reverse-http" and finding.evidence[BLOCK_BYPASS]
+
+
+@pytest.mark.parametrize("greeting", [
+    b"SSH-2.0-OpenSSH_9.6\r\n",     # a server's banner may come before the client's
+    b"220 mail.example.org ESMTP\r\n", b"+OK ready\r\n", b"* OK IMAP4rev1\r\n",
+    b"J\x00\x00\x00\n8.0.36\x00", b"", b"\x00" * 512, b"GETTING / HTTP/1.1\r\n",
+])
+def test_servers_that_greet_first_are_no_tunnel(greeting):
+    assert classify_server_first(greeting, 22) == []
+
+
+def test_server_first_bytes_are_judged_without_a_first_sample():
+    text = ("apiVersion: egress-guard/v1\nkind: EgressPolicy\nmetadata:\n  name: t\n"
+            "spec:\n  detections:\n    tunnelTool: block\n")
+    with fake_agent(text) as fake:
+        events = fake.payload(b"GET / HTTP/1.1\r\nHost: me.own-server\r\n\r\n",
+                              kind=SampleKind.SERVER_FIRST, port=7000, cookie=33)
+        [detection] = [e for e in events if e["kind"] == "detection"]
+        # the request already reached the sandbox: block kills the client (BLOCK_BYPASS)
+        assert (detection["detection"]["dialect"], detection["action"]) == ("reverse-http", "kill")
+        assert fake.maps.resets == [33]
+        off = text.replace("block", "off")
+    with fake_agent(off) as fake:
+        assert [e for e in fake.payload(b"GET / HTTP/1.1\r\n\r\n", kind=SampleKind.SERVER_FIRST,
+                                        port=7000) if e["kind"] == "detection"] == []
 
 
 def test_inbound_tunnel_findings_follow_the_policy():

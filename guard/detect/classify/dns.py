@@ -57,8 +57,14 @@ _MAX_MESSAGE = 65535
 _TYPE_A, _TYPE_CNAME, _TYPE_AAAA, _CLASS_IN = 1, 5, 28, 1
 
 
+#: Bytes a label shows as they are (lower-cased): printable ASCII but dot and backslash.
+_PLAIN_LABEL_BYTES = bytes(b for b in range(0x21, 0x7F) if b not in b".\\")
+
+
 def _dns_label_text(label: bytes) -> str:
     """A label as presentation text; dots and odd bytes escaped as dig does."""
+    if not label.translate(None, _PLAIN_LABEL_BYTES):
+        return label.decode("ascii").lower()   # the common label: nothing to escape
     out = []
     for byte in label:
         char = chr(byte)

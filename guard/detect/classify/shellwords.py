@@ -101,7 +101,8 @@ def _escape(text: str, pos: int) -> tuple[str | None, int]:
     code = match.group(0)
     if code[0] == "c":
         return chr(ord(code[1]) & 0x1F), match.end()
-    value = int(code, 8) if code[0] in "01234567" else int(code[1:], 16)
+    # an octal escape is a byte: bash and zsh keep its low 8 bits (\564 is t)
+    value = int(code, 8) & 0xFF if code[0] in "01234567" else int(code[1:], 16)
     return (chr(value) if value <= 0x10FFFF else "\ufffd"), match.end()
 
 

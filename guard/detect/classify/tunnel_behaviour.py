@@ -13,7 +13,9 @@ say so:
   server sends `GET / HTTP/1.1`, the client relays the sandbox service's
   answer), seen from the side the kernel samples;
 - the server's first reply is an HTTP *request* line (`GET / HTTP/1.1`,
-  Host): a server never sends requests on a connection it accepted;
+  Host): a server never sends requests on a connection it accepted; also
+  when the sandbox has sent nothing yet (the kernel samples the server's
+  first bytes then: classify_server_first);
 - the server's first reply is an SSH identification on a flow whose client
   did not speak SSH: the far end drives an SSH session through it;
 - a tunnel service's open message: localtunnel's setup request (`GET /?new`,
@@ -207,6 +209,20 @@ def classify_reply(reply: bytes, first: bytes | None, dst_port: int | None) -> l
     findings = _request_from_server(data, port) + _ssh_from_server(data, sent, port)
     findings += localtunnel_setup_reply(data)
     return dedupe_findings(findings)
+
+
+def classify_server_first(data: bytes, dst_port: int | None) -> list[Finding]:
+    """tunnel_tool findings for the server's first bytes on a flow the
+    sandbox opened and has sent nothing on yet (the kernel samples them,
+    SampleKind.SERVER_FIRST): an HTTP request line is the far end acting
+    as the client (a tunnel's data connection, localtunnel's among them).
+    An SSH banner is not: a server may send its identification before the
+    client sends its own."""
+    reply = _bytes(data)
+    if not reply:
+        return []
+    return dedupe_findings(_request_from_server(reply, _port(dst_port))
+                           + localtunnel_setup_reply(reply))
 
 
 def _bytes(payload: Any) -> bytes:

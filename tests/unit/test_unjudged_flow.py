@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A flow the kernel refused unjudged (flow.bpf.c: more WebSocket frames of
+filler than it reads before any message) is reported with why, as a
+detection of type unjudged_flow, and its socket reset; nothing in its
+sample is classified (the kernel never saw the message)."""
+from __future__ import annotations
+
+from guard.kernel.abi import Action, PayloadFlags
+from guard.report import text
+from tests.fakekernel import FAKE_COOKIE, fake_agent, payload_record
+
+LOGIN = b'{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"x","agent":"XMRig/6.16.0"}}\n'
+
+
+def test_a_flow_refused_unjudged_is_reported_with_why_and_reset():
+    with fake_agent() as fake:
+        [event] = fake.feed(payload_record(b"\n" * 8, flags=PayloadFlags.UNJUDGED,
+                                           payload_size=600, port=443,
+                                           **fake.defaults({})))
+        assert fake.maps.flow_actions == {FAKE_COOKIE: Action.BLOCK}
+        assert fake.maps.called("request_reset") == [(FAKE_COOKIE,)]
+        assert (event["kind"], event["action"]) == ("detection", "block")
+        detection = event["detection"]
+        assert (detection["type"], detection["dialect"], detection["confidence"]) == (
+            "unjudged_flow", "websocket-filler", "medium")
+        assert "filler" in detection["evidence"]["why"]
+        assert detection["evidence"]["payload_size"] == 600
+        assert event["dst"] == {"ip": "198.18.0.2", "port": 443, "proto": "tcp"}
+        assert "refused unjudged" in text.render(event)
+
+
+def test_an_unjudged_flow_is_not_classified():
+    """Even a login in the sample: the kernel's reason is the event, once."""
+    with fake_agent() as fake:
+        events = fake.feed(payload_record(LOGIN, flags=PayloadFlags.UNJUDGED,
+                                          **fake.defaults({})))
+        assert [e["detection"]["type"] for e in events] == ["unjudged_flow"]
+        assert fake.maps.flow_actions == {FAKE_COOKIE: Action.BLOCK}
