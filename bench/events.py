@@ -52,7 +52,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -64,8 +63,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 from guard.kernel import abi  # noqa: E402
+from procstat import stop_agent, wait_ready  # noqa: E402
 
 TAG = "egbench-events"
 PORT = 29600
@@ -311,28 +312,11 @@ class AgentRun:
                                            stdout=subprocess.DEVNULL, stderr=stderr,
                                            cwd=AGENT_ROOT,
                                            env=dict(os.environ, PYTHONPATH=str(AGENT_ROOT)))
-            self._wait_ready(time.monotonic() + 60)
+            wait_ready(self.events_path, self.proc, self.stderr_path, time.monotonic() + 60)
         except BaseException:
             self.close()
             raise
         return self
-
-    def _wait_ready(self, deadline: float) -> None:
-        while True:
-            try:
-                head = self.events_path.read_bytes()[:65536]
-            except FileNotFoundError:
-                head = b""
-            for line in head.split(b"\n")[:-1]:
-                event = json.loads(line)
-                if event.get("kind") == "agent":
-                    if event.get("state") != "ready":
-                        raise RuntimeError(f"agent: {event}")
-                    return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("agent did not become ready: "
-                                   f"{self.stderr_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.02)
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -374,12 +358,7 @@ class AgentRun:
 
     def close(self) -> None:
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)   # detaches everything, exits 0
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
+            stop_agent(self.proc)                       # SIGTERM: it detaches everything
         finally:
             self.own.close()
 

@@ -62,10 +62,8 @@ removed on exit; processes are ended by pid.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -82,7 +80,7 @@ sys.path.insert(0, str(HERE))
 
 from guard.demo.sandbox import TempCgroup  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
-from procstat import memory_kib  # noqa: E402
+from procstat import memory_kib, stop_agent, wait_ready  # noqa: E402
 from bpfstats import SYS_ENTER, BpfStats, foreign_agents, prog_stats  # noqa: E402
 from ratios import Row, at_most, compile_tools, print_rows  # noqa: E402
 from tests.kernel.agentproc import AgentProcess  # noqa: E402
@@ -220,30 +218,13 @@ class Agent(AgentProcess):
                                            stdout=subprocess.DEVNULL, stderr=stderr,
                                            cwd=AGENT_ROOT,
                                            env=dict(os.environ, PYTHONPATH=str(AGENT_ROOT)))
-            self.ready = self._wait_ready(started + 60)
+            self.ready = wait_ready(self.events_path, self.proc, self.stderr_path, started + 60)
             self.startup_s = time.monotonic() - started
             self.rss_ready_kib = memory_kib(self.proc.pid)
         except BaseException:
             self.close()
             raise
         return self
-
-    def _wait_ready(self, deadline: float) -> dict:
-        while True:
-            try:
-                head = self.events_path.read_bytes()[:65536]
-            except FileNotFoundError:
-                head = b""
-            for line in head.split(b"\n")[:-1]:
-                event = json.loads(line)
-                if event.get("kind") == "agent":
-                    if event.get("state") != "ready":
-                        raise RuntimeError(f"agent: {event}")
-                    return event
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("agent did not become ready: "
-                                   f"{self.stderr_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.01)
 
     def event_lines(self) -> int:
         try:
@@ -271,12 +252,7 @@ class Agent(AgentProcess):
 
     def close(self) -> None:
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)   # detaches everything, exits 0
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
+            stop_agent(self.proc)                       # SIGTERM: it detaches everything
             super().close()                             # SIGKILL if still running
         finally:
             self.own.close()
