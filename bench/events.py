@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from guard.kernel import abi  # noqa: E402
-from procstat import stop_agent, wait_ready  # noqa: E402
+from procstat import cpu_seconds, stop_agent, wait_ready  # noqa: E402
 
 TAG = "egbench-events"
 PORT = 29600
@@ -322,8 +322,8 @@ class AgentRun:
         self.close()
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system) the agent has used so far."""
+        return cpu_seconds(self.proc.pid)
 
     def counters(self) -> dict[str, int]:
         out = subprocess.run([sys.executable, "-m", "guard", "status", "--json",

@@ -63,7 +63,6 @@ import ctypes
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -82,7 +81,7 @@ from guard.demo.sandbox import TempCgroup  # noqa: E402
 from guard.kernel import abi, libbpf  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
 from guard.workloads.names import NameBook  # noqa: E402
-from procstat import memory_kib  # noqa: E402
+from procstat import cpu_seconds, memory_kib, stop_agent  # noqa: E402
 from ratios import Row, at_most, compile_tools, print_rows, within_noise  # noqa: E402
 from tests.kernel.agentproc import AgentProcess  # noqa: E402
 from tests.kernel.dnsfixtures import TestResolver  # noqa: E402
@@ -218,17 +217,11 @@ class Agent(AgentProcess):
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the agent has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def close(self) -> None:
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)   # detaches everything, exits 0
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
+            stop_agent(self.proc)                       # SIGTERM: it detaches everything
             super().close()                             # SIGKILL if still running
         finally:
             self.own.close()

@@ -80,7 +80,7 @@ sys.path.insert(0, str(HERE))
 
 from guard.demo.sandbox import TempCgroup  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
-from procstat import memory_kib, stop_agent, wait_ready  # noqa: E402
+from procstat import cpu_seconds, memory_kib, stop_agent, wait_ready  # noqa: E402
 from bpfstats import SYS_ENTER, BpfStats, foreign_agents, prog_stats  # noqa: E402
 from ratios import Row, at_most, compile_tools, print_rows  # noqa: E402
 from tests.kernel.agentproc import AgentProcess  # noqa: E402
@@ -234,9 +234,8 @@ class Agent(AgentProcess):
             return 0
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system, every thread) the agent has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system) the agent has used so far."""
+        return cpu_seconds(self.proc.pid)
 
     def prog_ids(self) -> set[int]:
         """The BPF programs this agent holds (program and link fds)."""
