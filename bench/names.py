@@ -49,8 +49,9 @@ Rows:
    unguarded sibling with an agent guarding the names policy on another
    cgroup vs with no agent (started and stopped every round: this pair
    cannot alternate within one process); A/A: no agent vs no agent. Beside
-   it the same for a getppid() loop: the guard's one host-wide hook is a
-   raw_tp/sys_enter program that every system call of every process runs.
+   it the same for a getppid() loop: the raw_tp/sys_enter hook, which every
+   system call of every process would run, is attached for a names policy
+   only when it trusts a loopback resolver (not this one).
 
 Everything it makes (cgroups tagged egbench-names, the resolver's namespace,
 servers, agents with private control sockets, the temporary directory) is
@@ -410,7 +411,8 @@ def bench_unguarded(bench: Bench, rounds: int, block: int, syscalls: int, workdi
             f"{statistics.median(agent_cpu) * 100:.1f}% of one CPU"),
         Row("   getppid(), unguarded process: agent on vs off", "ns/call",
             calls["agent"], calls["none"], calls["none2"], "-", None,
-            "every syscall runs the host-wide raw_tp/sys_enter program"),
+            "the host-wide raw_tp/sys_enter hook is attached only for a loopback "
+            "resolver (this one is not) or --syscall-hook"),
     ]
 
 
