@@ -462,20 +462,22 @@ static __always_inline int tcp_opening(struct __sk_buff *skb, struct bpf_sock *s
 {
 	struct flow_state *opening, *state, *scratch;
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+	struct bpf_tcp_sock *tp;
+	struct packet pkt = {};
+	__u32 zero = 0;
+	int sent_data;
+
+	opening = bpf_map_lookup_elem(&eg_flow_opening, &cookie);
+	if (!opening && sk->state != BPF_TCP_SYN_SENT)
+		return 1; /* not watched: accepted, older than the guard, or policy */
 	/*
 	 * The kernel counts a data segment in data_segs_out before it reaches
 	 * this hook, and never a bare SYN, ACK, FIN or RST: 0 means nothing of
 	 * this flow, this packet included, carried data (no parse needed).
 	 */
-	int sent_data = !tp || tp->data_segs_out;
-	struct packet pkt = {};
-	__u32 zero = 0;
-
-	opening = bpf_map_lookup_elem(&eg_flow_opening, &cookie);
+	tp = bpf_tcp_sock(sk);
+	sent_data = !tp || tp->data_segs_out;
 	if (!opening) {
-		if (sk->state != BPF_TCP_SYN_SENT)
-			return 1; /* not watched: accepted, older than the guard, or policy */
 		scratch = bpf_map_lookup_elem(&eg_opening_scratch, &zero);
 		if (!scratch)
 			return 1;

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from guard.agent.generations import SLOT_BITS
+from guard.agent.handlers import NO_PROCESS
 from guard.kernel import abi
 from guard.kernel.records import Header, SocketRecord
 from guard.detect.classify import Finding, compute_abuse
@@ -31,9 +32,6 @@ from guard.detect.detector import decide, strongest
 from guard.respond.responder import in_netns_of
 from guard.workloads.compute import cpu_usage_usec, owned_sockets, tcp_flows
 from guard.workloads.packet_sockets import AF_PACKET, PacketSocket, sweep
-from guard.workloads.process import ProcessInfo
-
-NO_PROCESS = ProcessInfo(exe=None, argv=[], argv_truncated=False)
 
 def syscall_hook_wanted(asked: bool, compiled) -> bool:
     """Whether sys_enter is attached: when asked (`run --syscall-hook`), and
