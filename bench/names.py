@@ -82,9 +82,8 @@ from guard.demo.sandbox import TempCgroup  # noqa: E402
 from guard.kernel import abi, libbpf  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
 from guard.workloads.names import NameBook  # noqa: E402
-from procstat import cpu_seconds, memory_kib, stop_agent  # noqa: E402
+from procstat import FileAgent  # noqa: E402
 from ratios import Row, at_most, compile_tools, print_rows, within_noise  # noqa: E402
-from tests.kernel.agentproc import AgentProcess  # noqa: E402
 from tests.kernel.dnsfixtures import TestResolver  # noqa: E402
 
 PORT = 28080                 # the accept loop's port in the resolver's namespace
@@ -93,7 +92,6 @@ TTL_S = 3600                 # the policy's TTL bounds: nothing learned expires 
 LEARN_ZONE = "learn.egtest"
 LEARN_PER_NAME = 25          # A records per learning name: 435 bytes, under 512
 LEARN_BASE = (198 << 24) | (19 << 16) | (128 << 8)   # 198.19.128.0: answered, never routed
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 # ---------------------------------------------------------------------------
 # The compiled loops
@@ -161,36 +159,11 @@ class AcceptServer:
             self.proc = None
 
 
-class Agent(AgentProcess):
-    """AgentProcess (its own control socket and state directory) in a cgroup
-    of its own, as systemd and the DaemonSet give it (it then handles
-    records in the background: docs/design.md, "The agent's share of the
-    CPUs"), writing its events to a file, as a deployment does: a pipe read
-    by this process would compete with the measured loops for the two cores."""
+class Agent(FileAgent):
+    """The benchmark's agent (procstat.FileAgent), with its events read back."""
 
     def __init__(self, workdir: Path, cgroups: list[TempCgroup], policy: Path):
-        workdir.mkdir()
-        self.events_path = workdir / "events.jsonl"
-        self.stderr_path = workdir / "agent.stderr"
-        self.own = TempCgroup(f"{TAG}-agent")
-        super().__init__([str(cg.path) for cg in cgroups], policy=policy,
-                         extra=["--events", str(self.events_path)],
-                         control_socket=workdir / "agent.sock")
-
-    def __enter__(self) -> "Agent":
-        self.own.__enter__()
-        try:
-            with open(self.stderr_path, "wb") as stderr:
-                self.proc = self.own.popen(self.argv, stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL, stderr=stderr,
-                                           cwd=ROOT, env=ENV)
-            self.ready = self.wait_for(lambda e: e.get("kind") == "agent", timeout=60)
-            if self.ready.get("state") != "ready":
-                raise RuntimeError(f"agent: {self.ready}")
-        except BaseException:
-            self.close()
-            raise
-        return self
+        super().__init__(workdir, cgroups, policy, TAG, ROOT)
 
     def read_events(self) -> list[dict]:
         try:
@@ -212,20 +185,6 @@ class Agent(AgentProcess):
                     f"agent: {len(found)} of {count} events in {timeout} s; stderr: "
                     f"{self.stderr_path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.05)
-
-    def rss_kib(self) -> int:
-        return memory_kib(self.proc.pid)
-
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system) the agent has used so far."""
-        return cpu_seconds(self.proc.pid)
-
-    def close(self) -> None:
-        try:
-            stop_agent(self.proc)                       # SIGTERM: it detaches everything
-            super().close()                             # SIGKILL if still running
-        finally:
-            self.own.close()
 
 
 def write_policy(path: Path, resolver: BenchResolver, cidrs: list[str],

@@ -10,6 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from guard.demo.sandbox import TempCgroup
+from tests.kernel.agentproc import AgentProcess
+
 
 def memory_kib(pid: int, field: str = "VmRSS") -> int:
     """VmRSS (resident now) or VmHWM (peak resident) in KiB; 0 if gone."""
@@ -58,3 +61,54 @@ def stop_agent(proc: subprocess.Popen | None) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
+
+
+class FileAgent(AgentProcess):
+    """AgentProcess (a private control socket and state directory) in a
+    cgroup of its own, as systemd and the DaemonSet give it (it then handles
+    records in the background: docs/design.md, "The agent's share of the
+    CPUs"), writing its events to a file as a deployment does: a pipe read by
+    this process would compete with the measured loops for the two cores.
+    root: the checkout whose agent runs (bench/run.py --tree)."""
+
+    def __init__(self, workdir: Path, cgroups: list[TempCgroup], policy: Path | None,
+                 tag: str, root: Path):
+        workdir.mkdir()
+        self.events_path = workdir / "events.jsonl"
+        self.stderr_path = workdir / "agent.stderr"
+        self.own = TempCgroup(f"{tag}-agent")
+        self.root = root
+        super().__init__([str(cg.path) for cg in cgroups], policy=policy,
+                         extra=["--events", str(self.events_path)],
+                         control_socket=workdir / "agent.sock")
+
+    def __enter__(self) -> "FileAgent":
+        self.own.__enter__()
+        try:
+            started = time.monotonic()
+            with open(self.stderr_path, "wb") as stderr:
+                self.proc = self.own.popen(self.argv, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=stderr,
+                                           cwd=self.root,
+                                           env=dict(os.environ, PYTHONPATH=str(self.root)))
+            self.ready = wait_ready(self.events_path, self.proc, self.stderr_path, started + 60)
+            self.startup_s = time.monotonic() - started
+            self.rss_ready_kib = memory_kib(self.proc.pid)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def rss_kib(self) -> int:
+        return memory_kib(self.proc.pid)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the agent has used so far."""
+        return cpu_seconds(self.proc.pid)
+
+    def close(self) -> None:
+        try:
+            stop_agent(self.proc)                       # SIGTERM: it detaches everything
+            super().close()                             # SIGKILL if still running
+        finally:
+            self.own.close()

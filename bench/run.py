@@ -80,10 +80,9 @@ sys.path.insert(0, str(HERE))
 
 from guard.demo.sandbox import TempCgroup  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
-from procstat import cpu_seconds, memory_kib, stop_agent, wait_ready  # noqa: E402
+from procstat import FileAgent  # noqa: E402
 from bpfstats import SYS_ENTER, BpfStats, foreign_agents, prog_stats  # noqa: E402
 from ratios import Row, at_most, compile_tools, print_rows  # noqa: E402
-from tests.kernel.agentproc import AgentProcess  # noqa: E402
 
 PORT = 29500
 TAG = "egbench-run"
@@ -193,38 +192,11 @@ class Listener:
             self.proc = None
 
 
-class Agent(AgentProcess):
-    """AgentProcess (a private control socket and state directory) in a
-    cgroup of its own, as systemd and the DaemonSet give it (it then handles
-    records in the background: docs/design.md, "The agent's share of the
-    CPUs"), writing its events to a file as a deployment does: a pipe read by
-    this process would compete with the measured loops for the two cores."""
+class Agent(FileAgent):
+    """The benchmark's agent (procstat.FileAgent), from AGENT_ROOT (--tree)."""
 
     def __init__(self, workdir: Path, cgroups: list[TempCgroup], policy: Path | None = None):
-        workdir.mkdir()
-        self.events_path = workdir / "events.jsonl"
-        self.stderr_path = workdir / "agent.stderr"
-        self.own = TempCgroup(f"{TAG}-agent")
-        super().__init__([str(cg.path) for cg in cgroups], policy=policy,
-                         extra=["--events", str(self.events_path)],
-                         control_socket=workdir / "agent.sock")
-
-    def __enter__(self) -> "Agent":
-        self.own.__enter__()
-        try:
-            started = time.monotonic()
-            with open(self.stderr_path, "wb") as stderr:
-                self.proc = self.own.popen(self.argv, stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL, stderr=stderr,
-                                           cwd=AGENT_ROOT,
-                                           env=dict(os.environ, PYTHONPATH=str(AGENT_ROOT)))
-            self.ready = wait_ready(self.events_path, self.proc, self.stderr_path, started + 60)
-            self.startup_s = time.monotonic() - started
-            self.rss_ready_kib = memory_kib(self.proc.pid)
-        except BaseException:
-            self.close()
-            raise
-        return self
+        super().__init__(workdir, cgroups, policy, TAG, AGENT_ROOT)
 
     def event_lines(self) -> int:
         try:
@@ -232,10 +204,6 @@ class Agent(AgentProcess):
                 return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
         except FileNotFoundError:
             return 0
-
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system) the agent has used so far."""
-        return cpu_seconds(self.proc.pid)
 
     def prog_ids(self) -> set[int]:
         """The BPF programs this agent holds (program and link fds)."""
@@ -248,13 +216,6 @@ class Agent(AgentProcess):
             except OSError:
                 continue
         return held
-
-    def close(self) -> None:
-        try:
-            stop_agent(self.proc)                       # SIGTERM: it detaches everything
-            super().close()                             # SIGKILL if still running
-        finally:
-            self.own.close()
 
 
 def selector(cgroup: TempCgroup) -> str:
