@@ -53,6 +53,7 @@ static __always_inline void view_cgroup(struct cgroup *cgrp, __u64 mark_id, stru
 {
 	struct guard_config *config;
 	__u32 zero = 0, levels = 0;
+	int found = 0;
 
 	config = bpf_map_lookup_elem(&eg_config, &zero);
 	if (config)
@@ -63,6 +64,7 @@ static __always_inline void view_cgroup(struct cgroup *cgrp, __u64 mark_id, stru
 	v->under = 0;
 	for (int i = 0; i <= GUARD_CGROUP_LEVELS; i++) {
 		struct cgroup_subsys_state *parent;
+		struct guard_cgroup_info *info;
 		__u64 id;
 		int level;
 
@@ -72,13 +74,19 @@ static __always_inline void view_cgroup(struct cgroup *cgrp, __u64 mark_id, stru
 		level = BPF_CORE_READ(cgrp, level);
 		if (mark_id && id == mark_id)
 			v->under = 1;
-		if (!v->guard && (i == 0 || (level >= 0 && level < GUARD_CGROUP_LEVELS &&
-					     (levels & (1u << level))))) {
-			v->guard = bpf_map_lookup_elem(&eg_guarded, &id);
-			if (v->guard)
-				v->guard_id = id;
+		if (!found && (i == 0 || (level >= 0 && level < GUARD_CGROUP_LEVELS &&
+					  (levels & (1u << level))))) {
+			info = bpf_map_lookup_elem(&eg_guarded, &id);
+			/* the deepest entry decides: an exempt one is no guard */
+			if (info) {
+				found = 1;
+				if (!(info->flags & GUARD_CG_EXEMPT)) {
+					v->guard = info;
+					v->guard_id = id;
+				}
+			}
 		}
-		if (v->guard && (v->under || !mark_id))
+		if (found && (v->under || !mark_id))
 			break;
 		parent = BPF_CORE_READ(cgrp, self.parent);
 		if (!parent)
@@ -93,6 +101,30 @@ static __always_inline long slot_of(__u64 guarded_id)
 	struct guard_cgroup_info *info = bpf_map_lookup_elem(&eg_guarded, &guarded_id);
 
 	return info ? (long)info->policy_slot : -1;
+}
+
+/*
+ * A move within the mark's subtree stays guarded, except below a container
+ * parent: there the subtree holds every container of the runtime, and a
+ * move into one the agent took over stays allowed only for the same policy
+ * slot (checked next); into an exempt one it is an escape.
+ */
+static __always_inline int stays_under(__u64 mark_id, const struct cgroup_view *dst)
+{
+	struct guard_cgroup_info *info;
+
+	if (!dst->under)
+		return 0;
+	info = bpf_map_lookup_elem(&eg_guarded, &mark_id);
+	return !info || !(info->flags & GUARD_CG_PARENT) || dst->guard_id == mark_id;
+}
+
+/* A mark naming a container parent gives way to the cgroup the agent took over. */
+static __always_inline int parent_mark(__u64 mark_id)
+{
+	struct guard_cgroup_info *info = bpf_map_lookup_elem(&eg_guarded, &mark_id);
+
+	return info && (info->flags & GUARD_CG_PARENT);
 }
 
 /*
@@ -185,7 +217,7 @@ int BPF_PROG(guard_cgroup_attach, struct cgroup *dst_cgrp, const char *path,
 		}
 		return 0;
 	}
-	if (dst.under)
+	if (stays_under(mark->guarded_id, &dst))
 		return 0; /* inside its guarded cgroup: a child cgroup stays guarded */
 	slot = slot_of(mark->guarded_id);
 	if (dst.guard && dst.guard->policy_slot == slot) {
@@ -236,8 +268,8 @@ int BPF_PROG(guard_fork_mark, struct task_struct *parent, struct task_struct *ch
 		return 0;
 	}
 	slot = slot_of(mark->guarded_id);
-	if (dst.under || (dst.guard && dst.guard->policy_slot == slot)) {
-		init.guarded_id = dst.under ? mark->guarded_id : dst.guard_id;
+	if (stays_under(mark->guarded_id, &dst) || (dst.guard && dst.guard->policy_slot == slot)) {
+		init.guarded_id = stays_under(mark->guarded_id, &dst) ? mark->guarded_id : dst.guard_id;
 		if (!thread)
 			bpf_task_storage_get(&eg_task_marks, child, &init,
 					     BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -251,7 +283,8 @@ int BPF_PROG(guard_fork_mark, struct task_struct *parent, struct task_struct *ch
  * Adoption: the agent runs this iterator once it has guarded cgroups that
  * may hold processes already (at start, a cgroup selected later), so those
  * are marked too. Processes only (thread-group leaders), no kernel threads;
- * a mark of a cgroup still guarded stands.
+ * a mark of a cgroup still guarded stands, unless it names a container
+ * parent and the process's cgroup has an entry of its own now.
  */
 SEC("iter/task")
 int guard_mark_tasks(struct bpf_iter__task *ctx)
@@ -267,7 +300,8 @@ int guard_mark_tasks(struct bpf_iter__task *ctx)
 		return 0;
 	init.guarded_id = v.guard_id;
 	mark = bpf_task_storage_get(&eg_task_marks, task, &init, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (mark && mark->guarded_id != v.guard_id && slot_of(mark->guarded_id) < 0)
+	if (mark && mark->guarded_id != v.guard_id &&
+	    (slot_of(mark->guarded_id) < 0 || parent_mark(mark->guarded_id)))
 		mark->guarded_id = v.guard_id;
 	return 0;
 }

@@ -43,6 +43,7 @@ const volatile struct guard_abi_anchor {
 	enum guard_name_kind name_kind;
 	enum guard_escape_how escape_how;
 	enum guard_escape_flags escape_flags;
+	enum guard_cgroup_flags cgroup_flags;
 	struct guard_payload_event payload_event;
 	struct guard_dns_event dns_event;
 	struct guard_name_key name_key;

@@ -11,6 +11,9 @@
  * stricter of that and a CIDR rule that matches. Trusted resolvers are
  * reachable on their ports, and no guarded process may bind() a resolver
  * port: nothing of the workload can send from one.
+ *
+ * sentinel.bpf.c builds this file again with GUARD_SENTINEL 1, for the
+ * container parents (lib/guarded.h judged_here says which of the two judges).
  */
 #include "lib/common.h"
 #include "lib/events.h"
@@ -194,7 +197,7 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *
 	int matched = 0;
 
 	guard = current_guard_at(&cgroup_id, &guarded_id);
-	if (!guard)
+	if (!guard || !judged_here(guard))
 		return 1;
 	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);
@@ -304,7 +307,7 @@ static __always_inline int judge_bind(struct bpf_sock_addr *ctx, struct destinat
 	__u8 action;
 
 	guard = current_guard(&cgroup_id);
-	if (!guard)
+	if (!guard || !judged_here(guard))
 		return 1;
 	policy_id = active_policy(guard);
 	policy = bpf_map_lookup_elem(&eg_policies, &policy_id);

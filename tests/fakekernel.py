@@ -351,6 +351,7 @@ class FakeMaps(_Recorder):
         self.slots: dict[int, tuple[int, int]] = {}  # slot -> (policy id, fail-closed id)
         self.guarded: dict[int, int] = {}          # cgroup id -> slot
         self.levels: dict[int, int] = {}           # cgroup id -> level
+        self.flags: dict[int, int] = {}            # cgroup id -> CgroupFlags (parent, exempt)
         self.flow_actions: dict[int, Action] = {}  # cookie -> verdict (eg_flow_verdicts)
         self.blocked: dict[int, int] = {}          # tgid -> start_ns (eg_proc_verdicts)
         self.held: dict[int, int] = {}             # tgid -> since ns (eg_held_execs)
@@ -410,10 +411,20 @@ class FakeMaps(_Recorder):
         return max(self.policies, default=0), list(self.guarded)
 
     # -- guarded cgroups
-    def guard(self, cgroup_id: int, level: int, slot: int) -> None:
-        self._record("guard", cgroup_id, level, slot)
+    def guard(self, cgroup_id: int, level: int, slot: int, flags: int = 0) -> None:
+        self._record("guard", cgroup_id, level, slot, *((flags,) if flags else ()))
         self.guarded[cgroup_id] = slot
+        self.flags[cgroup_id] = int(flags)
         self.levels[cgroup_id] = level
+
+    def exempt(self, cgroup_id: int, level: int) -> None:
+        self._record("exempt", cgroup_id, level)
+        self.guarded.pop(cgroup_id, None)
+        self.flags[cgroup_id] = int(abi.CgroupFlags.EXEMPT)
+        self.levels[cgroup_id] = level
+
+    def settle_levels(self) -> None:
+        self._record("settle_levels")
 
     def unguard_adopted(self, cgroup_id: int) -> None:
         self._record("unguard_adopted", cgroup_id)
@@ -422,6 +433,7 @@ class FakeMaps(_Recorder):
     def unguard(self, cgroup_id: int) -> None:
         self._record("unguard", cgroup_id)
         self.guarded.pop(cgroup_id, None)
+        self.flags.pop(cgroup_id, None)
         self.levels.pop(cgroup_id, None)
 
     def watch_cgroups(self, enabled: bool) -> None:
@@ -487,6 +499,7 @@ class FakeObjects(_Recorder):
         self.objects: dict[str, Any] = {}
         self.map_fds: dict[str, int] = {}
         self.cgroups: dict[int, str] = {}          # attached: cgroup id -> path
+        self.sentinels: dict[int, str] = {}        # container parents: cgroup id -> path
         self.optional: dict[int, frozenset[str] | None] = {}   # its packet programs (None: all)
         self.unavailable: dict[str, str] = {} if can_reset_sockets else {
             "destroy": "not in this fake"}
@@ -521,6 +534,11 @@ class FakeObjects(_Recorder):
         self.optional[cgroup_id] = optional
         return self.cgroups.setdefault(cgroup_id, path)
 
+    def attach_sentinel(self, path: str, cgroup_id: int) -> str:
+        self._record("attach_sentinel", path, cgroup_id)
+        self.sentinels[cgroup_id] = path
+        return path
+
     @property
     def can_reset_sockets(self) -> bool:
         return self._can_reset
@@ -535,6 +553,7 @@ class FakeObjects(_Recorder):
     def detach_cgroup(self, cgroup_id: int) -> None:
         self._record("detach_cgroup", cgroup_id)
         self.cgroups.pop(cgroup_id, None)
+        self.sentinels.pop(cgroup_id, None)
 
     def close(self, keep_pins: bool = False) -> None:
         self._record("close", keep_pins)

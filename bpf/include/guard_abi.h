@@ -334,10 +334,25 @@ struct guard_proc_verdict {
 	__u8 _pad0[7];
 };
 
+/*
+ * eg_guarded entry kinds (guard_cgroup_info.flags). A container parent
+ * (run --container-parent) is where a runtime makes its containers'
+ * cgroups: sentinel.bpf.c is attached there, and it judges only the cgroups
+ * whose deepest entry is the parent's (a container no agent has taken over
+ * yet, also while no agent runs); the per-cgroup sock_addr programs leave
+ * those to it. An exempt cgroup is one below a parent that is not guarded:
+ * the agent's own, or a container no policy selects. Lookups treat it as no
+ * entry at all, and it ends the walk up (guarded.h).
+ */
+enum guard_cgroup_flags {
+	GUARD_CG_PARENT = 1,
+	GUARD_CG_EXEMPT = 2,
+};
+
 /* eg_guarded value: which policy slot a guarded cgroup is judged by. */
 struct guard_cgroup_info {
 	__u32 policy_slot;
-	__u32 flags;
+	__u32 flags;    /* enum guard_cgroup_flags */
 };
 
 /*

@@ -30,7 +30,7 @@ struct {
 
 /*
  * The guard entry of a cgroup: its own if guarded, else the deepest guarded
- * ancestor's. Ancestors are probed only at the levels where some cgroup is
+ * ancestor's; none when that deepest entry is exempt (GUARD_CG_EXEMPT). Ancestors are probed only at the levels where some cgroup is
  * guarded (eg_config.guarded_levels), so an unguarded task costs one lookup
  * plus one per occupied level, not one per level. from_skb (a constant at
  * every call) picks the cgroup of the packet's socket instead of the
@@ -51,7 +51,7 @@ static __always_inline struct guard_cgroup_info *guard_lookup_at(struct __sk_buf
 		*guarded_id = id;
 	info = bpf_map_lookup_elem(&eg_guarded, &id);
 	if (info)
-		return info;
+		return info->flags & GUARD_CG_EXEMPT ? NULL : info;
 
 	config = bpf_map_lookup_elem(&eg_config, &zero);
 	if (!config)
@@ -66,6 +66,8 @@ static __always_inline struct guard_cgroup_info *guard_lookup_at(struct __sk_buf
 			continue;
 		info = bpf_map_lookup_elem(&eg_guarded, &id);
 		if (info) {
+			if (info->flags & GUARD_CG_EXEMPT)
+				return NULL;
 			if (guarded_id)
 				*guarded_id = id;
 			return info;
@@ -91,6 +93,23 @@ static __always_inline struct guard_cgroup_info *current_guard_at(__u64 *cgroup_
 								  __u64 *guarded_id)
 {
 	return guard_lookup_at(NULL, 0, cgroup_id, guarded_id);
+}
+
+/*
+ * The cgroup socket hooks exist twice: per guarded cgroup (sock_addr.bpf.c,
+ * sock_create.bpf.c) and at container parents (sentinel.bpf.c, the same
+ * code built with GUARD_SENTINEL 1), and a cgroup below a parent runs both.
+ * Exactly one of them judges: the sentinel when the deepest entry is the
+ * parent's (a container not taken over yet: it has no hooks of its own),
+ * the cgroup's own hooks otherwise.
+ */
+#ifndef GUARD_SENTINEL
+#define GUARD_SENTINEL 0
+#endif
+
+static __always_inline int judged_here(const struct guard_cgroup_info *guard)
+{
+	return !!(guard->flags & GUARD_CG_PARENT) == GUARD_SENTINEL;
 }
 
 /*

@@ -64,7 +64,7 @@ from guard.report.events import (Clock, EventWriter, agent_event, crashed_event,
 from guard.report.metrics import MetricsServer
 from guard.respond.responder import Responder, cgroup_path_of
 from guard.workloads.cgroups import Cgroup, CgroupError, CgroupNames, resolve
-from guard.workloads.containers import container_of, running_containers
+from guard.workloads.containers import container_of, container_parents, running_containers
 from guard.workloads.own import OwnCgroup, find_own_cgroup
 from guard.workloads.kubernetes import PodWatcher
 from guard.workloads.names import NameBook
@@ -112,6 +112,7 @@ class Agent:
                  unselected: str = "default", hold_timeout_ms: int = HOLD_TIMEOUT_MS_DEFAULT,
                  scheduling: str = "background", *, syscall_hook: bool = False,
                  compute_sample_s: float = COMPUTE_SAMPLE_S,
+                 container_parents: Sequence[str] = (),
                  kernel: KernelFactory = open_kernel, reasons_dir: str | None = None,
                  metadata: Callable[[tuple[str, ...]], MetadataCache] = MetadataCache,
                  own_cgroup: Callable[[Path], OwnCgroup] = find_own_cgroup):
@@ -129,6 +130,7 @@ class Agent:
         self.processes = ProcessTable()
         self.names = NameBook(abi.DNS_LEARNED_MAX)   # learned addresses -> names, as the kernel's
         self._cgroup_specs = cgroup_specs
+        self._parent_specs = tuple(container_parents)   # sentinel hooks (registry.py)
         # no cgroups named: guard every container on the host, now and as they start
         self.discover = not cgroup_specs
         self._ring_size = ring_size
@@ -193,6 +195,12 @@ class Agent:
         self.registry.own = self._find_own(mount)   # never guarded (guard/workloads/own.py)
         for refusal in filter(None, map(self.registry.own.refusal, cgroups)):
             raise AgentError(refusal)   # the root cgroup, or the agent's own
+        try:
+            parents = [resolve(spec, mount) for spec in self._parent_paths(mount)]
+        except CgroupError as exc:
+            raise AgentError(f"--container-parent {exc}") from None
+        for refusal in filter(None, map(self.registry.own.parent_refusal, parents)):
+            raise AgentError(refusal)
         self.cgroup_names = kernel.cgroup_names(mount)
         mismatches = kernel.check_abi()
         if mismatches:
@@ -208,6 +216,9 @@ class Agent:
             finally:    # the objects, even when their maps failed: stop() frees them
                 self._objects, self._maps = kernel.objects, kernel.maps
             self.generations.maps = self._maps
+            # a previous agent's maps first: its entries keep judging meanwhile
+            previously_guarded = self._adopt() if self._objects.adopted else []
+            self.registry.exempt_own(parents)   # before a parent entry can judge the agent
             self._maps.set_anchors(anchor_table())
             self._maps.heartbeat(self._heartbeat_timeout_ms)
             self._maps.set_hold_timeout(self._hold_timeout_ms)
@@ -218,7 +229,6 @@ class Agent:
                 Detector(self.detector.indicators), self._hold_timeout_ms,
                 self._held_policy, files_of=self.files_of, process_of=self.process_of)
             self._ring = kernel.open_ring(self._pending.append)
-            previously_guarded = self._adopt() if self._objects.adopted else []
             self._switch_to(self.policies, compiled)
             self.generations.write_names()
             # sys_enter as the first switch decided (syscall_hook_wanted)
@@ -228,6 +238,8 @@ class Agent:
                 # seen twice rather than not at all (guard() is idempotent)
                 self._maps.watch_cgroups(True)
                 cgroups = running_containers(mount)
+            for parent in parents:
+                self.registry.guard_parent(parent)
             for cg in cgroups:
                 self.guard(cg)
             self.registry.release_adopted(previously_guarded)
@@ -266,6 +278,16 @@ class Agent:
         self.writer.flush()
         self._ready = True
         self._holds.start()
+
+    def _parent_paths(self, mount: Path) -> list[str]:
+        """--container-parent as given, "auto" replaced by the runtimes' own
+        parents that exist (guard/workloads/containers.py)."""
+        paths: list[str] = []
+        for spec in self._parent_specs:
+            for path in container_parents(mount) if spec == "auto" else [spec]:
+                if path not in paths:
+                    paths.append(path)
+        return paths
 
     def guard(self, cg: Cgroup) -> None:
         self.registry.guard(cg)
@@ -661,6 +683,7 @@ class Agent:
             "cgroups": [_cgroup_entry(cg, self.metadata, self.policies[self.registry.slot_of[cg.id]])
                         for cg in self.registry.guarded.values()],
             "discovery": self.discover,
+            "container_parents": self.registry.parents_status(),
             "self": self.registry.own.as_dict(),
             "counters": self.counters(),
             **self.handlers.status(self.generations.active_ids),   # names, feedback

@@ -9,6 +9,13 @@ update each, atomic). Discovery guards a container's cgroup as it appears and
 frees it as it goes. The agent's own cgroup (its container's, when it runs in
 one: guard/workloads/own.py) is never guarded: discovery passes it by and no
 policy selects it. The events that say so are built in guard/report.
+
+Container parents (run --container-parent: where a runtime makes its
+containers' cgroups) get sentinel hooks and an entry of their own, so a
+container is judged by the parent's policy from its first connect, before
+discovery takes it over and while no agent runs. Below a parent, what is not
+guarded is exempt (an entry that stops the kernel's walk up): the agent's own
+cgroup, and containers no policy selects.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import time
 from typing import Any
 
 from guard.agent.generations import FAIL_CLOSED_BIT, SLOT_BITS, generation_of
-from guard.kernel import libbpf
+from guard.kernel import abi, libbpf
 from guard.kernel.objects import cgroup_objects_for
 from guard.kernel.records import CgroupRecord
 from guard.policy.model import Policy, Workload, select_policy
@@ -42,6 +49,56 @@ class Registry:
         self.unmarked = False                  # cgroups guarded since their processes were marked
         # where the agent runs: never guarded (found at start)
         self.own = OwnCgroup(None, None, problem="not started")
+        self.parents: dict[int, Cgroup] = {}   # container parents (sentinel hooks)
+        self.parent_slot: dict[int, int] = {}
+        self.exempt: dict[int, Cgroup] = {}    # below a parent, not guarded
+
+    # -- container parents -------------------------------------------------
+    def below_parent(self, cg: Cgroup) -> bool:
+        return any(p.level < cg.level and _inside(cg.relative, p.relative)
+                   for p in self.parents.values())
+
+    def exempt_own(self, parents: list[Cgroup]) -> None:
+        """Before any parent is (re)marked: the agent's own cgroup, when a
+        parent lies above it, gets its exempt entry, so the sentinel never
+        judges the agent (an agent adopting pins writes it at once: until
+        then the previous agent's parent entry judges it)."""
+        own = self.own.excluded
+        if own is not None and any(p.level < own.level and _inside(own.relative, p.relative)
+                                   for p in parents):
+            self._agent.maps.exempt(own.id, own.level)
+            self.exempt[own.id] = own
+
+    def guard_parent(self, cg: Cgroup) -> None:
+        """Sentinel hooks on a container parent, then its entry: the policy
+        that selects the parent's path judges what appears below it until
+        discovery takes each container over."""
+        slot = select_policy(self._agent.policies, self.workload(cg.relative))
+        if slot is None:
+            self._agent.error(f"container parent {cg.relative}: no policy selects it, so "
+                              "containers made there are judged only once discovered")
+            return
+        self._agent.objects.attach_sentinel(str(cg.path), cg.id)
+        self._agent.maps.guard(cg.id, cg.level, slot, abi.CgroupFlags.PARENT)
+        self.parents[cg.id] = cg
+        self.parent_slot[cg.id] = slot
+        self._agent.cgroup_names.register(cg)
+
+    def _exempt(self, cg: Cgroup) -> None:
+        if self.below_parent(cg):
+            self._agent.maps.exempt(cg.id, cg.level)
+            self.exempt[cg.id] = cg
+
+    def _unexempt(self, cgroup_id: int) -> None:
+        if self.exempt.pop(cgroup_id, None) is not None:
+            self._agent.maps.unguard(cgroup_id)
+
+    def parents_status(self) -> list[dict[str, Any]]:
+        """The ready event's and status's "container_parents"."""
+        return [{"id": cg.id, "path": cg.relative,
+                 "policy": self._agent.policies[self.parent_slot[cg.id]].name}
+                for cg in self.parents.values() if self.parent_slot.get(cg.id) is not None
+                and self.parent_slot[cg.id] < len(self._agent.policies)]
 
     def guard(self, cg: Cgroup) -> None:
         """Attach first, then mark guarded: a cgroup is never marked without
@@ -55,9 +112,11 @@ class Registry:
         slot = select_policy(self._agent.policies, self.workload(cg.relative))
         if slot is None:
             self.waiting[cg.id] = cg
+            self._exempt(cg)   # below a parent: not the parent's to judge either
             return
         self._agent.objects.attach_cgroup(str(cg.path), cg.id, self.needs(slot))
         self._agent.maps.guard(cg.id, cg.level, slot)
+        self.exempt.pop(cg.id, None)   # its entry is a guarded one now
         self.guarded[cg.id] = cg
         self.slot_of[cg.id] = slot
         self.unmarked = True
@@ -106,11 +165,17 @@ class Registry:
             if select_policy(self._agent.policies, self.workload(cg.relative)) is not None:
                 self.guard(cg)
                 self.container_event("selected", cg.id, cg.relative)
+        for cgroup_id, cg in list(self.parents.items()):
+            slot = select_policy(self._agent.policies, self.workload(cg.relative))
+            if slot is not None and slot != self.parent_slot.get(cgroup_id):
+                self._agent.maps.guard(cgroup_id, cg.level, slot, abi.CgroupFlags.PARENT)
+                self.parent_slot[cgroup_id] = slot
         for cgroup_id, cg in list(self.guarded.items()):
             slot = select_policy(self._agent.policies, self.workload(cg.relative))
             if slot is None:
                 self.release(cgroup_id)
                 self.waiting[cgroup_id] = cg
+                self._exempt(cg)
             elif slot != self.slot_of.get(cgroup_id):
                 # the new slot's packet programs first, the old slot's go after
                 self._attach(cg, _union(self.needs(self.slot_of.get(cgroup_id)), self.needs(slot)))
@@ -229,6 +294,7 @@ class Registry:
             path = cg.relative
         else:
             waiting = self.waiting.get(cgroup_id)
+            self._unexempt(cgroup_id)
             cg = self.release(cgroup_id) or waiting
             if cg is None:
                 return
@@ -257,9 +323,10 @@ class Registry:
         previous agent guarded that this one was not asked to, and mark the
         processes already running in the guarded ones (mark_tasks)."""
         stale = set(previously_guarded) | set(self._agent.objects.pinned_cgroups())
-        for cgroup_id in stale - set(self.guarded):
+        for cgroup_id in stale - set(self.guarded) - set(self.parents) - set(self.exempt):
             self._agent.maps.unguard_adopted(cgroup_id)
             self._agent.objects.detach_cgroup(cgroup_id)
+        self._agent.maps.settle_levels()
         self.mark_tasks()
 
     def policy_for_path(self, cgroup_path: str) -> Policy | None:
@@ -273,6 +340,11 @@ class Registry:
             if path in ("/", ""):
                 return None
             path = path.rsplit("/", 1)[0] or "/"
+
+
+def _inside(path: str, ancestor: str) -> bool:
+    """path is ancestor or below it (cgroup paths below the mount)."""
+    return path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
 
 
 def _union(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:

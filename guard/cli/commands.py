@@ -159,6 +159,14 @@ def doctor(as_json: bool) -> None:
                    "(half a core or more) its TCP flows' byte counters: a workload that keeps "
                    "its CPU busy while a long-lived flow carries small periodic uploads is "
                    "mining (a `stratum` finding, dialect compute-correlation). 0: off.")
+@click.option("--container-parent", "container_parents", multiple=True, metavar="PATH",
+              help="A cgroup where the container runtime makes its containers' cgroups "
+                   "(/kubepods.slice, /libpod_parent, /machine.slice), or `auto`: those of "
+                   "/kubepods.slice, /kubepods, /libpod_parent and /docker that exist. Repeatable. "
+                   "Its socket hooks judge every container made below it by the policy that "
+                   "selects PATH, from its first connect: before discovery takes the container "
+                   "over, and (with --pin) while no agent runs. Not a cgroup that also holds "
+                   "host services (/system.slice). docs/deployment.md.")
 @click.option("--format", "output_format", type=click.Choice(["json", "text"]), default="json",
               show_default=True,
               help="json: JSON lines, the contract (docs/events.md). text: one line per event "
@@ -172,7 +180,8 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
         metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
         kube_api: str | None, node_name: str | None, hold_timeout_ms: int,
         scheduling: str, supervise: bool, syscall_hook: bool, compute_sample_s: float,
-        output_format: str, reasons_dir: str | None) -> None:
+        container_parents: tuple[str, ...], output_format: str,
+        reasons_dir: str | None) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
     The first line, written once every hook is attached, is
@@ -204,6 +213,7 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
                   kube_api=_kube_api(kube_api, node_name), unselected=unselected,
                   hold_timeout_ms=hold_timeout_ms, scheduling=scheduling,
                   syscall_hook=syscall_hook, compute_sample_s=compute_sample_s,
+                  container_parents=container_parents,
                   reasons_dir=reasons_dir or os.path.join(state_dir, "reasons"))
     try:
         start_and_run_until_signalled(agent)

@@ -203,6 +203,12 @@ class EscapeFlags(enum.IntFlag):
     UNSIGNALLED = 2   # the kernel could not signal it: userspace kills it
 
 
+class CgroupFlags(enum.IntFlag):
+    """enum guard_cgroup_flags: eg_guarded entry kinds (guard_abi.h)"""
+    PARENT = 1   # a container parent: sentinel.bpf.c judges what is below it
+    EXEMPT = 2   # below a parent, not guarded (the agent's own, what nothing selects)
+
+
 class PayloadFlags(enum.IntFlag):
     HELD = 1
     TRUNCATED = 2
@@ -557,4 +563,5 @@ SHARED_ENUMS = {
     "guard_name_kind": (NameKind, "GUARD_NAME_"),
     "guard_escape_how": (EscapeHow, "GUARD_ESCAPE_"),
     "guard_escape_flags": (EscapeFlags, "GUARD_ESCAPE_"),
+    "guard_cgroup_flags": (CgroupFlags, "GUARD_CG_"),
 }

@@ -145,6 +145,9 @@ class Maps:
         self._slots = SlotAllocator(PORT_RULE_SLOTS)
         self._installed: dict[int, _Installed] = {}
         self._levels: dict[int, int] = {}  # guarded cgroup id -> level
+        # a previous agent's levels, kept until this one has its entries
+        # (settle_levels): a cgroup below a pinned parent stays judged
+        self._adopted_levels = 0
         self._config = abi.Config()
         self._dns_ports: dict[int, tuple[int, ...]] = {}  # policy id -> its resolvers' ports
         self._batches: dict[str, bool] = {}  # map -> does this kernel batch it
@@ -548,6 +551,7 @@ class Maps:
         self._installed.update(records)
         guarded = [key.value for key in libbpf.map_keys(self._fd["eg_guarded"], ctypes.c_uint64)]
         libbpf.map_lookup(self._fd["eg_config"], ctypes.c_uint32(0), self._config)
+        self._adopted_levels = self._config.guarded_levels
         return max(records, default=0), guarded
 
     def _adopt_names(self, record) -> None:
@@ -566,11 +570,28 @@ class Maps:
                         entry.spans.append((span.first, span.count))
 
     # -- guarded cgroups ---------------------------------------------------
-    def guard(self, cgroup_id: int, level: int, slot: int) -> None:
+    def guard(self, cgroup_id: int, level: int, slot: int, flags: int = 0) -> None:
+        """Mark a cgroup guarded by a policy slot; flags PARENT for a
+        container parent (its sentinel hooks judge what is below it)."""
         self._learned_table(cgroup_id)
         libbpf.map_update(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id),
-                          abi.CgroupInfo(policy_slot=slot))
+                          abi.CgroupInfo(policy_slot=slot, flags=flags))
         self._levels[cgroup_id] = level
+        self._write_config()
+
+    def exempt(self, cgroup_id: int, level: int) -> None:
+        """Mark a cgroup below a container parent as not guarded (the
+        agent's own, a container no policy selects): the kernel's lookups
+        stop there and find nothing (lib/guarded.h)."""
+        self._drop_learned(cgroup_id)
+        libbpf.map_update(self._fd["eg_guarded"], ctypes.c_uint64(cgroup_id),
+                          abi.CgroupInfo(policy_slot=0, flags=abi.CgroupFlags.EXEMPT))
+        self._levels[cgroup_id] = level
+        self._write_config()
+
+    def settle_levels(self) -> None:
+        """After adoption: the levels are this agent's own entries' only."""
+        self._adopted_levels = 0
         self._write_config()
 
     def unguard_adopted(self, cgroup_id: int) -> None:
@@ -650,7 +671,7 @@ class Maps:
         self._write_config()
 
     def _write_config(self) -> None:
-        levels = 0
+        levels = self._adopted_levels
         for level in self._levels.values():
             if level < abi.CGROUP_LEVELS:
                 levels |= 1 << level

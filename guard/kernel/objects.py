@@ -285,6 +285,9 @@ class GuardObjects:
 
     NAMES = ("exec", "sock_addr", "sock_create", "socket_syscall", "cgroup_watch", "flow", "dns",
              "destroy", "escape")
+    #: Loaded on first use and attached at container parents only
+    #: (attach_sentinel), never per cgroup.
+    SENTINEL = "sentinel"
     # Loaded when the kernel can: without them the guard still drops a blocked
     # flow's packets, it just cannot reset its socket (bpf_sock_destroy, 6.5).
     OPTIONAL = ("destroy",)
@@ -436,6 +439,8 @@ class GuardObjects:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for object_name, obj in self.objects.items():
+                if object_name == self.SENTINEL:
+                    continue
                 wanted = (optional is None or object_name not in OPTIONAL_CGROUP
                           or object_name in optional)
                 for prog in obj.programs.values():
@@ -452,6 +457,43 @@ class GuardObjects:
                         attachment.links[prog.name] = self._attach_or_adopt(
                             prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path))
                         added.append(prog.name)
+        except BaseException:
+            for name in added:
+                attachment.links.pop(name).destroy()
+            raise
+        finally:
+            os.close(fd)
+        self.cgroups[cgroup_id] = attachment
+        return attachment
+
+    def attach_sentinel(self, path: str, cgroup_id: int) -> CgroupAttachment:
+        """Attach sentinel.bpf.c's socket hooks to a container parent: every
+        cgroup made below it has them from its first moment, and they judge
+        those that no agent took over yet (lib/guarded.h judged_here).
+        Pinned like a cgroup's hooks; a previous agent's are swapped in place."""
+        if self.SENTINEL not in self.objects:
+            try:
+                self._load(self.SENTINEL, RING_SIZE_DEFAULT)   # its maps are all shared
+            except BaseException:
+                obj = self.objects.pop(self.SENTINEL, None)
+                if obj is not None:
+                    obj.close()
+                raise
+        attachment = self.cgroups.get(cgroup_id) or CgroupAttachment(path, cgroup_id)
+        pin_dir = None
+        if self.pins:
+            pin_dir = self.pins.cgroup_dir(cgroup_id)
+            pin_dir.mkdir(mode=0o700, exist_ok=True)
+        added: list[str] = []
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for prog in self.objects[self.SENTINEL].programs.values():
+                if prog.name in attachment.links:
+                    continue
+                pin = pin_dir / prog.name if pin_dir else None
+                attachment.links[prog.name] = self._attach_or_adopt(
+                    prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path))
+                added.append(prog.name)
         except BaseException:
             for name in added:
                 attachment.links.pop(name).destroy()

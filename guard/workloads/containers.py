@@ -86,6 +86,19 @@ def is_container_cgroup(path: str) -> bool:
     return ref is not None and ref.cgroup == "/" + "/".join(p for p in path.split("/") if p)
 
 
+#: Cgroups runtimes make containers' cgroups in that hold nothing but
+#: containers (and their pods and monitors): what `run --container-parent
+#: auto` takes where they exist. Not /system.slice (Docker with systemd puts
+#: containers beside the host's services there) nor /machine.slice (virtual
+#: machines too): name those explicitly if they are to be parents.
+CONTAINER_PARENTS = ("/kubepods.slice", "/kubepods", "/libpod_parent", "/docker")
+
+
+def container_parents(mount: Path) -> list[str]:
+    """The CONTAINER_PARENTS that exist below mount."""
+    return [p for p in CONTAINER_PARENTS if (Path(mount) / p.lstrip("/")).is_dir()]
+
+
 def running_containers(mount: Path) -> list[Cgroup]:
     """The cgroups of every container running now (a walk of the cgroup2 tree
     that does not descend into containers)."""

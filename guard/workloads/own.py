@@ -68,6 +68,27 @@ class OwnCgroup:
                 "and never guards itself (run it in a cgroup of its own, as systemd or a "
                 "container give it, and name the workloads' cgroups)")
 
+    def parent_refusal(self, cg: Cgroup) -> str | None:
+        """Why cg cannot be a container parent (run --container-parent), or
+        None. A parent above the agent is fine: the agent exempts its own
+        cgroup below it. Not the root, not the agent's own cgroup or one
+        inside it, and not when the agent cannot tell where it runs."""
+        if cg.level == 0:
+            return (f"{cg.path}: refusing the root cgroup as a container parent "
+                    "(name the cgroup the runtime makes containers in, e.g. /kubepods.slice)")
+        if self.cgroup is None:
+            return (f"{cg.path}: cannot be a container parent: the agent cannot tell which "
+                    f"cgroup it runs in, so it could not leave itself out ({self.problem})")
+        excluded = self.excluded
+        if excluded is None:
+            return None
+        path, left_out = _parts(cg.relative), _parts(excluded.relative)
+        mine = _parts(self.process or excluded.relative)
+        if path[:len(left_out)] == left_out or mine == path:
+            return (f"{cg.path}: refusing it as a container parent: the agent runs in it "
+                    f"({self.process}); run the agent in a cgroup below it or elsewhere")
+        return None
+
     def covers(self, cg: Cgroup) -> bool:
         """True when guarding cg would guard the agent: cg is the agent's
         cgroup or an ancestor of it, or lies inside the cgroup left out."""

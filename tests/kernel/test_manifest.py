@@ -7,7 +7,9 @@ manifest mounts it, the way the kubelet writes it. Then, end to end: the
 agent does not guard its own container and says so; a workload container
 started afterwards is guarded and named in the events; the probes' paths
 and /metrics answer; a policy change through the mounted file is applied;
-stopping the agent's container leaves enforcement pinned until `uninstall`.
+stopping the agent's container leaves enforcement pinned until `uninstall`,
+also for a container started while no agent runs, which the next agent
+takes over.
 
 The host's bpffs, /run/egress-guard and /var/log/egress-guard are replaced
 by directories of the test's own (a private bpffs mount), so nothing the
@@ -222,14 +224,32 @@ def test_the_daemonset_runs_as_its_manifest_says(agent_image, busybox_image, hos
                if line.startswith("egress_guard_guarded_containers ")]
     assert guarded and int(guarded[0].split()[1]) >= 1, guarded
 
+    # the runtime's parent cgroup has the sentinel hooks (--container-parent=auto)
+    assert [p["path"] for p in ready["container_parents"]] == ["/libpod_parent"]
+
     # stopping the agent's container: enforcement stays pinned for the
-    # containers that run (point 3 of issue 19 adds one started while the
-    # agent is down to this list)
-    running = [workload]
+    # containers that run, and one started while no agent runs is judged
+    # from its first connect (the hooks on the runtime's parent cgroup)
     stopped = deployed.stop()
     assert stopped["pin_dir"] == "/sys/fs/bpf/egress-guard" and deployed.pins()
+    late = f"{PREFIX}-late"
+    containers.append(late)
+    podman("run", *PODMAN_HOST, "--network", "host", "-d", "--name", late, busybox_image,
+           "/bin/sleep", "300")
+    late_id = podman("inspect", "-f", "{{.Id}}", late).stdout.strip()
+    running = [workload, late]
     for name in running:
         assert nc(name) == "EPERM", f"{name}: not refused after the agent stopped"
+
+    # the kubelet starts the agent's container again: it adopts the pins,
+    # takes the late container over and reports what was refused meanwhile
+    podman("start", agent)
+    events.wait_for(lambda e: e["kind"] == "agent" and e["state"] == "ready"
+                    and e.get("adopted") is True, why=agent_logs)
+    events.wait_for(lambda e: e["kind"] == "connect" and e["action"] == "block"
+                    and e.get("container", {}).get("id") == late_id, why=agent_logs)
+    assert nc(late) == "EPERM"
+    deployed.stop()
 
     # until `uninstall`, run from the image with the DaemonSet's mounts
     assert deployed.uninstall(containers).startswith("removed ")
