@@ -6,6 +6,7 @@
     generations.py  policy generations: install beside, switch, retire, adopt
     reloads.py      the reload protocol: request, SIGHUP or file -> switch -> answer
     handlers.py     one handler per record kind, found through a table
+    folds.py        flushes of the kernel's fold windows (repeated logged connects)
     holds.py        the hold watchdog: no program stays stopped at exec
     scheduling.py   the loop's share of the CPUs
     this module     start, the loop (records, control answers, the tick), stop,
@@ -37,6 +38,7 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from guard import __version__
+from guard.agent.folds import WINDOW_MS_DEFAULT, Folds
 from guard.agent.generations import Generations, compile_all
 from guard.agent.handlers import RecordHandlers
 from guard.agent.holds import HoldWatchdog
@@ -112,6 +114,7 @@ class Agent:
                  unselected: str = "default", hold_timeout_ms: int = HOLD_TIMEOUT_MS_DEFAULT,
                  scheduling: str = "background", *, syscall_hook: bool = False,
                  compute_sample_s: float = COMPUTE_SAMPLE_S,
+                 fold_window_ms: int = WINDOW_MS_DEFAULT,
                  kernel: KernelFactory = open_kernel, reasons_dir: str | None = None,
                  metadata: Callable[[tuple[str, ...]], MetadataCache] = MetadataCache,
                  own_cgroup: Callable[[Path], OwnCgroup] = find_own_cgroup):
@@ -137,6 +140,7 @@ class Agent:
         self.packet_sweep = PacketSocketSweep(self)
         self.compute_sweep = ComputeSweep(self, compute_sample_s)
         self.losses = LossReport(self)      # per workload, every LOSS_REPORT_INTERVAL_S
+        self.folds = Folds(self, fold_window_ms)   # repeated logged connects, flushed when due
         # the loop's scheduling policy (see scheduling.py)
         self._cpu = CpuShare(scheduling, company=cgroup_company)
         self.detector = Detector()
@@ -219,6 +223,7 @@ class Agent:
                 self._held_policy, files_of=self.files_of, process_of=self.process_of)
             self._ring = kernel.open_ring(self._pending.append)
             previously_guarded = self._adopt() if self._objects.adopted else []
+            self._maps.set_fold_window(self.folds.window_ms)   # this agent's, not an adopted one
             self._switch_to(self.policies, compiled)
             self.generations.write_names()
             # sys_enter as the first switch decided (syscall_hook_wanted)
@@ -407,6 +412,7 @@ class Agent:
             self._last_tick = now
             with self._cpu.foreground():
                 self._tick(now)
+        self.folds.flush_due()
         if now - self._last_losses >= LOSS_REPORT_INTERVAL_S:
             self._last_losses = now
             self.losses()
@@ -578,6 +584,7 @@ class Agent:
             try:
                 self._ring.consume()
                 self._drain()
+                self.folds.flush_all()
                 self.losses()
             finally:
                 self._ring.close()
@@ -666,6 +673,7 @@ class Agent:
             **self.handlers.status(self.generations.active_ids),   # names, feedback
             "detections": {f"{t}/{a}": n for (t, a), n in sorted(self._detections_by.items())},
             "events": self.stats.events,
+            "fold": self.folds.status(),
             "reloads": self.stats.reloads,
             "ring_size": self._ring_size,
             "scheduling": self._scheduling_state(),
