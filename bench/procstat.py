@@ -69,17 +69,18 @@ class FileAgent(AgentProcess):
     records in the background: docs/design.md, "The agent's share of the
     CPUs"), writing its events to a file as a deployment does: a pipe read by
     this process would compete with the measured loops for the two cores.
-    root: the checkout whose agent runs (bench/run.py --tree)."""
+    root: the checkout whose agent runs (bench/run.py --tree); extra: more
+    `run` options."""
 
     def __init__(self, workdir: Path, cgroups: list[TempCgroup], policy: Path | None,
-                 tag: str, root: Path):
+                 tag: str, root: Path, extra: tuple[str, ...] = ()):
         workdir.mkdir()
         self.events_path = workdir / "events.jsonl"
         self.stderr_path = workdir / "agent.stderr"
         self.own = TempCgroup(f"{tag}-agent")
         self.root = root
         super().__init__([str(cg.path) for cg in cgroups], policy=policy,
-                         extra=["--events", str(self.events_path)],
+                         extra=["--events", str(self.events_path), *extra],
                          control_socket=workdir / "agent.sock")
 
     def __enter__(self) -> "FileAgent":

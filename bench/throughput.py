@@ -5,7 +5,8 @@ latency on loopback, from a guarded cgroup vs an unguarded sibling.
     sudo .venv/bin/python bench/throughput.py [--rounds 9] [--seconds 2] [--connections 200]
 
 An agent (`egress-guard run`, embedded default policy: every connection
-logged, none blocked) guards the first of two child cgroups and not the
+logged, a process's repeated ones to one destination folded into one event
+per window, none blocked) guards the first of two child cgroups and not the
 second. The benchmark measures whatever programs the agent attaches (it
 lists them from bpftool), so a new hook such as a cgroup_skb payload
 sampler shows up here as soon as the agent attaches it.

@@ -72,6 +72,8 @@ const volatile struct guard_abi_anchor {
 	struct guard_exec_verdict exec_verdict;
 	struct guard_sendmsg_key sendmsg_key;
 	struct guard_escape_event escape_event;
+	struct guard_fold_key fold_key;
+	struct guard_fold fold;
 } guard_abi_anchor;
 
 #define LOAD(x) (*(volatile __u32 *)&(x))

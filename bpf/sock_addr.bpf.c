@@ -22,6 +22,7 @@
 #include "lib/proc_verdict.h"
 #include "lib/egress.h"
 #include "lib/names.h"
+#include "lib/fold.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -33,9 +34,12 @@ struct {
 	__type(value, __u8);
 } eg_sendmsg_seen SEC(".maps");
 
+/* fold: the window this connect opens once sent (lib/fold.h), or NULL;
+ * repeats: the count of the stale window it replaces */
 static __always_inline void emit_connect(const struct destination *dst, __u8 hook,
 					 __u64 cgroup_id, __u32 policy_id,
-					 __u8 action, __u16 rule_id)
+					 __u8 action, __u16 rule_id,
+					 const struct guard_fold_key *fold, __u32 repeats)
 {
 	struct guard_connect_event *ev;
 
@@ -51,6 +55,9 @@ static __always_inline void emit_connect(const struct destination *dst, __u8 hoo
 	ev->port = dst->port;
 	ev->_pad1 = 0;
 	__builtin_memcpy(ev->addr, dst->addr, 16);
+	ev->repeats = repeats;
+	ev->_pad2 = 0;
+	ev->fold_ns = fold ? fold_open(fold) : 0;
 	event_submit(ev);
 }
 
@@ -223,11 +230,27 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *
 	}
 
 	count_verdict(action);
+	if (action == GUARD_ACTION_LOG &&
+	    (hook == GUARD_HOOK_CONNECT4 || hook == GUARD_HOOK_CONNECT6)) {
+		/* a storm of one process to one destination: one event per window */
+		struct guard_fold_key key = {};
+		__u32 repeats = 0;
+
+		switch (fold_connect(&key, cgroup_id, policy_id, rule_id, hook, dst->addr,
+				     dst->port, dst->family, dst->proto, &repeats)) {
+		case FOLD_COUNTED:
+			return 1;
+		case FOLD_OPEN:
+			emit_connect(dst, hook, cgroup_id, policy_id, action, rule_id, &key,
+				     repeats);
+			return 1;
+		}
+	}
 	if (action != GUARD_ACTION_ALLOW) {
 		int is_sendmsg = hook == GUARD_HOOK_SENDMSG4 || hook == GUARD_HOOK_SENDMSG6;
 
 		if (!is_sendmsg || first_sendmsg(ctx, dst, action))
-			emit_connect(dst, hook, cgroup_id, policy_id, action, rule_id);
+			emit_connect(dst, hook, cgroup_id, policy_id, action, rule_id, NULL, 0);
 	}
 	return action == GUARD_ACTION_BLOCK ? 0 : 1;
 }
@@ -321,7 +344,7 @@ static __always_inline int judge_bind(struct bpf_sock_addr *ctx, struct destinat
 	dst->proto = ctx->protocol == GUARD_PROTO_UDP ? GUARD_PROTO_UDP : GUARD_PROTO_TCP;
 	action = policy->audit ? GUARD_ACTION_WOULD_BLOCK : GUARD_ACTION_BLOCK;
 	count_verdict(action);
-	emit_connect(dst, hook, cgroup_id, policy_id, action, policy->resolver_rule_id);
+	emit_connect(dst, hook, cgroup_id, policy_id, action, policy->resolver_rule_id, NULL, 0);
 	return action != GUARD_ACTION_BLOCK;
 }
 

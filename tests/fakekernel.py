@@ -159,16 +159,18 @@ def exec_record(argv: Sequence[str | bytes] = ("/bin/true",), *,
 
 def connect_record(ip: str | bytes | None = "198.18.0.2", port: int = 3333, *,
                    proto: Proto | int = Proto.TCP, hook: Hook | int | None = None,
-                   family: int | None = None, size: int | None = None, **header: Any) -> bytes:
+                   family: int | None = None, repeats: int = 0, fold_ns: int = 0,
+                   size: int | None = None, **header: Any) -> bytes:
     """struct guard_connect_event; the hook defaults to connect4/6, or
-    sendmsg4/6 for UDP."""
+    sendmsg4/6 for UDP. fold_ns: the connect opened a fold window then;
+    repeats: the count of a stale window it replaced (bpf/lib/fold.h)."""
     family, addr = _address(ip, family)
     if hook is None:
         hook = {(4, False): Hook.CONNECT4, (6, False): Hook.CONNECT6,
                 (4, True): Hook.SENDMSG4, (6, True): Hook.SENDMSG6}[
             (6 if family == 6 else 4, proto == Proto.UDP)]
     ev = abi.ConnectEvent(hdr=encode_header(EventKind.CONNECT, **header), family=family,
-                          proto=proto, hook=hook, port=port)
+                          proto=proto, hook=hook, port=port, repeats=repeats, fold_ns=fold_ns)
     _put(ev, abi.ConnectEvent.addr, addr)
     return _finish(ev, ctypes.sizeof(ev), size)
 
@@ -363,6 +365,10 @@ class FakeMaps(_Recorder):
         self.heartbeat_timeout_ms = 0
         self.heartbeat_ns = 0
         self.hold_timeout_ms = 0
+        self.fold_window_ms = 0
+        # eg_connect_fold: fold key bytes -> (start_ns, count); take_errors: what take_fold raises
+        self.folds: dict[bytes, tuple[int, int]] = {}
+        self.fold_take_error: BaseException | None = None
         self.prestaged: tuple[int, list[int], list[int]] | None = None
         self.learned: dict[int, int] = {}          # cgroup id -> learned addresses kept
         self.closed = False
@@ -453,6 +459,18 @@ class FakeMaps(_Recorder):
     def set_hold_timeout(self, timeout_ms: int) -> None:
         self._record("set_hold_timeout", timeout_ms)
         self.hold_timeout_ms = timeout_ms
+
+    def set_fold_window(self, window_ms: int) -> None:
+        self._record("set_fold_window", window_ms)
+        self.fold_window_ms = window_ms
+
+    def take_fold(self, key: bytes) -> tuple[int, int] | None:
+        """The kernel's count for a fold window (fill folds[key] in a test),
+        taken out; fold_take_error set: raised, as a failed lookup would."""
+        self._record("take_fold", key)
+        if self.fold_take_error is not None:
+            raise self.fold_take_error
+        return self.folds.pop(key, None)
 
     def flow_verdict(self, cookie: int, action: Action) -> None:
         self._record("flow_verdict", cookie, Action(action))

@@ -246,6 +246,9 @@ struct guard_connect_event {
 	__u16 port;   /* host byte order */
 	__u16 _pad1;
 	__u8 addr[16]; /* IPv4 in the first 4 bytes */
+	__u32 repeats;   /* connects folded into a window no agent flushed (lib/fold.h); 0 */
+	__u32 _pad2;
+	__u64 fold_ns;   /* CLOCK_BOOTTIME start of the fold window this connect opened; 0: none */
 };
 
 struct guard_socket_event {
@@ -390,6 +393,9 @@ struct guard_config {
 	__u32 flags;                /* enum guard_config_flags */
 	__u32 hold_timeout_ms;      /* held flows and processes go on after this; 0: hold nothing */
 	__u16 dns_ports[GUARD_DNS_PORTS]; /* every policy's resolver ports; all 0: no names anywhere */
+	__u32 fold_window_ms;       /* logged connects repeated within it are counted, not sent
+				     * (lib/fold.h); 0: every connect is an event */
+	__u32 _pad0;
 };
 
 /*
@@ -453,6 +459,32 @@ struct guard_sendmsg_key {
 	__u16 port;
 	__u8 action;
 	__u8 _pad0[5];
+};
+
+/*
+ * eg_connect_fold key: one process's logged connects to one destination under
+ * one verdict (lib/fold.h). Built from the connect event that opened the
+ * window, so userspace can find the entry: hdr.cgroup_id, hdr.pid,
+ * hdr.policy_id, addr, port, family, proto, hook, hdr.action, hdr.rule_id.
+ */
+struct guard_fold_key {
+	__u64 cgroup_id; /* the cgroup the events report (hdr.cgroup_id) */
+	__u32 tgid;
+	__u32 policy_id;
+	__u8 addr[16];   /* IPv4 in the first 4 bytes, the rest 0 */
+	__u16 port;      /* host byte order */
+	__u8 family;     /* 4 or 6 */
+	__u8 proto;      /* enum guard_proto */
+	__u8 hook;       /* enum guard_hook: connect4 or connect6 */
+	__u8 action;     /* enum guard_action: LOG */
+	__u16 rule_id;
+};
+
+/* eg_connect_fold value: a fold window and the connects counted in it. */
+struct guard_fold {
+	__u64 start_ns;  /* CLOCK_BOOTTIME of the connect that opened it (and was sent) */
+	__u32 count;     /* connects after that one, counted instead of sent */
+	__u32 _pad0;
 };
 
 /* eg_dns_names key: a name of a policy's host targets. */

@@ -6,6 +6,7 @@
     generations.py  policy generations: install beside, switch, retire, adopt
     reloads.py      the reload protocol: request, SIGHUP or file -> switch -> answer
     handlers.py     one handler per record kind, found through a table
+    folds.py        flushes of the kernel's fold windows (repeated logged connects)
     holds.py        the hold watchdog: no program stays stopped at exec
     scheduling.py   the loop's share of the CPUs
     this module     start, the loop (records, control answers, the tick), stop,
@@ -37,6 +38,7 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from guard import __version__
+from guard.agent.folds import WINDOW_MS_DEFAULT, Folds
 from guard.agent.generations import Generations, compile_all
 from guard.agent.handlers import RecordHandlers
 from guard.agent.holds import HoldWatchdog
@@ -113,6 +115,7 @@ class Agent:
                  scheduling: str = "background", *, syscall_hook: bool = False,
                  compute_sample_s: float = COMPUTE_SAMPLE_S,
                  container_parents: Sequence[str] = (),
+                 fold_window_ms: int = WINDOW_MS_DEFAULT,
                  kernel: KernelFactory = open_kernel, reasons_dir: str | None = None,
                  metadata: Callable[[tuple[str, ...]], MetadataCache] = MetadataCache,
                  own_cgroup: Callable[[Path], OwnCgroup] = find_own_cgroup):
@@ -139,6 +142,7 @@ class Agent:
         self.packet_sweep = PacketSocketSweep(self)
         self.compute_sweep = ComputeSweep(self, compute_sample_s)
         self.losses = LossReport(self)      # per workload, every LOSS_REPORT_INTERVAL_S
+        self.folds = Folds(self, fold_window_ms)   # repeated logged connects, flushed when due
         # the loop's scheduling policy (see scheduling.py)
         self._cpu = CpuShare(scheduling, company=cgroup_company)
         self.detector = Detector()
@@ -196,7 +200,7 @@ class Agent:
         for refusal in filter(None, map(self.registry.own.refusal, cgroups)):
             raise AgentError(refusal)   # the root cgroup, or the agent's own
         try:
-            parents = [resolve(spec, mount) for spec in self._parent_paths(mount)]
+            parents = [resolve(spec, mount) for spec in container_parents(mount, self._parent_specs)]
         except CgroupError as exc:
             raise AgentError(f"--container-parent {exc}") from None
         for refusal in filter(None, map(self.registry.own.parent_refusal, parents)):
@@ -222,6 +226,7 @@ class Agent:
             self._maps.set_anchors(anchor_table())
             self._maps.heartbeat(self._heartbeat_timeout_ms)
             self._maps.set_hold_timeout(self._hold_timeout_ms)
+            self._maps.set_fold_window(self.folds.window_ms)   # this agent's, not an adopted one
             self._responder = Responder(self._maps, self._objects)
             # its own responder and detector: it runs beside the loop
             self._holds = self.hold_watchdog(
@@ -278,16 +283,6 @@ class Agent:
         self.writer.flush()
         self._ready = True
         self._holds.start()
-
-    def _parent_paths(self, mount: Path) -> list[str]:
-        """--container-parent as given, "auto" replaced by the runtimes' own
-        parents that exist (guard/workloads/containers.py)."""
-        paths: list[str] = []
-        for spec in self._parent_specs:
-            for path in container_parents(mount) if spec == "auto" else [spec]:
-                if path not in paths:
-                    paths.append(path)
-        return paths
 
     def guard(self, cg: Cgroup) -> None:
         self.registry.guard(cg)
@@ -429,6 +424,7 @@ class Agent:
             self._last_tick = now
             with self._cpu.foreground():
                 self._tick(now)
+        self.folds.flush_due()
         if now - self._last_losses >= LOSS_REPORT_INTERVAL_S:
             self._last_losses = now
             self.losses()
@@ -600,6 +596,7 @@ class Agent:
             try:
                 self._ring.consume()
                 self._drain()
+                self.folds.flush_all()
                 self.losses()
             finally:
                 self._ring.close()
@@ -689,6 +686,7 @@ class Agent:
             **self.handlers.status(self.generations.active_ids),   # names, feedback
             "detections": {f"{t}/{a}": n for (t, a), n in sorted(self._detections_by.items())},
             "events": self.stats.events,
+            "fold": self.folds.status(),
             "reloads": self.stats.reloads,
             "ring_size": self._ring_size,
             "scheduling": self._scheduling_state(),

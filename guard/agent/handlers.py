@@ -122,6 +122,8 @@ class RecordHandlers:
         if found_by is not None:
             event["found"] = found_by   # not a hook's verdict: the agent found it (sweeps.py)
         agent.emit(event, header.policy_id)
+        if type(record) is ConnectRecord and record.fold_ns:
+            agent.folds.opened(record, event, header.policy_id)   # flushed when it ends
 
     # -- allow by name ---------------------------------------------------------
     def on_dns(self, record: DnsRecord) -> None:

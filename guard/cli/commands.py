@@ -167,6 +167,12 @@ def doctor(as_json: bool) -> None:
                    "selects PATH, from its first connect: before discovery takes the container "
                    "over, and (with --pin) while no agent runs. Not a cgroup that also holds "
                    "host services (/system.slice). docs/deployment.md.")
+@click.option("--fold-window-ms", type=click.IntRange(0, 60000), default=1000, show_default=True,
+              help="Logged connects (defaultAction: log, or a log rule) that one process "
+                   "repeats to one destination within this window are counted in the kernel "
+                   "and reported as one more connect event with \"repeats\" when the window "
+                   "ends, not one event each. Refusals are always one event each. 0: every "
+                   "connect is an event.")
 @click.option("--format", "output_format", type=click.Choice(["json", "text"]), default="json",
               show_default=True,
               help="json: JSON lines, the contract (docs/events.md). text: one line per event "
@@ -180,7 +186,7 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
         metrics_address: str | None, runtime_sockets: tuple[str, ...], unselected: str,
         kube_api: str | None, node_name: str | None, hold_timeout_ms: int,
         scheduling: str, supervise: bool, syscall_hook: bool, compute_sample_s: float,
-        container_parents: tuple[str, ...], output_format: str,
+        container_parents: tuple[str, ...], fold_window_ms: int, output_format: str,
         reasons_dir: str | None) -> None:
     """Guard the given cgroups and write events as JSON lines.
 
@@ -214,6 +220,7 @@ def run(policy_path: str | None, cgroups: tuple[str, ...], events_path: str | No
                   hold_timeout_ms=hold_timeout_ms, scheduling=scheduling,
                   syscall_hook=syscall_hook, compute_sample_s=compute_sample_s,
                   container_parents=container_parents,
+                  fold_window_ms=fold_window_ms,
                   reasons_dir=reasons_dir or os.path.join(state_dir, "reasons"))
     try:
         start_and_run_until_signalled(agent)
@@ -385,7 +392,9 @@ def policy_test(policy_file: str, sources: tuple[str, ...], as_json: bool,
         click.echo(f"policy test: {summary['judged']} event(s) judged: "
                    f"{summary['outcome_changed']} let through or refused otherwise, {quiet} "
                    f"only between allow and log{'' if show_all else ' (--all lists them)'}; "
-                   f"{refused} recorded as allowed would be refused")
+                   f"{refused} recorded as allowed would be refused"
+                   + (f" ({summary['connections_refused']} connections with their repeats)"
+                      if summary["connections_refused"] > refused else ""))
     sys.exit(summary["exit"])
 
 
@@ -527,6 +536,12 @@ def status(as_json: bool, socket_path: str) -> None:
     counters = response["counters"]
     click.echo("counters     " + ", ".join(f"{k}={v}" for k, v in counters.items()))
     click.echo(f"events       {response['events']} written, {response['reloads']} reload(s)")
+    fold = response.get("fold")   # absent from an older agent's answer
+    if fold:
+        click.echo("fold         " + (f"{fold['window_ms']} ms windows, {fold['flushed']} "
+                                       f"flushed ({fold['folded']} connects), "
+                                       f"{fold['pending']} pending" if fold["window_ms"]
+                                       else "off (every logged connect is an event)"))
 
 
 @main.command()

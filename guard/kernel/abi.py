@@ -270,6 +270,9 @@ class ConnectEvent(ctypes.Structure):
         ("port", u16),
         ("_pad1", u16),
         ("addr", u8 * 16),
+        ("repeats", u32),   # connects of a stale fold window no agent flushed (bpf/lib/fold.h)
+        ("_pad2", u32),
+        ("fold_ns", u64),   # start of the fold window this connect opened; 0: none
     ]
 
 
@@ -415,7 +418,8 @@ class Config(ctypes.Structure):
     """struct guard_config"""
     c_name = "guard_config"
     _fields_ = [("guarded_levels", u32), ("heartbeat_timeout_ms", u32), ("heartbeat_ns", u64),
-                ("flags", u32), ("hold_timeout_ms", u32), ("dns_ports", u16 * DNS_PORTS)]
+                ("flags", u32), ("hold_timeout_ms", u32), ("dns_ports", u16 * DNS_PORTS),
+                ("fold_window_ms", u32), ("_pad0", u32)]
 
 
 class Lpm4Key(ctypes.Structure):
@@ -462,6 +466,9 @@ HOST4_KEY = struct.Struct("=I4s")       # guard_host4_key: policy_id, addr
 RULE_SPAN = struct.Struct("=II")        # guard_rule_span: first, count
 PORT_RULE = struct.Struct("=HHBBH")     # guard_port_rule: port_lo, port_hi, proto, action, rule_id
 U32 = struct.Struct("=I")               # array indexes and policy ids as map keys
+# guard_fold_key: cgroup_id, tgid, policy_id, addr, port, family, proto, hook, action, rule_id
+FOLD_KEY = struct.Struct("=QII16sHBBBBH")
+FOLD = struct.Struct("=QI4x")           # guard_fold: start_ns, count
 
 
 class ExecKey(ctypes.Structure):
@@ -532,13 +539,28 @@ class WorkloadLoss(ctypes.Structure):
                 ("lost", u64)]
 
 
+class FoldKey(ctypes.Structure):
+    """struct guard_fold_key: eg_connect_fold, one process's logged connects to
+    one destination under one verdict (bpf/lib/fold.h)"""
+    c_name = "guard_fold_key"
+    _fields_ = [("cgroup_id", u64), ("tgid", u32), ("policy_id", u32), ("addr", u8 * 16),
+                ("port", u16), ("family", u8), ("proto", u8), ("hook", u8), ("action", u8),
+                ("rule_id", u16)]
+
+
+class Fold(ctypes.Structure):
+    """struct guard_fold: a fold window and the connects counted in it"""
+    c_name = "guard_fold"
+    _fields_ = [("start_ns", u64), ("count", u32), ("_pad0", u32)]
+
+
 #: Every struct that crosses the boundary, for the BTF layout check.
 SHARED_STRUCTS = (
     EventHeader, ExecEvent, ConnectEvent, SocketEvent, CgroupEvent, PayloadEvent,
     StdioSocketEvent, DnsEvent, FlowVerdict, ProcVerdict, CgroupInfo, Slot, PolicyConfig,
     Config, Lpm4Key, Lpm6Key, Host4Key, RuleSpan, PortRule, ExecKey, ExecVerdict, SendmsgKey,
     NameKey, NameValue, NameRulesKey, LearnedKey, LearnedName, Learned, EscapeEvent,
-    WorkloadLoss,
+    WorkloadLoss, FoldKey, Fold,
 )
 
 #: Every enum that crosses the boundary: C enum name -> (Python enum, C prefix).

@@ -79,6 +79,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
+        "bpf_map_lookup_and_delete_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_get_fd_by_id": (c_int, [ctypes.c_uint32]),
         "bpf_map_create": (c_int, [ctypes.c_int, c_char_p, ctypes.c_uint32, ctypes.c_uint32,
@@ -191,6 +192,19 @@ def map_delete(fd: int, key) -> bool:
     if ret < 0:
         raise LibbpfError(-ret, "bpf_map_delete_elem")
     return True
+
+
+def map_take_packed(fd: int, key: bytes, value_size: int) -> bytes | None:
+    """Look an entry up and delete it in one call (a hash map: whoever takes
+    it has it, nothing the kernel adds meanwhile is counted twice); its value
+    bytes, or None when the key is absent."""
+    value = ctypes.create_string_buffer(value_size)
+    ret = lib().bpf_map_lookup_and_delete_elem(fd, key, value)
+    if ret == -errno.ENOENT:
+        return None
+    if ret < 0:
+        raise LibbpfError(-ret, "bpf_map_lookup_and_delete_elem")
+    return value.raw
 
 
 class MapCreateOpts(ctypes.Structure):

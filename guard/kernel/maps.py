@@ -698,6 +698,22 @@ class Maps:
         self._config.hold_timeout_ms = timeout_ms
         self._write_config()
 
+    # -- folded connects (bpf/lib/fold.h) ----------------------------------------
+    def set_fold_window(self, window_ms: int) -> None:
+        """Logged connects a process repeats to one destination within
+        window_ms are counted in eg_connect_fold, not sent; 0: each is sent."""
+        self._config.fold_window_ms = window_ms
+        self._write_config()
+
+    def take_fold(self, key: bytes) -> tuple[int, int] | None:
+        """Take a fold window out of eg_connect_fold (lookup and delete in one
+        call): (start_ns, connects counted), or None when it is gone."""
+        fd = self._fd.get("eg_connect_fold")
+        if fd is None:
+            return None
+        value = libbpf.map_take_packed(fd, key, abi.FOLD.size)
+        return None if value is None else abi.FOLD.unpack(value)
+
     def flow_verdict(self, cookie: int, action: abi.Action) -> None:
         """Answer a sampled flow: ALLOW lets it go (the kernel stops
         watching it), BLOCK drops everything it sends from now on."""

@@ -68,6 +68,9 @@ class ConnectRecord:
     hook: abi.Hook
     ip: str
     port: int
+    repeats: int = 0   # connects of a stale fold window no agent flushed (bpf/lib/fold.h)
+    fold_ns: int = 0   # start (CLOCK_BOOTTIME) of the fold window it opened; 0: none
+    addr: bytes = b""  # the address as the kernel keys it: 16 bytes, IPv4 in the first 4
 
 
 @dataclass(slots=True)
@@ -210,11 +213,12 @@ _HEADER_FORMAT = f"=IIQQIIII{abi.COMM_LEN}sBBHIQ"
 _HEADER_FIXED = struct.Struct(_HEADER_FORMAT)
 assert _HEADER_FIXED.size == ctypes.sizeof(abi.EventHeader)
 # the whole struct guard_connect_event in one unpack: the header, then
-# family, proto, hook, _pad0, port, _pad1, addr
-_CONNECT_ALL = struct.Struct(_HEADER_FORMAT + "BBBBHH16s")
+# family, proto, hook, _pad0, port, _pad1, addr, repeats, _pad2, fold_ns
+_CONNECT_ALL = struct.Struct(_HEADER_FORMAT + "BBBBHH16sIIQ")
 assert _CONNECT_ALL.size == ctypes.sizeof(abi.ConnectEvent)
 assert abi.ConnectEvent.family.offset == _HEADER_FIXED.size
-assert abi.ConnectEvent.addr.offset == _CONNECT_ALL.size - 16
+assert abi.ConnectEvent.addr.offset == _HEADER_FIXED.size + 8
+assert abi.ConnectEvent.fold_ns.offset == _CONNECT_ALL.size - 8
 
 
 def split_argv(raw: bytes) -> list[str]:
@@ -246,7 +250,7 @@ def _connect(data: bytes) -> ConnectRecord:
     # one event per connect of a guarded cgroup (a storm makes 100,000 a
     # second): header and fields in one unpack, texts from the caches
     fields = _CONNECT_ALL.unpack_from(data)
-    family, proto, hook, _pad0, port, _pad1, addr = fields[14:]
+    family, proto, hook, _pad0, port, _pad1, addr, repeats, _pad2, fold_ns = fields[14:]
     found_proto, found_hook = _PROTOS.get(proto), _HOOKS.get(hook)
     if found_proto is None or found_hook is None or family not in (4, 6):
         raise DecodeError(f"bad connect record (family {family}, proto {proto}, hook {hook})")
@@ -254,7 +258,8 @@ def _connect(data: bytes) -> ConnectRecord:
         ip = _cached(_ADDRESSES, addr[:4], _ipv4)
     else:
         ip = _cached(_ADDRESSES, addr, _ipv6)
-    return ConnectRecord(_header_of(fields), family, found_proto, found_hook, ip, port)
+    return ConnectRecord(_header_of(fields), family, found_proto, found_hook, ip, port,
+                         repeats, fold_ns, addr)
 
 
 def _socket(data: bytes) -> SocketRecord:

@@ -39,6 +39,12 @@ answer came from a resolver the policy does not trust, the kernel would not
 have learned it, and the destination is judged without the name. A connect refused
 because a detection judged its process (rule `detection`) is not judged
 again: its detection event is.
+
+A connect event with `repeats` (logged connects the kernel folded into it,
+bpf/lib/fold.h) is judged once, as one event: its repeats went to the same
+destination from the same process under the same verdict. Where connections
+are counted (`connections`, `connections_refused` in the summary) it counts
+1 + repeats.
 """
 from __future__ import annotations
 
@@ -278,11 +284,19 @@ class Change:
                          "cgroup": _dict(event.get("cgroup")).get("path")},
             "process": {"pid": process.get("pid"), "comm": process.get("comm")},
         }
-        for key in ("dst", "proto", "hook", "filename", "socket", "detection", "direction",
-                    "resolver", "dns"):
+        for key in ("dst", "proto", "hook", "repeats", "filename", "socket", "detection",
+                    "direction", "resolver", "dns"):
             if key in event:
                 out[key] = event[key]
         return out
+
+
+def _connections(event: dict) -> int:
+    """Connections a connect event reports: itself and the connects folded
+    into it (`repeats`, bpf/lib/fold.h)."""
+    repeats = event.get("repeats")
+    ok = isinstance(repeats, int) and not isinstance(repeats, bool) and repeats > 0
+    return 1 + (repeats if ok else 0)
 
 
 class _Judged:
@@ -319,6 +333,8 @@ class Replay:
             self.counts["not judged"] += 1
             return None
         self.counts[f"judged {kind}"] += 1
+        connections = _connections(event) if kind == "connect" else 0
+        self.counts["connections"] += connections
         if verdict.action == action:
             return None
         change = Change(where, event, action, verdict)
@@ -327,6 +343,7 @@ class Replay:
             self.counts["outcome changed"] += 1
         if change.refused:
             self.counts["refused"] += 1
+            self.counts["connections refused"] += connections
         return change
 
     def summary(self) -> dict[str, Any]:
@@ -335,7 +352,9 @@ class Replay:
         return {"kind": "summary", "judged": sum(judged.values()), "by_kind": judged,
                 "not_judged": self.counts["not judged"], "changed": self.counts["changed"],
                 "outcome_changed": self.counts["outcome changed"],
-                "refused": self.counts["refused"]}
+                "refused": self.counts["refused"],
+                "connections": self.counts["connections"],
+                "connections_refused": self.counts["connections refused"]}
 
     def _select(self, event: dict) -> _Judged:
         workload = workload_of(event) or Workload(cgroup_path="")

@@ -163,6 +163,8 @@ def describe(record, clock: Clock, rule: str | None, cgroup_path: str | None,
         else:
             event["dst"] = {"ip": record.ip, "port": record.port, "name": name}
         event["hook"] = _HOOK_NAMES.get(record.hook) or record.hook.name.lower()
+        if record.repeats:   # connects of a fold window no agent flushed (bpf/lib/fold.h)
+            event["repeats"] = record.repeats
     elif isinstance(record, SocketRecord):
         event["socket"] = {"family": _family_name(record.family),
                            "type": _SOCKET_TYPES.get(record.type & 0xF, str(record.type)),

@@ -317,6 +317,9 @@ def _connect(event: dict) -> tuple[str, str]:
         return f"bind {where}", "a trusted resolver's port" + _would(event)
     if hook and hook != "connect":
         where += f" ({hook})"
+    repeats = _int(event.get("repeats"))
+    if repeats and repeats > 0:     # folded connects (docs/events.md, Folded connects)
+        where += f" x{repeats + 1}"
     return where, _rule_words(event)
 
 

@@ -94,9 +94,15 @@ def is_container_cgroup(path: str) -> bool:
 CONTAINER_PARENTS = ("/kubepods.slice", "/kubepods", "/libpod_parent", "/docker")
 
 
-def container_parents(mount: Path) -> list[str]:
-    """The CONTAINER_PARENTS that exist below mount."""
-    return [p for p in CONTAINER_PARENTS if (Path(mount) / p.lstrip("/")).is_dir()]
+def container_parents(mount: Path, specs=("auto",)) -> list[str]:
+    """--container-parent as given, each "auto" replaced by those of
+    CONTAINER_PARENTS that exist below mount; no path twice."""
+    paths: list[str] = []
+    for spec in specs:
+        found = ([p for p in CONTAINER_PARENTS if (Path(mount) / p.lstrip("/")).is_dir()]
+                 if spec == "auto" else [spec])
+        paths += [p for p in found if p not in paths]
+    return paths
 
 
 def running_containers(mount: Path) -> list[Cgroup]:

@@ -41,8 +41,10 @@ def closed_port() -> int:
 def test_a_storm_is_shed_and_named_and_a_quiet_workload_still_reports():
     port = closed_port()
     with TempCgroup("egress-guard-noisy") as noisy, TempCgroup("egress-guard-quiet") as quiet:
+        # every connect a record (no folding): the storm is of records, as a
+        # workload's storm of distinct destinations or execs would be
         with AgentProcess([str(noisy.path), str(quiet.path)],
-                          extra=["--ring-size", str(RING)]) as agent:
+                          extra=["--ring-size", str(RING), "--fold-window-ms", "0"]) as agent:
             storms = {cg: cg.popen([sys.executable, "-c", STORM, str(port), str(count)],
                                    stdin=subprocess.PIPE)
                       for cg, count in ((noisy, 4000), (quiet, 20))}

@@ -67,3 +67,10 @@ def test_packed_layouts_are_the_ctypes_layouts():
                         rule_id=513)
     assert abi.PORT_RULE.pack(80, 443, abi.Proto.TCP, abi.Action.BLOCK, 513) == bytes(rule)
     assert abi.U32.pack(5) == bytes(ctypes.c_uint32(5))
+    fold_key = abi.FoldKey(cgroup_id=1 << 40, tgid=4321, policy_id=0x0102, port=29001, family=4,
+                           proto=abi.Proto.TCP, hook=abi.Hook.CONNECT4, action=abi.Action.LOG,
+                           rule_id=7)
+    fold_key.addr[:] = bytes(range(16))
+    assert abi.FOLD_KEY.pack(1 << 40, 4321, 0x0102, bytes(range(16)), 29001, 4, abi.Proto.TCP,
+                             abi.Hook.CONNECT4, abi.Action.LOG, 7) == bytes(fold_key)
+    assert abi.FOLD.pack(12345, 6) == bytes(abi.Fold(start_ns=12345, count=6))
