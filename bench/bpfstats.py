@@ -58,6 +58,30 @@ def prog_stats(ids: set[int]) -> dict[str, tuple[int, int]]:
     return stats
 
 
+def held_prog_ids(pid: int) -> set[int]:
+    """The BPF programs a process holds (program and link fds)."""
+    held = set()
+    for entry in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            for line in entry.read_text().splitlines():
+                if line.startswith("prog_id:"):
+                    held.add(int(line.split()[1]))
+        except OSError:
+            continue
+    return held
+
+
+def per_operation(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
+                  operations: int) -> dict[str, tuple[float, float]]:
+    """name -> (ns per operation, runs per operation) between two prog_stats."""
+    out = {}
+    for name, (t, c) in after.items():
+        t0, c0 = before.get(name, (0, 0))
+        if c - c0:
+            out[name] = ((t - t0) / operations, (c - c0) / operations)
+    return out
+
+
 def foreign_agents(mine: set[int] = frozenset()) -> int:
     """Other egress-guard agents' raw_tp/sys_enter programs attached now (an
     agent loads it always, attaches it only with --syscall-hook or under a

@@ -83,6 +83,7 @@ from guard.kernel import abi, libbpf  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
 from guard.workloads.names import NameBook  # noqa: E402
 from procstat import FileAgent  # noqa: E402
+from bpfstats import BpfStats, held_prog_ids, per_operation, prog_stats  # noqa: E402
 from ratios import Row, at_most, compile_tools, print_rows, within_noise  # noqa: E402
 from tests.kernel.dnsfixtures import TestResolver  # noqa: E402
 
@@ -322,6 +323,37 @@ def bench_connect(bench: Bench, rounds: int, block: int, guarded: TempCgroup,
     ]
 
 
+def bpf_per_lookup(bench: Bench, agent: Agent, cgroup: TempCgroup, block: int,
+                   rounds: int) -> dict[str, tuple[float, float]]:
+    """BPF time per lookup in cgroup alone, per program of the agent's:
+    name -> (ns per lookup, runs per lookup)."""
+    ids = held_prog_ids(agent.proc.pid)
+    time.sleep(0.3)                      # the agent done with earlier work
+    with BpfStats():
+        before = prog_stats(ids)
+        bench.alternate("lookup", "one.egtest", block, rounds, [(cgroup, None)])
+        after = prog_stats(ids)
+    return per_operation(before, after, block * rounds)
+
+
+def print_per_lookup(per: dict[str, dict[str, tuple[float, float]]]) -> None:
+    """The BPF nanoseconds per lookup, per program, for each cgroup measured."""
+    names = sorted({n for programs in per.values() for n in programs})
+    labels = list(per)
+    print("\n2b. BPF time per lookup (ns per lookup, runs per lookup), per program, "
+          "measured alone with the kernel's run-time statistics\n")
+    print("| program                  | " + " | ".join(f"{label:>22}" for label in labels))
+    print("|--------------------------|" + "|".join("-" * 24 for _ in labels))
+    for name in names:
+        cells = []
+        for label in labels:
+            ns, runs = per[label].get(name, (0.0, 0.0))
+            cells.append(f"{ns:>9.0f} ns x {runs:>4.1f}  " if runs else f"{'-':>22}")
+        print(f"| {name:<24} | " + " | ".join(cells))
+    totals = [sum(ns for ns, _ in per[label].values()) for label in labels]
+    print("| total                    | " + " | ".join(f"{t:>9.0f} ns          " for t in totals))
+
+
 def bench_dns(bench: Bench, rounds: int, block: int, guarded: TempCgroup, plain: TempCgroup,
               sibling: TempCgroup, sibling2: TempCgroup) -> list[Row]:
     run = bench.alternate("lookup", "one.egtest", block, rounds,
@@ -530,11 +562,14 @@ def main() -> int:
             write_policy(policy, resolver, [cidr_ip, cidr2_ip], named=[guarded, learner],
                          plain=[plain])
             memory = bench_memory(bench, workdir, learner, policy)
-            with Agent(workdir / "agent", [guarded, plain], policy):
+            with Agent(workdir / "agent", [guarded, plain], policy) as agent:
                 rows = bench_connect(bench, args.rounds, args.connects, guarded, sibling,
                                      name_ip, cidr_ip, cidr2_ip)
                 rows += bench_dns(bench, args.rounds, args.lookups, guarded, plain, sibling,
                                   sibling2)
+                per_lookup = {
+                    "names policy": bpf_per_lookup(bench, agent, guarded, args.lookups, 10),
+                    "guarded, no names": bpf_per_lookup(bench, agent, plain, args.lookups, 10)}
             rows += bench_unguarded(bench, args.agent_rounds, args.connects, args.syscalls,
                                     workdir, guarded, sibling, policy, cidr_ip)
     book_default = namebook_bytes(args.learn)
@@ -546,6 +581,7 @@ def main() -> int:
           f"{os.uname().release}; {time.monotonic() - started:.0f} s; load average "
           f"{load_before} -> {load_after}; other egress-guard agents loaded at start: {others}\n")
     print_rows(rows, name_width=56, digits=1)
+    print_per_lookup(per_lookup)
     print_memory(memory, book_default, book_all)
     return 0
 

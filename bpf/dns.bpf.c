@@ -23,7 +23,9 @@
  * an allowed name anywhere gains nothing from extra records.
  *
  * Every answer (and each refused or logged query) is an event carrying the
- * message, so userspace names addresses on its events.
+ * message, so userspace names addresses on its events; an answer that taught
+ * nothing new and repeats one sent within the fold window is counted
+ * instead (answer_fold_key).
  */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -32,6 +34,7 @@
 #include "lib/policy.h"
 #include "lib/names.h"
 #include "lib/packet.h"
+#include "lib/repeats.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -63,9 +66,33 @@ struct {
  * GUARD_DNS_MSG_MAX): a TCP answer of 40 addresses is 668 bytes. */
 #define PARSE_MAX 2048
 
+/*
+ * An answer's fold key: the workload, its network namespace and the
+ * question (type and name as key.name holds it). An answer that taught the
+ * kernel nothing new (every address already learned for this name) and
+ * repeats one sent within the fold window is counted, not sent: a
+ * getaddrinfo loop costs an event a window, and the agent's names stay as
+ * fresh as the window (lib/fold.h).
+ */
+struct answer_fold_key {
+	__u64 cgroup_id;
+	__u64 netns;
+	__u16 qtype;
+	__u8 _pad[6];
+	char name[GUARD_DNS_NAME_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct answer_fold_key);
+	__type(value, __u64);
+} eg_dns_fold SEC(".maps");
+
 struct dns_scratch {
 	struct guard_dns_event ev;
 	struct guard_name_key key;
+	struct answer_fold_key fold;
 	__u8 msg[PARSE_MAX];
 };
 
@@ -433,6 +460,7 @@ struct answers {
 	__u16 learned;
 	__u8 flags;
 	__u8 stop;
+	__u8 fresh;       /* an address, or this name on it, was not known before */
 };
 
 static __always_inline void learn(struct answers *a, struct dns_scratch *s, __u8 family,
@@ -480,6 +508,8 @@ static __always_inline void learn(struct answers *a, struct dns_scratch *s, __u8
 		}
 	}
 	slot &= GUARD_DNS_NAMES_PER_ADDR - 1;
+	if (!old || entry.names[slot].name_id != a->name_id)
+		a->fresh = 1;
 	if (entry.names[slot].name_id != a->name_id)
 		entry.names[slot].expires_ns = 0;
 	entry.names[slot].name_id = a->name_id;
@@ -572,6 +602,7 @@ int guard_dns_answer(struct __sk_buff *skb)
 	struct dns_scratch *s;
 	__u32 zero = 0, size, len, after = 0, count_an;
 	__u8 flags = 0, action = GUARD_ACTION_LOG;
+	__u64 window = 0;
 
 	config = bpf_map_lookup_elem(&eg_config, &zero);
 	if (!config || !config->dns_ports[0])
@@ -594,6 +625,14 @@ int guard_dns_answer(struct __sk_buff *skb)
 	if (!len) {
 		flags |= GUARD_DNS_UNPARSED;
 	} else if (!flags) {
+		window = fold_window_ns();
+		if (window) { /* the question, before match_name overwrites key.name */
+			s->fold.cgroup_id = g.cgroup_id;
+			s->fold.netns = bpf_get_netns_cookie(skb);
+			s->fold.qtype = msg_u16(s, after);
+			__builtin_memset(s->fold._pad, 0, sizeof(s->fold._pad));
+			__builtin_memcpy(s->fold.name, s->key.name, GUARD_DNS_NAME_MAX);
+		}
 		value = match_name(s, g.policy_id, len);
 		if (!value) {
 			flags |= GUARD_DNS_NO_RULE;
@@ -623,6 +662,11 @@ int guard_dns_answer(struct __sk_buff *skb)
 	}
 	if (flags & (GUARD_DNS_UNTRUSTED | GUARD_DNS_LOOPED | GUARD_DNS_UNPARSED))
 		count(GUARD_CTR_DNS_UNTRUSTED);
+	/* only a clean answer for a name a rule names (what it learned, if
+	 * anything, known already): anything odd is always sent */
+	if (len && !(flags & ~GUARD_DNS_LEARNED) && pkt.msg_size <= GUARD_DNS_MSG_MAX &&
+	    fold_repeat(&eg_dns_fold, &s->fold, window, !a.fresh, GUARD_CTR_DNS_FOLDED))
+		return 1;
 	s->ev.flags = flags;
 	emit(s, skb, &pkt, g.cgroup_id, g.policy_id, GUARD_DNS_ANSWER, action, size);
 	return 1;

@@ -32,7 +32,8 @@
  * until then it is an entry of eg_flow_opening): a connection that sends
  * nothing allocates nothing. UDP sockets get none at all: the first datagram
  * to each new destination of a socket is recorded in eg_udp_seen and sampled
- * (DNS queries among them); a datagram from port 53 of a destination the
+ * (DNS queries among them, but not one that repeats a query of its workload
+ * within the fold window); a datagram from port 53 of a destination the
  * socket sent to is sampled on ingress (DNS answers). Nothing UDP is held.
  */
 #include "lib/common.h"
@@ -42,6 +43,7 @@
 #include "lib/policy.h"
 #include "lib/anchors.h"
 #include "lib/flow.h"
+#include "lib/repeats.h"
 #include "lib/frames.h"
 #include "lib/learned.h"
 #include "lib/packet.h"
@@ -575,6 +577,65 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 	return first_payload(skb, state, &pkt) ? 1 : 0;
 }
 
+/*
+ * A DNS datagram that repeats one its workload sent within the fold window
+ * (a getaddrinfo loop resolving one name) is not sampled again: the same
+ * bytes cannot say anything new, and sampling each was most of a lookup's
+ * cost here. The key is the datagram itself past its 2-byte id, up to
+ * UDP_FOLD_BYTES (longer ones, where tunnels carry data, are always
+ * sampled), with the workload and the destination.
+ */
+#define UDP_FOLD_BYTES 128
+
+struct udp_fold_key {
+	__u64 cgroup_id;
+	__u32 addr[4];
+	__u16 port;
+	__u16 len;
+	__u32 _pad;
+	__u8 bytes[UDP_FOLD_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct udp_fold_key);
+	__type(value, __u64);
+} eg_udp_fold SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct udp_fold_key);
+} eg_udp_fold_scratch SEC(".maps");
+
+static __always_inline int udp_repeat(struct __sk_buff *skb, const struct packet *pkt)
+{
+	__u64 window = fold_window_ns();
+	struct udp_fold_key *key;
+	__u32 zero = 0, len;
+
+	if (!window)
+		return 0;
+	len = pkt->payload_size - 2;
+	if (pkt->payload_size <= 2 || len > UDP_FOLD_BYTES)
+		return 0;
+	key = bpf_map_lookup_elem(&eg_udp_fold_scratch, &zero);
+	if (!key)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->cgroup_id = bpf_skb_cgroup_id(skb);
+	__builtin_memcpy(key->addr, pkt->remote_addr, 16);
+	key->port = pkt->remote_port;
+	key->len = len;
+	/* 1 .. UDP_FOLD_BYTES already; the mask shows the verifier as much */
+	len = ((len - 1) & (UDP_FOLD_BYTES - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, pkt->payload_off + 2, key->bytes, len))
+		return 0;
+	return fold_repeat(&eg_udp_fold, key, window, 1, GUARD_CTR_UDP_FOLDED);
+}
+
 /* The destination key of a UDP datagram: the remote end, as parsed. */
 static __always_inline void udp_key(struct __sk_buff *skb, const struct packet *pkt,
 				    struct guard_sendmsg_key *key)
@@ -602,6 +663,8 @@ static __always_inline int udp_egress(struct __sk_buff *skb, struct bpf_sock *sk
 	udp_key(skb, &pkt, &key);
 	if (bpf_map_lookup_elem(&eg_udp_seen, &key))
 		return 1;
+	if (pkt.remote_port == DNS_PORT && udp_repeat(skb, &pkt))
+		return 1; /* not recorded either: its answer is not sampled */
 	scratch = bpf_map_lookup_elem(&eg_opening_scratch, &zero);
 	if (!scratch)
 		return 1;

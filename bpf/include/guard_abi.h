@@ -116,7 +116,9 @@ enum guard_counter {
 	GUARD_CTR_DNS_REFUSED = 11,   /* queries refused at the send */
 	GUARD_CTR_DNS_UNTRUSTED = 12, /* answers not believed (source, path or parse) */
 	GUARD_CTR_EVENTS_SHED = 13,   /* records a workload over its fair share did not get in */
-	GUARD_CTR_MAX = 14,
+	GUARD_CTR_DNS_FOLDED = 14,    /* answers that taught nothing new, repeated within the fold window */
+	GUARD_CTR_UDP_FOLDED = 15,    /* DNS datagrams not sampled: the same bytes within the window */
+	GUARD_CTR_MAX = 16,
 };
 
 enum guard_exec_match {

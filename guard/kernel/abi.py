@@ -122,9 +122,11 @@ class Counter(enum.IntEnum):
     DNS_REFUSED = 11
     DNS_UNTRUSTED = 12
     EVENTS_SHED = 13
+    DNS_FOLDED = 14
+    UDP_FOLDED = 15
 
 
-COUNTER_MAX = 14
+COUNTER_MAX = 16
 
 
 class ExecMatch(enum.IntEnum):

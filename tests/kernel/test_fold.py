@@ -80,8 +80,11 @@ def start_client(cg: TempCgroup, ports: list[int], count: int, wait: bool = Fals
 def run_client(cg: TempCgroup, ports: list[int], count: int) -> tuple[int, str]:
     """(pid, outcomes) of a client that ran to its end."""
     proc, pid = start_client(cg, ports, count)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0
+    # read through the same buffered file readline() used: communicate()
+    # would read the raw pipe and lose a line readline() had buffered
+    proc.stdin.close()
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0
     return pid, out.strip()
 
 

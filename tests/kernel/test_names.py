@@ -324,3 +324,46 @@ def test_curl_reaches_an_allowed_name_and_not_another_host_on_its_address(
         recorded = [json.loads(line) for line in recorder.communicate()[0].splitlines() if line]
     received = b"".join(bytes.fromhex(r["data"]) for r in recorded)
     assert b"Host: one.egtest" in received and b"shared.egtest" not in received
+
+
+def answers_for(agent: AgentProcess, cgroup, name: str) -> list[dict]:
+    return [e for e in agent.drain() if e.get("kind") == "dns" and e["direction"] == "answer"
+            and e["dns"]["name"] == name and e["cgroup"]["id"] == cgroup.id]
+
+
+def test_answers_that_teach_nothing_new_are_folded_within_the_window(resolver, server, guarded):
+    """A lookup loop of one name: its answers, all addresses already learned,
+    are one event a fold window (1 s), the rest counted; every connect still
+    finds its address allowed."""
+    agent, _first, cgroup, _path = guarded
+    before = request(agent.control_socket, {"op": "status"})["counters"]
+    seen = len(answers_for(agent, cgroup, "short.egtest"))
+    started = time.monotonic()
+    report = resolver.loop(["short.egtest"], server.port, count=200, cgroup=cgroup)
+    elapsed = time.monotonic() - started
+    assert report.failures == [] and report.ok == 200
+    time.sleep(0.5)
+    after = request(agent.control_socket, {"op": "status"})["counters"]
+    sent = len(answers_for(agent, cgroup, "short.egtest")) - seen
+    # one at the start of each window, and one more for each refresh the short
+    # TTL (2 s) forces: still far fewer than the lookups
+    assert 1 <= sent <= elapsed + 2 + elapsed / 1.0, (sent, elapsed)
+    assert after["dns_folded"] - before["dns_folded"] >= 200 - sent - 5
+    assert after["udp_folded"] >= before["udp_folded"]
+
+
+def test_with_folding_off_every_answer_is_an_event(resolver, server, tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(names_policy(resolver, server.port))
+    with TempCgroup("eg-names-nofold") as cgroup, \
+            AgentProcess([cgroup.path], policy=path, extra=["--fold-window-ms", "0"]) as agent:
+        report = resolver.loop(["one.egtest"], server.port, count=20, cgroup=cgroup)
+        assert report.failures == [] and report.ok == 20
+        deadline = time.monotonic() + 10
+        while len(answers_for(agent, cgroup, "one.egtest")) < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        answers = answers_for(agent, cgroup, "one.egtest")   # A and AAAA: glibc asks both
+        assert len(answers) == 40
+        assert len([a for a in answers if a["dns"]["learned"]]) == 20
+        assert request(agent.control_socket, {"op": "status"})["counters"]["dns_folded"] == 0
