@@ -50,6 +50,9 @@ Rows:
     system call of every task on the host: an equally long window just
     before, with nothing of this benchmark running, is subtracted from its
     figures; what remains is the loop's 4 system calls and the listener's 2.
+(e) --container-parent: a cgroup below the parent that the agent took over
+    (the parent's sentinel hooks and its own), one below it not taken over
+    (the sentinel's only) and a guarded cgroup elsewhere, same agent.
 (d) fork+exec of /bin/true, guarded (every exec reported) vs unguarded, and
     libbpf-tools' execsnoop running vs not as the baseline of exec tracing;
     agent start-up and resident memory.
@@ -84,7 +87,8 @@ sys.path.insert(0, str(HERE))
 from guard.demo.sandbox import TempCgroup  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
 from procstat import FileAgent  # noqa: E402
-from bpfstats import SYS_ENTER, BpfStats, foreign_agents, prog_stats  # noqa: E402
+from bpfstats import (SYS_ENTER, BpfStats, foreign_agents, held_prog_ids,  # noqa: E402
+                      prog_stats)
 from ratios import Row, at_most, compile_tools, print_rows  # noqa: E402
 
 PORT = 29500
@@ -211,15 +215,7 @@ class Agent(FileAgent):
 
     def prog_ids(self) -> set[int]:
         """The BPF programs this agent holds (program and link fds)."""
-        held = set()
-        for entry in Path(f"/proc/{self.proc.pid}/fdinfo").iterdir():
-            try:
-                for line in entry.read_text().splitlines():
-                    if line.startswith("prog_id:"):
-                        held.add(int(line.split()[1]))
-            except OSError:
-                continue
-        return held
+        return held_prog_ids(self.proc.pid)
 
 
 def selector(cgroup: TempCgroup) -> str:
@@ -484,6 +480,34 @@ def part_policies(args, res: Results, tools, workdir: Path, ns: NetNS, listener:
                 args.gap_ms))
 
 
+def part_parent(args, res: Results, tools, workdir: Path, ns: NetNS, listener: Listener,
+                elsewhere: TempCgroup, s1: TempCgroup, s2: TempCgroup) -> None:
+    """(e) --container-parent (issue 19): a cgroup below the parent that the
+    agent took over runs the parent's sentinel hooks (one lookup, then they
+    return) and its own; one not taken over only the sentinel's (judged by
+    the parent's policy). Against a guarded cgroup outside the parent under
+    the same agent and policy; (c) for each."""
+    with TempCgroup(f"{TAG}-parent") as parent, \
+            TempCgroup(parent=parent.path, name="adopted") as adopted, \
+            TempCgroup(parent=parent.path, name="below") as below:
+        with Agent(workdir / "agent-parent", [adopted, elsewhere],
+                   extra=("--container-parent", str(parent.path))) as agent:
+            time.sleep(1.0)
+            cpu0, events0 = agent.cpu_s(), agent.event_lines()
+            run = alternate(ns, listener, tools, [adopted, below, elsewhere, s1, s2],
+                            args.connects, args.rounds, args.gap_ms)
+            res.rows += connect_rows(run, [
+                ("(e) guarded below a container parent (its hooks and the parent's)", "-", None),
+                ("    below the parent, not taken over (the parent's hooks only)", "-", None),
+                ("    guarded, not below a parent (same agent and policy)", "-", None),
+            ], agent_load(agent, cpu0, events0))
+            for label, cg in (("below parent, taken over", adopted),
+                              ("below parent, sentinel only", below)):
+                res.per_connection.append(bpf_per_connection(
+                    label, agent, ns, listener, tools, cg, args.connects, args.stats_rounds,
+                    args.gap_ms))
+
+
 def wait_alone(mine: set[int], limit_s: float) -> bool:
     """Wait up to limit_s for no other agent's sys_enter program to be
     loaded (other sessions' tests start agents): whether it came to that."""
@@ -725,6 +749,8 @@ def main() -> int:
                     args, res, tools, workdir, ns, listener, guarded, s1, s2)),
                 ("(a) other policies", lambda: part_policies(
                     args, res, tools, workdir, ns, listener, off, quiet, cidrs, s1, s2)),
+                ("(e) container parent", lambda: part_parent(
+                    args, res, tools, workdir, ns, listener, off, s1, s2)),
                 ("(b) unguarded tax", lambda: part_unguarded(
                     args, res, tools, workdir, ns, listener, idle, s1)),
             ]

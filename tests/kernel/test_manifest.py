@@ -136,7 +136,10 @@ class Deployed:
 
     def logs(self) -> str:
         logs = podman("logs", self.name, check=False)
-        return f"; agent container logs: {logs.stdout[-2000:]} {logs.stderr[-2000:]}"
+        state = podman("inspect", "-f", "exit {{.State.ExitCode}} oom {{.State.OOMKilled}} "
+                       "error {{.State.Error}}", self.name, check=False)
+        return (f"; agent container ({state.stdout.strip()}) logs: {logs.stdout[-2000:]} "
+                f"{logs.stderr[-2000:]}")
 
     def stop(self) -> dict:
         """podman stop, as the kubelet ends the pod; the agent's stopped event."""
