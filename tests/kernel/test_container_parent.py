@@ -19,14 +19,14 @@ import pytest
 from guard.demo.sandbox import TempCgroup
 
 from .agentproc import ROOT, AgentProcess
-from .conftest import port_block_policy
+from .conftest import port_block_policy, try_connect
 from .test_cgroup_escape import ESCAPER, escape_of
 from .test_lifecycle import cgroup_attachments, egress_guard
 from .test_pinned import connect, pin_dir  # noqa: F401 - the fixture
 from .test_reload import AcceptingListener
 
 BLOCKED, ALLOWED = 29961, 29962
-POLICY = port_block_policy("parent", BLOCKED)
+POLICY = port_block_policy("parent", BLOCKED, extra_spec="  sockets:\n    raw: deny\n")
 SENTINEL_HOOKS = 7   # connect4/6, sendmsg4/6, bind4/6, sock_create
 
 
@@ -99,6 +99,36 @@ def test_below_a_parent_judged_from_the_first_connect_with_and_without_an_agent(
             assert result.returncode == 0, result.stderr
             assert connect(late, BLOCKED) == "ok"
             assert cgroup_attachments(parent.path) == []
+
+
+RAW = ("import errno, socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, "
+       "socket.IPPROTO_ICMP); print('ok')\nexcept OSError as e:\n"
+       "    print(errno.errorcode.get(e.errno, str(e.errno)))\n")
+
+
+def test_every_socket_hook_of_the_parent_judges_what_no_agent_took_over(tmp_path, listeners):
+    """Not only connect(): an IPv6 socket's connect (to an IPv4-mapped
+    address), UDP sends without a connect, and raw sockets (which pass every address hook) are judged
+    by the parent's hooks in a cgroup no agent has taken over."""
+    with TempCgroup("egress-guard-parent") as parent, \
+            TempCgroup(parent=parent.path, name="agent") as own, \
+            TempCgroup(parent=parent.path, name="adopted") as adopted:
+        with parent_agent(tmp_path, parent, own, [adopted]) as agent, \
+                TempCgroup(parent=parent.path, name="new") as new:
+            assert try_connect(new, "::ffff:127.0.0.1", BLOCKED) == "EPERM"
+            assert try_connect(new, "127.0.0.1", BLOCKED, "udp", "sendto") == "EPERM"
+            assert try_connect(new, "127.0.0.1", ALLOWED, "udp", "sendto") == "ok"
+            assert new.python(RAW).stdout.strip() == "EPERM"
+            assert own.python(RAW).stdout.strip() == "ok"       # the agent's own: exempt
+            hooks = {e["hook"] for e in agent.drain() if e["kind"] == "connect"
+                     and e["cgroup"]["id"] == new.id}
+            deadline = time.monotonic() + 10
+            while not {"connect", "sendmsg"} <= hooks and time.monotonic() < deadline:
+                time.sleep(0.1)
+                hooks = {e["hook"] for e in agent.drain() if e["kind"] == "connect"
+                         and e["cgroup"]["id"] == new.id}
+            assert {"connect", "sendmsg"} <= hooks, hooks
+            agent.wait_for(lambda e: e["kind"] == "socket" and e["cgroup"]["id"] == new.id)
 
 
 def test_a_move_into_the_exempt_cgroup_is_an_escape(tmp_path, listeners):
