@@ -73,6 +73,10 @@ class Registry:
         """Sentinel hooks on a container parent, then its entry: the policy
         that selects the parent's path judges what appears below it until
         discovery takes each container over."""
+        if cg.id in self.guarded:
+            self._agent.error(f"container parent {cg.relative}: also a guarded cgroup "
+                              "(--cgroup); its own hooks judge it, it is not a parent")
+            return
         slot = select_policy(self._agent.policies, self.workload(cg.relative))
         if slot is None:
             self._agent.error(f"container parent {cg.relative}: no policy selects it, so "
@@ -106,6 +110,10 @@ class Registry:
         names and labels that arrive later may move it (see reselect)."""
         if cg.id in self.guarded or self.own.covers(cg):
             return   # the agent's own cgroup: never, whatever selects it
+        if cg.id in self.parents:
+            self._agent.error(f"{cg.relative}: a container parent (--container-parent), "
+                              "judged by its sentinel hooks; not guarded as a cgroup too")
+            return
         container = container_of(cg.relative)
         if container is not None:
             self._agent.metadata.request(container.id)  # enrich later; enforcement starts now

@@ -430,41 +430,12 @@ class GuardObjects:
         named in optional (None: all). Called again for a guarded cgroup it
         attaches what is newly needed and detaches (and unpins) what is not
         any more, a previous agent's pins included."""
-        attachment = self.cgroups.get(cgroup_id) or CgroupAttachment(path, cgroup_id)
-        pin_dir = None
-        if self.pins:
-            pin_dir = self.pins.cgroup_dir(cgroup_id)
-            pin_dir.mkdir(mode=0o700, exist_ok=True)
-        added: list[str] = []
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for object_name, obj in self.objects.items():
-                if object_name == self.SENTINEL:
-                    continue
-                wanted = (optional is None or object_name not in OPTIONAL_CGROUP
-                          or object_name in optional)
-                for prog in obj.programs.values():
-                    if not prog.is_cgroup:
-                        continue
-                    pin = pin_dir / prog.name if pin_dir else None
-                    if not wanted:
-                        link = attachment.links.pop(prog.name, None)
-                        if link is not None:
-                            link.destroy()
-                        if pin is not None and pin.exists():
-                            pin.unlink()   # its last reference: the kernel detaches it
-                    elif prog.name not in attachment.links:
-                        attachment.links[prog.name] = self._attach_or_adopt(
-                            prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path))
-                        added.append(prog.name)
-        except BaseException:
-            for name in added:
-                attachment.links.pop(name).destroy()
-            raise
-        finally:
-            os.close(fd)
-        self.cgroups[cgroup_id] = attachment
-        return attachment
+        def wanted(object_name: str) -> bool | None:
+            if object_name == self.SENTINEL:
+                return None   # a container parent's, never a cgroup's own
+            return (optional is None or object_name not in OPTIONAL_CGROUP
+                    or object_name in optional)
+        return self._attach_at(path, cgroup_id, wanted)
 
     def attach_sentinel(self, path: str, cgroup_id: int) -> CgroupAttachment:
         """Attach sentinel.bpf.c's socket hooks to a container parent: every
@@ -479,6 +450,14 @@ class GuardObjects:
                 if obj is not None:
                     obj.close()
                 raise
+        return self._attach_at(path, cgroup_id,
+                               lambda object_name: True if object_name == self.SENTINEL else None)
+
+    def _attach_at(self, path: str, cgroup_id: int, wanted) -> CgroupAttachment:
+        """The cgroup programs of each object wanted(name) says True of
+        attached (a pinned link of a previous agent swapped in place), of
+        each it says False of detached and unpinned; None: left alone. A
+        failure detaches what this call attached."""
         attachment = self.cgroups.get(cgroup_id) or CgroupAttachment(path, cgroup_id)
         pin_dir = None
         if self.pins:
@@ -487,13 +466,24 @@ class GuardObjects:
         added: list[str] = []
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for prog in self.objects[self.SENTINEL].programs.values():
-                if prog.name in attachment.links:
+            for object_name, obj in self.objects.items():
+                want = wanted(object_name)
+                if want is None:
                     continue
-                pin = pin_dir / prog.name if pin_dir else None
-                attachment.links[prog.name] = self._attach_or_adopt(
-                    prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path))
-                added.append(prog.name)
+                for prog in obj.programs.values():
+                    if not prog.is_cgroup:
+                        continue
+                    pin = pin_dir / prog.name if pin_dir else None
+                    if not want:
+                        link = attachment.links.pop(prog.name, None)
+                        if link is not None:
+                            link.destroy()
+                        if pin is not None and pin.exists():
+                            pin.unlink()   # its last reference: the kernel detaches it
+                    elif prog.name not in attachment.links:
+                        attachment.links[prog.name] = self._attach_or_adopt(
+                            prog, pin, lambda prog=prog: prog.attach_cgroup(fd, path))
+                        added.append(prog.name)
         except BaseException:
             for name in added:
                 attachment.links.pop(name).destroy()

@@ -131,3 +131,16 @@ def test_a_parent_the_agent_runs_in_or_the_root_is_refused(tmp_path, named, why)
         with fake_agent(cgroups=(WORKLOAD,), own_cgroup=below_parent(tmp_path, AGENT + "/inner"),
                         container_parents=(named,)):
             pass
+
+
+def test_a_cgroup_named_both_ways_stays_a_parent_and_says_so(tmp_path):
+    """--cgroup P with --container-parent P: P's hooks are the sentinel's
+    only (the two sets share program names and would judge twice)."""
+    other = "/kubepods.slice"
+    with fake_agent(cgroups=(other,), own_cgroup=below_parent(tmp_path, other),
+                    container_parents=(other,)) as fake:
+        parent = resolve(other, fake.tree.mount)
+        assert fake.maps.flags[parent.id] == CgroupFlags.PARENT
+        assert parent.id not in fake.objects.cgroups and parent.id in fake.objects.sentinels
+        [error] = [e for e in fake.events("error") if "container parent" in e["error"]]
+        assert error["error"].startswith(f"{other}: a container parent")
