@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "repeats.h"
 
 /* (cgroup, process, destination, verdict) -> its open window (guard_fold) */
 struct {
@@ -43,15 +44,11 @@ static __always_inline int fold_connect(struct guard_fold_key *key, __u64 cgroup
 					const void *addr, __u16 port, __u8 family, __u8 proto,
 					__u32 *repeats)
 {
-	struct guard_config *config;
+	__u64 window = fold_window_ns();
 	struct guard_fold *fold;
-	__u32 zero = 0;
-	__u64 window;
 
-	config = bpf_map_lookup_elem(&eg_config, &zero);
-	if (!config || !config->fold_window_ms)
+	if (!window)
 		return FOLD_OFF;
-	window = (__u64)config->fold_window_ms * 1000000;
 	key->cgroup_id = cgroup_id;
 	key->tgid = bpf_get_current_pid_tgid() >> 32;
 	key->policy_id = policy_id;

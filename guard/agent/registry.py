@@ -55,8 +55,7 @@ class Registry:
 
     # -- container parents -------------------------------------------------
     def below_parent(self, cg: Cgroup) -> bool:
-        return any(p.level < cg.level and _inside(cg.relative, p.relative)
-                   for p in self.parents.values())
+        return _below(cg, self.parents.values())
 
     def exempt_own(self, parents: list[Cgroup]) -> None:
         """Before any parent is (re)marked: the agent's own cgroup, when a
@@ -64,8 +63,7 @@ class Registry:
         judges the agent (an agent adopting pins writes it at once: until
         then the previous agent's parent entry judges it)."""
         own = self.own.excluded
-        if own is not None and any(p.level < own.level and _inside(own.relative, p.relative)
-                                   for p in parents):
+        if own is not None and _below(own, parents):
             self._agent.maps.exempt(own.id, own.level)
             self.exempt[own.id] = own
 
@@ -73,10 +71,6 @@ class Registry:
         """Sentinel hooks on a container parent, then its entry: the policy
         that selects the parent's path judges what appears below it until
         discovery takes each container over."""
-        if cg.id in self.guarded:
-            self._agent.error(f"container parent {cg.relative}: also a guarded cgroup "
-                              "(--cgroup); its own hooks judge it, it is not a parent")
-            return
         slot = select_policy(self._agent.policies, self.workload(cg.relative))
         if slot is None:
             self._agent.error(f"container parent {cg.relative}: no policy selects it, so "
@@ -101,8 +95,8 @@ class Registry:
         """The ready event's and status's "container_parents"."""
         return [{"id": cg.id, "path": cg.relative,
                  "policy": self._agent.policies[self.parent_slot[cg.id]].name}
-                for cg in self.parents.values() if self.parent_slot.get(cg.id) is not None
-                and self.parent_slot[cg.id] < len(self._agent.policies)]
+                for cg in self.parents.values()
+                if self.parent_slot[cg.id] < len(self._agent.policies)]
 
     def guard(self, cg: Cgroup) -> None:
         """Attach first, then mark guarded: a cgroup is never marked without
@@ -350,9 +344,10 @@ class Registry:
             path = path.rsplit("/", 1)[0] or "/"
 
 
-def _inside(path: str, ancestor: str) -> bool:
-    """path is ancestor or below it (cgroup paths below the mount)."""
-    return path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
+def _below(cg: Cgroup, parents) -> bool:
+    """cg lies below one of parents (cgroup paths below the mount)."""
+    return any(p.level < cg.level and cg.relative.startswith(p.relative.rstrip("/") + "/")
+               for p in parents)
 
 
 def _union(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:

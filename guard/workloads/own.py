@@ -83,8 +83,7 @@ class OwnCgroup:
         if excluded is None:
             return None
         path, left_out = _parts(cg.relative), _parts(excluded.relative)
-        mine = _parts(self.process or excluded.relative)
-        if path[:len(left_out)] == left_out or mine == path:
+        if path[:len(left_out)] == left_out:   # the agent's process is inside left_out
             return (f"{cg.path}: refusing it as a container parent: the agent runs in it "
                     f"({self.process}); run the agent in a cgroup below it or elsewhere")
         return None
