@@ -32,6 +32,7 @@ const volatile struct guard_abi_anchor {
 	enum guard_exec_flags exec_flags;
 	enum guard_cgroup_op cgroup_op;
 	enum guard_config_flags config_flags;
+	enum guard_egress_families egress_families;
 	enum guard_exec_hold exec_hold;
 	enum guard_detect_flags detect_flags;
 	enum guard_anchor_kind anchor_kind;
@@ -325,8 +326,8 @@ int guard_fork(struct bpf_raw_tracepoint_args *ctx)
 	__u32 parent_tgid = BPF_CORE_READ(parent, tgid);
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
 
-	if (child_tgid == parent_tgid)
-		return 0; /* a new thread */
+	if (child_tgid == parent_tgid || !proc_verdicts_exist())
+		return 0; /* a new thread, or no process has a verdict */
 	verdict = bpf_map_lookup_elem(&eg_proc_verdicts, &parent_tgid);
 	if (!verdict || verdict->start_ns != BPF_CORE_READ(parent, group_leader, start_boottime))
 		return 0;

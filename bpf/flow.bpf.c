@@ -29,7 +29,7 @@
  * sender has added enough to it or the hold timeout passed.
  *
  * A TCP flow gets its socket storage with its first payload (from its SYN
- * until then it is an entry of eg_flow_opening): a connection that sends
+ * until then it holds a slot of eg_flow_opening): a connection that sends
  * nothing allocates nothing. UDP sockets get none at all: the first datagram
  * to each new destination of a socket is recorded in eg_udp_seen and sampled
  * (DNS queries among them, but not one that repeats a query of its workload
@@ -71,20 +71,68 @@ struct {
 } eg_udp_seen SEC(".maps");
 
 /*
- * socket cookie -> the state of a TCP flow between its SYN and its first
- * payload (tcp_opening): who opened it, under which policy. Preallocated, so
- * an entry costs no allocation; full, a flow gets its socket storage at once
- * (nothing goes unwatched: a workload that fills it with silent connections
- * only brings back the allocation). Not an LRU: an evicted entry would be a
- * flow let through unwatched. An entry whose socket closes after a reload
- * took this cgroup's flow programs away stays until the agent's maps go.
+ * A TCP flow between its SYN and its first payload: who opened it, under
+ * which policy (tcp_opening), in the slot its socket cookie names
+ * (cookie % FLOW_OPENING_SLOTS). A socket claims its slot at its SYN with a
+ * compare-and-swap of the cookie, and its first payload, its server's first
+ * bytes or its release give it back the same way: no lock, no allocation,
+ * and consecutive connections of one CPU (whose cookies the kernel hands
+ * out in runs) take neighbouring slots instead of a random hash bucket
+ * each. A taken slot (another socket that is opening, or one whose release
+ * never ran because a reload took this cgroup's flow programs away first)
+ * gives the flow its socket storage at the SYN instead: nothing goes
+ * unwatched, a workload that takes many slots with silent connections only
+ * brings back the allocation. A slot is never taken from its socket.
  */
+#define FLOW_OPENING_SLOTS 16384
+
+struct flow_opening {
+	__u64 cookie; /* 0: free */
+	struct flow_state state;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FLOW_OPENING_MAX);
-	__type(key, __u64);
-	__type(value, struct flow_state);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLOW_OPENING_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_opening);
 } eg_flow_opening SEC(".maps");
+
+static __always_inline struct flow_opening *opening_slot(__u64 cookie)
+{
+	__u32 index = cookie & (FLOW_OPENING_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&eg_flow_opening, &index);
+}
+
+/* The socket's opening state, or NULL. */
+static __always_inline struct flow_state *opening_of(__u64 cookie)
+{
+	struct flow_opening *slot = opening_slot(cookie);
+
+	return slot && slot->cookie == cookie ? &slot->state : NULL;
+}
+
+/* Give the socket's slot back (if it still holds it). */
+static __always_inline void opening_end(__u64 cookie)
+{
+	struct flow_opening *slot = opening_slot(cookie);
+
+	if (slot && slot->cookie == cookie)
+		__sync_val_compare_and_swap(&slot->cookie, cookie, 0);
+}
+
+/* Take the socket's slot for state; 0 when another socket holds it. */
+static __always_inline int opening_begin(__u64 cookie, const struct flow_state *state)
+{
+	struct flow_opening *slot = opening_slot(cookie);
+
+	if (!slot || slot->cookie || __sync_val_compare_and_swap(&slot->cookie, 0, cookie))
+		return 0;
+	/* no reader before the SYN leaves, which is after this returns */
+	__builtin_memcpy(&slot->state, state, sizeof(*state));
+	return 1;
+}
 
 /* 0 -> per-CPU scratch for a flow state being made (too large for the stack beside a packet) */
 struct {
@@ -383,24 +431,30 @@ static __always_inline int upgrade_egress(struct __sk_buff *skb, struct flow_sta
 	return drop();
 }
 
+/*
+ * Who the current task is. Its BTF pointer reads the fields directly: a
+ * bpf_probe_read_kernel() per field cost about 140 ns a flow here.
+ */
 static __always_inline void owner(struct flow_state *state)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 
-	state->tgid = bpf_get_current_pid_tgid() >> 32;
-	state->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	state->tgid = task->tgid;
+	state->ppid = task->real_parent->tgid;
+	state->start_ns = task->group_leader->start_boottime;
 	state->uid = (__u32)bpf_get_current_uid_gid();
-	state->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	bpf_get_current_comm(state->comm, sizeof(state->comm));
 }
 
 /*
  * The first packet a socket sends decides whether it is watched: a TCP
  * socket is only if that packet is its SYN, i.e. the guarded process
- * connects out. Accepted connections (a server in the sandbox answering,
- * sshd sending its banner) and connections older than the guard are not.
- * Fills *state and returns 1 for a watched flow (NEW, or BLOCKED when its
- * headers cannot be read under a holding policy); 0 otherwise.
+ * connects out (tcp_opening calls this for a socket in SYN_SENT, whose
+ * packets are SYNs: only an IPv6 one is parsed, for extension headers that
+ * hide what follows). Accepted connections (a server in the sandbox
+ * answering, sshd sending its banner) and connections older than the guard
+ * are not. Fills *state and returns 1 for a watched flow (NEW, or BLOCKED
+ * when its headers cannot be read under a holding policy); 0 otherwise.
  */
 static __always_inline int flow_begin(struct __sk_buff *skb, struct bpf_sock *sk,
 				      struct flow_state *state)
@@ -415,7 +469,7 @@ static __always_inline int flow_begin(struct __sk_buff *skb, struct bpf_sock *sk
 	guard = guard_lookup_at(skb, 1, &cgroup_id, &guarded_id);
 	if (!guard)
 		return 0;
-	if (sk->protocol == IPPROTO_TCP) {
+	if (sk->protocol == IPPROTO_TCP && skb->protocol != bpf_htons(ETH_P_IP)) {
 		if (!parse_packet(skb, &pkt, 1) && !pkt.hidden)
 			return 0; /* not TCP over IP as far as it can be read (ESP...) */
 		if (!pkt.hidden && !pkt.syn_only)
@@ -454,31 +508,35 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
  * yet), or one that is not watched. Socket-local storage costs an
  * allocation per socket (about a microsecond, most of what the guard added
  * to a connect+close), so a watched flow gets it only with its first
- * payload; from its SYN until then it is an entry of eg_flow_opening,
- * which its first payload or its release removes (guard_sock_release).
- * When that table is full the socket gets its storage at the SYN, as a
- * flow always did: nothing goes unwatched. Unwatched sockets cost a
- * storage and a hash lookup per packet.
+ * payload; from its SYN until then it holds a slot of eg_flow_opening,
+ * which its first payload or its release gives back (guard_sock_release).
+ * When its slot is taken the socket gets its storage at the SYN, as a flow
+ * always did: nothing goes unwatched. The handshake's ACK, and a FIN or a
+ * RST of a flow that never sent a byte, cost a look at the socket.
  */
 static __always_inline int tcp_opening(struct __sk_buff *skb, struct bpf_sock *sk)
 {
 	struct flow_state *opening, *state, *scratch;
-	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct bpf_tcp_sock *tp;
 	struct packet pkt = {};
 	__u32 zero = 0;
 	int sent_data;
+	__u64 cookie;
 
-	opening = bpf_map_lookup_elem(&eg_flow_opening, &cookie);
-	if (!opening && sk->state != BPF_TCP_SYN_SENT)
-		return 1; /* not watched: accepted, older than the guard, or policy */
 	/*
 	 * The kernel counts a data segment in data_segs_out before it reaches
 	 * this hook, and never a bare SYN, ACK, FIN or RST: 0 means nothing of
-	 * this flow, this packet included, carried data (no parse needed).
+	 * this flow, this packet included, carried data (no parse needed), and
+	 * past its SYN such a packet needs nothing of its opening either.
 	 */
 	tp = bpf_tcp_sock(sk);
 	sent_data = !tp || tp->data_segs_out;
+	if (!sent_data && sk->state != BPF_TCP_SYN_SENT)
+		return 1;
+	cookie = bpf_get_socket_cookie(skb);
+	opening = opening_of(cookie);
+	if (!opening && sk->state != BPF_TCP_SYN_SENT)
+		return 1; /* not watched: accepted, older than the guard, or policy */
 	if (!opening) {
 		scratch = bpf_map_lookup_elem(&eg_opening_scratch, &zero);
 		if (!scratch)
@@ -486,23 +544,21 @@ static __always_inline int tcp_opening(struct __sk_buff *skb, struct bpf_sock *s
 		__builtin_memset(scratch, 0, sizeof(*scratch));
 		if (!flow_begin(skb, sk, scratch))
 			return 1;
-		if (scratch->phase == FLOW_NEW &&
-		    !(sent_data && parse_packet(skb, &pkt, 1) && pkt.payload_size) &&
-		    !bpf_map_update_elem(&eg_flow_opening, &cookie, scratch, BPF_NOEXIST))
+		if (scratch->phase == FLOW_NEW && !sent_data && opening_begin(cookie, scratch))
 			return 1; /* the SYN: opening until the first payload */
-		/* a SYN with data (TCP Fast Open), unreadable headers, or a full table */
+		/* a SYN with data (TCP Fast Open), unreadable headers, or a taken slot */
 		state = bpf_sk_storage_get(&eg_flow_state, sk, scratch, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!state)
 			return scratch->detect_flags & GUARD_DETECT_HOLD ? drop() : 1;
 		return tcp_egress(skb, state);
 	}
 	if (!sent_data || !parse_packet(skb, &pkt, 1) || pkt.payload_size == 0)
-		return 1; /* acks before the first payload, a fin, a reset */
+		return 1; /* a SYN sent again, a fin or a reset after data... */
 	state = bpf_sk_storage_get(&eg_flow_state, sk, opening, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!state)
 		/* no memory for the state: a holding policy's flow waits (TCP retransmits) */
 		return opening->detect_flags & GUARD_DETECT_HOLD ? drop() : 1;
-	bpf_map_delete_elem(&eg_flow_opening, &cookie);
+	opening_end(cookie);
 	return tcp_egress(skb, state);
 }
 
@@ -712,15 +768,8 @@ int guard_egress(struct __sk_buff *skb)
 SEC("cgroup/sock_release")
 int guard_sock_release(struct bpf_sock *sk)
 {
-	__u64 cookie;
-
-	if (sk->protocol != IPPROTO_TCP)
-		return 1;
-	cookie = bpf_get_socket_cookie(sk);
-	/* most sockets have none left (their first payload took it): a lookup
-	 * takes no lock, a delete does */
-	if (bpf_map_lookup_elem(&eg_flow_opening, &cookie))
-		bpf_map_delete_elem(&eg_flow_opening, &cookie);
+	if (sk->protocol == IPPROTO_TCP)
+		opening_end(bpf_get_socket_cookie(sk));
 	return 1;
 }
 
@@ -777,17 +826,26 @@ static __always_inline int tcp_ingress(struct __sk_buff *skb, struct flow_state 
  */
 static __always_inline int tcp_opening_ingress(struct __sk_buff *skb, struct bpf_sock *sk)
 {
-	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct flow_state *opening, *state;
 	struct packet pkt = {};
+	__u64 cookie;
 
-	opening = bpf_map_lookup_elem(&eg_flow_opening, &cookie);
-	if (!opening || !parse_packet(skb, &pkt, 0) || pkt.payload_size == 0)
-		return 1; /* not watched, or the SYN-ACK and acks */
+	/*
+	 * The SYN-ACK: bytes it carries never reach the socket (the kernel
+	 * queues data only once established), so they are no server's first.
+	 */
+	if (sk->state == BPF_TCP_SYN_SENT)
+		return 1;
+	if (!parse_packet(skb, &pkt, 0) || pkt.payload_size == 0)
+		return 1; /* acks, fins, resets */
+	cookie = bpf_get_socket_cookie(skb);
+	opening = opening_of(cookie);
+	if (!opening)
+		return 1; /* not watched */
 	state = bpf_sk_storage_get(&eg_flow_state, sk, opening, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!state)
 		return 1;
-	bpf_map_delete_elem(&eg_flow_opening, &cookie);
+	opening_end(cookie);
 	return server_first(skb, state);
 }
 

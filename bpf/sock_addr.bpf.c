@@ -218,9 +218,13 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, struct destination *
 	action = policy ? policy->default_action : GUARD_ACTION_BLOCK;
 
 	dst->proto = ctx->protocol == GUARD_PROTO_UDP ? GUARD_PROTO_UDP : GUARD_PROTO_TCP;
-	span = lookup_prefix(policy_id, dst);
-	if (span)
-		matched = scan_rules(span, dst, &action, &rule_id);
+	/* a policy without rules of this family looks none up (the default's) */
+	if (policy && (policy->egress_families &
+		       (dst->family == 4 ? GUARD_EGRESS_IPV4 : GUARD_EGRESS_IPV6))) {
+		span = lookup_prefix(policy_id, dst);
+		if (span)
+			matched = scan_rules(span, dst, &action, &rule_id);
+	}
 	if (policy && (policy->names & GUARD_NAMES_ON))
 		judge_by_name(ctx, policy, guarded_id, policy_id, dst, matched, &action, &rule_id);
 	/* a process a detection judged at exec (ssh -R, a reverse shell) */

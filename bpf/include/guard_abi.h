@@ -67,6 +67,14 @@ enum guard_cgroup_op {
 
 enum guard_config_flags {
 	GUARD_CONFIG_WATCH_CGROUPS = 1, /* report cgroup v2 mkdir/rmdir (container discovery) */
+	GUARD_CONFIG_PROC_VERDICTS = 2, /* eg_proc_verdicts has had an entry: connects and forks
+					 * look theirs up (set before the first is written) */
+};
+
+/* guard_policy_config.egress_families: which families a policy has egress rules for */
+enum guard_egress_families {
+	GUARD_EGRESS_IPV4 = 1,
+	GUARD_EGRESS_IPV6 = 2,
 };
 
 enum guard_action {
@@ -384,7 +392,7 @@ struct guard_policy_config {
 	__u8 audit;           /* 1: spec.mode audit: what no table decides (raw sockets,
 			       * resolver-port binds, named first payloads) is reported,
 			       * never refused or held */
-	__u8 _pad1;
+	__u8 egress_families; /* enum guard_egress_families: the others skip the rule lookups */
 };
 
 /* eg_config value (single entry): host-wide knobs. */

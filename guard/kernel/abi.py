@@ -51,6 +51,12 @@ class CgroupOp(enum.IntEnum):
 
 class ConfigFlags(enum.IntFlag):
     WATCH_CGROUPS = 1
+    PROC_VERDICTS = 2
+
+
+class EgressFamilies(enum.IntFlag):
+    IPV4 = 1
+    IPV6 = 2
 
 
 class Action(enum.IntEnum):
@@ -412,7 +418,7 @@ class PolicyConfig(ctypes.Structure):
         ("dns_ports", u16 * DNS_PORTS),
         ("resolver_rule_id", u16),
         ("audit", u8),
-        ("_pad1", u8),
+        ("egress_families", u8),
     ]
 
 
@@ -576,6 +582,7 @@ SHARED_ENUMS = {
     "guard_exec_flags": (ExecFlags, "GUARD_EXEC_"),
     "guard_cgroup_op": (CgroupOp, "GUARD_CGROUP_"),
     "guard_config_flags": (ConfigFlags, "GUARD_CONFIG_"),
+    "guard_egress_families": (EgressFamilies, "GUARD_EGRESS_"),
     "guard_exec_hold": (ExecHold, "GUARD_HOLD_"),
     "guard_detect_flags": (DetectFlags, "GUARD_DETECT_"),
     "guard_anchor_kind": (AnchorKind, "GUARD_ANCHOR_"),

@@ -199,7 +199,10 @@ class Maps:
                                       deny_raw_sockets=int(policy.deny_raw_sockets),
                                       stdio_socket_action=policy.stdio_socket_action,
                                       detect_flags=policy.detect_flags,
-                                      audit=int(getattr(policy, "audit", False)))
+                                      audit=int(getattr(policy, "audit", False)),
+                                      egress_families=(
+                                          (abi.EgressFamilies.IPV4 if len(policy.ipv4) else 0)
+                                          | (abi.EgressFamilies.IPV6 if len(policy.ipv6) else 0)))
             if policy.names is not None:
                 self._install_names(policy_id, policy.names, record)
                 config.names = abi.PolicyNames.ON
@@ -730,6 +733,10 @@ class Maps:
 
     def block_process(self, tgid: int, start_ns: int) -> None:
         """Refuse every connect and sendmsg of one process (tgid + start time)."""
+        if not self._config.flags & abi.ConfigFlags.PROC_VERDICTS:
+            # before the entry: no connect may skip the lookup once it exists
+            self._config.flags |= abi.ConfigFlags.PROC_VERDICTS
+            self._write_config()
         libbpf.map_update(self._fd["eg_proc_verdicts"], ctypes.c_uint32(tgid),
                           abi.ProcVerdict(start_ns=start_ns, action=abi.Action.BLOCK))
 

@@ -283,3 +283,66 @@ def test_hosts_an_older_agent_wrote_into_the_trie_are_still_enforced(objects, mo
         maps.set_slot(slot, 0)
         maps.remove_policy(policy_id)
     assert entries_of(objects.map_fds, policy_id) == 0
+
+
+# --- what lets a connect skip lookups (bpf/sock_addr.bpf.c, issue 16) --------------------
+
+@pytest.mark.parametrize("targets,families", [
+    (["10.0.0.0/8"], abi.EgressFamilies.IPV4),
+    (["\"2001:db8::/32\""], abi.EgressFamilies.IPV6),
+    (["10.0.0.1/32", "\"2001:db8::1/128\""], abi.EgressFamilies.IPV4 | abi.EgressFamilies.IPV6),
+    ([], 0),
+], ids=["ipv4", "ipv6", "both", "no rules"])
+def test_a_policy_says_which_families_have_rules(objects, targets, families):
+    """A connect of a family the policy has no rules for looks none up."""
+    egress = "".join(f"    - name: r{i}\n      action: block\n      to:\n"
+                     f"        - cidr: {target}\n" for i, target in enumerate(targets))
+    text = ("apiVersion: egress-guard/v1\nkind: EgressPolicy\nmetadata:\n  name: fam\n"
+            "spec:\n  defaultAction: log\n" + (f"  egress:\n{egress}" if egress
+                                                 else "  egress: []\n"))
+    [policy] = parse_policies(text, "families.yaml")
+    maps = Maps(objects.map_fds)
+    maps.install_policy(0x0900, compile_policy(policy))
+    try:
+        config = abi.PolicyConfig()
+        assert libbpf.map_lookup(objects.map_fds["eg_policies"], ctypes.c_uint32(0x0900), config)
+        assert config.egress_families == families
+    finally:
+        maps.remove_policy(0x0900)
+
+
+def test_connects_look_up_process_verdicts_once_one_exists(objects, monkeypatch):
+    """Until a detection refuses a process, no connect or fork looks its
+    verdict up; the flag is in the config before the first entry is."""
+    maps = Maps(objects.map_fds)
+    fds = objects.map_fds
+    config = abi.Config()
+    maps._write_config()
+    assert libbpf.map_lookup(fds["eg_config"], ctypes.c_uint32(0), config)
+    assert not config.flags & abi.ConfigFlags.PROC_VERDICTS
+    written = []
+    real_update = libbpf.map_update
+
+    def update(fd, key, value):
+        if fd == fds["eg_proc_verdicts"]:
+            seen = abi.Config()
+            libbpf.map_lookup(fds["eg_config"], ctypes.c_uint32(0), seen)
+            written.append(bool(seen.flags & abi.ConfigFlags.PROC_VERDICTS))
+        return real_update(fd, key, value)
+    monkeypatch.setattr(libbpf, "map_update", update)
+    try:
+        maps.block_process(os.getpid(), 12345)
+        maps.block_process(os.getpid() + 1, 12345)
+    finally:
+        monkeypatch.undo()
+        for tgid in (os.getpid(), os.getpid() + 1):
+            libbpf.map_delete(fds["eg_proc_verdicts"], ctypes.c_uint32(tgid))
+    assert written == [True, True]
+    assert libbpf.map_lookup(fds["eg_config"], ctypes.c_uint32(0), config)
+    assert config.flags & abi.ConfigFlags.PROC_VERDICTS
+    # an agent that adopts these maps keeps the flag with the rest of the config
+    adopter = Maps(fds)
+    adopter.adopt()
+    adopter._write_config()
+    assert libbpf.map_lookup(fds["eg_config"], ctypes.c_uint32(0), config)
+    assert config.flags & abi.ConfigFlags.PROC_VERDICTS
