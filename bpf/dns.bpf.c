@@ -68,18 +68,23 @@ struct {
 
 /*
  * An answer's fold key: the workload, its network namespace and the
- * question (type and name as key.name holds it). An answer that taught the
- * kernel nothing new (every address already learned for this name) and
- * repeats one sent within the fold window is counted, not sent: a
- * getaddrinfo loop costs an event a window, and the agent's names stay as
- * fresh as the window (lib/fold.h).
+ * question (type and name as key.name holds it, right-aligned: its last
+ * FOLD_NAME_MAX bytes). An answer that taught the kernel nothing new (every
+ * address already learned for this name) and repeats one sent within the
+ * fold window is counted, not sent: a getaddrinfo loop costs an event a
+ * window, and the agent's names stay as fresh as the window (lib/fold.h).
+ * A longer name is never folded (every answer for it is sent): the key,
+ * which the map hashes whole on every answer, stays a quarter of a name's
+ * 256 bytes.
  */
+#define FOLD_NAME_MAX 64
+
 struct answer_fold_key {
 	__u64 cgroup_id;
 	__u64 netns;
 	__u16 qtype;
 	__u8 _pad[6];
-	char name[GUARD_DNS_NAME_MAX];
+	char name[FOLD_NAME_MAX];
 };
 
 struct {
@@ -215,25 +220,23 @@ struct name_walk {
 	__u32 end;       /* offset past the name's final 0 */
 	__u32 start;     /* where the text begins in key.name */
 	__u32 bad;
+	__u32 at;        /* measure_step: the next label's length byte */
 };
 
+/* One label of the question's name: a step a label, not a byte. */
 static long measure_step(__u64 i, void *data)
 {
 	struct name_walk *w = data;
 	struct dns_scratch *s;
-	__u32 zero = 0, off = DNS_HEADER + ((__u32)i & NAME_MASK);
+	__u32 zero = 0, off = w->at & WALK_MASK;
 	__u8 c;
 
 	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
-	if (!s || off >= w->size) {
+	if (!s || off >= w->size || off >= DNS_HEADER + GUARD_DNS_NAME_MAX) {
 		w->bad = 1;
 		return 1;
 	}
 	c = msg_byte(s, off);
-	if (w->remaining) {
-		w->remaining = (w->remaining - 1) & 63;
-		return 0;
-	}
 	if (c == 0) {
 		w->end = off + 1;
 		return 1;
@@ -242,7 +245,7 @@ static long measure_step(__u64 i, void *data)
 		w->bad = 1;
 		return 1;
 	}
-	w->remaining = c & 63;
+	w->at = off + c + 1;
 	return 0;
 }
 
@@ -282,10 +285,10 @@ static long copy_step(__u64 i, void *data)
  */
 static __always_inline __u32 read_question(struct dns_scratch *s, __u32 size, __u32 *after)
 {
-	struct name_walk w = { .size = size };
+	struct name_walk w = { .size = size, .at = DNS_HEADER };
 	__u32 len;
 
-	bpf_loop(GUARD_DNS_NAME_MAX, measure_step, &w, 0);
+	bpf_loop(NAME_LABELS_MAX, measure_step, &w, 0);
 	if (w.bad || w.end < DNS_HEADER + 3)
 		return 0;
 	len = w.end - DNS_HEADER - 2;
@@ -490,8 +493,25 @@ static __always_inline void learn(struct answers *a, struct dns_scratch *s, __u8
 		for (int i = 4; i < 16; i++)
 			key.addr[i] = msg_byte(s, rdata + i);
 	old = bpf_map_lookup_elem(table, &key);
-	if (old)
+	if (old) {
+		/*
+		 * The same name again and not expired (a lookup repeated, the
+		 * common case): its expiry moves on in place, one aligned
+		 * 8-byte store, instead of a new element and the old one's
+		 * free. Nothing new to the agent.
+		 */
+		slot = a->name_id & (GUARD_DNS_NAMES_PER_ADDR - 1);
+		for (int i = 0; i < GUARD_DNS_NAMES_PER_ADDR; i++)
+			if (old->names[i].name_id == a->name_id)
+				slot = i;
+		slot &= GUARD_DNS_NAMES_PER_ADDR - 1;
+		if (old->names[slot].name_id == a->name_id && old->names[slot].expires_ns > a->now) {
+			if (old->names[slot].expires_ns < expires)
+				old->names[slot].expires_ns = expires;
+			goto learned;
+		}
 		__builtin_memcpy(&entry, old, sizeof(entry));
+	}
 	/*
 	 * The slot of this name, else the first empty or expired one, else the
 	 * one the name id picks (a workload that resolves many names sharing
@@ -525,6 +545,7 @@ static __always_inline void learn(struct answers *a, struct dns_scratch *s, __u8
 		a->flags |= GUARD_DNS_FULL;
 		return;
 	}
+learned:
 	a->learned = (a->learned + 1) & 63;
 	if (!a->ttl || ttl < a->ttl)
 		a->ttl = ttl;
@@ -654,7 +675,8 @@ int guard_dns_answer(struct __sk_buff *skb)
 		s->fold.netns = bpf_get_netns_cookie(skb);
 		s->fold.qtype = msg_u16(s, after);
 		__builtin_memset(s->fold._pad, 0, sizeof(s->fold._pad));
-		__builtin_memcpy(s->fold.name, s->key.name, GUARD_DNS_NAME_MAX);
+		__builtin_memcpy(s->fold.name, &s->key.name[GUARD_DNS_NAME_MAX - FOLD_NAME_MAX],
+				 FOLD_NAME_MAX);
 		value = match_name(s, g.policy_id, len);
 		if (!value) {
 			flags |= GUARD_DNS_NO_RULE;
@@ -686,8 +708,8 @@ int guard_dns_answer(struct __sk_buff *skb)
 		count(GUARD_CTR_DNS_UNTRUSTED);
 	/* only a clean answer for a name a rule names (what it learned, if
 	 * anything, known already): anything odd is always sent */
-	if (len && !(flags & ~GUARD_DNS_LEARNED) && pkt.msg_size <= GUARD_DNS_MSG_MAX &&
-	    answer_folded())
+	if (len && len <= FOLD_NAME_MAX && !(flags & ~GUARD_DNS_LEARNED) &&
+	    pkt.msg_size <= GUARD_DNS_MSG_MAX && answer_folded())
 		return 1;
 	s->ev.flags = flags;
 	emit(s, skb, &pkt, g.cgroup_id, g.policy_id, GUARD_DNS_ANSWER, action, size);

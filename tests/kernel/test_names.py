@@ -18,7 +18,7 @@ from guard.control.server import request
 from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
-from .dnsfixtures import TOOLS, TestResolver, build_query
+from .dnsfixtures import LONG_NAME, TOOLS, TestResolver, build_query
 from .netfixtures import require_tools
 
 ALLOWED = ["one.egtest", "a.sub.egtest", "deep.b.sub.egtest", "alias.egtest", "multi.egtest",
@@ -350,6 +350,25 @@ def test_answers_that_teach_nothing_new_are_folded_within_the_window(resolver, s
     assert 1 <= sent <= elapsed + 2 + elapsed / 1.0, (sent, elapsed)
     assert after["dns_folded"] - before["dns_folded"] >= 200 - sent - 5
     assert after["udp_folded"] >= before["udp_folded"]
+
+
+def test_answers_for_a_name_longer_than_the_fold_key_are_never_folded(resolver, server,
+                                                                      guarded):
+    """The fold key holds the last 64 bytes of a name: a longer one (71
+    characters here) is never folded, so no two long names that end alike
+    pass for one another. Every A answer is an event."""
+    agent, _first, cgroup, _path = guarded
+    assert len(LONG_NAME) > 64
+    seen = len([a for a in answers_for(agent, cgroup, LONG_NAME) if a["dns"]["learned"]])
+    report = resolver.loop([LONG_NAME], server.port, count=20, cgroup=cgroup)
+    assert report.failures == [] and report.ok == 20
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        learned = [a for a in answers_for(agent, cgroup, LONG_NAME) if a["dns"]["learned"]]
+        if len(learned) - seen >= 20:
+            break
+        time.sleep(0.1)
+    assert len(learned) - seen == 20
 
 
 def test_with_folding_off_every_answer_is_an_event(resolver, server, tmp_path):
