@@ -12,9 +12,6 @@
 #include "config.h"
 #include "events.h"
 
-/* TCP flows between their SYN and their first payload, host-wide (flow.bpf.c) */
-#define FLOW_OPENING_MAX 16384
-
 enum flow_phase {
 	FLOW_NEW = 0,
 	FLOW_SOCKS5 = 1,      /* SOCKS5 greeting seen, the request comes next */
