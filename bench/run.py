@@ -688,8 +688,9 @@ def main() -> int:
     parser.add_argument("--stats-rounds", type=int, default=5,
                         help="blocks of --connects per variant with BPF statistics on "
                              "(default 5)")
-    parser.add_argument("--agent-rounds", type=int, default=8,
-                        help="agent on/off rounds of the syscall-tax rows (default 8)")
+    parser.add_argument("--agent-rounds", type=int, default=16,
+                        help="agent on/off rounds of the syscall-tax rows (default 16: "
+                             "with 8, one run of a row with nothing on its path read 1.054)")
     parser.add_argument("--alone-wait", type=float, default=20,
                         help="seconds a syscall-tax sample waits for other agents to "
                              "unload (default 20)")
