@@ -58,17 +58,33 @@ def prog_stats(ids: set[int]) -> dict[str, tuple[int, int]]:
     return stats
 
 
-def held_prog_ids(pid: int) -> set[int]:
-    """The BPF programs a process holds (program and link fds)."""
+def held_ids(pid: int, field: str) -> set[int]:
+    """The ids a process holds open by its fds' fdinfo field ("prog_id":
+    program and link fds; "map_id": map fds)."""
     held = set()
     for entry in Path(f"/proc/{pid}/fdinfo").iterdir():
         try:
             for line in entry.read_text().splitlines():
-                if line.startswith("prog_id:"):
+                if line.startswith(field + ":"):
                     held.add(int(line.split()[1]))
         except OSError:
             continue
     return held
+
+
+def held_prog_ids(pid: int) -> set[int]:
+    """The BPF programs a process holds (program and link fds)."""
+    return held_ids(pid, "prog_id")
+
+
+def held_map(pid: int, name: str) -> dict:
+    """bpftool's description of the map called name that a process holds
+    open (another agent on the host has its own)."""
+    held = held_ids(pid, "map_id")
+    maps = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], check=True,
+                                     capture_output=True, text=True).stdout)
+    [found] = [m for m in maps if m["id"] in held and m.get("name") == name]
+    return found
 
 
 def per_operation(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],

@@ -83,7 +83,7 @@ from guard.kernel import abi, libbpf  # noqa: E402
 from guard.workloads.cgroups import cgroup2_mount  # noqa: E402
 from guard.workloads.names import NameBook  # noqa: E402
 from procstat import FileAgent  # noqa: E402
-from bpfstats import BpfStats, held_prog_ids, per_operation, prog_stats  # noqa: E402
+from bpfstats import BpfStats, held_map, held_prog_ids, per_operation, prog_stats  # noqa: E402
 from ratios import Row, at_most, compile_tools, print_rows, within_noise  # noqa: E402
 from tests.kernel.dnsfixtures import TestResolver  # noqa: E402
 
@@ -412,19 +412,7 @@ def learned_table_id(agent_pid: int, cgroup_id: int) -> int:
     made for cgroup_id: the value at cgroup_id of the agent's own
     eg_dns_learned (found among the maps it holds open; other agents on this
     host have their own)."""
-    held = set()
-    fdinfo = Path(f"/proc/{agent_pid}/fdinfo")
-    for entry in fdinfo.iterdir():
-        try:
-            for line in entry.read_text().splitlines():
-                if line.startswith("map_id:"):
-                    held.add(int(line.split()[1]))
-        except OSError:
-            continue
-    maps = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], check=True,
-                                     capture_output=True, text=True).stdout)
-    [outer] = [m["id"] for m in maps if m["id"] in held and m.get("name") == "eg_dns_learned"]
-    fd = libbpf.map_fd_by_id(outer)
+    fd = libbpf.map_fd_by_id(held_map(agent_pid, "eg_dns_learned")["id"])
     try:
         inner = ctypes.c_uint32()
         if not libbpf.map_lookup(fd, ctypes.c_uint64(cgroup_id), inner):

@@ -137,6 +137,23 @@ class AgentProcess:
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
+def held_map(pid: int, name: str) -> dict:
+    """bpftool's description of the map called name that process pid holds
+    open: an agent's own, whatever other agents run on the host."""
+    held = set()
+    for entry in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            held.update(int(line.split()[1]) for line in entry.read_text().splitlines()
+                        if line.startswith("map_id:"))
+        except OSError:
+            continue
+    shown = orjson.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True,
+                                        check=True).stdout)
+    found = [m for m in shown if m["id"] in held and m.get("name") == name]
+    assert len(found) == 1, (name, found)
+    return found[0]
+
+
 class GuardedCgroup:
     """One agent with one policy file, guarding one temporary cgroup; the
     detection tests keep one per policy for a whole module."""

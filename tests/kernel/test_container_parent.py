@@ -131,6 +131,18 @@ def test_every_socket_hook_of_the_parent_judges_what_no_agent_took_over(tmp_path
             agent.wait_for(lambda e: e["kind"] == "socket" and e["cgroup"]["id"] == new.id)
 
 
+def move_and_connect(source, target) -> tuple[subprocess.Popen, str]:
+    """ESCAPER started in source: it moves itself into target, then connects
+    to BLOCKED. (the process, its output)"""
+    proc = source.popen([sys.executable, "-c", ESCAPER, str(target.path / "cgroup.procs"),
+                         "self", str(BLOCKED)], stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    out, _ = proc.communicate(timeout=20)
+    return proc, out
+
 def test_a_move_into_the_exempt_cgroup_is_an_escape(tmp_path, listeners):
     with TempCgroup("egress-guard-parent") as parent, \
             TempCgroup(parent=parent.path, name="agent") as own, \
@@ -140,22 +152,10 @@ def test_a_move_into_the_exempt_cgroup_is_an_escape(tmp_path, listeners):
         # a cgroup named, so the agent does not discover the host's containers
         with parent_agent(tmp_path, parent, own, [adopted]) as agent:
             # between two cgroups the parent judges: still judged, no escape
-            proc = one.popen([sys.executable, "-c", ESCAPER, str(two.path / "cgroup.procs"),
-                              "self", str(BLOCKED)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert proc.stdout.readline() == "ready\n"
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            out, _ = proc.communicate(timeout=20)
+            proc, out = move_and_connect(one, two)
             assert proc.returncode == 0 and "EPERM" in out, out
             # into the agent's own (exempt) cgroup: killed at the move
-            proc = one.popen([sys.executable, "-c", ESCAPER, str(own.path / "cgroup.procs"),
-                              "self", str(BLOCKED)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert proc.stdout.readline() == "ready\n"
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            out, _ = proc.communicate(timeout=20)
+            proc, out = move_and_connect(one, own)
             assert proc.returncode == -signal.SIGKILL and "connected" not in out, out
             event = escape_of(agent, proc.pid)
             assert event["escape"]["to"]["id"] == own.id

@@ -2,23 +2,24 @@
 """A TCP flow between its SYN and its first payload (bpf/flow.bpf.c,
 eg_flow_opening; issue 16, point 2). It allocates nothing: it holds the
 slot its socket cookie names, with who opened it, and gives it back at its
-first payload or its close. When its slot is taken by another socket the
-flow gets its socket storage at the SYN and is watched all the same: a
-taken slot is never taken from its socket, and no flow goes unwatched."""
+first payload, its server's first bytes or its close. When its slot is
+taken by another socket the flow gets its socket storage at the SYN and is
+watched all the same: a taken slot is never taken from its socket, and no
+flow goes unwatched."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from guard.kernel import libbpf
 
-from .agentproc import ROOT, GuardedCgroup
+from .agentproc import ROOT, GuardedCgroup, held_map
 from .netfixtures import RecordingServer
 
 NETCLIENT = [sys.executable, str(ROOT / "tests/kernel/netclient.py")]
@@ -37,8 +38,8 @@ spec:
     stratum: block
 """
 
-#: connects to argv[1] and stays silent; prints its pid, closes at a line on
-#: stdin; with argv[2] = N it makes N silent connections (SO_LINGER 0) first
+#: makes argv[2] silent connections to port argv[1] (SO_LINGER 0), then one
+#: more that stays silent; prints its pid, closes it at a line on stdin
 SILENT = """
 import os, socket, struct, sys
 port = int(sys.argv[1])
@@ -63,23 +64,6 @@ def guarded(tmp_path_factory):
     guard.close()
 
 
-def opening_map(pid: int) -> tuple[int, dict]:
-    """(fd, bpftool's description) of the agent's eg_flow_opening."""
-    held = set()
-    for entry in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            for line in entry.read_text().splitlines():
-                if line.startswith("map_id:"):
-                    held.add(int(line.split()[1]))
-        except OSError:
-            continue
-    shown = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True,
-                                      text=True, check=True).stdout)
-    found = [m for m in shown if m["id"] in held and m.get("name") == "eg_flow_opening"]
-    assert len(found) == 1, found
-    return libbpf.map_fd_by_id(found[0]["id"]), found[0]
-
-
 def taken_slots(map_id: int) -> list[dict]:
     """The slots some socket holds, as bpftool formats them from BTF."""
     dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "id", str(map_id)],
@@ -87,42 +71,65 @@ def taken_slots(map_id: int) -> list[dict]:
     return [e["formatted"]["value"] for e in dump if e["formatted"]["value"]["cookie"]]
 
 
+def slots_of(map_id: int, pid: int) -> list[dict]:
+    return [s for s in taken_slots(map_id) if s["state"]["tgid"] == pid]
+
+
+def wait_given_back(map_id: int, pid: int, what: str) -> None:
+    deadline = time.monotonic() + 5
+    while slots_of(map_id, pid):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def silent_client(guarded, port: int, before: int = 0):
+    """SILENT in the guarded cgroup: yields its pid while its connection is
+    open and silent; closes it on leaving."""
+    client = guarded.cg.popen([sys.executable, "-c", SILENT, str(port), str(before)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield int(client.stdout.readline())
+        client.stdin.write("\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == "closed"
+        assert client.wait(timeout=10) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
 def test_a_silent_connection_holds_its_slot_with_its_opener_and_gives_it_back(guarded):
-    fd, info = opening_map(guarded.agent.proc.pid)
-    os.close(fd)
+    map_id = held_map(guarded.agent.proc.pid, "eg_flow_opening")["id"]
     with RecordingServer() as server:
-        client = guarded.cg.popen([sys.executable, "-c", SILENT, str(server.port), "200"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            pid = int(client.stdout.readline())
-            mine = [s for s in taken_slots(info["id"]) if s["state"]["tgid"] == pid]
+        with silent_client(guarded, server.port, before=200) as pid:
+            mine = slots_of(map_id, pid)
             # the 200 connections before it gave their slots back at their close
             assert len(mine) == 1, mine
             state = mine[0]["state"]
-            assert state["cgroup_id"] == guarded.cg.id
-            assert state["guarded_id"] == guarded.cg.id
+            assert state["cgroup_id"] == state["guarded_id"] == guarded.cg.id
             assert state["ppid"] == os.getpid()
             assert state["start_ns"] > 0
             assert state["comm"].startswith("python"), state
-            client.stdin.write("\n")
-            client.stdin.flush()
-            assert client.stdout.readline().strip() == "closed"
-            assert client.wait(timeout=10) == 0
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-    deadline = time.monotonic() + 5
-    while [s for s in taken_slots(info["id"]) if s["state"]["tgid"] == pid]:
-        assert time.monotonic() < deadline, "the closed socket kept its slot"
-        time.sleep(0.1)
+    wait_given_back(map_id, pid, "the closed socket kept its slot")
+
+
+def test_a_server_that_speaks_first_takes_the_slot_back(guarded):
+    """The server's first bytes give a silent flow its storage (they are
+    sampled as a server-first flow) and its slot back, before its close."""
+    map_id = held_map(guarded.agent.proc.pid, "eg_flow_opening")["id"]
+    with RecordingServer(greeting=b"SSH-2.0-OpenSSH_9.2\r\n") as server:
+        with silent_client(guarded, server.port) as pid:
+            wait_given_back(map_id, pid, "the greeting left the slot taken")
 
 
 def test_a_flow_whose_slot_is_taken_is_watched_all_the_same(guarded):
     """Every free slot taken by a socket that is not there: each new flow
     gets its socket storage at its SYN, a miner's first payload is held and
     refused as always, and no taken slot is given to another socket."""
-    fd, info = opening_map(guarded.agent.proc.pid)
+    info = held_map(guarded.agent.proc.pid, "eg_flow_opening")
+    fd = libbpf.map_fd_by_id(info["id"])
     value_size = info["bytes_value"]
     held = {s["cookie"] % info["max_entries"] for s in taken_slots(info["id"])}
     filled = []
@@ -153,27 +160,3 @@ def test_a_flow_whose_slot_is_taken_is_watched_all_the_same(guarded):
         for index in filled:
             libbpf.map_update_packed(fd, index.to_bytes(4, "little"), zero)
         os.close(fd)
-
-
-def test_a_server_that_speaks_first_takes_the_slot_back(guarded):
-    """The server's first bytes give a silent flow its storage (they are
-    sampled as a server-first flow) and its slot back."""
-    fd, info = opening_map(guarded.agent.proc.pid)
-    os.close(fd)
-    with RecordingServer(greeting=b"SSH-2.0-OpenSSH_9.2\r\n") as server:
-        client = guarded.cg.popen([sys.executable, "-c", SILENT, str(server.port), "0"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            pid = int(client.stdout.readline())
-            deadline = time.monotonic() + 5
-            while [s for s in taken_slots(info["id"]) if s["state"]["tgid"] == pid]:
-                assert time.monotonic() < deadline, "the greeting left the slot taken"
-                time.sleep(0.1)
-            client.stdin.write("\n")
-            client.stdin.flush()
-            assert client.stdout.readline().strip() == "closed"
-            assert client.wait(timeout=10) == 0
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
