@@ -386,3 +386,57 @@ def test_with_folding_off_every_answer_is_an_event(resolver, server, tmp_path):
         assert len(answers) == 40
         assert len([a for a in answers if a["dns"]["learned"]]) == 20
         assert request(agent.control_socket, {"op": "status"})["counters"]["dns_folded"] == 0
+
+
+# One DNS query over UDP (argv: resolver, hex query): "answered N bytes", or
+# what stopped it (the errno name at the send: EPERM when the guard dropped
+# it; or "timeout": the resolver ignored it).
+UDP_QUERY = r"""
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+try:
+    s.sendto(bytes.fromhex(sys.argv[2]), (sys.argv[1], 53))
+    print(f"answered {len(s.recv(4096))}")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, type(e).__name__))
+"""
+
+
+def _hostile_queries() -> dict[str, bytes]:
+    """Questions dns.bpf.c cannot read as a host name, each built around
+    an allowed name (one.egtest) where it can be."""
+    header = bytes.fromhex("abcd01000001000000000000")
+    tail = b"\x00\x01\x00\x01"  # QTYPE A, QCLASS IN
+    one = b"\x03one\x06egtest\x00"
+    return {
+        "a label running past the end": header + b"\x3fone",
+        "a length byte over 63": header + b"\x40" + b"a" * 64 + one + tail,
+        "a compression pointer as the question": header + b"\xc0\x0c" + tail,
+        "a dot inside one label": header + b"\x0aone.egtest\x00" + tail,
+        "a NUL inside a label": header + b"\x04on\x00e\x06egtest\x00" + tail,
+        "a name longer than 255 bytes": header + (b"\x3f" + b"a" * 63) * 4 + one + tail,
+        "128 one-letter labels": header + b"\x01a" * 128 + one + tail,
+        "the root name": header + b"\x00" + tail,
+        "no end to the name": header + b"\x03one\x06egtest",
+        "two questions, the second not allowed": (bytes.fromhex("abcd01000002000000000000")
+                                                  + one + tail + b"\x05three\x06egtest\x00"
+                                                  + tail),
+    }
+
+
+@pytest.mark.parametrize("what", list(_hostile_queries()))
+def test_a_question_that_cannot_be_read_is_refused_at_the_send(resolver, guarded, what):
+    """Under defaultAction block a query whose name the kernel cannot read
+    as a host name gets the policy's action: the send fails (EPERM), so
+    the resolver never sees it. The allowed name, in any letter case, is
+    answered."""
+    _agent, cgroup, _other, _path = guarded
+    control = resolver.run([sys.executable, "-c", UDP_QUERY, resolver.ip,
+                            build_query("OnE.EgTeSt").hex()], cgroup).stdout.strip()
+    assert control.startswith("answered"), control
+    outcome = resolver.run([sys.executable, "-c", UDP_QUERY, resolver.ip,
+                            _hostile_queries()[what].hex()], cgroup).stdout.strip()
+    assert outcome == "EPERM", outcome
