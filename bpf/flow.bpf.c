@@ -553,7 +553,7 @@ static __always_inline int tcp_opening(struct __sk_buff *skb, struct bpf_sock *s
 		return tcp_egress(skb, state);
 	}
 	if (!sent_data || !parse_packet(skb, &pkt, 1) || pkt.payload_size == 0)
-		return 1; /* a SYN sent again, a fin or a reset after data... */
+		return 1; /* the SYN sent again, or a bare ACK, FIN or RST */
 	state = bpf_sk_storage_get(&eg_flow_state, sk, opening, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!state)
 		/* no memory for the state: a holding policy's flow waits (TCP retransmits) */
