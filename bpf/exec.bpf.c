@@ -323,11 +323,15 @@ int guard_fork(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *parent = (struct task_struct *)ctx->args[0];
 	struct task_struct *child = (struct task_struct *)ctx->args[1];
 	struct guard_proc_verdict *verdict, inherited = {};
-	__u32 parent_tgid = BPF_CORE_READ(parent, tgid);
-	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	__u32 parent_tgid, child_tgid;
 
-	if (child_tgid == parent_tgid || !proc_verdicts_exist())
-		return 0; /* a new thread, or no process has a verdict */
+	/* every fork of the host comes here: nothing more until a verdict exists */
+	if (!proc_verdicts_exist())
+		return 0;
+	parent_tgid = BPF_CORE_READ(parent, tgid);
+	child_tgid = BPF_CORE_READ(child, tgid);
+	if (child_tgid == parent_tgid)
+		return 0; /* a new thread */
 	verdict = bpf_map_lookup_elem(&eg_proc_verdicts, &parent_tgid);
 	if (!verdict || verdict->start_ns != BPF_CORE_READ(parent, group_leader, start_boottime))
 		return 0;
