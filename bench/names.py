@@ -38,6 +38,11 @@ Rows:
    is an event the agent writes) vs an unguarded sibling; A/A: a second
    unguarded sibling. Target: no change at the median beyond the A/A noise.
    Taken apart through a cgroup under "bench-plain" (guarded, DNS not read).
+   2p: the same with the loop and the resolver pinned to one CPU (the
+   agent is not): a lookup then costs what its two ends and the kernel
+   spend on it, without the wake-up of an idle CPU (on this VM tens of us,
+   and most of row 2's spread), so the guard's cost shows beside an A/A
+   that is tight.
 3. Memory per 10,000 learned addresses: a fresh agent and cgroup resolve 400
    names under `learn.egtest` with 25 A records each (a 435-byte answer: UDP,
    and all of it within the 512 bytes a DNS event carries, so the agent sees
@@ -60,6 +65,7 @@ removed on exit; processes are ended by pid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -243,6 +249,25 @@ spec:
 # Measuring
 
 
+@contextlib.contextmanager
+def pinned(cpu: int | None, pids: list[int]):
+    """pids (0: this process) on cpu alone meanwhile, then back where they were."""
+    if cpu is None:
+        yield
+        return
+    before = {pid: os.sched_getaffinity(pid) for pid in pids}
+    try:
+        for pid in pids:
+            os.sched_setaffinity(pid, {cpu})
+        yield
+    finally:
+        for pid, cpus in before.items():
+            try:
+                os.sched_setaffinity(pid, cpus)
+            except ProcessLookupError:
+                pass
+
+
 def time_wait(pid: int | str = "self") -> int:
     """TIME_WAIT sockets of the network namespace pid is in."""
     for line in Path(f"/proc/{pid}/net/sockstat").read_text().splitlines():
@@ -272,16 +297,19 @@ class Bench:
         self.loop = loop    # nothing guards it: the loop starts here, each block's child moves
 
     def alternate(self, mode: str, arg: str, block: int, rounds: int,
-                  variants: list[tuple[TempCgroup, str | None]]) -> Alternation:
+                  variants: list[tuple[TempCgroup, str | None]],
+                  pin: int | None = None) -> Alternation:
         """Run the alternate loop (bench/names_loop.c), started in a cgroup
         nothing guards (its children move into the variants' cgroups: a
         process leaving a guarded cgroup would be an escape the guard stops);
-        variants: (cgroup, host or None)."""
+        variants: (cgroup, host or None). pin: a CPU the loop and the
+        resolver share meanwhile (the loop inherits this process's affinity)."""
         specs = [str(cg.path) + (f",{host}" if host else "") for cg, host in variants]
         tw = time_wait(), self.server.time_wait()
-        result = self.resolver.run(
-            [str(self.tools["names_loop"]), mode, arg, str(block), str(rounds), *specs],
-            self.loop, timeout=900)
+        with pinned(pin, [0, self.resolver.dnsmasq.pid]):
+            result = self.resolver.run(
+                [str(self.tools["names_loop"]), mode, arg, str(block), str(rounds), *specs],
+                self.loop, timeout=900)
         growth = max(time_wait() - tw[0], self.server.time_wait() - tw[1])
         if result.returncode != 0:
             raise RuntimeError(f"alternate {mode}: exit {result.returncode}: "
@@ -356,19 +384,27 @@ def print_per_lookup(per: dict[str, dict[str, tuple[float, float]]]) -> None:
 
 def bench_dns(bench: Bench, rounds: int, block: int, guarded: TempCgroup, plain: TempCgroup,
               sibling: TempCgroup, sibling2: TempCgroup) -> list[Row]:
-    run = bench.alternate("lookup", "one.egtest", block, rounds,
-                          [(guarded, None), (sibling, None), (plain, None), (sibling2, None)])
-    names, unguarded, plain_, unguarded2 = run.rounds
-    return [
-        Row("2. DNS lookup (getaddrinfo, A), guarded vs unguarded", "us/lookup",
-            names, unguarded, unguarded2, "no change", within_noise,
-            f"A/A: a 2nd unguarded sibling; p99 {run.p99[0]:.0f} vs {run.p99[1]:.0f} us"),
-        Row("   of which: names policy vs guarded, no names", "us/lookup",
-            names, plain_, None, "-", None,
-            "reading DNS: dns.bpf.c, the learned write, the event"),
-        Row("   of which: guarded, no names vs unguarded", "us/lookup",
-            plain_, unguarded, None, "-", None, "any guarded UDP socket"),
-    ]
+    variants = [(guarded, None), (sibling, None), (plain, None), (sibling2, None)]
+    rows = []
+    # free: where the scheduler puts them; pinned: the loop and the resolver
+    # on one CPU, so a lookup's time is the CPU its two ends and the kernel
+    # spend on it, without the idle CPU's wake-up (tens of us on this VM)
+    # that makes most of the free row's spread
+    for label, pin in (("", None), ("p", max(os.sched_getaffinity(0)))):
+        run = bench.alternate("lookup", "one.egtest", block, rounds, variants, pin=pin)
+        names, unguarded, plain_, unguarded2 = run.rounds
+        name = ("2. DNS lookup (getaddrinfo, A), guarded vs unguarded" if pin is None else
+                f"2p. the same, the loop and the resolver on CPU {pin}")
+        rows += [
+            Row(name, "us/lookup", names, unguarded, unguarded2, "no change", within_noise,
+                f"A/A: a 2nd unguarded sibling; p99 {run.p99[0]:.0f} vs {run.p99[1]:.0f} us"),
+            Row("   of which: names policy vs guarded, no names", "us/lookup",
+                names, plain_, None, "-", None,
+                "reading DNS: dns.bpf.c, the learned write, the event"),
+            Row("   of which: guarded, no names vs unguarded", "us/lookup",
+                plain_, unguarded, None, "-", None, "any guarded UDP socket"),
+        ]
+    return rows
 
 
 def bench_unguarded(bench: Bench, rounds: int, block: int, syscalls: int, workdir: Path,
@@ -515,8 +551,9 @@ def main() -> int:
                         help="connects per variant per round (default 200)")
     parser.add_argument("--lookups", type=int, default=100,
                         help="lookups per variant per round (default 100)")
-    parser.add_argument("--agent-rounds", type=int, default=8,
-                        help="agent on/off rounds of row 4 (default 8)")
+    parser.add_argument("--agent-rounds", type=int, default=16,
+                        help="agent on/off rounds of row 4 (default 16: with 8 its ratio "
+                             "moved by 5%% from run to run)")
     parser.add_argument("--syscalls", type=int, default=1_000_000,
                         help="getppid() calls per loop of row 4 (default 1,000,000)")
     parser.add_argument("--learn", type=int, default=10_000,

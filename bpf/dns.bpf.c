@@ -8,7 +8,10 @@
  * "*." patterns). A name no rule allows gets the policy's default action:
  * under block the datagram is dropped (sendmsg fails with EPERM; a TCP
  * segment is never sent), so the resolver never sees it, and neither does
- * a tunnel that carries data in query names.
+ * a tunnel that carries data in query names. Every message of a TCP
+ * segment is judged, and a segment that does not end where a message ends
+ * is refused (TCP_MESSAGES). A query allowed once is allowed again by its
+ * bytes under the same generation (eg_dns_allowed).
  *
  * ingress, an answer: believed only from a resolver the policy trusts
  * (address and port), not over loopback unless the resolver is a loopback
@@ -68,36 +71,77 @@ struct {
 
 /*
  * An answer's fold key: the workload, its network namespace and the
- * question (type and name as key.name holds it, right-aligned: its last
- * FOLD_NAME_MAX bytes). An answer that taught the kernel nothing new (every
- * address already learned for this name) and repeats one sent within the
- * fold window is counted, not sent: a getaddrinfo loop costs an event a
- * window, and the agent's names stay as fresh as the window (lib/fold.h).
- * A longer name is never folded (every answer for it is sent): the key,
- * which the map hashes whole on every answer, stays a quarter of a name's
- * 256 bytes.
+ * question (its type, and its name as the message spells it: length bytes,
+ * letter case and all, at most FOLD_NAME_MAX + 2 bytes). An answer that
+ * taught the kernel nothing new (every address already learned for this
+ * name) and repeats one sent within the fold window is counted, not sent: a
+ * getaddrinfo loop costs an event a window, and the agent's names stay as
+ * fresh as the window (lib/fold.h). A longer name is never folded (every
+ * answer for it is sent): the key, which the map hashes whole on every
+ * answer, stays about a quarter of a name's 256 bytes.
+ *
+ * The entry also keeps what match_name found for that question under the
+ * policy generation then in force: the next answer to the same bytes under
+ * the same generation skips reading and matching the name again (the
+ * same bytes under the same names give the same match).
  */
 #define FOLD_NAME_MAX 64
+#define FOLD_WIRE_MAX (FOLD_NAME_MAX + 2) /* the text's length bytes: one more, and the root's 0 */
 
 struct answer_fold_key {
 	__u64 cgroup_id;
 	__u64 netns;
 	__u16 qtype;
 	__u8 _pad[6];
-	char name[FOLD_NAME_MAX];
+	__u8 name[FOLD_WIRE_MAX + 6]; /* zero past the name */
+};
+
+struct answer_fold {
+	__u64 start_ns;  /* the window's start: when such an answer was last sent */
+	__u64 name_id;   /* match_name's answer for this question under policy_id */
+	__u32 policy_id;
+	__u32 _pad;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct answer_fold_key);
-	__type(value, __u64);
+	__type(value, struct answer_fold);
 } eg_dns_fold SEC(".maps");
+
+/*
+ * A query a policy generation allowed, by its bytes past the id (the
+ * header's flags and counts, the question, any EDNS record: all a verdict
+ * reads), at most QUERY_BYTES of them: the same bytes under the same
+ * generation are allowed again without reading the name (a getaddrinfo
+ * loop asks the same question with a new id each time). Refused and logged
+ * queries are judged every time: each is an event.
+ */
+#define QUERY_BYTES 128
+
+struct query_key {
+	__u32 policy_id;
+	__u16 len;
+	__u16 _pad;
+	__u8 bytes[QUERY_BYTES]; /* zero past len */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct query_key);
+	__type(value, __u8);
+} eg_dns_allowed SEC(".maps");
 
 struct dns_scratch {
 	struct guard_dns_event ev;
 	struct guard_name_key key;
 	struct answer_fold_key fold;
+	struct answer_fold folded;  /* the fold entry found for this answer, or zeros */
+	struct query_key query;
+	__u64 name_id;   /* the answer's question's, from answer_question */
+	__u64 keyed;     /* the answer's question has a fold key (answer_fold_entry) */
 	__u64 fresh;     /* the answer taught something new: an address, or a name on one */
 	__u8 msg[PARSE_MAX];
 };
@@ -113,6 +157,8 @@ struct {
 struct dns_packet {
 	__u32 msg_off;     /* where the DNS message starts in the skb */
 	__u32 msg_size;    /* bytes of it in this packet */
+	__u32 stream_off;  /* TCP: where the first message's 2-byte length starts */
+	__u32 _pad;
 	__u16 remote_port; /* host byte order */
 	__u8 family;
 	__u8 proto;
@@ -132,6 +178,30 @@ static __always_inline int resolver_port(const struct guard_config *config, __u1
 }
 
 /*
+ * A segment of a TCP socket whose far end is no resolver port: not DNS,
+ * known without reading the packet (every segment of a TCP socket goes to
+ * or comes from its far end's port, skb->remote_port). A UDP datagram is
+ * always read: sendto() sends a connected socket's datagram anywhere.
+ */
+__noinline int other_tcp(struct __sk_buff *skb)
+{
+	struct guard_config *config;
+	struct bpf_sock *sk;
+	__u32 zero = 0;
+
+	if (!skb)
+		return 0;
+	sk = skb->sk;
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!sk || !config || sk->protocol != IPPROTO_TCP)
+		return 0;
+	return !resolver_port(config, bpf_ntohl(skb->remote_port));
+}
+
+/*
  * The DNS message of a UDP datagram or a TCP segment (after its 2-byte
  * length: a message split over segments is read as far as it goes) to or
  * from a port of a resolver, the packet read by lib/packet.h (IPv6
@@ -147,11 +217,13 @@ static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_pa
 	if (!parse_packet(skb, &pkt, egress) || !resolver_port(config, pkt.remote_port))
 		return 0;
 	payload_off = pkt.payload_off;
+	dns->stream_off = payload_off;
 	if (pkt.proto == GUARD_PROTO_TCP) {
-		if (len < payload_off + 2)
+		if (len <= payload_off)
 			return 0; /* no payload: handshakes and acks */
-		if (bpf_skb_load_bytes(skb, payload_off, &size, sizeof(size)))
-			return 0;
+		/* a single byte: its message's length cut in two (TCP_MESSAGES) */
+		if (len < payload_off + 2 || bpf_skb_load_bytes(skb, payload_off, &size, sizeof(size)))
+			size = 0;
 		payload_off += 2;
 		if (len > payload_off + bpf_ntohs(size))
 			len = payload_off + bpf_ntohs(size);
@@ -165,12 +237,12 @@ static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_pa
 	return 1;
 }
 
-/* The message into the scratch (and its first bytes into the event); its
- * size as read, 0 if none. */
+/* The message into the scratch; its size as read, 0 if none. The event
+ * gets its copy only when it is sent (emit). */
 static __always_inline __u32 load_message(struct __sk_buff *skb, const struct dns_packet *pkt,
 					  struct dns_scratch *s)
 {
-	__u32 size = pkt->msg_size, event_size;
+	__u32 size = pkt->msg_size;
 
 	if (size < DNS_HEADER)
 		return 0;
@@ -181,15 +253,6 @@ static __always_inline __u32 load_message(struct __sk_buff *skb, const struct dn
 	size &= PARSE_MAX - 1;
 	size += 1;
 	if (bpf_skb_load_bytes(skb, pkt->msg_off, s->msg, size))
-		return 0;
-	event_size = size;
-	if (event_size > GUARD_DNS_MSG_MAX)
-		event_size = GUARD_DNS_MSG_MAX;
-	event_size -= 1;
-	barrier_var(event_size);
-	event_size &= GUARD_DNS_MSG_MAX - 1;
-	event_size += 1;
-	if (bpf_skb_load_bytes(skb, pkt->msg_off, s->ev.message, event_size))
 		return 0;
 	return size;
 }
@@ -278,31 +341,36 @@ static long copy_step(__u64 i, void *data)
 }
 
 /*
- * The question's name, as text, into key.name (lower case, right-aligned).
- * Returns its length; *after is the offset past the name. 0: no question we
- * read (compression in a question, a label with a byte no host name has, a
- * name that does not end inside the message).
+ * Where the question's name ends (the offset past its final 0), by its
+ * labels alone; 0: no name that ends inside the message (compression in a
+ * question) or one too long.
  */
-static __always_inline __u32 read_question(struct dns_scratch *s, __u32 size, __u32 *after)
+static __always_inline __u32 question_end(__u32 size)
 {
 	struct name_walk w = { .size = size, .at = DNS_HEADER };
-	__u32 len;
 
 	bpf_loop(NAME_LABELS_MAX, measure_step, &w, 0);
-	if (w.bad || w.end < DNS_HEADER + 3)
+	if (w.bad || w.end < DNS_HEADER + 3 || w.end - DNS_HEADER - 2 >= GUARD_DNS_NAME_MAX)
 		return 0;
-	len = w.end - DNS_HEADER - 2;
-	if (len == 0 || len >= GUARD_DNS_NAME_MAX)
-		return 0;
+	return w.end;
+}
+
+/*
+ * The question's name (ending at end, from question_end), as text, into
+ * key.name (lower case, right-aligned). Returns its length; 0: a label
+ * with a byte no host name has.
+ */
+static __always_inline __u32 read_question(struct dns_scratch *s, __u32 end)
+{
+	struct name_walk w = { .end = end };
+	__u32 len = end - DNS_HEADER - 2;
+
 	__builtin_memset(s->key.name, 0, GUARD_DNS_NAME_MAX);
 	w.start = GUARD_DNS_NAME_MAX - len;
 	w.remaining = msg_byte(s, DNS_HEADER) & 63;
 	asm volatile("" ::: "memory");
 	bpf_loop(GUARD_DNS_NAME_MAX, copy_step, &w, 0);
-	if (w.bad)
-		return 0;
-	*after = w.end;
-	return len;
+	return w.bad ? 0 : len;
 }
 
 struct parent_walk {
@@ -376,6 +444,15 @@ static __always_inline void emit(struct dns_scratch *s, struct __sk_buff *skb,
 		ev->flags |= GUARD_DNS_CUT;
 	if (size > GUARD_DNS_MSG_MAX)
 		size = GUARD_DNS_MSG_MAX;
+	/* the message's first bytes (size 0: none read, an empty message) */
+	if (size) {
+		size -= 1;
+		barrier_var(size);
+		size &= GUARD_DNS_MSG_MAX - 1;
+		size += 1;
+		if (bpf_skb_load_bytes(skb, pkt->msg_off, ev->message, size))
+			size = 0;
+	}
 	ev->message_size = size;
 	bytes = offsetof(struct guard_dns_event, message) + size;
 	ev->hdr.size = bytes;
@@ -411,44 +488,124 @@ static __always_inline int names_policy(struct __sk_buff *skb, struct guarded_pa
 	return g->policy && (g->policy->names & GUARD_NAMES_ON);
 }
 
-SEC("cgroup_skb/egress")
-int guard_dns_query(struct __sk_buff *skb)
+/*
+ * The query's key in eg_dns_allowed (in the scratch): its bytes past the
+ * id under this generation. 0: too long to have one.
+ */
+static __always_inline int query_key(struct __sk_buff *skb, const struct dns_packet *pkt,
+				     struct dns_scratch *s, __u32 policy_id)
+{
+	__u32 len = pkt->msg_size - 2;
+
+	if (pkt->msg_size < DNS_HEADER || len > QUERY_BYTES)
+		return 0;
+	__builtin_memset(&s->query, 0, sizeof(s->query));
+	s->query.policy_id = policy_id;
+	s->query.len = len;
+	/* 1 .. QUERY_BYTES already; the mask shows the verifier as much */
+	len = ((len - 1) & (QUERY_BYTES - 1)) + 1;
+	return bpf_skb_load_bytes(skb, pkt->msg_off + 2, s->query.bytes, len) == 0;
+}
+
+/*
+ * One query message (pkt's msg_off and msg_size say which) judged: the
+ * action it gets; a refused or logged one is an event. A global function,
+ * verified once on its own: a TCP segment's messages are judged in a loop.
+ */
+__noinline int judge_query(struct __sk_buff *skb, struct dns_packet *pkt, __u64 cgroup_id,
+			   __u32 policy_id, __u32 default_action)
 {
 	struct guard_name_value *value;
-	struct guard_config *config;
-	struct guarded_packet g = {};
-	struct dns_packet pkt = {};
 	struct dns_scratch *s;
-	__u32 zero = 0, size, len, after = 0;
-	__u8 action;
+	__u32 zero = 0, size, len = 0, end;
+	__u8 action, one = 1;
+	int keyed;
 
-	config = bpf_map_lookup_elem(&eg_config, &zero);
-	if (!config || !config->dns_ports[0])
-		return 1;
-	if (!parse_dns_packet(skb, &pkt, 1, config) || !names_policy(skb, &g))
-		return 1;
-	if (!trusted_resolver(g.policy_id, g.policy, pkt.family, pkt.remote_addr, pkt.remote_port))
-		return 1; /* any other destination is egress like any other (sock_addr.bpf.c) */
 	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
-	if (!s)
-		return g.policy->default_action == GUARD_ACTION_BLOCK ? 0 : 1;
+	if (!s || !skb || !pkt)
+		return default_action == GUARD_ACTION_BLOCK ? GUARD_ACTION_BLOCK : GUARD_ACTION_LOG;
+	keyed = query_key(skb, pkt, s, policy_id);
+	if (keyed && bpf_map_lookup_elem(&eg_dns_allowed, &s->query))
+		return GUARD_ACTION_ALLOW; /* these bytes, allowed under this generation before */
 	reset_event(&s->ev);
-	size = load_message(skb, &pkt, s);
-	len = size && !(msg_byte(s, 2) & 0x80) && msg_u16(s, 4) == 1
-		      ? read_question(s, size, &after) : 0;
-	value = len ? match_name(s, g.policy_id, len) : NULL;
+	size = load_message(skb, pkt, s);
+	end = size && !(msg_byte(s, 2) & 0x80) && msg_u16(s, 4) == 1 ? question_end(size) : 0;
+	if (end)
+		len = read_question(s, end);
+	value = len ? match_name(s, policy_id, len) : NULL;
 	if (value) {
 		action = value->query_action;
 		s->ev.name_id = value->name_id;
 	} else {
-		action = g.policy->default_action;
+		action = default_action;
 		s->ev.flags |= len ? GUARD_DNS_NO_RULE : GUARD_DNS_UNPARSED;
 	}
 	if (action == GUARD_ACTION_BLOCK)
 		count(GUARD_CTR_DNS_REFUSED);
 	if (action != GUARD_ACTION_ALLOW)
-		emit(s, skb, &pkt, g.cgroup_id, g.policy_id, GUARD_DNS_QUERY, action, size);
-	return action == GUARD_ACTION_BLOCK ? 0 : 1;
+		emit(s, skb, pkt, cgroup_id, policy_id, GUARD_DNS_QUERY, action, size);
+	else if (keyed)
+		bpf_map_update_elem(&eg_dns_allowed, &s->query, &one, BPF_ANY);
+	return action;
+}
+
+/*
+ * A TCP segment to a resolver holds whole messages, each after its 2-byte
+ * length, TCP_MESSAGES at most (glibc sends its A and AAAA queries in one
+ * write): each is judged. A segment that does not end where a message
+ * ends (a message cut, a length split from its message, more messages)
+ * is one message the kernel cannot read and gets the default action: the
+ * resolver reads a byte stream, and only whole messages keep where the
+ * kernel thinks a message begins where the resolver does, segment after
+ * segment. Its messages are judged one by one otherwise: the resolver
+ * would answer a second one that a look at the first let through.
+ */
+#define TCP_MESSAGES 8
+
+SEC("cgroup_skb/egress")
+int guard_dns_query(struct __sk_buff *skb)
+{
+	struct guard_config *config;
+	struct guarded_packet g = {};
+	struct dns_packet pkt = {};
+	__u32 zero = 0, at, total = skb->len;
+	int action, refused = 0, whole = 0;
+	__be16 size;
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!config || !config->dns_ports[0] || other_tcp(skb))
+		return 1;
+	if (!parse_dns_packet(skb, &pkt, 1, config) || !names_policy(skb, &g))
+		return 1;
+	if (!trusted_resolver(g.policy_id, g.policy, pkt.family, pkt.remote_addr, pkt.remote_port))
+		return 1; /* any other destination is egress like any other (sock_addr.bpf.c) */
+	if (pkt.proto != GUARD_PROTO_TCP)
+		return judge_query(skb, &pkt, g.cgroup_id, g.policy_id,
+				   g.policy->default_action) == GUARD_ACTION_BLOCK ? 0 : 1;
+	at = pkt.stream_off;
+	for (int i = 0; i < TCP_MESSAGES; i++) {
+		if (at + 2 > total || bpf_skb_load_bytes(skb, at, &size, sizeof(size)))
+			break;
+		if (at + 2 + bpf_ntohs(size) > total)
+			break;
+		pkt.msg_off = at + 2;
+		pkt.msg_size = bpf_ntohs(size);
+		action = judge_query(skb, &pkt, g.cgroup_id, g.policy_id, g.policy->default_action);
+		refused |= action == GUARD_ACTION_BLOCK;
+		at += 2 + bpf_ntohs(size);
+		if (at == total) {
+			whole = 1;
+			break;
+		}
+	}
+	if (!whole) {
+		/* judged as a message of nothing the kernel could read */
+		pkt.msg_off = pkt.stream_off;
+		pkt.msg_size = 0;
+		action = judge_query(skb, &pkt, g.cgroup_id, g.policy_id, g.policy->default_action);
+		refused |= action == GUARD_ACTION_BLOCK;
+	}
+	return refused ? 0 : 1;
 }
 
 struct answers {
@@ -619,37 +776,121 @@ static long one_answer(__u64 index, void *data)
 }
 
 /*
- * Whether this answer (its key in the scratch's fold) is folded: a global
- * function, verified once on its own, so the fold's branches do not
- * multiply the states of the answer's walk (they took its verification
- * from 160 to 700 MiB of kernel memory, charged to the agent's cgroup).
+ * The fold entry of this answer's question (its key, built here, in the
+ * scratch's fold; the entry copied to its folded, zeros if none), or 0 for
+ * a question too long to have one. A global function, verified once on
+ * its own, like answer_folded.
  */
-__noinline int answer_folded(void)
+__noinline int answer_fold_entry(struct __sk_buff *skb, __u32 msg_off, __u32 end,
+				 __u64 cgroup_id)
 {
+	struct answer_fold *entry;
 	struct dns_scratch *s;
+	__u32 zero = 0, wire;
+
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s || !skb)
+		return 0;
+	__builtin_memset(&s->folded, 0, sizeof(s->folded));
+	if (end < DNS_HEADER + 3 || end > DNS_HEADER + FOLD_WIRE_MAX)
+		return 0;
+	barrier_var(end);
+	end &= WALK_MASK;
+	__builtin_memset(&s->fold, 0, sizeof(s->fold));
+	s->fold.cgroup_id = cgroup_id;
+	s->fold.netns = bpf_get_netns_cookie(skb);
+	s->fold.qtype = msg_u16(s, end);
+	wire = end - DNS_HEADER;
+	/* 3 .. FOLD_WIRE_MAX already; the mask shows the verifier as much */
+	wire = ((wire - 1) & 127) + 1;
+	if (wire > FOLD_WIRE_MAX)
+		return 0;
+	if (bpf_skb_load_bytes(skb, msg_off + DNS_HEADER, s->fold.name, wire))
+		return 0;
+	entry = bpf_map_lookup_elem(&eg_dns_fold, &s->fold);
+	if (entry)
+		__builtin_memcpy(&s->folded, entry, sizeof(s->folded));
+	return 1;
+}
+
+/*
+ * Whether this answer (its key in the scratch's fold, its entry in folded)
+ * is folded; if not, its window starts now, with what its question matched
+ * (name_id) under policy_id. A global function, verified once on its own,
+ * so the fold's branches do not multiply the states of the answer's walk
+ * (they took its verification from 160 to 700 MiB of kernel memory,
+ * charged to the agent's cgroup).
+ */
+__noinline int answer_folded(__u32 policy_id, __u64 name_id)
+{
+	struct answer_fold fresh = {};
+	struct dns_scratch *s;
+	__u64 window = fold_window_ns();
 	__u32 zero = 0;
 
 	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
 	if (!s)
 		return 0;
-	return fold_repeat(&eg_dns_fold, &s->fold, fold_window_ns(), !s->fresh,
-			   GUARD_CTR_DNS_FOLDED);
+	fresh.start_ns = bpf_ktime_get_boot_ns();
+	if (window && !s->fresh && s->folded.policy_id == policy_id &&
+	    s->folded.name_id == name_id && fresh.start_ns - s->folded.start_ns < window) {
+		count(GUARD_CTR_DNS_FOLDED);
+		return 1;
+	}
+	fresh.name_id = name_id;
+	fresh.policy_id = policy_id;
+	bpf_map_update_elem(&eg_dns_fold, &s->fold, &fresh, BPF_ANY);
+	return 0;
+}
+
+/*
+ * The name id of the answer's question under policy_id, into the scratch's
+ * name_id: the one its fold entry kept for the same question under the same
+ * generation, else the name read and matched. 0, or the flag that says why
+ * there is none. A global function, verified once on its own: the choice
+ * adds no states to the answer's walk.
+ */
+__noinline int answer_question(struct __sk_buff *skb, __u32 msg_off, __u32 end,
+			       __u64 cgroup_id, __u32 policy_id)
+{
+	struct guard_name_value *value;
+	struct dns_scratch *s;
+	__u32 zero = 0, len;
+
+	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
+	if (!s || !skb)
+		return GUARD_DNS_UNPARSED;
+	s->name_id = 0;
+	s->keyed = answer_fold_entry(skb, msg_off, end, cgroup_id);
+	if (s->keyed && s->folded.policy_id == policy_id && s->folded.name_id) {
+		s->name_id = s->folded.name_id;
+		return 0;
+	}
+	if (end < DNS_HEADER + 3 || end > DNS_HEADER + GUARD_DNS_NAME_MAX + 1)
+		return GUARD_DNS_UNPARSED;
+	len = read_question(s, end);
+	if (!len)
+		return GUARD_DNS_UNPARSED;
+	value = match_name(s, policy_id, len);
+	if (!value)
+		return GUARD_DNS_NO_RULE;
+	s->name_id = value->name_id;
+	return 0;
 }
 
 SEC("cgroup_skb/ingress")
 int guard_dns_answer(struct __sk_buff *skb)
 {
-	struct guard_name_value *value;
 	struct guard_config *config;
 	struct guarded_packet g = {};
 	struct dns_packet pkt = {};
 	struct answers a = {};
 	struct dns_scratch *s;
-	__u32 zero = 0, size, len, after = 0, count_an;
+	__u32 zero = 0, size, end, count_an;
 	__u8 flags = 0, action = GUARD_ACTION_LOG;
 
 	config = bpf_map_lookup_elem(&eg_config, &zero);
-	if (!config || !config->dns_ports[0])
+	if (!config || !config->dns_ports[0] || other_tcp(skb))
 		return 1;
 	if (!parse_dns_packet(skb, &pkt, 0, config) || !names_policy(skb, &g))
 		return 1;
@@ -657,6 +898,7 @@ int guard_dns_answer(struct __sk_buff *skb)
 	if (!s)
 		return 1;
 	reset_event(&s->ev);
+	s->keyed = 0;
 	if (!trusted_resolver(g.policy_id, g.policy, pkt.family, pkt.remote_addr, pkt.remote_port))
 		flags |= GUARD_DNS_UNTRUSTED;
 	else if (skb->ingress_ifindex == LOOPBACK_IFINDEX && !is_loopback(pkt.family, pkt.remote_addr))
@@ -664,28 +906,18 @@ int guard_dns_answer(struct __sk_buff *skb)
 	else if (!g.policy->deny_raw_sockets)
 		flags |= GUARD_DNS_UNTRUSTED;
 	size = load_message(skb, &pkt, s);
-	len = size && (msg_byte(s, 2) & 0x80) && msg_u16(s, 4) == 1
-		      ? read_question(s, size, &after) : 0;
-	if (!len) {
+	end = size && (msg_byte(s, 2) & 0x80) && msg_u16(s, 4) == 1 ? question_end(size) : 0;
+	if (!end) {
 		flags |= GUARD_DNS_UNPARSED;
 	} else if (!flags) {
-		/* the question's fold key, before match_name overwrites key.name */
-		s->fresh = 0;
-		s->fold.cgroup_id = g.cgroup_id;
-		s->fold.netns = bpf_get_netns_cookie(skb);
-		s->fold.qtype = msg_u16(s, after);
-		__builtin_memset(s->fold._pad, 0, sizeof(s->fold._pad));
-		__builtin_memcpy(s->fold.name, &s->key.name[GUARD_DNS_NAME_MAX - FOLD_NAME_MAX],
-				 FOLD_NAME_MAX);
-		value = match_name(s, g.policy_id, len);
-		if (!value) {
-			flags |= GUARD_DNS_NO_RULE;
-		} else {
+		flags |= answer_question(skb, pkt.msg_off, end, g.cgroup_id, g.policy_id);
+		if (!flags) {
+			s->fresh = 0;
 			a.guarded_id = g.guarded_id;
 			a.netns = bpf_get_netns_cookie(skb);
-			a.name_id = value->name_id;
+			a.name_id = s->name_id;
 			a.now = bpf_ktime_get_boot_ns();
-			a.off = after + 4; /* QTYPE, QCLASS */
+			a.off = end + 4; /* QTYPE, QCLASS */
 			a.size = size;
 			a.ttl_min = g.policy->dns_ttl_min;
 			a.ttl_max = g.policy->dns_ttl_max;
@@ -694,7 +926,7 @@ int guard_dns_answer(struct __sk_buff *skb)
 				count_an = GUARD_DNS_ANSWERS_MAX;
 			bpf_loop(count_an, one_answer, &a, 0);
 			flags |= a.flags;
-			s->ev.name_id = value->name_id;
+			s->ev.name_id = a.name_id;
 			s->ev.netns = a.netns;
 			s->ev.ttl = a.ttl;
 			s->ev.learned = a.learned;
@@ -708,8 +940,8 @@ int guard_dns_answer(struct __sk_buff *skb)
 		count(GUARD_CTR_DNS_UNTRUSTED);
 	/* only a clean answer for a name a rule names (what it learned, if
 	 * anything, known already): anything odd is always sent */
-	if (len && len <= FOLD_NAME_MAX && !(flags & ~GUARD_DNS_LEARNED) &&
-	    pkt.msg_size <= GUARD_DNS_MSG_MAX && answer_folded())
+	if (a.name_id && s->keyed && !(flags & ~GUARD_DNS_LEARNED) &&
+	    pkt.msg_size <= GUARD_DNS_MSG_MAX && answer_folded(g.policy_id, a.name_id))
 		return 1;
 	s->ev.flags = flags;
 	emit(s, skb, &pkt, g.cgroup_id, g.policy_id, GUARD_DNS_ANSWER, action, size);

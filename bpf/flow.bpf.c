@@ -716,11 +716,17 @@ static __always_inline int udp_egress(struct __sk_buff *skb, struct bpf_sock *sk
 
 	if (!parse_packet(skb, &pkt, 1))
 		return 1;
+	/*
+	 * A repeated query first: a lookup's socket is new, so the lookup of
+	 * its destination below would only miss, and the repeat ends a
+	 * getaddrinfo loop's datagram either way. (A datagram this socket
+	 * already sent is not sampled again, whichever test stops it.)
+	 */
+	if (pkt.remote_port == DNS_PORT && udp_repeat(skb, &pkt))
+		return 1; /* not recorded either: its answer is not sampled */
 	udp_key(skb, &pkt, &key);
 	if (bpf_map_lookup_elem(&eg_udp_seen, &key))
 		return 1;
-	if (pkt.remote_port == DNS_PORT && udp_repeat(skb, &pkt))
-		return 1; /* not recorded either: its answer is not sampled */
 	scratch = bpf_map_lookup_elem(&eg_opening_scratch, &zero);
 	if (!scratch)
 		return 1;

@@ -36,6 +36,7 @@ The zone (make_zone, names under `egtest.`; TTL 60 unless told):
     short.egtest              A .21, TTL 2
     sub.egtest, a.sub.egtest, deep.b.sub.egtest   A .23 .24 .25 (for `*.sub.egtest`)
     LONG_NAME (x * 55 .long.sub.egtest)            A .26: longer than dns.bpf.c's fold key
+    FOLD_EDGE (y * 48 .long.sub.egtest)            A .27: as long as the fold key takes
     big.egtest                40 A (.100-.139): a 668-byte answer, more than the
                               512 a query without EDNS may get, so the UDP answer
                               is truncated (TC) and glibc asks again over TCP
@@ -74,6 +75,8 @@ TOOLS = ("dnsmasq", "ip", "unshare", "mount")
 ZONE_SUFFIX = "egtest"
 #: 71 characters, below `*.sub.egtest`: more than the 64 of an answer's fold key
 LONG_NAME = "x" * 55 + ".long.sub." + ZONE_SUFFIX
+#: 64 characters: the longest name an answer's fold key holds
+FOLD_EDGE = "y" * 48 + ".long.sub." + ZONE_SUFFIX
 DEFAULT_TTL = 60
 SHORT_TTL = 2
 BIG_COUNT = 40
@@ -122,6 +125,7 @@ def make_zone(v4: str, v6: str) -> dict[str, list[Record]]:
         name("a.sub"): a(24),
         name("deep.b.sub"): a(25),
         LONG_NAME: a(26),
+        FOLD_EDGE: a(27),
         name("big"): a(*range(100, 100 + BIG_COUNT)),
     }
 

@@ -18,7 +18,7 @@ from guard.control.server import request
 from guard.demo.sandbox import TempCgroup
 
 from .agentproc import AgentProcess
-from .dnsfixtures import LONG_NAME, TOOLS, TestResolver, build_query
+from .dnsfixtures import FOLD_EDGE, LONG_NAME, TOOLS, TestResolver, build_query
 from .netfixtures import require_tools
 
 ALLOWED = ["one.egtest", "a.sub.egtest", "deep.b.sub.egtest", "alias.egtest", "multi.egtest",
@@ -354,9 +354,10 @@ def test_answers_that_teach_nothing_new_are_folded_within_the_window(resolver, s
 
 def test_answers_for_a_name_longer_than_the_fold_key_are_never_folded(resolver, server,
                                                                       guarded):
-    """The fold key holds the last 64 bytes of a name: a longer one (71
-    characters here) is never folded, so no two long names that end alike
-    pass for one another. Every A answer is an event."""
+    """The fold key holds a name of 64 characters at most, as the message
+    spells it: a longer one (71 characters here) is never folded, so no two
+    long names that end alike pass for one another. Every A answer is an
+    event; for a name of 64 (FOLD_EDGE) they are folded."""
     agent, _first, cgroup, _path = guarded
     assert len(LONG_NAME) > 64
     seen = len([a for a in answers_for(agent, cgroup, LONG_NAME) if a["dns"]["learned"]])
@@ -369,6 +370,13 @@ def test_answers_for_a_name_longer_than_the_fold_key_are_never_folded(resolver, 
             break
         time.sleep(0.1)
     assert len(learned) - seen == 20
+    assert len(FOLD_EDGE) == 64
+    before = len(answers_for(agent, cgroup, FOLD_EDGE))
+    report = resolver.loop([FOLD_EDGE], server.port, count=20, cgroup=cgroup)
+    assert report.failures == [] and report.ok == 20
+    time.sleep(0.5)
+    # A and AAAA a lookup: 40 answers, one event each a window (1 s) at most
+    assert 1 <= len(answers_for(agent, cgroup, FOLD_EDGE)) - before <= 8
 
 
 def test_with_folding_off_every_answer_is_an_event(resolver, server, tmp_path):
