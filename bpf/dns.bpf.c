@@ -163,6 +163,8 @@ struct dns_packet {
 	__u8 family;
 	__u8 proto;
 	__u32 remote_addr[4];
+	__u8 urgent;       /* TCP URG (packet.h) */
+	__u8 _pad1[3];
 };
 
 /* A port some policy's resolvers use (0xffff: more than fit, any port). */
@@ -230,6 +232,7 @@ static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_pa
 	}
 	dns->family = pkt.family;
 	dns->proto = pkt.proto;
+	dns->urgent = pkt.urgent;
 	dns->remote_port = pkt.remote_port;
 	__builtin_memcpy(dns->remote_addr, pkt.remote_addr, 16);
 	dns->msg_off = payload_off;
@@ -558,7 +561,10 @@ __noinline int judge_query(struct __sk_buff *skb, struct dns_packet *pkt, __u64 
  * resolver reads a byte stream, and only whole messages keep where the
  * kernel thinks a message begins where the resolver does, segment after
  * segment. Its messages are judged one by one otherwise: the resolver
- * would answer a second one that a look at the first let through.
+ * would answer a second one that a look at the first let through. A
+ * segment with urgent data (MSG_OOB) is refused too: its resolver does not
+ * read the urgent byte as part of the stream, so the framing it sees is
+ * not the one the segment shows.
  */
 #define TCP_MESSAGES 8
 
@@ -579,10 +585,18 @@ int guard_dns_query(struct __sk_buff *skb)
 		return 1;
 	if (!trusted_resolver(g.policy_id, g.policy, pkt.family, pkt.remote_addr, pkt.remote_port))
 		return 1; /* any other destination is egress like any other (sock_addr.bpf.c) */
-	if (pkt.proto != GUARD_PROTO_TCP)
+	if (pkt.proto != GUARD_PROTO_TCP) {
+		/*
+		 * A datagram the kernel will send as several (UDP_SEGMENT): the
+		 * resolver reads each as a query, this would read the first.
+		 * One message it cannot read; no DNS client sends one.
+		 */
+		if (skb->gso_segs > 1)
+			pkt.msg_size = 0;
 		return judge_query(skb, &pkt, g.cgroup_id, g.policy_id,
 				   g.policy->default_action) == GUARD_ACTION_BLOCK ? 0 : 1;
-	at = pkt.stream_off;
+	}
+	at = pkt.urgent ? total : pkt.stream_off;
 	for (int i = 0; i < TCP_MESSAGES; i++) {
 		if (at + 2 > total || bpf_skb_load_bytes(skb, at, &size, sizeof(size)))
 			break;
@@ -878,49 +892,52 @@ __noinline int answer_question(struct __sk_buff *skb, __u32 msg_off, __u32 end,
 	return 0;
 }
 
-SEC("cgroup_skb/ingress")
-int guard_dns_answer(struct __sk_buff *skb)
+/* What reading an answer needs of its workload and policy (read_answer). */
+struct answer_from {
+	__u64 cgroup_id;
+	__u64 guarded_id;
+	__u32 policy_id;
+	__u32 ttl_min;
+	__u32 ttl_max;
+	__u32 flags;     /* why its sender is not believed (UNTRUSTED, LOOPED), or 0 */
+};
+
+/*
+ * One answer message (pkt's msg_off and msg_size say which) read: its A
+ * and AAAA records learned when its sender is believed and a rule names
+ * its question's name, and an event unless folded. A global function,
+ * verified once on its own: a TCP segment's answers are read in a loop.
+ */
+__noinline int read_answer(struct __sk_buff *skb, struct dns_packet *pkt,
+			   struct answer_from *from)
 {
-	struct guard_config *config;
-	struct guarded_packet g = {};
-	struct dns_packet pkt = {};
 	struct answers a = {};
 	struct dns_scratch *s;
 	__u32 zero = 0, size, end, count_an;
-	__u8 flags = 0, action = GUARD_ACTION_LOG;
+	__u8 flags, action = GUARD_ACTION_LOG;
 
-	config = bpf_map_lookup_elem(&eg_config, &zero);
-	if (!config || !config->dns_ports[0] || other_tcp(skb))
-		return 1;
-	if (!parse_dns_packet(skb, &pkt, 0, config) || !names_policy(skb, &g))
-		return 1;
 	s = bpf_map_lookup_elem(&eg_dns_scratch, &zero);
-	if (!s)
-		return 1;
+	if (!s || !skb || !pkt || !from)
+		return 0;
 	reset_event(&s->ev);
 	s->keyed = 0;
-	if (!trusted_resolver(g.policy_id, g.policy, pkt.family, pkt.remote_addr, pkt.remote_port))
-		flags |= GUARD_DNS_UNTRUSTED;
-	else if (skb->ingress_ifindex == LOOPBACK_IFINDEX && !is_loopback(pkt.family, pkt.remote_addr))
-		flags |= GUARD_DNS_LOOPED;
-	else if (!g.policy->deny_raw_sockets)
-		flags |= GUARD_DNS_UNTRUSTED;
-	size = load_message(skb, &pkt, s);
+	flags = from->flags;
+	size = load_message(skb, pkt, s);
 	end = size && (msg_byte(s, 2) & 0x80) && msg_u16(s, 4) == 1 ? question_end(size) : 0;
 	if (!end) {
 		flags |= GUARD_DNS_UNPARSED;
 	} else if (!flags) {
-		flags |= answer_question(skb, pkt.msg_off, end, g.cgroup_id, g.policy_id);
+		flags |= answer_question(skb, pkt->msg_off, end, from->cgroup_id, from->policy_id);
 		if (!flags) {
 			s->fresh = 0;
-			a.guarded_id = g.guarded_id;
+			a.guarded_id = from->guarded_id;
 			a.netns = bpf_get_netns_cookie(skb);
 			a.name_id = s->name_id;
 			a.now = bpf_ktime_get_boot_ns();
 			a.off = end + 4; /* QTYPE, QCLASS */
 			a.size = size;
-			a.ttl_min = g.policy->dns_ttl_min;
-			a.ttl_max = g.policy->dns_ttl_max;
+			a.ttl_min = from->ttl_min;
+			a.ttl_max = from->ttl_max;
 			count_an = msg_u16(s, 6);
 			if (count_an > GUARD_DNS_ANSWERS_MAX)
 				count_an = GUARD_DNS_ANSWERS_MAX;
@@ -941,9 +958,81 @@ int guard_dns_answer(struct __sk_buff *skb)
 	/* only a clean answer for a name a rule names (what it learned, if
 	 * anything, known already): anything odd is always sent */
 	if (a.name_id && s->keyed && !(flags & ~GUARD_DNS_LEARNED) &&
-	    pkt.msg_size <= GUARD_DNS_MSG_MAX && answer_folded(g.policy_id, a.name_id))
-		return 1;
+	    pkt->msg_size <= GUARD_DNS_MSG_MAX && answer_folded(from->policy_id, a.name_id))
+		return 0;
 	s->ev.flags = flags;
-	emit(s, skb, &pkt, g.cgroup_id, g.policy_id, GUARD_DNS_ANSWER, action, size);
+	emit(s, skb, pkt, from->cgroup_id, from->policy_id, GUARD_DNS_ANSWER, action, size);
+	return 0;
+}
+
+/*
+ * Whether the packet is a DNS answer to a workload whose policy allows by
+ * name: its packet (pkt) and what reading it needs (from). A global
+ * function: its parse and lookups stay off the stack the answers' walk
+ * adds to (512 bytes in all, for the program and every call it is in).
+ */
+__noinline int answer_source(struct __sk_buff *skb, struct dns_packet *pkt,
+			     struct answer_from *from)
+{
+	struct guard_config *config;
+	struct guarded_packet g = {};
+	__u32 zero = 0;
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!skb || !pkt || !from || !config || !config->dns_ports[0])
+		return 0;
+	if (!parse_dns_packet(skb, pkt, 0, config) || !names_policy(skb, &g))
+		return 0;
+	from->cgroup_id = g.cgroup_id;
+	from->guarded_id = g.guarded_id;
+	from->policy_id = g.policy_id;
+	from->ttl_min = g.policy->dns_ttl_min;
+	from->ttl_max = g.policy->dns_ttl_max;
+	from->flags = 0;
+	if (!trusted_resolver(g.policy_id, g.policy, pkt->family, pkt->remote_addr,
+			      pkt->remote_port))
+		from->flags = GUARD_DNS_UNTRUSTED;
+	else if (skb->ingress_ifindex == LOOPBACK_IFINDEX &&
+		 !is_loopback(pkt->family, pkt->remote_addr))
+		from->flags = GUARD_DNS_LOOPED;
+	else if (!g.policy->deny_raw_sockets)
+		from->flags = GUARD_DNS_UNTRUSTED;
+	return 1;
+}
+
+/*
+ * An answer, before its socket gets it. Over TCP, every answer of the
+ * segment (a resolver may write two in one, as glibc writes its A and AAAA
+ * queries), TCP_MESSAGES at most, the last read as far as the segment goes
+ * when it is cut: what is not read is not learned (a refused connect, never
+ * a hole). The resolver is trusted, so its framing is not the workload's
+ * to play with.
+ */
+SEC("cgroup_skb/ingress")
+int guard_dns_answer(struct __sk_buff *skb)
+{
+	struct answer_from from = {};
+	struct dns_packet pkt = {};
+	__u32 at, total = skb->len, size;
+	__be16 length;
+
+	if (other_tcp(skb) || !answer_source(skb, &pkt, &from))
+		return 1;
+	if (pkt.proto != GUARD_PROTO_TCP) {
+		read_answer(skb, &pkt, &from);
+		return 1;
+	}
+	at = pkt.stream_off;
+	for (int i = 0; i < TCP_MESSAGES; i++) {
+		if (at + 2 > total || bpf_skb_load_bytes(skb, at, &length, sizeof(length)))
+			break;
+		size = bpf_ntohs(length);
+		pkt.msg_off = at + 2;
+		pkt.msg_size = at + 2 + size <= total ? size : total - at - 2;
+		read_answer(skb, &pkt, &from);
+		at += 2 + size;
+		if (at >= total)
+			break;
+	}
 	return 1;
 }

@@ -32,6 +32,7 @@ struct packet {
 	__u8 proto;
 	__u8 syn_only;     /* TCP SYN without ACK: this end opens the connection */
 	__u8 hidden;       /* IPv6 extension headers past IPV6_EXT_MAX (or a fragment) */
+	__u8 urgent;       /* TCP URG: a byte of it may be out of band, not in the stream */
 	__u32 remote_addr[4];
 };
 
@@ -112,6 +113,7 @@ __noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, int egres
 			return 0;
 		pkt->proto = GUARD_PROTO_TCP;
 		pkt->syn_only = tcp.syn && !tcp.ack;
+		pkt->urgent = tcp.urg;
 		pkt->remote_port = bpf_ntohs(egress ? tcp.dest : tcp.source);
 		pkt->payload_off = l4_off + tcp.doff * 4;
 	} else if (l4_proto == IPPROTO_UDP) {
