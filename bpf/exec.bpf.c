@@ -38,6 +38,7 @@ const volatile struct guard_abi_anchor {
 	enum guard_anchor_kind anchor_kind;
 	enum guard_sample_kind sample_kind;
 	enum guard_payload_flags payload_flags;
+	enum guard_unjudged unjudged;
 	enum guard_policy_names policy_names;
 	enum guard_dns_direction dns_direction;
 	enum guard_dns_flags dns_flags;

@@ -219,8 +219,40 @@ static __always_inline int gathering(struct flow_state *state)
 }
 
 /*
+ * Urgent data (MSG_OOB) in a first payload: the server does not read the
+ * urgent byte as part of the stream unless it asks to, so the bytes here
+ * are not the message it reads. A byte sent out of band inside a mining
+ * login or a ClientHello would hide what the server gets. Under a policy
+ * that holds first payloads (a holding detection; names: a flow to a
+ * learned address is held) it is refused unjudged, like filler: 1, and the
+ * sample is sent for the agent to reset the socket and say why. A global
+ * function called beside first_payload, not in it: under it, its frame
+ * would take the call chain past the 512 bytes of stack the verifier allows.
+ */
+__noinline int refuse_urgent(struct __sk_buff *skb, struct flow_state *state, struct packet *pkt)
+{
+	struct guard_payload_event *ev;
+	struct guard_config *config;
+	__u32 zero = 0;
+
+	config = bpf_map_lookup_elem(&eg_config, &zero);
+	if (!skb || !state || !pkt || !pkt->urgent || !agent_alive(config) ||
+	    !((state->detect_flags & GUARD_DETECT_HOLD) ||
+	      ((state->names & GUARD_NAMES_ON) && !state->audit)))
+		return 0;
+	state->phase = FLOW_BLOCKED;
+	ev = load_sample(skb, pkt);
+	if (ev) {
+		ev->unjudged = GUARD_UNJUDGED_URGENT;
+		emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST, GUARD_PAYLOAD_UNJUDGED);
+	}
+	return 1;
+}
+
+/*
  * The first payload of a flow (or the first after a proxy handshake or a
- * WebSocket upgrade): sampled, and held when it is mining-shaped.
+ * WebSocket upgrade): sampled, and held when it is mining-shaped. 1: let
+ * it through; 0: drop it.
  */
 __noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, struct packet *pkt)
 {
@@ -258,9 +290,8 @@ __noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, st
 	gather = agent_alive(config) && (state->detect_flags & GUARD_DETECT_HOLD);
 	if (v.status == VIEW_FILLER && v.framing == FRAMING_WS && fs->off < end && gather) {
 		/* still frames after more filler than is read: not let through unjudged */
-		state->phase = FLOW_BLOCKED;
-		emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST, GUARD_PAYLOAD_UNJUDGED);
-		return drop();
+		ev->unjudged = GUARD_UNJUDGED_WS_FILLER;
+		goto unjudged;
 	}
 	if (v.status == VIEW_FILLER)
 		return 1; /* blanks, empty or control frames: the next payload is the first */
@@ -360,6 +391,13 @@ __noinline int first_payload(struct __sk_buff *skb, struct flow_state *state, st
 	}
 	state->phase = FLOW_HELD;
 	count(GUARD_CTR_FLOWS_HELD);
+	return drop();
+
+unjudged:
+	/* refused without a judgement, fail closed: the agent resets the
+	 * socket and says why (guard_payload_event.unjudged) */
+	state->phase = FLOW_BLOCKED;
+	emit_sample(ev, skb, pkt, state, GUARD_SAMPLE_FIRST, GUARD_PAYLOAD_UNJUDGED);
 	return drop();
 }
 
@@ -572,6 +610,14 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 	case FLOW_DONE:
 		return 1;
 	case FLOW_BLOCKED:
+		/*
+		 * Not a byte of it passes; a segment without any (the reset the
+		 * agent's bpf_sock_destroy sends, a FIN) does, so the peer
+		 * learns the flow is gone instead of waiting on it (a resolver
+		 * that serves TCP one connection at a time would stall).
+		 */
+		if (parse_packet(skb, &pkt, 1) && pkt.payload_size == 0)
+			return 1;
 		return drop();
 	case FLOW_WATCH:
 		if (state->framing == FRAMING_WS_UPGRADE) {
@@ -629,6 +675,8 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 		}
 		return 1;
 	}
+	if (refuse_urgent(skb, state, &pkt))
+		return drop();
 	/* a global function's answer is any int to the verifier: 0 (drop) or 1 */
 	return first_payload(skb, state, &pkt) ? 1 : 0;
 }

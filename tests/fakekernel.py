@@ -198,7 +198,7 @@ def payload_record(sample: bytes = b"", *, kind: SampleKind | int = SampleKind.F
                    cookie: int = FAKE_COOKIE, proto: Proto | int = Proto.TCP,
                    flags: int = 0, held: bool = False, family: int | None = None,
                    payload_size: int | None = None, sample_size: int | None = None,
-                   size: int | None = None, **header: Any) -> bytes:
+                   size: int | None = None, unjudged: int = 0, **header: Any) -> bytes:
     """struct guard_payload_event, cut after the sample as the kernel sends it;
     a sample past GUARD_SAMPLE_MAX is cut and flagged TRUNCATED."""
     family, addr = _address(ip, family)
@@ -209,7 +209,7 @@ def payload_record(sample: bytes = b"", *, kind: SampleKind | int = SampleKind.F
     ev = abi.PayloadEvent(hdr=encode_header(EventKind.PAYLOAD, **header), cookie=cookie,
                           family=family, proto=proto, sample_kind=kind, flags=flags, port=port,
                           sample_size=len(sample) if sample_size is None else sample_size,
-                          payload_size=payload_size)
+                          payload_size=payload_size, unjudged=unjudged)
     _put(ev, abi.PayloadEvent.addr, addr)
     _put(ev, abi.PayloadEvent.sample, sample)
     return _finish(ev, abi.PayloadEvent.sample.offset + len(sample), size)

@@ -185,8 +185,15 @@ enum guard_payload_flags {
 				      * payload's own host name (SNI, Host) is judged */
 	GUARD_PAYLOAD_WEBSOCKET = 64, /* the sample is the message in a WebSocket's first
 				       * frames (unmasked), after an upgrade */
-	GUARD_PAYLOAD_UNJUDGED = 128, /* refused unjudged: more WebSocket frames of filler
-				       * than the kernel reads came before any message */
+	GUARD_PAYLOAD_UNJUDGED = 128, /* refused unjudged, guard_payload_event.unjudged says why */
+};
+
+/* guard_payload_event.unjudged: why a first payload was refused unjudged. */
+enum guard_unjudged {
+	GUARD_UNJUDGED_WS_FILLER = 1, /* more WebSocket frames of filler than the kernel reads
+				       * came before any message */
+	GUARD_UNJUDGED_URGENT = 2,    /* urgent data (MSG_OOB): the server does not read the
+				       * urgent byte in the stream the kernel sees */
 };
 
 /* guard_policy_config.names: how the policy allows by name. */
@@ -292,7 +299,7 @@ struct guard_payload_event {
 	__u16 port;          /* remote port, host byte order */
 	__u16 sample_size;   /* bytes of sample used */
 	__u32 payload_size;  /* bytes of payload in the packet */
-	__u32 _pad0;
+	__u32 unjudged;      /* enum guard_unjudged with GUARD_PAYLOAD_UNJUDGED, else 0 */
 	__u8 addr[16];       /* remote address; IPv4 in the first 4 bytes */
 	__u8 sample[GUARD_SAMPLE_MAX];
 };

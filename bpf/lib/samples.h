@@ -68,7 +68,9 @@ static __always_inline int emit_sample(struct guard_payload_event *ev, struct __
 		    (pkt->payload_size > GUARD_SAMPLE_MAX ? GUARD_PAYLOAD_TRUNCATED : 0);
 	ev->port = pkt->remote_port;
 	ev->payload_size = pkt->payload_size;
-	ev->_pad0 = 0;
+	/* why, set by the caller before, only with GUARD_PAYLOAD_UNJUDGED */
+	if (!(flags & GUARD_PAYLOAD_UNJUDGED))
+		ev->unjudged = 0;
 	__builtin_memcpy(ev->addr, pkt->remote_addr, 16);
 	if (size > GUARD_SAMPLE_MAX)
 		size = GUARD_SAMPLE_MAX;

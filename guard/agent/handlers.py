@@ -45,6 +45,16 @@ FIRST_SAMPLES_KEPT = 4096   # first payloads waiting for the server's reply
 SWEEP_S = 30.0              # how often expired learned addresses are deleted
 NAMES_LISTED = 64           # names of a policy listed in the status
 SSH_TYPES = frozenset({"ssh_reverse_tunnel", "ssh_outbound"})
+#: why the kernel refused a first payload unjudged: (dialect, evidence.why)
+UNJUDGED_WHY = {
+    abi.Unjudged.WS_FILLER: ("websocket-filler",
+                             "more WebSocket frames of filler (empty, blank or control "
+                             "frames) than the kernel reads came before any message"),
+    abi.Unjudged.URGENT: ("urgent-data",
+                          "urgent data (MSG_OOB) in the first payload: the server does not "
+                          "read the urgent byte as part of the stream, so the bytes the "
+                          "kernel would judge are not the message the server reads"),
+}
 
 
 class RecordHandlers:
@@ -333,19 +343,18 @@ class RecordHandlers:
         agent.report_action_errors()
 
     def on_unjudged(self, record: PayloadRecord) -> None:
-        """A flow the kernel refused before it saw any message: more
-        WebSocket frames of filler than it reads (flow.bpf.c), which would
-        otherwise pass unjudged. Its socket is reset (the sender must not
-        wait on a flow that goes nowhere) and the refusal reported, with
-        why, as a detection of type unjudged_flow."""
+        """A flow whose first payload the kernel refused unjudged
+        (flow.bpf.c), because what it would judge is not what the server
+        reads: more WebSocket frames of filler than it reads came before any
+        message, or the payload carries urgent data. Its socket is reset
+        (the sender must not wait on a flow that goes nowhere) and the
+        refusal reported, with why, as a detection of type unjudged_flow."""
         agent = self._agent
         header = record.header
         agent.responder.block_flow(record.cookie, header.pid, record.proto)
-        finding = Finding(type="unjudged_flow", confidence="medium", dialect="websocket-filler",
-                          evidence={"why": "more WebSocket frames of filler (empty, blank or "
-                                           "control frames) than the kernel reads came "
-                                           "before any message",
-                                    "payload_size": record.payload_size})
+        dialect, why = UNJUDGED_WHY.get(record.unjudged, UNJUDGED_WHY[abi.Unjudged.WS_FILLER])
+        finding = Finding(type="unjudged_flow", confidence="medium", dialect=dialect,
+                          evidence={"why": why, "payload_size": record.payload_size})
         dst = {"ip": record.ip, "port": record.port, "proto": record.proto.label}
         self.emit_detection(header, Detection(finding, "block"),
                             agent.processes.lookup(header.pid), dst=dst)

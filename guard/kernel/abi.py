@@ -225,7 +225,13 @@ class PayloadFlags(enum.IntFlag):
     SOCKS4 = 16
     NAMED = 32
     WEBSOCKET = 64
-    UNJUDGED = 128   # refused unjudged: more WebSocket filler frames than the kernel reads
+    UNJUDGED = 128   # refused unjudged: PayloadEvent.unjudged says why
+
+
+class Unjudged(enum.IntEnum):
+    """Why the kernel refused a first payload unjudged (PayloadEvent.unjudged)."""
+    WS_FILLER = 1    # more WebSocket frames of filler than the kernel reads
+    URGENT = 2       # urgent data (MSG_OOB): not the stream the server reads
 
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -336,7 +342,7 @@ class PayloadEvent(ctypes.Structure):
         ("port", u16),
         ("sample_size", u16),
         ("payload_size", u32),
-        ("_pad0", u32),
+        ("unjudged", u32),
         ("addr", u8 * 16),
         ("sample", u8 * SAMPLE_MAX),
     ]
@@ -588,6 +594,7 @@ SHARED_ENUMS = {
     "guard_anchor_kind": (AnchorKind, "GUARD_ANCHOR_"),
     "guard_sample_kind": (SampleKind, "GUARD_SAMPLE_"),
     "guard_payload_flags": (PayloadFlags, "GUARD_PAYLOAD_"),
+    "guard_unjudged": (Unjudged, "GUARD_UNJUDGED_"),
     "guard_policy_names": (PolicyNames, "GUARD_NAMES_"),
     "guard_dns_direction": (DnsDirection, "GUARD_DNS_"),
     "guard_dns_flags": (DnsFlags, "GUARD_DNS_"),

@@ -101,6 +101,7 @@ class PayloadRecord:
     port: int
     payload_size: int
     sample: bytes
+    unjudged: int = 0   # abi.Unjudged with PayloadFlags.UNJUDGED: why it was refused
 
     @property
     def held(self) -> bool:
@@ -288,7 +289,7 @@ def _ip(family: int, raw: bytes) -> str:
 def _payload(data: bytes) -> PayloadRecord:
     # one record per sampled flow: the fixed fields by offset, and the sample
     # as far as the record goes (it travels cut to sample_size)
-    (cookie, family, proto, sample_kind, flags, port, sample_size, payload_size, _pad,
+    (cookie, family, proto, sample_kind, flags, port, sample_size, payload_size, unjudged,
      addr) = _PAYLOAD_FIXED.unpack_from(data, _PAYLOAD_COOKIE)
     kind = _SAMPLE_KINDS.get(sample_kind)
     if kind is None or proto not in _PROTOS:
@@ -298,7 +299,8 @@ def _payload(data: bytes) -> PayloadRecord:
                          proto=_PROTOS[proto], sample_kind=kind,
                          flags=_payload_flags(flags), ip=_ip(family, addr), port=port,
                          payload_size=payload_size,
-                         sample=bytes(data[_SAMPLE_OFFSET:_SAMPLE_OFFSET + size]))
+                         sample=bytes(data[_SAMPLE_OFFSET:_SAMPLE_OFFSET + size]),
+                         unjudged=unjudged)
 
 
 _SAMPLE_KINDS = {int(k): k for k in abi.SampleKind}

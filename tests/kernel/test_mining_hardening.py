@@ -150,6 +150,9 @@ try:
         if kind == "send":
             sock.sendall(bytes.fromhex(value))
             out["sent"] += len(value) // 2
+        elif kind == "oob":         # its last byte urgent: out of the stream the server reads
+            sock.send(bytes.fromhex(value), socket.MSG_OOB)
+            out["sent"] += len(value) // 2
         else:                       # await: read until these bytes came
             got = b""
             while bytes.fromhex(value) not in got:
@@ -352,6 +355,27 @@ def test_more_filler_frames_than_the_kernel_reads_are_refused_with_why(guarded, 
     assert_refused(outcome)
     assert event["action"] == "block" and event["detection"]["dialect"] == "websocket-filler"
     assert "filler" in event["detection"]["evidence"]["why"]
+
+
+@pytest.mark.parametrize("at", [1, 20, -2])
+def test_a_byte_sent_out_of_band_inside_the_login_does_not_hide_it(guarded, xmrig_login, at):
+    """A byte sent with MSG_OOB is urgent data: the pool does not read it as
+    part of the stream, so it gets the login whole while the kernel's view
+    has the byte inside it (a JSON the classifier cannot read). Refused
+    unjudged (fail closed), and the refusal says why."""
+    guard = guarded()
+    login = xmrig_login
+    steps = [("oob", login[:at] + b"X", 0.05)] + writes(login[at:])
+    with RecordingServer(reply=b'{"id":1,"result":true}\n') as pool:
+        outcome = send(guard, "127.0.0.1", pool.port, steps)
+        event = guard.detection(lambda e: e["detection"]["type"] == "unjudged_flow"
+                                and (e.get("dst") or {}).get("port") == pool.port)
+        time.sleep(0.3)
+        received = pool.received()
+    assert b"login" not in received and b"XMRig" not in received
+    assert_refused(outcome)
+    assert event["action"] == "block" and event["detection"]["dialect"] == "urgent-data"
+    assert "urgent" in event["detection"]["evidence"]["why"]
 
 
 def test_frames_sent_with_the_upgrade_in_one_write_are_judged_too(guarded, xmrig_login):

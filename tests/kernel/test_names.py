@@ -229,6 +229,22 @@ try:
         context.wrap_socket(s, server_hostname=what)
     elif how == "http":
         s.sendall(f"GET / HTTP/1.1\r\nHost: {what}\r\n\r\n".encode())
+    elif how in ("http-oob", "tls-oob"):
+        # a byte sent out of band halfway: the server reads the rest whole
+        if how == "http-oob":
+            data = f"GET / HTTP/1.1\r\nHost: {what}\r\n\r\n".encode()
+        else:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing, server_hostname=what)
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            data = outgoing.read()
+        s.send(data[:len(data) // 2] + b"X", socket.MSG_OOB)
+        s.sendall(data[len(data) // 2:])
     else:
         s.sendall(what.encode())
     s.settimeout(3)
@@ -257,7 +273,8 @@ def test_a_payload_naming_a_host_the_policy_does_not_allow_never_leaves(
         assert f"ports: [{server.port}]" in policy
         sent = {}
         for what, how in (("one.egtest", "http"), ("shared.egtest", "http"),
-                          ("shared.egtest", "tls"), ("hello", "raw")):
+                          ("shared.egtest", "tls"), ("hello", "raw"),
+                          ("shared.egtest", "http-oob"), ("shared.egtest", "tls-oob")):
             sent[(what, how)] = resolver.run([sys.executable, "-c", SEND, ip, port, what, how],
                                              cgroup).stdout.strip()
     finally:
@@ -275,6 +292,11 @@ def test_a_payload_naming_a_host_the_policy_does_not_allow_never_leaves(
         assert event["detection"]["evidence"] == {"host": "shared.egtest", "learned": "one.egtest"}
         assert event["dst"]["name"] == "one.egtest"
     assert sent[("shared.egtest", "http")] != "answered"
+    # the host hidden behind an urgent byte: refused unjudged, never judged by a name
+    hidden = agent.wait_for(lambda e: e.get("kind") == "detection"
+                            and e["detection"]["type"] == "unjudged_flow"
+                            and e["detection"]["dialect"] == "urgent-data")
+    assert hidden["action"] == "block" and hidden["dst"]["ip"] == ip
 
 
 # One DNS query over TCP (argv: resolver, hex query): "answered N bytes" or the failure.

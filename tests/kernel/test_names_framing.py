@@ -282,3 +282,16 @@ def test_a_udp_send_cut_into_datagrams_is_refused(resolver, guarded):
     agent.wait_for(lambda e: e.get("kind") == "dns" and e["direction"] == "query"
                    and e["proto"] == "udp" and e["action"] == "block"
                    and "unparsed" in e["dns"]["why"] and e["cgroup"]["id"] == cgroup.id)
+
+
+def test_a_refused_connection_is_reset_at_the_resolver_too(resolver, guarded):
+    """dnsmasq here serves TCP in its one process, a connection at a time:
+    a refused connection that it never heard the end of would keep it from
+    every other query. The flow's data is dropped, its reset is not."""
+    _agent, cgroup = guarded
+    for _ in range(2):
+        refused = send(resolver, cgroup, "oob:" + (framed("one.egtest") + b"\x00").hex())
+        assert refused != "answers 1", refused
+        started = time.monotonic()
+        assert send(resolver, cgroup, framed("one.egtest")) == "answers 1"
+        assert time.monotonic() - started < 5
