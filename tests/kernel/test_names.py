@@ -20,6 +20,7 @@ from guard.demo.sandbox import TempCgroup
 from .agentproc import AgentProcess
 from .dnsfixtures import FOLD_EDGE, LONG_NAME, TOOLS, TestResolver, build_query
 from .netfixtures import require_tools
+from .tunnelstandins import client_hello
 
 ALLOWED = ["one.egtest", "a.sub.egtest", "deep.b.sub.egtest", "alias.egtest", "multi.egtest",
            "big.egtest", "short.egtest", "v6only.egtest"]
@@ -216,7 +217,9 @@ while True:
 """
 
 # Connect to argv[1]:argv[2] and send: an HTTP request for Host argv[3], a TLS
-# ClientHello for server name argv[3] (argv[4] == "tls"), or argv[3] raw.
+# ClientHello for server name argv[3] (argv[4] == "tls"), argv[3] raw, or
+# (argv[4] == "oob") the bytes argv[3] in hex with one more sent out of band
+# halfway.
 SEND = r"""
 import errno, socket, ssl, sys
 ip, port, what, how = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -229,20 +232,9 @@ try:
         context.wrap_socket(s, server_hostname=what)
     elif how == "http":
         s.sendall(f"GET / HTTP/1.1\r\nHost: {what}\r\n\r\n".encode())
-    elif how in ("http-oob", "tls-oob"):
-        # a byte sent out of band halfway: the server reads the rest whole
-        if how == "http-oob":
-            data = f"GET / HTTP/1.1\r\nHost: {what}\r\n\r\n".encode()
-        else:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            tls = context.wrap_bio(incoming, outgoing, server_hostname=what)
-            try:
-                tls.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            data = outgoing.read()
+    elif how == "oob":
+        # what: hex bytes, a byte sent out of band halfway (the server reads them whole)
+        data = bytes.fromhex(what)
         s.send(data[:len(data) // 2] + b"X", socket.MSG_OOB)
         s.sendall(data[len(data) // 2:])
     else:
@@ -272,9 +264,10 @@ def test_a_payload_naming_a_host_the_policy_does_not_allow_never_leaves(
         policy = guarded[3].read_text()
         assert f"ports: [{server.port}]" in policy
         sent = {}
+        http = b"GET / HTTP/1.1\r\nHost: shared.egtest\r\n\r\n"
         for what, how in (("one.egtest", "http"), ("shared.egtest", "http"),
-                          ("shared.egtest", "tls"), ("hello", "raw"),
-                          ("shared.egtest", "http-oob"), ("shared.egtest", "tls-oob")):
+                          ("shared.egtest", "tls"), ("hello", "raw"), (http.hex(), "oob"),
+                          (client_hello("shared.egtest").hex(), "oob")):
             sent[(what, how)] = resolver.run([sys.executable, "-c", SEND, ip, port, what, how],
                                              cgroup).stdout.strip()
     finally:
