@@ -48,6 +48,8 @@
 #include "lib/learned.h"
 #include "lib/packet.h"
 #include "lib/samples.h"
+#include "lib/opening.h"
+#include "lib/udp_fold.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -69,70 +71,6 @@ struct {
 	__type(key, struct guard_sendmsg_key);
 	__type(value, struct flow_state);
 } eg_udp_seen SEC(".maps");
-
-/*
- * A TCP flow between its SYN and its first payload: who opened it, under
- * which policy (tcp_opening), in the slot its socket cookie names
- * (cookie % FLOW_OPENING_SLOTS). A socket claims its slot at its SYN with a
- * compare-and-swap of the cookie, and its first payload, its server's first
- * bytes or its release give it back the same way: no lock, no allocation,
- * and consecutive connections of one CPU (whose cookies the kernel hands
- * out in runs) take neighbouring slots instead of a random hash bucket
- * each. A taken slot (another socket that is opening, or one whose release
- * never ran because a reload took this cgroup's flow programs away first)
- * gives the flow its socket storage at the SYN instead: nothing goes
- * unwatched, a workload that takes many slots with silent connections only
- * brings back the allocation. A slot is never taken from its socket.
- */
-#define FLOW_OPENING_SLOTS 16384
-
-struct flow_opening {
-	__u64 cookie; /* 0: free */
-	struct flow_state state;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, FLOW_OPENING_SLOTS);
-	__type(key, __u32);
-	__type(value, struct flow_opening);
-} eg_flow_opening SEC(".maps");
-
-static __always_inline struct flow_opening *opening_slot(__u64 cookie)
-{
-	__u32 index = cookie & (FLOW_OPENING_SLOTS - 1);
-
-	return bpf_map_lookup_elem(&eg_flow_opening, &index);
-}
-
-/* The socket's opening state, or NULL. */
-static __always_inline struct flow_state *opening_of(__u64 cookie)
-{
-	struct flow_opening *slot = opening_slot(cookie);
-
-	return slot && slot->cookie == cookie ? &slot->state : NULL;
-}
-
-/* Give the socket's slot back (if it still holds it). */
-static __always_inline void opening_end(__u64 cookie)
-{
-	struct flow_opening *slot = opening_slot(cookie);
-
-	if (slot && slot->cookie == cookie)
-		__sync_val_compare_and_swap(&slot->cookie, cookie, 0);
-}
-
-/* Take the socket's slot for state; 0 when another socket holds it. */
-static __always_inline int opening_begin(__u64 cookie, const struct flow_state *state)
-{
-	struct flow_opening *slot = opening_slot(cookie);
-
-	if (!slot || slot->cookie || __sync_val_compare_and_swap(&slot->cookie, 0, cookie))
-		return 0;
-	/* no reader before the SYN leaves, which is after this returns */
-	__builtin_memcpy(&slot->state, state, sizeof(*state));
-	return 1;
-}
 
 /* 0 -> per-CPU scratch for a flow state being made (too large for the stack beside a packet) */
 struct {
@@ -679,74 +617,6 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct flow_state *
 		return drop();
 	/* a global function's answer is any int to the verifier: 0 (drop) or 1 */
 	return first_payload(skb, state, &pkt) ? 1 : 0;
-}
-
-/*
- * A DNS datagram that repeats one its workload sent within the fold window
- * (a getaddrinfo loop resolving one name) is not sampled again: the same
- * bytes cannot say anything new, and sampling each was most of a lookup's
- * cost here. The key is the datagram itself past its 2-byte id, up to
- * UDP_FOLD_BYTES (longer ones, where tunnels carry data, are always
- * sampled), with the workload and the destination.
- */
-#define UDP_FOLD_BYTES 128
-
-struct udp_fold_key {
-	__u64 cgroup_id;
-	__u32 addr[4];
-	__u16 port;
-	__u16 len;
-	__u32 _pad;
-	__u8 bytes[UDP_FOLD_BYTES];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct udp_fold_key);
-	__type(value, __u64);
-} eg_udp_fold SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct udp_fold_key);
-} eg_udp_fold_scratch SEC(".maps");
-
-static __always_inline int udp_repeat(struct __sk_buff *skb, const struct packet *pkt)
-{
-	__u64 window = fold_window_ns();
-	struct udp_fold_key *key;
-	__u32 zero = 0, len;
-
-	if (!window)
-		return 0;
-	len = pkt->payload_size - 2;
-	if (pkt->payload_size <= 2 || len > UDP_FOLD_BYTES)
-		return 0;
-	key = bpf_map_lookup_elem(&eg_udp_fold_scratch, &zero);
-	if (!key)
-		return 0;
-	__builtin_memset(key, 0, sizeof(*key));
-	key->cgroup_id = bpf_skb_cgroup_id(skb);
-	__builtin_memcpy(key->addr, pkt->remote_addr, 16);
-	key->port = pkt->remote_port;
-	key->len = len;
-	/* 1 .. UDP_FOLD_BYTES already; the mask shows the verifier as much */
-	len = ((len - 1) & (UDP_FOLD_BYTES - 1)) + 1;
-	if (bpf_skb_load_bytes(skb, pkt->payload_off + 2, key->bytes, len))
-		return 0;
-	return fold_repeat(&eg_udp_fold, key, window, 1, GUARD_CTR_UDP_FOLDED);
-}
-
-/* The destination key of a UDP datagram: the remote end, as parsed. */
-static __always_inline void udp_key(struct __sk_buff *skb, const struct packet *pkt,
-				    struct guard_sendmsg_key *key)
-{
-	key->cookie = bpf_get_socket_cookie(skb);
-	__builtin_memcpy(key->addr, pkt->remote_addr, 16);
-	key->port = pkt->remote_port;
 }
 
 /*

@@ -28,6 +28,10 @@
  *   flow.h          eg_flow_state,               flow
  *                   eg_flow_verdicts
  *   samples.h       eg_sample_scratch            flow
+ *   opening.h       eg_flow_opening              flow
+ *   udp_fold.h      eg_udp_fold,                 flow
+ *                   eg_udp_fold_scratch
+ *   dns_wire.h      eg_dns_names, eg_dns_scratch dns
  *   raw_sockets.h   (no map: the raw-socket      sock_create,
  *                   verdict)                     socket_syscall
  *   packet.h        (no map: where a packet's    dns, flow
@@ -36,8 +40,8 @@
  *   task_marks.h    eg_task_marks                exec, escape
  *
  * A few maps of one program's own mechanics stay in its .bpf.c beside their
- * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_flow_opening,
- * eg_opening_scratch, eg_frame_scratch, eg_dns_names, eg_dns_scratch).
+ * only reader (eg_destroy, eg_sendmsg_seen, eg_udp_seen, eg_opening_scratch,
+ * eg_frame_scratch, eg_dns_fold, eg_dns_allowed).
  * Userspace shares every eg_* map between the objects by name
  * (guard/kernel/objects.py: the first object that declares a map creates it,
  * later ones reuse its fd), so an object without a map simply takes no part
