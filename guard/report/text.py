@@ -276,6 +276,8 @@ def _name_mismatch(dialect: str, evidence: dict) -> str:
 def _unjudged_flow(dialect: str, evidence: dict) -> str:
     if dialect == "websocket-filler":
         return "refused unjudged: WebSocket frames of filler beyond what the kernel reads"
+    if dialect == "urgent-data":
+        return "refused unjudged: urgent data (MSG_OOB), not the stream the server reads"
     return "refused unjudged" + (f" ({dialect})" if dialect else "")
 
 

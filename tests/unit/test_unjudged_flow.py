@@ -51,6 +51,7 @@ def test_urgent_data_says_so():
         detection = event["detection"]
         assert (detection["type"], detection["dialect"]) == ("unjudged_flow", "urgent-data")
         assert "urgent" in detection["evidence"]["why"] and event["action"] == "block"
+        assert "urgent data" in text.render(event)
 
 
 def test_an_unknown_reason_is_still_a_refusal():
