@@ -166,39 +166,29 @@ __noinline int other_tcp(struct __sk_buff *skb)
 }
 
 /*
- * The DNS message of a UDP datagram or a TCP segment (after its 2-byte
- * length: a message split over segments is read as far as it goes) to or
- * from a port of a resolver, the packet read by lib/packet.h (IPv6
- * extension headers included). 0: not one.
+ * A UDP datagram or a TCP segment with payload to or from a port of a
+ * resolver, the packet read by lib/packet.h (IPv6 extension headers
+ * included). A datagram is its message (msg_off, msg_size); a segment's
+ * messages, each after its 2-byte length from stream_off on, are walked by
+ * the caller (guard_dns_query, guard_dns_answer). 0: not one.
  */
 static __always_inline int parse_dns_packet(struct __sk_buff *skb, struct dns_packet *dns,
 					    int egress, const struct guard_config *config)
 {
 	struct packet pkt = {};
-	__u32 payload_off, len = skb->len;
-	__be16 size;
 
 	if (!parse_packet(skb, &pkt, egress) || !resolver_port(config, pkt.remote_port))
 		return 0;
-	payload_off = pkt.payload_off;
-	dns->stream_off = payload_off;
-	if (pkt.proto == GUARD_PROTO_TCP) {
-		if (len <= payload_off)
-			return 0; /* no payload: handshakes and acks */
-		/* a single byte: its message's length cut in two (TCP_MESSAGES) */
-		if (len < payload_off + 2 || bpf_skb_load_bytes(skb, payload_off, &size, sizeof(size)))
-			size = 0;
-		payload_off += 2;
-		if (len > payload_off + bpf_ntohs(size))
-			len = payload_off + bpf_ntohs(size);
-	}
+	if (pkt.proto == GUARD_PROTO_TCP && pkt.payload_size == 0)
+		return 0; /* no payload: handshakes and acks */
 	dns->family = pkt.family;
 	dns->proto = pkt.proto;
 	dns->urgent = pkt.urgent;
 	dns->remote_port = pkt.remote_port;
 	__builtin_memcpy(dns->remote_addr, pkt.remote_addr, 16);
-	dns->msg_off = payload_off;
-	dns->msg_size = len > payload_off ? len - payload_off : 0;
+	dns->stream_off = pkt.payload_off;
+	dns->msg_off = pkt.payload_off;
+	dns->msg_size = pkt.payload_size;
 	return 1;
 }
 
